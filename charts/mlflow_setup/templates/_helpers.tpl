@@ -1,0 +1,162 @@
+{{/* Chart name, overridable. */}}
+{{- define "mlflow-setup.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Base of every resource name: fullnameOverride, else `<release>-<chart>` (just the release name when it
+already contains the chart name). Truncated so that `<fullname>-<suffix>` stays a valid 63-char name.
+*/}}
+{{- define "mlflow-setup.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mlflow-setup.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "mlflow-setup.labels" -}}
+helm.sh/chart: {{ include "mlflow-setup.chart" . }}
+app.kubernetes.io/name: {{ include "mlflow-setup.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mlflow
+{{- end }}
+
+{{/* Selector labels of the tracking-server pods (also what the MySQL NetworkPolicy admits). */}}
+{{- define "mlflow-setup.tracking.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlflow-setup.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: tracking
+{{- end }}
+
+{{- define "mlflow-setup.tracking.labels" -}}
+{{ include "mlflow-setup.labels" . }}
+app.kubernetes.io/component: tracking
+{{- end }}
+
+{{/* Names of the tracking server's objects. */}}
+{{- define "mlflow-setup.tracking.fullname" -}}
+{{- printf "%s-tracking" (include "mlflow-setup.fullname" .) }}
+{{- end }}
+
+{{/* Secret with the server's credentials: URIs, basic-auth config, admin password, Flask key. */}}
+{{- define "mlflow-setup.tracking.secretName" -}}
+{{- printf "%s-tracking" (include "mlflow-setup.fullname" .) }}
+{{- end }}
+
+{{/* Secret with what run Jobs need to log in (MLFLOW_TRACKING_USERNAME/PASSWORD). */}}
+{{- define "mlflow-setup.run.secretName" -}}
+{{- printf "%s-run-credentials" (include "mlflow-setup.fullname" .) }}
+{{- end }}
+
+{{- define "mlflow-setup.tracking.image" -}}
+{{- $registry := required "tracking.image.registry is required (the ACR login server)" .Values.tracking.image.registry -}}
+{{- $digest := required "tracking.image.digest is required (sha256:…)" .Values.tracking.image.digest -}}
+{{- printf "%s/%s@%s" $registry .Values.tracking.image.repository $digest -}}
+{{- end }}
+
+{{/* In-cluster DNS names of the tracking Service, shortest first. */}}
+{{- define "mlflow-setup.tracking.dnsNames" -}}
+{{- $svc := include "mlflow-setup.tracking.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | join "," -}}
+{{- end }}
+
+{{/*
+`--allowed-hosts`: MLflow >= 3.5 answers 403 to any other Host header. The Service's DNS names with and
+without port, localhost on any port (kubectl port-forward, the readiness check), then the configured
+extra hosts (the public name or IP).
+*/}}
+{{- define "mlflow-setup.tracking.allowedHosts" -}}
+{{- $port := .Values.tracking.service.port | toString -}}
+{{- $hosts := list -}}
+{{- range (include "mlflow-setup.tracking.dnsNames" . | splitList ",") -}}
+{{- $hosts = append $hosts . -}}
+{{- $hosts = append $hosts (printf "%s:%s" . $port) -}}
+{{- end -}}
+{{- $hosts = concat $hosts (list "localhost" "localhost:*" "127.0.0.1" "127.0.0.1:*") -}}
+{{- $hosts = concat $hosts .Values.tracking.allowedHosts -}}
+{{- $hosts | uniq | join "," -}}
+{{- end }}
+
+{{- define "mlflow-setup.tracking.artifactsDestination" -}}
+{{- $a := .Values.tracking.artifacts -}}
+{{- $account := required "tracking.artifacts.storageAccount is required" $a.storageAccount -}}
+{{- $container := required "tracking.artifacts.container is required" $a.container -}}
+{{- printf "wasbs://%s@%s.%s/%s" $container $account $a.endpointSuffix ($a.path | trimPrefix "/") | trimSuffix "/" -}}
+{{- end }}
+
+{{/* Name of the bundled MySQL's Service, computed as charts/mysql computes it. */}}
+{{- define "mlflow-setup.mysql.fullname" -}}
+{{- if .Values.mysql.fullnameOverride }}
+{{- .Values.mysql.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-mysql" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Connection settings of the database, from the bundled MySQL or externalDatabase, as a dict. */}}
+{{- define "mlflow-setup.database" -}}
+{{- if .Values.mysql.enabled -}}
+{{- $auth := .Values.mysql.auth -}}
+host: {{ include "mlflow-setup.mysql.fullname" . }}
+port: 3306
+user: {{ $auth.username }}
+password: {{ required "mysql.auth.password is required" $auth.password | quote }}
+database: {{ $auth.database }}
+authDatabase: {{ first $auth.extraDatabases }}
+{{- else -}}
+{{- $db := .Values.externalDatabase -}}
+host: {{ required "externalDatabase.host is required when mysql.enabled is false" $db.host | quote }}
+port: {{ $db.port }}
+user: {{ $db.user | quote }}
+password: {{ required "externalDatabase.password is required" $db.password | quote }}
+database: {{ $db.database | quote }}
+authDatabase: {{ $db.authDatabase | quote }}
+{{- end -}}
+{{- end }}
+
+{{/* SQLAlchemy URI of one database; the password is URL-encoded. Call with (list $ "<database>"). */}}
+{{- define "mlflow-setup.databaseUri" -}}
+{{- $root := index . 0 -}}
+{{- $db := include "mlflow-setup.database" $root | fromYaml -}}
+{{- printf "mysql+pymysql://%s:%s@%s:%v/%s" ($db.user | urlquery) ($db.password | urlquery) $db.host $db.port (index $db (index . 1)) -}}
+{{- end }}
+
+{{/* Container securityContext: non-root, read-only root filesystem, no capabilities. Pass the UID. */}}
+{{- define "mlflow-setup.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: {{ . }}
+capabilities:
+  drop: ["ALL"]
+{{- end }}
+
+{{/* Names of the project volume's objects. The PersistentVolume is cluster-scoped: its name carries the namespace. */}}
+{{- define "mlflow-setup.project.claimName" -}}
+{{- printf "%s-projects" (include "mlflow-setup.fullname" .) }}
+{{- end }}
+{{- define "mlflow-setup.project.volumeName" -}}
+{{- printf "%s-%s-projects" .Release.Namespace (include "mlflow-setup.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "mlflow-setup.project.secretName" -}}
+{{- printf "%s-project-share" (include "mlflow-setup.fullname" .) }}
+{{- end }}
+
+{{- define "mlflow-setup.project.labels" -}}
+{{ include "mlflow-setup.labels" . }}
+app.kubernetes.io/component: project
+{{- end }}

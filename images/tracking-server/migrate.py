@@ -1,0 +1,89 @@
+"""Schema migration of the tracking server's databases: `python /app/migrate.py`.
+
+Run by the tracking Deployment's init container (and by the local stack) before the server starts:
+initialises a fresh tracking database or upgrades it to this image's MLflow version (what
+`mlflow db upgrade` does), then the basic-auth user store (MLflow's `auth db upgrade`). Reads the
+same settings as the server: MLFLOW_BACKEND_STORE_URI, and the auth database URI from the file at
+MLFLOW_AUTH_CONFIG_PATH.
+
+Pods that start together would otherwise run the same migration at once; on MySQL/MariaDB a named
+lock (GET_LOCK) makes them take turns, and the second one finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+import sqlalchemy
+
+LOCK_NAME = "mlflow_schema_migration"
+LOCK_TIMEOUT_SECONDS = 900
+CONNECT_DEADLINE_SECONDS = 300
+
+log = logging.getLogger("migrate")
+
+
+def _connect_with_retry(engine: sqlalchemy.engine.Engine) -> sqlalchemy.engine.Connection:
+    """The database may still be starting (fresh install): retry for a while, then fail loudly."""
+    deadline = time.monotonic() + CONNECT_DEADLINE_SECONDS
+    while True:
+        try:
+            return engine.connect()
+        except sqlalchemy.exc.OperationalError as e:
+            if time.monotonic() > deadline:
+                raise
+            log.info("database not reachable yet (%s); retrying", e.orig)
+            time.sleep(3)
+
+
+@contextlib.contextmanager
+def migration_lock(uri: str) -> Iterator[None]:
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    conn = _connect_with_retry(engine)
+    try:
+        if engine.dialect.name != "mysql":  # MariaDB reports "mysql" too
+            yield
+            return
+        got = conn.execute(
+            sqlalchemy.text("SELECT GET_LOCK(:name, :timeout)"),
+            {"name": LOCK_NAME, "timeout": LOCK_TIMEOUT_SECONDS},
+        ).scalar()
+        if got != 1:
+            raise SystemExit(f"migrate: could not take the {LOCK_NAME} lock in {LOCK_TIMEOUT_SECONDS}s")
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:name)"), {"name": LOCK_NAME})
+    finally:
+        conn.close()
+        engine.dispose()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from mlflow.db import upgrade as upgrade_tracking_db
+    from mlflow.server.auth.config import read_auth_config
+    from mlflow.server.auth.db.cli import upgrade as upgrade_auth_db
+
+    tracking_uri = os.environ.get("MLFLOW_BACKEND_STORE_URI")
+    if not tracking_uri:
+        print("migrate: MLFLOW_BACKEND_STORE_URI is not set", file=sys.stderr)
+        return 2
+    auth_uri = read_auth_config().database_uri
+
+    with migration_lock(tracking_uri):
+        log.info("migrating the tracking database")
+        upgrade_tracking_db.main([tracking_uri], standalone_mode=False)
+        log.info("migrating the basic-auth database")
+        upgrade_auth_db.main(["--url", auth_uri], standalone_mode=False)
+    log.info("schema migration done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

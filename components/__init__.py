@@ -1,0 +1,1 @@
+"""One ComponentResource per module; `__main__.py` wires them together."""

@@ -1,0 +1,106 @@
+"""StorageV2 account (HTTPS only, TLS 1.2, no public blob access) with a private blob container for
+MLflow artifacts and a file share for MLflow project files. With `dataRetention: retain` all three
+survive `pulumi destroy`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_random as random
+from pulumi_azure_native import storage
+
+ARTIFACTS_CONTAINER = "mlflow-artifacts"
+PROJECTS_SHARE = "mlflow-projects"
+
+
+@dataclass
+class StorageArgs:
+    resource_group_name: pulumi.Input[str]
+    """Resource group of the account (the data group)."""
+    location: str
+    """Azure region."""
+    name_prefix: str
+    """Start of the account name; a random suffix makes it globally unique."""
+    sku: str
+    """Replication SKU, e.g. Standard_LRS."""
+    file_share_quota_gib: int
+    """Quota of the project file share."""
+    retain_on_delete: bool
+    """Leave account, container and share in Azure on `pulumi destroy`."""
+
+
+class Storage(pulumi.ComponentResource):
+    account: storage.StorageAccount
+    account_id: pulumi.Output[str]
+    account_name: pulumi.Output[str]
+    container_id: pulumi.Output[str]
+    container_name: pulumi.Output[str]
+    share_name: pulumi.Output[str]
+    primary_key: pulumi.Output[str]
+    """First access key of the account (secret): mounts the file share and uploads project files."""
+
+    def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-aks:foundation:Storage", name, None, opts)
+        # The data outlives the platform: the account and both children are only forgotten on destroy,
+        # never deleted (deleting the container or share alone would already lose the data).
+        keep = pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain_on_delete)
+
+        # Storage account names are global across Azure: 3-24 lowercase letters and digits.
+        suffix = random.RandomString(
+            f"{name}-suffix",
+            length=8,
+            lower=True,
+            upper=False,
+            numeric=True,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.account = storage.StorageAccount(
+            f"{name}-account",
+            account_name=suffix.result.apply(lambda s: f"{args.name_prefix}data{s}"),
+            resource_group_name=args.resource_group_name,
+            location=args.location,
+            kind=storage.Kind.STORAGE_V2,
+            sku=storage.SkuArgs(name=args.sku),
+            enable_https_traffic_only=True,
+            minimum_tls_version=storage.MinimumTlsVersion.TLS1_2,
+            allow_blob_public_access=False,
+            opts=keep,
+        )
+        container = storage.BlobContainer(
+            f"{name}-artifacts",
+            container_name=ARTIFACTS_CONTAINER,
+            account_name=self.account.name,
+            resource_group_name=args.resource_group_name,
+            public_access=storage.PublicAccess.NONE,
+            opts=keep,
+        )
+        share = storage.FileShare(
+            f"{name}-projects",
+            share_name=PROJECTS_SHARE,
+            account_name=self.account.name,
+            resource_group_name=args.resource_group_name,
+            share_quota=args.file_share_quota_gib,
+            enabled_protocols=storage.EnabledProtocols.SMB,
+            opts=keep,
+        )
+
+        keys = storage.list_storage_account_keys_output(
+            account_name=self.account.name, resource_group_name=args.resource_group_name
+        )
+        self.primary_key = pulumi.Output.secret(keys.keys[0].value)
+        self.account_id = self.account.id
+        self.account_name = self.account.name
+        self.container_id = container.id
+        self.container_name = container.name
+        self.share_name = share.name
+
+        self.register_outputs(
+            {
+                "accountName": self.account_name,
+                "containerName": self.container_name,
+                "shareName": self.share_name,
+                "primaryKey": self.primary_key,
+            }
+        )

@@ -1,0 +1,73 @@
+"""User-assigned managed identity of the MLflow tracking server: federated with the server's Kubernetes
+ServiceAccount through the cluster's OIDC issuer (workload identity) and granted `Storage Blob Data
+Contributor` on the artifacts container, so the server reaches blob storage with no key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_azure_native import managedidentity
+
+from components import roles
+
+# The audience Azure AD expects in a federated Kubernetes service account token.
+FEDERATION_AUDIENCE = "api://AzureADTokenExchange"
+
+
+@dataclass
+class TrackingIdentityArgs:
+    resource_group_name: pulumi.Input[str]
+    """Resource group of the identity (the platform group)."""
+    location: str
+    """Azure region."""
+    name_prefix: str
+    """Prefix of the identity name."""
+    oidc_issuer_url: pulumi.Input[str]
+    """The cluster's OIDC issuer, which signs the ServiceAccount tokens."""
+    subject: str
+    """`system:serviceaccount:<namespace>:<service account>` of the tracking server."""
+    subscription_id: pulumi.Input[str]
+    """Subscription of the built-in role definitions."""
+    artifacts_container_id: pulumi.Input[str]
+    """Scope of Storage Blob Data Contributor."""
+
+
+class TrackingIdentity(pulumi.ComponentResource):
+    identity: managedidentity.UserAssignedIdentity
+    client_id: pulumi.Output[str]
+    principal_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: TrackingIdentityArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-aks:foundation:TrackingIdentity", name, None, opts)
+
+        self.identity = managedidentity.UserAssignedIdentity(
+            f"{name}-identity",
+            resource_name_=f"{args.name_prefix}-tracking-server",
+            resource_group_name=args.resource_group_name,
+            location=args.location,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        managedidentity.FederatedIdentityCredential(
+            f"{name}-federation",
+            federated_identity_credential_resource_name="kubernetes-service-account",
+            resource_name_=self.identity.name,
+            resource_group_name=args.resource_group_name,
+            issuer=args.oidc_issuer_url,
+            subject=args.subject,
+            audiences=[FEDERATION_AUDIENCE],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        roles.assign_role(
+            f"{name}-blob-data-contributor",
+            subscription_id=args.subscription_id,
+            role=roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
+            principal_id=self.identity.principal_id,
+            scope=args.artifacts_container_id,
+            parent=self,
+        )
+
+        self.client_id = self.identity.client_id
+        self.principal_id = self.identity.principal_id
+
+        self.register_outputs({"clientId": self.client_id, "principalId": self.principal_id})

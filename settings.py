@@ -1,0 +1,255 @@
+"""Stack settings: `pulumi.Config` read into one frozen, validated `Settings` object.
+
+Types and defaults come from the `config:` block of Pulumi.yaml (the one place they are written down);
+this module adds the rules. `load_settings()` checks every key and raises one `SettingsError` listing
+every bad key, its rule and the offending value, before the program declares any resource.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+
+PROJECT_FILE = Path(__file__).resolve().parent / "Pulumi.yaml"
+
+ACR_SKUS = ("Basic", "Standard", "Premium")
+STORAGE_SKUS = (
+    "Standard_LRS",
+    "Standard_ZRS",
+    "Standard_GRS",
+    "Standard_RAGRS",
+    "Standard_GZRS",
+    "Standard_RAGZRS",
+)
+DATA_RETENTION_MODES = ("retain", "delete")
+
+_NAME_PREFIX = re.compile(r"^[a-z][a-z0-9]{2,10}$")
+_VM_SIZE = re.compile(r"^Standard_[A-Za-z0-9_]+$")
+_K8S_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_LOCATION = re.compile(r"^[a-z][a-z0-9]+$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every stack setting, typed. Field `foo_bar` is config key `fooBar` (see `config_key`)."""
+
+    location: str
+    """Azure region for every resource."""
+    name_prefix: str
+    """Prefix of every Azure resource name (3-11 lowercase letters/digits)."""
+    data_retention: str
+    """`retain`: `pulumi destroy` leaves the data resource group and storage account; `delete`: it doesn't."""
+    kubernetes_version: str | None
+    """AKS version, or None for the AKS default."""
+    system_node_vm_size: str
+    """VM size of the system node pool."""
+    system_node_count: int
+    """System node count when autoscaling is off."""
+    system_node_autoscale: bool
+    """Whether the system pool autoscales between min and max."""
+    system_node_min_count: int
+    """Minimum system nodes when autoscaling."""
+    system_node_max_count: int
+    """Maximum system nodes when autoscaling."""
+    jobs_node_pool: bool
+    """Whether a tainted, autoscaled-from-zero `jobs` pool for run Jobs exists."""
+    jobs_node_vm_size: str
+    """VM size of the jobs pool."""
+    jobs_node_max_count: int
+    """Maximum nodes of the jobs pool."""
+    log_retention_days: int
+    """Log Analytics retention in days."""
+    acr_sku: str
+    """Container registry SKU."""
+    storage_sku: str
+    """Storage account replication SKU."""
+    file_share_quota_gib: int
+    """Project file share quota in GiB."""
+    namespace: str
+    """Kubernetes namespace of the platform."""
+    tracking_service_account: str
+    """Kubernetes ServiceAccount name of the tracking server."""
+    deployer_password_end_date: str
+    """RFC 3339 expiry of the deployer service principal's password."""
+
+    @property
+    def retain_data(self) -> bool:
+        return self.data_retention == "retain"
+
+    @property
+    def tracking_identity_subject(self) -> str:
+        """The federated credential subject for the tracking server's ServiceAccount token."""
+        return f"system:serviceaccount:{self.namespace}:{self.tracking_service_account}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    rule: str
+    value: Any
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.rule} (got {self.value!r})"
+
+
+class SettingsError(ValueError):
+    """Invalid stack configuration; `problems` names every bad key."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid stack configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+def config_key(field_name: str) -> str:
+    """`system_node_count` -> `systemNodeCount`."""
+    head, *rest = field_name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def declared_config(project_file: Path = PROJECT_FILE) -> dict[str, dict[str, Any]]:
+    """The `config:` block of Pulumi.yaml: key -> {type, description, default}."""
+    project = yaml.safe_load(project_file.read_text())
+    return project["config"]
+
+
+def _parse(raw: Any, declared_type: str) -> Any:
+    """Turn a raw config value (string from `pulumi config`, or the YAML default) into its declared type."""
+    if declared_type == "string":
+        if not isinstance(raw, str):
+            raise ValueError("must be a string")
+        return raw
+    if declared_type == "integer":
+        if isinstance(raw, bool):
+            raise ValueError("must be an integer")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, str) and re.fullmatch(r"[+-]?\d+", raw.strip()):
+            return int(raw)
+        raise ValueError("must be an integer")
+    if declared_type == "boolean":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in ("true", "false"):
+            return raw.strip().lower() == "true"
+        raise ValueError("must be true or false")
+    if declared_type == "array":
+        value = json.loads(raw) if isinstance(raw, str) else raw
+        if not isinstance(value, list):
+            raise ValueError("must be a list")
+        return value
+    raise ValueError(f"unsupported declared type {declared_type!r}")
+
+
+def _raw_values(config: pulumi.Config, declared: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The stack's value for each declared key, else the Pulumi.yaml default."""
+    values = {}
+    for key, declaration in declared.items():
+        raw = config.get(key)
+        values[key] = declaration["default"] if raw is None else raw
+    return values
+
+
+def _one_of(allowed: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in allowed), f"must be one of {', '.join(allowed)}"
+
+
+def _between(low: int, high: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: low <= v <= high), f"must be between {low} and {high}"
+
+
+def _matches(pattern: re.Pattern[str], rule: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: bool(pattern.fullmatch(v))), rule
+
+
+def _is_future_rfc3339(value: str) -> bool:
+    try:
+        end = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return False
+    return end > datetime.now(UTC)
+
+
+_VM_SIZE_RULE = _matches(_VM_SIZE, "must be an Azure VM size like Standard_D4s_v5")
+
+# One rule per key: (predicate over the typed value, what the rule says).
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "location": _matches(_LOCATION, "must be an Azure region name like westeurope"),
+    "namePrefix": _matches(
+        _NAME_PREFIX,
+        "must be 3-11 lowercase letters or digits starting with a letter, so the storage account name "
+        "(prefix + 'data' + 8-character random suffix) stays within 24 characters",
+    ),
+    "dataRetention": _one_of(DATA_RETENTION_MODES),
+    "kubernetesVersion": (
+        lambda v: v == "" or bool(_K8S_VERSION.fullmatch(v)),
+        "must be MAJOR.MINOR or MAJOR.MINOR.PATCH (e.g. 1.33), or empty for the AKS default",
+    ),
+    "systemNodeVmSize": _VM_SIZE_RULE,
+    "systemNodeCount": _between(1, 1000),
+    "systemNodeMinCount": _between(1, 1000),
+    "systemNodeMaxCount": _between(1, 1000),
+    "jobsNodeVmSize": _VM_SIZE_RULE,
+    "jobsNodeMaxCount": _between(1, 1000),
+    "logRetentionDays": _between(30, 730),
+    "acrSku": _one_of(ACR_SKUS),
+    "storageSku": _one_of(STORAGE_SKUS),
+    "fileShareQuotaGib": _between(1, 102400),
+    "namespace": _matches(
+        _DNS1123_LABEL,
+        "must be a DNS-1123 label: at most 63 lowercase letters, digits or '-', starting and ending "
+        "with a letter or digit",
+    ),
+    "trackingServiceAccount": _matches(
+        _DNS1123_SUBDOMAIN,
+        "must be a DNS-1123 subdomain: lowercase letters, digits, '-' or '.', starting and ending "
+        "with a letter or digit",
+    ),
+    "deployerPasswordEndDate": (
+        _is_future_rfc3339,
+        "must be an RFC 3339 UTC time in the future, like 2027-11-30T00:00:00Z",
+    ),
+}
+
+
+def _validate(typed: dict[str, Any], problems: list[Problem]) -> None:
+    """Apply RULES and the cross-key rules to every key that parsed; append one Problem per broken rule."""
+    for key, (ok, rule) in RULES.items():
+        if key in typed and not ok(typed[key]):
+            problems.append(Problem(key, rule, typed[key]))
+    low, high = typed.get("systemNodeMinCount"), typed.get("systemNodeMaxCount")
+    if typed.get("systemNodeAutoscale") and isinstance(low, int) and isinstance(high, int) and low > high:
+        problems.append(Problem("systemNodeMinCount", f"must not exceed systemNodeMaxCount ({high})", low))
+
+
+def load_settings(config: pulumi.Config | None = None, project_file: Path = PROJECT_FILE) -> Settings:
+    """Read, type-check and validate every declared key; raise `SettingsError` naming each bad one."""
+    config = config or pulumi.Config()
+    declared = declared_config(project_file)
+    raw = _raw_values(config, declared)
+
+    problems: list[Problem] = []
+    typed: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            typed[key] = _parse(value, declared[key]["type"])
+        except (ValueError, json.JSONDecodeError) as error:
+            problems.append(Problem(key, f"{error} ({declared[key]['type']})", value))
+    _validate(typed, problems)
+    if problems:
+        raise SettingsError(problems)
+
+    fields = {f.name: typed[config_key(f.name)] for f in dataclasses.fields(Settings)}
+    fields["kubernetes_version"] = fields["kubernetes_version"] or None
+    return Settings(**fields)

@@ -1,0 +1,284 @@
+"""Run the Pulumi program (`__main__.py`) under `pulumi.runtime.set_mocks` and record what it declares.
+
+`run_program(config)` runs the whole program in a fresh mock runtime (new monitor, new root stack,
+config replaced) and returns a `ProgramRun`: every registered resource with its inputs, every invoke,
+and the stack exports resolved together with their secretness. Nothing carries over between runs.
+
+The mocks echo inputs back as outputs (camelCase keys, as the engine would) and add the few computed
+outputs the program reads: ids, names, the cluster's OIDC issuer and kubelet identity, login server,
+client ids, passwords, random strings, image digests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import runpy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "mlflow-aks"
+STACK = "dev"
+SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000001"
+TENANT_ID = "00000000-0000-0000-0000-0000000000aa"
+DEPLOYING_USER_OBJECT_ID = "00000000-0000-0000-0000-0000000000bb"
+OIDC_ISSUER_URL = "https://westeurope.oic.prod-aks.azure.com/tenant/issuer/"
+KUBELET_OBJECT_ID = "00000000-0000-0000-0000-00000000c0be"
+STORAGE_KEY = "bW9jay1zdG9yYWdlLWtleQ=="
+KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n"
+
+# The input that carries each azure-native resource's explicit Azure name.
+_NAME_KEYS = {
+    "azure-native:resources:ResourceGroup": "resourceGroupName",
+    "azure-native:operationalinsights:Workspace": "workspaceName",
+    "azure-native:containerregistry:Registry": "registryName",
+    "azure-native:storage:StorageAccount": "accountName",
+    "azure-native:storage:BlobContainer": "containerName",
+    "azure-native:storage:FileShare": "shareName",
+    "azure-native:containerservice:ManagedCluster": "resourceName",
+    "azure-native:containerservice:AgentPool": "agentPoolName",
+    "azure-native:managedidentity:UserAssignedIdentity": "resourceName",
+    "azure-native:managedidentity:FederatedIdentityCredential": "federatedIdentityCredentialResourceName",
+}
+
+
+def _guid(seed: str) -> str:
+    digest = hashlib.sha256(seed.encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+
+def is_secret(value: Any) -> bool:
+    """Whether a mock-recorded input value is a Pulumi secret."""
+    return rpc.is_rpc_secret(value)
+
+
+def plain(value: Any) -> Any:
+    """A recorded input with every secret wrapper removed (recursively)."""
+    if rpc.is_rpc_secret(value):
+        return plain(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def contains_secret(value: Any) -> bool:
+    """Whether a recorded input is, or holds anywhere inside it, a Pulumi secret."""
+    if rpc.is_rpc_secret(value):
+        return True
+    if isinstance(value, dict):
+        return any(contains_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(contains_secret(v) for v in value)
+    return False
+
+
+@dataclass
+class Registered:
+    """One resource the program declared."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    provider: str | None
+    custom: bool
+    id: str
+    outputs: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    """Resource options from the registration: retainOnDelete, ignoreChanges, dependencies, parent."""
+
+    @property
+    def plain_inputs(self) -> dict[str, Any]:
+        return plain(self.inputs)
+
+
+@dataclass
+class ProgramRun:
+    """What one mocked run of the program declared and exported."""
+
+    resources: list[Registered]
+    calls: list[pulumi_mocks.MockCallArgs]
+    exports: dict[str, Any]
+    secret_exports: set[str]
+
+    def of_type(self, type_: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str, name: str | None = None) -> Registered:
+        matches = [r for r in self.of_type(type_) if name is None or r.name == name]
+        assert len(matches) == 1, f"expected one {type_} {name or ''}, found {[r.name for r in matches]}"
+        return matches[0]
+
+    def named(self, name: str) -> Registered:
+        matches = [r for r in self.resources if r.name == name]
+        assert len(matches) == 1, f"expected one resource named {name}, found {len(matches)}"
+        return matches[0]
+
+    def type_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.resources:
+            counts[r.type] = counts.get(r.type, 0) + 1
+        return counts
+
+
+def _computed_outputs(type_: str, name: str, inputs: dict[str, Any], id_: str) -> dict[str, Any]:
+    """Outputs the real provider would compute and the program reads."""
+    explicit = plain(inputs.get(_NAME_KEYS.get(type_, "")))
+    out: dict[str, Any] = {"name": explicit or name}
+    if type_.startswith("azure-native:"):
+        out["id"] = f"/subscriptions/{SUBSCRIPTION_ID}/mock/{type_.split(':')[-1]}/{out['name']}"
+    if type_ == "azure-native:containerservice:ManagedCluster":
+        out["oidcIssuerProfile"] = {"enabled": True, "issuerURL": OIDC_ISSUER_URL}
+        out["identityProfile"] = {
+            "kubeletidentity": {
+                "objectId": KUBELET_OBJECT_ID,
+                "clientId": _guid("kubelet-client"),
+                "resourceId": "/mock/kubelet",
+            }
+        }
+    elif type_ == "azure-native:containerregistry:Registry":
+        out["loginServer"] = f"{out['name']}.azurecr.io"
+    elif type_ == "azure-native:managedidentity:UserAssignedIdentity":
+        out.update(
+            clientId=_guid(f"{name}-client"), principalId=_guid(f"{name}-principal"), tenantId=TENANT_ID
+        )
+    elif type_ == "azuread:index/application:Application":
+        out.update(clientId=_guid(f"{name}-client"), objectId=_guid(f"{name}-object"))
+    elif type_ == "azuread:index/servicePrincipal:ServicePrincipal":
+        object_id = _guid(f"{name}-object")
+        out.update(objectId=object_id, id=f"/servicePrincipals/{object_id}")
+    elif type_ == "azuread:index/servicePrincipalPassword:ServicePrincipalPassword":
+        out["value"] = f"sp-password-{_guid(name)}"
+    elif type_ in ("random:index/randomString:RandomString", "random:index/randomPassword:RandomPassword"):
+        length = int(plain(inputs.get("length", 16)))
+        out["result"] = (hashlib.sha256(name.encode()).hexdigest() * 4)[:length]
+    elif type_ == "docker:index/image:Image":
+        image_name = plain(inputs.get("imageName", name))
+        digest = hashlib.sha256(image_name.encode()).hexdigest()
+        out["repoDigest"] = f"{str(image_name).split(':')[0]}@sha256:{digest}"
+        out["imageName"] = image_name
+    return out
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Echo inputs back, add computed outputs, and record every resource and invoke."""
+
+    def __init__(self, extra_outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None):
+        self.resources: list[Registered] = []
+        self.calls: list[pulumi_mocks.MockCallArgs] = []
+        self._extra_outputs = extra_outputs
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs):
+        id_ = f"{args.name}-id"
+        outputs = {**args.inputs, **_computed_outputs(args.typ, args.name, args.inputs, id_)}
+        if self._extra_outputs:
+            outputs.update(self._extra_outputs(args))
+        self.resources.append(
+            Registered(
+                type=args.typ,
+                name=args.name,
+                inputs=dict(args.inputs),
+                provider=args.provider or None,
+                custom=bool(args.custom),
+                id=outputs.get("id", id_),
+                outputs=outputs,
+            )
+        )
+        return [outputs.get("id", id_), outputs]
+
+    def call(self, args: pulumi_mocks.MockCallArgs):
+        self.calls.append(args)
+        if args.token == "azure-native:authorization:getClientConfig":
+            return {
+                "clientId": _guid("cli-client"),
+                "objectId": DEPLOYING_USER_OBJECT_ID,
+                "subscriptionId": SUBSCRIPTION_ID,
+                "tenantId": TENANT_ID,
+            }
+        if args.token == "azuread:index/getClientConfig:getClientConfig":
+            return {
+                "clientId": _guid("cli-client"),
+                "objectId": DEPLOYING_USER_OBJECT_ID,
+                "tenantId": TENANT_ID,
+            }
+        if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
+            encoded = base64.b64encode(KUBECONFIG.encode()).decode()
+            return {"kubeconfigs": [{"name": "clusterUser", "value": encoded}]}
+        if args.token == "azure-native:storage:listStorageAccountKeys":
+            return {"keys": [{"keyName": "key1", "value": STORAGE_KEY, "permissions": "FULL"}]}
+        raise AssertionError(f"unexpected invoke {args.token} in the mocked program")
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, also keeping the resource options `MockResourceArgs` leaves out."""
+
+    def __init__(self, mocks: RecordingMocks):
+        super().__init__(mocks)
+        self.options: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def RegisterResource(self, request):
+        # Registrations arrive on worker threads; key by (type, name), unique within this program.
+        self.options[(request.type, request.name)] = {
+            "retainOnDelete": request.retainOnDelete if request.HasField("retainOnDelete") else False,
+            "ignoreChanges": list(request.ignoreChanges),
+            "additionalSecretOutputs": list(request.additionalSecretOutputs),
+            "dependencies": list(request.dependencies),
+            "parent": request.parent,
+        }
+        return super().RegisterResource(request)
+
+
+@dataclass
+class _Resolved:
+    values: dict[str, Any] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)
+
+
+def config_values(config: dict[str, Any]) -> dict[str, str]:
+    """Stack config as the engine hands it to the program: `project:key` -> string (JSON for non-strings)."""
+    return {
+        f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value)
+        for key, value in config.items()
+    }
+
+
+def run_program(
+    config: dict[str, Any] | None = None,
+    *,
+    program: Path = REPO_ROOT / "__main__.py",
+    mocks: RecordingMocks | None = None,
+    preview: bool = False,
+) -> ProgramRun:
+    """Run `program` once in a fresh mock runtime with `config` as the stack config."""
+    mocks = mocks or RecordingMocks()
+    pulumi_settings.ROOT.set(None)
+    pulumi.runtime.set_all_config(config_values(config or {}), secret_keys=[])
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=STACK, preview=preview, monitor=monitor)
+    pulumi_settings.SETTINGS.rpc_manager.clear()
+    pulumi_settings.SETTINGS.outputs.clear()
+
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
+
+    for resource in mocks.resources:
+        resource.options = monitor.options[(resource.type, resource.name)]
+    resolved = _Resolved()
+    stack = pulumi_settings.get_root_resource()
+    for key, value in stack.outputs.items():  # type: ignore[union-attr]
+        output = pulumi.Output.from_input(value)
+        resolved.values[key] = _sync_await(output.future())
+        if _sync_await(output.is_secret()):
+            resolved.secrets.add(key)
+    return ProgramRun(mocks.resources, mocks.calls, resolved.values, resolved.secrets)

@@ -1,0 +1,172 @@
+"""Settings: Pulumi.yaml declares every key once; bad values stop the program before any resource."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+from pulumi_mocks import PROJECT, REPO_ROOT, STACK, RecordingMocks, config_values, run_program
+
+from settings import Settings, SettingsError, config_key, declared_config, load_settings
+
+# (config, the key the error must name). Each would break a deployment or a derived Azure name.
+BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
+    ({"systemNodeCount": 0}, "systemNodeCount"),
+    ({"systemNodeCount": "three"}, "systemNodeCount"),
+    ({"systemNodeAutoscale": True, "systemNodeMinCount": 4, "systemNodeMaxCount": 2}, "systemNodeMinCount"),
+    ({"systemNodeMinCount": 0}, "systemNodeMinCount"),
+    ({"systemNodeAutoscale": "sometimes"}, "systemNodeAutoscale"),
+    ({"systemNodeVmSize": "D4s_v5"}, "systemNodeVmSize"),
+    ({"jobsNodeVmSize": "Standard D4s"}, "jobsNodeVmSize"),
+    ({"jobsNodeMaxCount": 0}, "jobsNodeMaxCount"),
+    ({"kubernetesVersion": "1"}, "kubernetesVersion"),
+    ({"kubernetesVersion": "v1.33"}, "kubernetesVersion"),
+    ({"kubernetesVersion": "1.33.2.1"}, "kubernetesVersion"),
+    ({"namespace": "MLflow"}, "namespace"),
+    ({"namespace": "-mlflow"}, "namespace"),
+    ({"namespace": "a" * 64}, "namespace"),
+    ({"trackingServiceAccount": "Tracking_Server"}, "trackingServiceAccount"),
+    ({"fileShareQuotaGib": 0}, "fileShareQuotaGib"),
+    ({"fileShareQuotaGib": 102401}, "fileShareQuotaGib"),
+    ({"logRetentionDays": 29}, "logRetentionDays"),
+    ({"logRetentionDays": 731}, "logRetentionDays"),
+    ({"namePrefix": "ml"}, "namePrefix"),
+    ({"namePrefix": "mlflowplatform"}, "namePrefix"),
+    ({"namePrefix": "ML-flow"}, "namePrefix"),
+    ({"namePrefix": "1mlflow"}, "namePrefix"),
+    ({"acrSku": "Gold"}, "acrSku"),
+    ({"storageSku": "Premium_LRS"}, "storageSku"),
+    ({"dataRetention": "keep"}, "dataRetention"),
+    ({"location": "West Europe"}, "location"),
+    ({"deployerPasswordEndDate": "next year"}, "deployerPasswordEndDate"),
+    ({"deployerPasswordEndDate": "2001-01-01T00:00:00Z"}, "deployerPasswordEndDate"),
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "key"), BAD_CONFIGURATIONS, ids=[f"{k}={v}" for v, k in BAD_CONFIGURATIONS]
+)
+def test_bad_configuration_is_rejected_naming_its_key_before_any_resource(config, key):
+    mocks = RecordingMocks()
+    with pytest.raises(SettingsError) as raised:
+        run_program(config, mocks=mocks)
+    assert [p.key for p in raised.value.problems] == [key]
+    message = str(raised.value)
+    assert key in message
+    assert repr(raised.value.problems[0].value) in message
+    assert mocks.resources == []
+    assert mocks.calls == []
+
+
+def test_enum_errors_list_the_allowed_values():
+    with pytest.raises(SettingsError) as raised:
+        run_program({"acrSku": "Gold", "dataRetention": "keep"})
+    message = str(raised.value)
+    assert "Basic, Standard, Premium" in message
+    assert "retain, delete" in message
+
+
+def test_every_bad_key_is_reported_at_once():
+    config = {"namespace": "Bad_NS", "logRetentionDays": 5, "acrSku": "Gold", "systemNodeCount": "x"}
+    with pytest.raises(SettingsError) as raised:
+        run_program(config)
+    assert sorted(p.key for p in raised.value.problems) == sorted(config)
+
+
+def test_pulumi_yaml_declares_type_description_and_default_for_every_key():
+    declared = declared_config()
+    for key, declaration in declared.items():
+        assert declaration.get("type") in ("string", "integer", "boolean", "array"), key
+        assert declaration.get("description"), key
+        assert "default" in declaration, key
+
+
+def test_settings_fields_and_declared_keys_are_the_same_set():
+    fields = {config_key(f.name) for f in dataclasses.fields(Settings)}
+    assert fields == set(declared_config())
+
+
+def settings_from(config: dict[str, Any]) -> Settings:
+    """Settings as the program would read them from this stack config (no program run)."""
+    pulumi.runtime.set_all_config(config_values(config), secret_keys=[])
+    pulumi.runtime.set_mocks(RecordingMocks(), project=PROJECT, stack=STACK)
+    return load_settings()
+
+
+def test_declared_defaults_are_valid_and_become_the_settings():
+    settings = settings_from({})
+    declared = declared_config()
+    for field in dataclasses.fields(Settings):
+        default = declared[config_key(field.name)]["default"]
+        if field.name == "kubernetes_version":
+            default = default or None
+        assert getattr(settings, field.name) == default, field.name
+    assert run_program({}).resources, "the defaults must deploy"
+
+
+@pytest.mark.parametrize(
+    ("config", "field", "expected"),
+    [
+        ({"systemNodeCount": "5"}, "system_node_count", 5),
+        ({"systemNodeAutoscale": "true"}, "system_node_autoscale", True),
+        ({"jobsNodePool": "false"}, "jobs_node_pool", False),
+        ({"kubernetesVersion": "1.33"}, "kubernetes_version", "1.33"),
+        ({"kubernetesVersion": "1.33.4"}, "kubernetes_version", "1.33.4"),
+        ({"kubernetesVersion": ""}, "kubernetes_version", None),
+        ({"namePrefix": "abc"}, "name_prefix", "abc"),
+        ({"namePrefix": "abcdefghijk"}, "name_prefix", "abcdefghijk"),
+        (
+            {"systemNodeAutoscale": False, "systemNodeMinCount": 5, "systemNodeMaxCount": 2},
+            "system_node_min_count",
+            5,
+        ),
+    ],
+)
+def test_good_values_are_parsed_to_their_type(config, field, expected):
+    assert getattr(settings_from(config), field) == expected
+
+
+def _readme_config_table() -> dict[str, dict[str, str]]:
+    """Rows of the table under README's "Configuration reference" heading: key -> {type, default}."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    start = readme.index("\n## Configuration reference")
+    end = readme.find("\n## ", start + 1)
+    rows = {}
+    for line in readme[start : end if end != -1 else None].splitlines():
+        match = re.fullmatch(r"\|\s*`([A-Za-z]+)`\s*\|\s*(\w+)\s*\|\s*(.*?)\s*\|\s*(.+?)\s*\|", line.strip())
+        if match:
+            key, type_, default, _description = match.groups()
+            rows[key] = {"type": type_, "default": default}
+    return rows
+
+
+def _as_readme_default(value: Any) -> str:
+    if value == "" or value is None:
+        return "(empty)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, list):
+        return f"`{value}`" if value else "`[]`"
+    return f"`{value}`"
+
+
+def test_readme_config_reference_matches_pulumi_yaml():
+    table = _readme_config_table()
+    declared = declared_config()
+    assert set(table) == set(declared), "README config table keys differ from Pulumi.yaml"
+    for key, declaration in declared.items():
+        assert table[key]["type"] == declaration["type"], key
+        assert table[key]["default"] == _as_readme_default(declaration["default"]), key
+
+
+def test_example_stack_is_valid():
+    """Pulumi.dev.yaml, the example stack, passes validation as written."""
+    stack = yaml.safe_load((REPO_ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    config = {key.split(":", 1)[1]: value for key, value in stack.items() if key.startswith(f"{PROJECT}:")}
+    assert config, "the example stack sets project keys"
+    settings = settings_from(config)
+    assert settings.name_prefix == config["namePrefix"]

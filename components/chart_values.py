@@ -1,0 +1,240 @@
+"""Helm values of the `mlflow_setup` and `mlflow_project` charts, from stack outputs.
+
+Pure: no Pulumi import, no I/O besides reading the jinja2 templates in `templates/`. The program calls
+these inside `Output.all(...).apply(...)` with the resolved outputs, so the values (secrets included)
+go straight to the `helm.v3.Release` and never touch the disk:
+
+    values = Output.all(...).apply(lambda a: setup_values(SetupContext(...)))
+
+- `setup_values(SetupContext)` -> values of charts/mlflow_setup (tracking server, MySQL, project volume);
+- `project_values(ProjectContext)` -> values of charts/mlflow_project for one run;
+- `tracking_url(namespace)`, `RUN_CREDENTIALS_SECRET`, `PROJECTS_CLAIM`: the names mlflow_setup
+  gives its objects, which run Jobs (and users installing a run by hand) refer to.
+
+Each template interpolates every value through `tojson` (JSON is valid YAML), so a stack output can
+never change the structure of the values document; the charts' values.schema.json then checks them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+# Base of mlflow_setup's object names (its fullnameOverride), fixed so that names are predictable.
+FULLNAME = "mlflow"
+TRACKING_SERVICE = f"{FULLNAME}-tracking"
+TRACKING_SERVICE_PORT = 5000
+RUN_CREDENTIALS_SECRET = f"{FULLNAME}-run-credentials"
+PROJECTS_CLAIM = f"{FULLNAME}-projects"
+MYSQL_FULLNAME = f"{FULLNAME}-mysql"
+
+_IMAGE_REF = re.compile(
+    r"^(?P<registry>[a-z0-9.-]+(:[0-9]+)?)/(?P<repository>[a-z0-9]+([._/-][a-z0-9]+)*)"
+    r"(:[\w.-]+)?@(?P<digest>sha256:[a-f0-9]{64})$"
+)
+_TAINT = re.compile(
+    r"^(?P<key>[^=:]+)(=(?P<value>[^:]*))?:(?P<effect>NoSchedule|PreferNoSchedule|NoExecute)$"
+)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image by digest: `<registry>/<repository>@sha256:<hex>`."""
+
+    registry: str
+    repository: str
+    digest: str
+
+    @classmethod
+    def parse(cls, ref: str, registry: str | None = None) -> ImageRef:
+        """Parse `pulumi_docker.Image.repo_digest`; when `registry` is given the image must live there."""
+        match = _IMAGE_REF.match(ref)
+        if not match:
+            raise ValueError(f"image reference {ref!r} is not <registry>/<repository>@sha256:<64 hex>")
+        image = cls(match["registry"], match["repository"], match["digest"])
+        if registry is not None and image.registry != registry:
+            raise ValueError(f"image {ref!r} is not in the registry {registry!r}")
+        return image
+
+
+@dataclass(frozen=True)
+class SetupContext:
+    """Stack outputs (resolved, plain values) that charts/mlflow_setup needs."""
+
+    namespace: str
+    """Kubernetes namespace of the platform."""
+    acr_login_server: str
+    """ACR login server, e.g. `mlflowacr1a2b.azurecr.io`."""
+    tracking_image: str
+    """Tracking-server image by digest (`pulumi_docker.Image.repo_digest`), in that ACR."""
+    tracking_identity_client_id: str
+    """Client id of the tracking server's user-assigned identity (workload identity)."""
+    storage_account: str
+    """Storage account name (artifact container and project share)."""
+    storage_resource_group: str
+    """Resource group of the storage account (part of the Azure Files volume handle)."""
+    artifacts_container: str
+    """Blob container of MLflow artifacts."""
+    projects_share: str
+    """File share holding MLflow projects."""
+    storage_account_key: str
+    """Storage account key that mounts the share (secret)."""
+    mysql_root_password: str
+    """MySQL root password (secret, generated)."""
+    mysql_password: str
+    """MySQL password of the tracking server's user (secret, generated; URL-safe characters preferred)."""
+    admin_password: str
+    """Password of the MLflow admin user (secret, generated, at least 12 characters)."""
+    flask_secret_key: str
+    """Flask secret key shared by the tracking replicas (secret, generated, at least 16 characters)."""
+    exposure: str = "private"
+    """`private` (ClusterIP) or `public` (LoadBalancer limited to `source_ranges`)."""
+    source_ranges: tuple[str, ...] = ()
+    """CIDR ranges allowed to reach a public tracking server (required when public)."""
+    dns_label: str = ""
+    """DNS label of the public IP: the server answers at `<label>.<location>.cloudapp.azure.com`."""
+    location: str = ""
+    """Azure region (for the public DNS name)."""
+    extra_allowed_hosts: tuple[str, ...] = ()
+    """More Host headers the server accepts (e.g. a static public IP)."""
+    tracking_service_account: str = "mlflow-tracking"
+    """ServiceAccount the identity's federated credential names."""
+    run_service_account: str = "mlflow-run"
+    """ServiceAccount of run Jobs."""
+    admin_username: str = "admin"
+    """MLflow admin user name."""
+    artifacts_path: str = "artifacts"
+    """Path in the artifact container under which the server stores artifacts."""
+    tracking_replicas: int = 2
+    """Tracking-server pods."""
+
+    def public_hostname(self) -> str | None:
+        if self.exposure == "public" and self.dns_label and self.location:
+            return f"{self.dns_label}.{self.location}.cloudapp.azure.com"
+        return None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One configured run: config `runs` entry `{name, entryPoint, experiment, parameters}`."""
+
+    name: str
+    """Release name (the Job is `<name>-mlflow-project`)."""
+    entry_point: str
+    experiment: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProjectContext:
+    """Stack outputs and one run, for charts/mlflow_project."""
+
+    namespace: str
+    """Namespace of mlflow_setup (the Job runs beside the tracking server)."""
+    acr_login_server: str
+    """ACR login server."""
+    project_image: str
+    """Project-runner image by digest (`pulumi_docker.Image.repo_digest`), in that ACR."""
+    run: Run
+    """The run."""
+    project_dir: str = "mlflow_project"
+    """Directory of the project on the share (`/projects/<project_dir>`)."""
+    run_service_account: str = "mlflow-run"
+    """ServiceAccount of run Jobs (created by mlflow_setup)."""
+    jobs_pool_label: tuple[str, str] | None = None
+    """Node label `(key, value)` of the jobs pool, or None when there is no jobs pool."""
+    jobs_pool_taint: str | None = None
+    """Taint `key=value:Effect` of the jobs pool, tolerated by run Jobs."""
+
+
+def tracking_url(namespace: str) -> str:
+    """In-cluster URL of the tracking server (MLFLOW_TRACKING_URI of run Jobs)."""
+    return f"http://{TRACKING_SERVICE}.{namespace}.svc.cluster.local:{TRACKING_SERVICE_PORT}"
+
+
+def parameter_value(value: Any) -> str:
+    """A run parameter as `mlflow run -P key=value` receives it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise TypeError(f"run parameter value {value!r} must be a string, number or boolean")
+
+
+def _toleration(taint: str) -> dict[str, str]:
+    match = _TAINT.match(taint)
+    if not match:
+        raise ValueError(f"taint {taint!r} is not key[=value]:Effect")
+    if match["value"] is None:
+        return {"key": match["key"], "operator": "Exists", "effect": match["effect"]}
+    return {"key": match["key"], "operator": "Equal", "value": match["value"], "effect": match["effect"]}
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - YAML, not HTML; every value is JSON-encoded by `tojson`
+        keep_trailing_newline=True,
+    )
+    # Plain JSON (jinja's own filter HTML-escapes); a JSON scalar or list is a valid YAML flow value.
+    env.filters["tojson"] = lambda value: json.dumps(value, ensure_ascii=True)
+    return env
+
+
+def _render(template: str, **context: Any) -> dict[str, Any]:
+    text = _environment().get_template(template).render(**context)
+    values = yaml.safe_load(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{template} did not render to a mapping")
+    return values
+
+
+def setup_values(ctx: SetupContext) -> dict[str, Any]:
+    """Values of charts/mlflow_setup."""
+    if ctx.exposure not in ("private", "public"):
+        raise ValueError(f"exposure must be 'private' or 'public', got {ctx.exposure!r}")
+    if ctx.exposure == "public" and not ctx.source_ranges:
+        raise ValueError("public exposure needs at least one source range (CIDR)")
+    allowed_hosts = list(ctx.extra_allowed_hosts)
+    hostname = ctx.public_hostname()
+    if hostname:
+        allowed_hosts[:0] = [hostname, f"{hostname}:{TRACKING_SERVICE_PORT}"]
+    return _render(
+        "mlflow_setup.values.yaml.j2",
+        ctx=ctx,
+        fullname=FULLNAME,
+        mysql_fullname=MYSQL_FULLNAME,
+        tracking_image=ImageRef.parse(ctx.tracking_image, ctx.acr_login_server),
+        allowed_hosts=list(dict.fromkeys(allowed_hosts)),
+    )
+
+
+def project_values(ctx: ProjectContext) -> dict[str, Any]:
+    """Values of charts/mlflow_project for `ctx.run` (install it as release `ctx.run.name`)."""
+    jobs_pool = None
+    if ctx.jobs_pool_label is not None:
+        if ctx.jobs_pool_taint is None:
+            raise ValueError("a jobs pool needs its taint to be tolerated")
+        key, value = ctx.jobs_pool_label
+        jobs_pool = {"node_selector": {key: value}, "tolerations": [_toleration(ctx.jobs_pool_taint)]}
+    return _render(
+        "mlflow_project.values.yaml.j2",
+        ctx=ctx,
+        run=ctx.run,
+        project_image=ImageRef.parse(ctx.project_image, ctx.acr_login_server),
+        parameters={str(k): parameter_value(v) for k, v in ctx.run.parameters.items()},
+        tracking_uri=tracking_url(ctx.namespace),
+        credentials_secret=RUN_CREDENTIALS_SECRET,
+        claim_name=PROJECTS_CLAIM,
+        jobs_pool=jobs_pool,
+    )

@@ -1,0 +1,191 @@
+"""Helpers of the chart tests: example stack contexts, `helm template`/`helm lint` runs, object queries.
+
+The contexts are what the Pulumi program passes to components/chart_values.py; the charts are always
+rendered with the values that module produces, so the tests cover templates + values + charts together.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import tempfile
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.chart_values import ProjectContext, Run, SetupContext
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SETUP_CHART = REPO_ROOT / "charts" / "mlflow_setup"
+PROJECT_CHART = REPO_ROOT / "charts" / "mlflow_project"
+MYSQL_CHART = REPO_ROOT / "charts" / "mysql"
+
+# The cluster's Kubernetes version (AKS default when kubernetesVersion is empty).
+KUBERNETES_VERSION = "1.32.0"
+NAMESPACE = "mlflow"
+SETUP_RELEASE = "mlflow"
+ACR = "mlflowacr7f3k.azurecr.io"
+TRACKING_IMAGE = f"{ACR}/mlflow-tracking-server@sha256:{'3a' * 32}"
+PROJECT_IMAGE = f"{ACR}/mlflow-project@sha256:{'5c' * 32}"
+JOBS_POOL_LABEL = ("mlflow-aks/pool", "jobs")
+JOBS_POOL_TAINT = "mlflow-aks/pool=jobs:NoSchedule"
+
+# Secret values chosen to be awkward: URL-, YAML- and configparser-special characters.
+SECRETS = {
+    "storage_account_key": "c3RvcmFnZS1rZXk+Zm9yLXRlc3Rz/QQ==",
+    "mysql_root_password": "root-Pw%with@odd:chars",
+    "mysql_password": "Db#pass/word%41&x=y",
+    "admin_password": "Admin'pass\"word: 1234",
+    "flask_secret_key": "flask-secret-key-0123456789abcdef",
+}
+
+
+def setup_context(
+    exposure: str = "private", source_ranges: tuple[str, ...] = (), dns_label: str = ""
+) -> SetupContext:
+    return SetupContext(
+        namespace=NAMESPACE,
+        acr_login_server=ACR,
+        tracking_image=TRACKING_IMAGE,
+        tracking_identity_client_id="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+        storage_account="mlflowst7f3k",
+        storage_resource_group="mlflow-data-rg",
+        artifacts_container="mlflow-artifacts",
+        projects_share="mlflow-projects",
+        exposure=exposure,
+        source_ranges=source_ranges,
+        dns_label=dns_label,
+        location="westeurope",
+        **SECRETS,
+    )
+
+
+SETUP_CONTEXTS = {
+    "private": setup_context(),
+    "public-one-range": setup_context("public", ("203.0.113.0/24",), dns_label="mlflow-demo"),
+    "public-two-ranges": setup_context("public", ("198.51.100.7/32", "192.0.2.0/28")),
+}
+
+RUNS = {
+    "train": Run("train-1", "train", "demo", {"n_samples": 1000, "seed": 7, "C": 0.5}),
+    "evaluate-latest": Run("eval-latest", "evaluate", "demo_eval", {"experiment_name": "demo", "run_id": ""}),
+    "no-parameters": Run("train-defaults", "train", "experiment with spaces", {}),
+    "long-name": Run("r" * 48, "train", "demo", {"n_samples": 10}),
+}
+
+
+def project_context(run: Run, jobs_pool: bool) -> ProjectContext:
+    return ProjectContext(
+        namespace=NAMESPACE,
+        acr_login_server=ACR,
+        project_image=PROJECT_IMAGE,
+        run=run,
+        jobs_pool_label=JOBS_POOL_LABEL if jobs_pool else None,
+        jobs_pool_taint=JOBS_POOL_TAINT if jobs_pool else None,
+    )
+
+
+def secret_strings(ctx: SetupContext) -> set[str]:
+    """Every secret of a setup context, raw and in the encodings the charts use."""
+    found = set()
+    for name in SECRETS:
+        value = getattr(ctx, name)
+        found |= {
+            value,
+            urllib.parse.quote(value, safe=""),
+            urllib.parse.quote_plus(value),
+            base64.b64encode(value.encode()).decode(),
+        }
+    return found
+
+
+@dataclass(frozen=True)
+class HelmResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_helm(helm: str, args: list[str], values: Mapping[str, Any] | None, tmp_dir: Path) -> HelmResult:
+    argv = [helm, *args]
+    if values is not None:
+        handle, name = tempfile.mkstemp(prefix="values-", suffix=".yaml", dir=tmp_dir)
+        with os.fdopen(handle, "w") as values_file:
+            yaml.safe_dump(dict(values), values_file)
+        argv += ["-f", name]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    return HelmResult(done.returncode, done.stdout, done.stderr)
+
+
+def template(helm: str, chart: Path, release: str, values: Mapping[str, Any], tmp_dir: Path) -> HelmResult:
+    return run_helm(
+        helm,
+        [
+            "template",
+            release,
+            str(chart),
+            "--namespace",
+            NAMESPACE,
+            "--kube-version",
+            KUBERNETES_VERSION,
+        ],
+        values,
+        tmp_dir,
+    )
+
+
+def render(helm: str, chart: Path, release: str, values: Mapping[str, Any], tmp_dir: Path) -> list[dict]:
+    """`helm template`; a failure is a test failure with helm's message."""
+    result = template(helm, chart, release, values, tmp_dir)
+    if result.returncode != 0:
+        raise AssertionError(f"helm template {chart.name} failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def lint(helm: str, chart: Path, values: Mapping[str, Any], tmp_dir: Path) -> HelmResult:
+    return run_helm(
+        helm,
+        ["lint", "--strict", str(chart), "--namespace", NAMESPACE, "--kube-version", KUBERNETES_VERSION],
+        values,
+        tmp_dir,
+    )
+
+
+def of_kind(objects: Iterable[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: Iterable[dict], kind: str, name: str | None = None) -> dict:
+    found = [o for o in of_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, (
+        f"expected one {kind} {name or ''}, found {[o['metadata']['name'] for o in found]}"
+    )
+    return found[0]
+
+
+def pod_specs(objects: Iterable[dict]) -> Iterator[tuple[dict, dict]]:
+    """(object, pod spec) of every workload and bare Pod."""
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "StatefulSet", "Job", "DaemonSet"):
+            yield obj, obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "Pod":
+            yield obj, obj["spec"]
+
+
+def containers(pod: dict) -> list[dict]:
+    return [*(pod.get("initContainers") or []), *pod["containers"]]
+
+
+def secret_data(secret: dict) -> dict[str, str]:
+    data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+    data.update({k: str(v) for k, v in (secret.get("stringData") or {}).items()})
+    return data
+
+
+def with_run(ctx: ProjectContext, **changes: Any) -> ProjectContext:
+    return replace(ctx, run=replace(ctx.run, **changes))

@@ -1,0 +1,586 @@
+"""charts/mlflow_setup, charts/mlflow_project and charts/mysql, rendered by `helm template` with the values
+components/chart_values.py produces from example stack contexts: lint, Kubernetes 1.32 schema validity,
+and the properties issue 3 asks for. Any helm failure is a test failure."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shlex
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+from sqlalchemy.engine import make_url
+
+from components import chart_values
+from components.chart_values import ImageRef, ProjectContext, Run, SetupContext, project_values, setup_values
+from tests import chart_render as cr
+
+IMAGE_DIR = cr.REPO_ROOT / "images" / "tracking-server"
+PROJECT_CASES = [(run, pool) for run in cr.RUNS for pool in (False, True)]
+
+
+@pytest.fixture(scope="module")
+def tmp_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("charts")
+
+
+@pytest.fixture(scope="module")
+def setup_renders(helm_bin, tmp_dir) -> dict[str, list[dict]]:
+    return {
+        name: cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, setup_values(ctx), tmp_dir)
+        for name, ctx in cr.SETUP_CONTEXTS.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def project_renders(helm_bin, tmp_dir) -> dict[tuple[str, bool], list[dict]]:
+    renders = {}
+    for run_name, pool in PROJECT_CASES:
+        ctx = cr.project_context(cr.RUNS[run_name], pool)
+        renders[(run_name, pool)] = cr.render(
+            helm_bin, cr.PROJECT_CHART, ctx.run.name, project_values(ctx), tmp_dir
+        )
+    return renders
+
+
+@pytest.fixture(scope="module")
+def private_setup(setup_renders) -> list[dict]:
+    return setup_renders["private"]
+
+
+def tracking_deployment(objects: list[dict]) -> dict:
+    return cr.one(objects, "Deployment", chart_values.TRACKING_SERVICE)
+
+
+def server_container(objects: list[dict]) -> dict:
+    pod = tracking_deployment(objects)["spec"]["template"]["spec"]
+    return next(c for c in pod["containers"] if c["name"] == "mlflow")
+
+
+def server_args(objects: list[dict]) -> dict[str, str | None]:
+    """`mlflow server` arguments as {flag: value or None for a bare flag}."""
+    args = server_container(objects)["args"]
+    parsed: dict[str, str | None] = {}
+    for i, arg in enumerate(args):
+        if arg.startswith("--"):
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            parsed[arg] = None if nxt is None or nxt.startswith("--") else nxt
+    return parsed
+
+
+def labels_match(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+# --- lint and Kubernetes schema -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(cr.SETUP_CONTEXTS))
+def test_setup_chart_lints_strict(helm_bin, tmp_dir, name):
+    result = cr.lint(helm_bin, cr.SETUP_CHART, setup_values(cr.SETUP_CONTEXTS[name]), tmp_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+@pytest.mark.parametrize(("run", "pool"), PROJECT_CASES)
+def test_project_chart_lints_strict(helm_bin, tmp_dir, run, pool):
+    ctx = cr.project_context(cr.RUNS[run], pool)
+    result = cr.lint(helm_bin, cr.PROJECT_CHART, project_values(ctx), tmp_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+def test_mysql_chart_lints_strict(helm_bin, tmp_dir):
+    values = {"auth": {"rootPassword": "r" * 16, "password": "p" * 16, "extraDatabases": ["mlflow_auth"]}}
+    result = cr.lint(helm_bin, cr.MYSQL_CHART, values, tmp_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_object_is_valid_kubernetes(setup_renders, project_renders):
+    objects = [o for r in [*setup_renders.values(), *project_renders.values()] for o in r]
+    assert len(objects) > 20
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, cr.KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {e.message} at {list(e.path)}")
+
+
+def test_setup_renders_what_issue_3_lists(private_setup):
+    kinds = sorted({o["kind"] for o in private_setup})
+    for kind in (
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "Secret",
+        "ServiceAccount",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+        "Pod",
+        "ConfigMap",
+    ):
+        assert kind in kinds
+    for obj in private_setup:
+        if obj["kind"] != "PersistentVolume":
+            assert obj["metadata"]["namespace"] == cr.NAMESPACE, obj["metadata"]["name"]
+
+
+# --- images, hardening, probes --------------------------------------------------------------------
+
+
+def test_our_images_are_acr_by_digest(setup_renders, project_renders):
+    images = set()
+    for objects in [*setup_renders.values(), *project_renders.values()]:
+        for obj, pod in cr.pod_specs(objects):
+            for container in cr.containers(pod):
+                image = container["image"]
+                if obj["kind"] == "StatefulSet":  # the official MySQL image, pinned to an 8.x tag
+                    assert re.fullmatch(
+                        r"docker\.io/library/mysql(:8\.\d+\.\d+|@sha256:[0-9a-f]{64})", image
+                    ), image
+                    continue
+                ImageRef.parse(image, cr.ACR)  # raises unless <acr>/<repo>@sha256:<hex>
+                images.add(image)
+    assert images == {cr.TRACKING_IMAGE, cr.PROJECT_IMAGE}
+
+
+def test_every_container_is_hardened_and_sized(setup_renders, project_renders):
+    checked = 0
+    for objects in [*setup_renders.values(), *project_renders.values()]:
+        for obj, pod in cr.pod_specs(objects):
+            where = f"{obj['kind']}/{obj['metadata']['name']}"
+            assert pod["automountServiceAccountToken"] is False, where
+            assert pod["securityContext"]["runAsNonRoot"] is True, where
+            assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+            for c in cr.containers(pod):
+                sc = c["securityContext"]
+                assert sc["allowPrivilegeEscalation"] is False, where
+                assert sc["readOnlyRootFilesystem"] is True, where
+                assert sc["capabilities"]["drop"] == ["ALL"], where
+                assert sc["runAsNonRoot"] is True and sc["runAsUser"] >= 10000, where
+                for bound in ("requests", "limits"):
+                    assert {"cpu", "memory"} <= set(c["resources"][bound]), f"{where} {c['name']} {bound}"
+                checked += 1
+    assert checked >= 3 * 4 + len(PROJECT_CASES)
+
+
+def test_long_running_containers_have_all_probes(private_setup):
+    for obj, pod in cr.pod_specs(private_setup):
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            for c in pod["containers"]:
+                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    assert probe in c, f"{obj['metadata']['name']}/{c['name']} lacks {probe}"
+
+
+def test_tracking_readiness_checks_more_than_health(private_setup):
+    """/health is OK even with the artifact store down: readiness runs ready.py through the server."""
+    container = server_container(private_setup)
+    readiness = container["readinessProbe"]
+    assert "httpGet" not in readiness
+    command = readiness["exec"]["command"]
+    assert command[:2] == ["python", "/app/ready.py"]
+    assert command[command.index("--port") + 1] == str(container["ports"][0]["containerPort"])
+    assert int(command[command.index("--timeout") + 1]) < readiness["timeoutSeconds"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    source = (IMAGE_DIR / "ready.py").read_text()
+    assert "/api/2.0/mlflow/experiments/search" in source and "/api/2.0/mlflow-artifacts/artifacts" in source
+
+
+# --- the tracking server ---------------------------------------------------------------------------
+
+
+def test_tracking_server_runs_mlflow_server_as_issue_3_says(private_setup):
+    ctx = cr.SETUP_CONTEXTS["private"]
+    container = server_container(private_setup)
+    assert container["command"] == ["python", "/app/serve.py"]
+    args = server_args(private_setup)
+    assert args["--artifacts-destination"] == (
+        f"wasbs://{ctx.artifacts_container}@{ctx.storage_account}.blob.core.windows.net/{ctx.artifacts_path}"
+    )
+    assert "--serve-artifacts" in args
+    assert args["--app-name"] == "basic-auth"
+    assert args["--host"] == "0.0.0.0"  # noqa: S104 - inside the pod, behind the Service
+    assert "--backend-store-uri" not in args  # from the Secret, through MLFLOW_BACKEND_STORE_URI
+    env = {e["name"]: e for e in container["env"]}
+    for name, key in (
+        ("MLFLOW_BACKEND_STORE_URI", "backend-store-uri"),
+        ("MLFLOW_AUTH_ADMIN_PASSWORD", "admin-password"),
+        ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key"),
+    ):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == key
+        assert key in cr.secret_data(cr.one(private_setup, "Secret", ref["name"]))
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"]["value"] == ctx.admin_username
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
+
+
+def test_allowed_hosts_cover_cluster_names_and_public_name(setup_renders):
+    for name, ctx in cr.SETUP_CONTEXTS.items():
+        hosts = server_args(setup_renders[name])["--allowed-hosts"].split(",")
+        in_cluster = chart_values.tracking_url(ctx.namespace).removeprefix("http://")
+        assert in_cluster in hosts
+        svc = chart_values.TRACKING_SERVICE
+        assert {svc, f"{svc}.{ctx.namespace}", f"{svc}.{ctx.namespace}.svc.cluster.local"} <= set(hosts)
+        assert "*" not in hosts
+        if ctx.public_hostname():
+            assert ctx.public_hostname() in hosts
+
+
+def test_backend_and_auth_database_uris_survive_odd_passwords(private_setup, tmp_path, monkeypatch):
+    ctx = cr.SETUP_CONTEXTS["private"]
+    data = cr.secret_data(cr.one(private_setup, "Secret", chart_values.TRACKING_SERVICE))
+    backend = make_url(data["backend-store-uri"])
+    assert (backend.drivername, backend.host, backend.port, backend.database) == (
+        "mysql+pymysql",
+        chart_values.MYSQL_FULLNAME,
+        3306,
+        "mlflow",
+    )
+    assert backend.password == ctx.mysql_password
+    # The server reads basic_auth.ini exactly like this (configparser with interpolation).
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(data["basic_auth.ini"])
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_USERNAME", raising=False)
+    from mlflow.server.auth.config import read_auth_config
+
+    auth = read_auth_config()
+    auth_url = make_url(auth.database_uri)
+    assert (auth_url.host, auth_url.database, auth_url.password) == (
+        chart_values.MYSQL_FULLNAME,
+        "mlflow_auth",
+        ctx.mysql_password,
+    )
+    assert auth.admin_username == ctx.admin_username
+    assert auth.default_permission == "READ"
+    parser = configparser.ConfigParser()
+    parser.read_string(data["basic_auth.ini"])
+    assert "admin_password" not in parser["mlflow"]  # it comes from MLFLOW_AUTH_ADMIN_PASSWORD
+
+
+def test_schema_migration_runs_before_the_server(private_setup):
+    pod = tracking_deployment(private_setup)["spec"]["template"]["spec"]
+    migrate = pod["initContainers"][0]
+    assert migrate["name"] == "migrate"
+    assert migrate["command"] == ["python", "/app/migrate.py"]
+    assert migrate["image"] == server_container(private_setup)["image"]
+    env = {e["name"]: e for e in migrate["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]["key"] == "backend-store-uri"
+    strategy = tracking_deployment(private_setup)["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxUnavailable"] == 0
+
+
+def test_files_the_pod_runs_are_in_the_image(private_setup):
+    """Every /app/<file> the Deployment or helm test runs exists and the Dockerfile copies it."""
+    dockerfile = (IMAGE_DIR / "Dockerfile").read_text()
+    referenced = set()
+    for _, pod in cr.pod_specs(private_setup):
+        for c in cr.containers(pod):
+            words = [*c.get("command", []), *c.get("args", [])]
+            words += c.get("readinessProbe", {}).get("exec", {}).get("command", [])
+            referenced |= {w for w in words if w.startswith("/app/")}
+    assert referenced == {"/app/serve.py", "/app/migrate.py", "/app/ready.py"}
+    copy_line = next(line for line in dockerfile.splitlines() if line.startswith("COPY serve.py"))
+    for path in referenced:
+        assert (IMAGE_DIR / Path(path).name).is_file()
+        assert Path(path).name in copy_line
+
+
+def test_tracking_identity_and_service_accounts(private_setup):
+    ctx = cr.SETUP_CONTEXTS["private"]
+    sa = cr.one(private_setup, "ServiceAccount", ctx.tracking_service_account)
+    assert (
+        sa["metadata"]["annotations"]["azure.workload.identity/client-id"] == ctx.tracking_identity_client_id
+    )
+    deployment = tracking_deployment(private_setup)
+    assert deployment["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == ctx.tracking_service_account
+    run_sa = cr.one(private_setup, "ServiceAccount", ctx.run_service_account)
+    assert run_sa["automountServiceAccountToken"] is False
+
+
+def test_pdb_protects_the_tracking_server(private_setup):
+    pdb = cr.one(private_setup, "PodDisruptionBudget")
+    labels = tracking_deployment(private_setup)["spec"]["template"]["metadata"]["labels"]
+    assert labels_match(pdb["spec"]["selector"]["matchLabels"], labels)
+    assert pdb["spec"]["minAvailable"] >= 1
+    assert tracking_deployment(private_setup)["spec"]["replicas"] > pdb["spec"]["minAvailable"]
+
+
+def test_helm_test_checks_health_and_an_authenticated_call(private_setup):
+    pod = cr.one(private_setup, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "/app/ready.py"]
+    assert command[command.index("--url") + 1] == chart_values.tracking_url(cr.NAMESPACE)
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_PASSWORD"]["name"] == chart_values.RUN_CREDENTIALS_SECRET
+
+
+# --- MySQL and its NetworkPolicy ------------------------------------------------------------------
+
+
+def test_mysql_statefulset_storage_and_credentials(private_setup):
+    ctx = cr.SETUP_CONTEXTS["private"]
+    sts = cr.one(private_setup, "StatefulSet", chart_values.MYSQL_FULLNAME)
+    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "managed-csi"
+    assert claim["resources"]["requests"]["storage"] == "8Gi"
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    secret = cr.secret_data(cr.one(private_setup, "Secret", chart_values.MYSQL_FULLNAME))
+    assert secret[env["MYSQL_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"]] == ctx.mysql_root_password
+    assert secret[env["MYSQL_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"]] == ctx.mysql_password
+    service = cr.one(private_setup, "Service", chart_values.MYSQL_FULLNAME)
+    assert service["spec"]["type"] == "ClusterIP"
+    initdb = cr.one(private_setup, "ConfigMap", f"{chart_values.MYSQL_FULLNAME}-initdb")
+    assert "CREATE DATABASE IF NOT EXISTS `mlflow_auth`" in next(iter(initdb["data"].values()))
+
+
+def test_networkpolicy_admits_only_the_tracking_server_to_mysql(private_setup, project_renders):
+    policy = cr.one(private_setup, "NetworkPolicy")
+    mysql_labels = cr.one(private_setup, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    tracking_labels = tracking_deployment(private_setup)["spec"]["template"]["metadata"]["labels"]
+    assert labels_match(policy["spec"]["podSelector"]["matchLabels"], mysql_labels)
+    assert not labels_match(policy["spec"]["podSelector"]["matchLabels"], tracking_labels)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 3306}]
+    [peer] = rule["from"]
+    assert set(peer) == {"podSelector"}  # no namespaceSelector / ipBlock: this namespace's pods only
+    admitted = peer["podSelector"]["matchLabels"]
+    assert labels_match(admitted, tracking_labels)
+    others = [o["spec"]["template"]["metadata"]["labels"] for r in project_renders.values() for o in r]
+    others.append(cr.one(private_setup, "Pod")["metadata"]["labels"])
+    assert others and not any(labels_match(admitted, labels) for labels in others)
+
+
+# --- exposure --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(cr.SETUP_CONTEXTS))
+def test_exposure_follows_config(setup_renders, name):
+    ctx = cr.SETUP_CONTEXTS[name]
+    service = cr.one(setup_renders[name], "Service", chart_values.TRACKING_SERVICE)
+    if ctx.exposure == "private":
+        assert service["spec"]["type"] == "ClusterIP"
+        assert "loadBalancerSourceRanges" not in service["spec"]
+    else:
+        assert service["spec"]["type"] == "LoadBalancer"
+        assert service["spec"]["loadBalancerSourceRanges"] == list(ctx.source_ranges)
+        annotations = service["metadata"].get("annotations", {})
+        if ctx.dns_label:
+            assert annotations["service.beta.kubernetes.io/azure-dns-label-name"] == ctx.dns_label
+        else:
+            assert "service.beta.kubernetes.io/azure-dns-label-name" not in annotations
+
+
+# --- project volume --------------------------------------------------------------------------------
+
+
+def test_project_volume_is_static_azure_files_rwx_retain(private_setup):
+    ctx = cr.SETUP_CONTEXTS["private"]
+    pv = cr.one(private_setup, "PersistentVolume")
+    pvc = cr.one(private_setup, "PersistentVolumeClaim", chart_values.PROJECTS_CLAIM)
+    assert pv["spec"]["accessModes"] == ["ReadWriteMany"] == pvc["spec"]["accessModes"]
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    assert pv["spec"]["storageClassName"] == "" == pvc["spec"]["storageClassName"]
+    assert pvc["spec"]["volumeName"] == pv["metadata"]["name"]
+    csi = pv["spec"]["csi"]
+    assert csi["driver"] == "file.csi.azure.com"
+    assert csi["volumeAttributes"]["shareName"] == ctx.projects_share
+    secret = cr.secret_data(cr.one(private_setup, "Secret", csi["nodeStageSecretRef"]["name"]))
+    assert secret == {
+        "azurestorageaccountname": ctx.storage_account,
+        "azurestorageaccountkey": ctx.storage_account_key,
+    }
+
+
+# --- secrets never leak ----------------------------------------------------------------------------
+
+
+def strings_in(value) -> list[str]:
+    """Every string leaf (and key) of a rendered object."""
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (str(k), *strings_in(v))]
+    if isinstance(value, list):
+        return [s for item in value for s in strings_in(item)]
+    return [str(value)]
+
+
+def test_no_secret_value_outside_secrets(setup_renders, project_renders):
+    for name, objects in setup_renders.items():
+        secrets = cr.secret_strings(cr.SETUP_CONTEXTS[name])
+        in_secrets = [v for o in cr.of_kind(objects, "Secret") for v in cr.secret_data(o).values()]
+        assert any(cr.SETUP_CONTEXTS[name].mysql_password in v for v in in_secrets)  # the check sees a leak
+        others = [o for o in objects if o["kind"] != "Secret"] + [
+            o for r in project_renders.values() for o in r
+        ]
+        for obj in others:
+            leaked = [s for s in secrets for leaf in strings_in(obj) if s in leaf]
+            assert not leaked, f"{obj['kind']}/{obj['metadata']['name']} contains a secret"
+
+
+# --- run Jobs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("run", "pool"), PROJECT_CASES)
+def test_job_runs_its_configured_run(project_renders, private_setup, run, pool):
+    spec = cr.RUNS[run]
+    [job] = project_renders[(run, pool)]
+    assert job["kind"] == "Job"
+    assert job["metadata"]["name"] == f"{spec.name}-mlflow-project"
+    assert len(job["metadata"]["name"]) <= 63
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    expected = [
+        "mlflow",
+        "run",
+        "/projects/mlflow_project",
+        "-e",
+        spec.entry_point,
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        spec.experiment,
+    ]
+    for key in sorted(spec.parameters):
+        expected += ["-P", f"{key}={chart_values.parameter_value(spec.parameters[key])}"]
+    assert container["command"] == expected, shlex.join(container["command"])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_TRACKING_URI"]["value"] == chart_values.tracking_url(cr.NAMESPACE)
+    for name, key in (("MLFLOW_TRACKING_USERNAME", "username"), ("MLFLOW_TRACKING_PASSWORD", "password")):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert key in cr.secret_data(cr.one(private_setup, "Secret", ref["name"])) and ref["key"] == key
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/projects")
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert (
+        volume["persistentVolumeClaim"]["claimName"]
+        == cr.one(private_setup, "PersistentVolumeClaim")["metadata"]["name"]
+    )
+    assert (
+        pod["serviceAccountName"] == cr.one(private_setup, "ServiceAccount", "mlflow-run")["metadata"]["name"]
+    )
+    assert job["spec"]["backoffLimit"] >= 0 and job["spec"]["activeDeadlineSeconds"] > 0
+    assert pod["restartPolicy"] == "Never"
+    if pool:
+        assert pod["nodeSelector"] == dict([cr.JOBS_POOL_LABEL])
+        assert pod["tolerations"] == [
+            {"key": "mlflow-aks/pool", "operator": "Equal", "value": "jobs", "effect": "NoSchedule"}
+        ]
+    else:
+        assert "nodeSelector" not in pod and "tolerations" not in pod
+
+
+def test_job_name_longer_than_63_characters_is_refused(helm_bin, tmp_dir):
+    ctx = cr.project_context(cr.RUNS["train"], False)
+    result = cr.template(helm_bin, cr.PROJECT_CHART, "r" * 49, project_values(ctx), tmp_dir)
+    assert result.returncode != 0 and "longer than 63" in result.stderr
+
+
+# --- schemas reject bad values --------------------------------------------------------------------
+
+
+def _setup_values_with(change) -> dict:
+    values = setup_values(cr.SETUP_CONTEXTS["private"])
+    change(values)
+    return values
+
+
+SETUP_REJECTIONS = {
+    "public without ranges": (
+        lambda v: v["exposure"].update(type="public", loadBalancerSourceRanges=[]),
+        "loadBalancerSourceRanges",
+    ),
+    "public open to the internet": (
+        lambda v: v["exposure"].update(type="public", loadBalancerSourceRanges=["0.0.0.0/0"]),
+        "loadBalancerSourceRanges",
+    ),
+    "unknown exposure": (lambda v: v["exposure"].update(type="internet"), "exposure.type"),
+    "unknown top-level key": (lambda v: v.update(replicas=3), "replicas"),
+    "unknown nested key": (lambda v: v["tracking"].update(backendStoreUri="sqlite://"), "backendStoreUri"),
+    "image by tag": (lambda v: v["tracking"]["image"].update(digest="latest"), "tracking.image.digest"),
+    "short admin password": (lambda v: v["tracking"]["auth"].update(adminPassword="short"), "adminPassword"),
+    "no mysql password": (lambda v: v["mysql"]["auth"].update(password=""), "password"),
+    "no workload identity": (
+        lambda v: v["tracking"]["serviceAccount"].update(workloadIdentityClientId=""),
+        "workloadIdentityClientId",
+    ),
+    "no storage key": (lambda v: v["project"]["volume"].update(storageAccountKey=""), "storageAccountKey"),
+}
+
+
+@pytest.mark.parametrize("case", list(SETUP_REJECTIONS))
+def test_setup_schema_rejects(helm_bin, tmp_dir, case):
+    change, field = SETUP_REJECTIONS[case]
+    result = cr.template(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, _setup_values_with(change), tmp_dir)
+    assert result.returncode != 0, f"{case} was accepted"
+    assert "schema" in result.stderr and field in result.stderr, result.stderr
+
+
+def _project_values_with(change) -> dict:
+    values = project_values(cr.project_context(cr.RUNS["train"], True))
+    change(values)
+    return values
+
+
+PROJECT_REJECTIONS = {
+    "unknown key": (lambda v: v["run"].update(command="rm -rf /"), "command"),
+    "no experiment": (lambda v: v["run"].update(experiment=""), "experiment"),
+    "numeric parameter": (lambda v: v["run"]["parameters"].update(seed=3), "seed"),
+    "bad parameter name": (lambda v: v["run"]["parameters"].update({"a b": "1"}), "parameters"),
+    "project outside /projects": (lambda v: v["run"].update(project="../etc"), "project"),
+    "jobs pool without selector": (lambda v: v["jobsPool"].update(nodeSelector={}), "nodeSelector"),
+    "image by tag": (lambda v: v["image"].update(digest="v1"), "digest"),
+}
+
+
+@pytest.mark.parametrize("case", list(PROJECT_REJECTIONS))
+def test_project_schema_rejects(helm_bin, tmp_dir, case):
+    change, field = PROJECT_REJECTIONS[case]
+    result = cr.template(helm_bin, cr.PROJECT_CHART, "run", _project_values_with(change), tmp_dir)
+    assert result.returncode != 0, f"{case} was accepted"
+    assert "schema" in result.stderr and field in result.stderr, result.stderr
+
+
+# --- chart_values itself ---------------------------------------------------------------------------
+
+
+def test_values_templates_keep_hostile_strings_intact():
+    hostile = "x\"y'z: {{ .Values }}\n- item # not a comment %s \\ \u00e9"
+    ctx = cr.setup_context()
+    ctx = SetupContext(**{**ctx.__dict__, "admin_password": hostile, "storage_account_key": hostile})
+    values = setup_values(ctx)
+    assert values["tracking"]["auth"]["adminPassword"] == hostile
+    assert values["project"]["volume"]["storageAccountKey"] == hostile
+    run = Run("r1", "train", hostile, {"experiment_name": hostile})
+    pv = project_values(cr.project_context(run, False))
+    assert pv["run"]["experiment"] == hostile and pv["run"]["parameters"] == {"experiment_name": hostile}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"exposure": "public"}, "source range"),
+        ({"exposure": "internet"}, "exposure"),
+        ({"tracking_image": f"otheracr.azurecr.io/mlflow-tracking-server@sha256:{'1' * 64}"}, "registry"),
+        ({"tracking_image": f"{cr.ACR}/mlflow-tracking-server:latest"}, "sha256"),
+    ],
+)
+def test_setup_values_refuses_bad_contexts(change, message):
+    ctx = SetupContext(**{**cr.setup_context().__dict__, **change})
+    with pytest.raises(ValueError, match=message):
+        setup_values(ctx)
+
+
+def test_project_values_refuse_a_pool_without_taint_and_odd_parameters():
+    ctx = cr.project_context(cr.RUNS["train"], True)
+    with pytest.raises(ValueError, match="taint"):
+        project_values(ProjectContext(**{**ctx.__dict__, "jobs_pool_taint": None}))
+    with pytest.raises(TypeError, match="parameter"):
+        project_values(cr.with_run(ctx, parameters={"x": [1, 2]}))
+    assert chart_values.parameter_value(True) == "true" and chart_values.parameter_value(0.25) == "0.25"

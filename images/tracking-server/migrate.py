@@ -64,6 +64,23 @@ def migration_lock(uri: str) -> Iterator[None]:
         engine.dispose()
 
 
+# MLflow's first basic-auth migration names the foreign keys of two tables `fk_user_id`, but MySQL
+# and MariaDB want foreign-key names unique per database, so a fresh auth database fails there
+# ("Duplicate key on write or update", mlflow/mlflow#9642, open). Rename the second one as alembic
+# creates the table; later migrations never refer to it by name.
+_DUPLICATE_FK_RENAMES = {("registered_model_permissions", "fk_user_id"): "fk_registered_model_perm_user_id"}
+
+
+@sqlalchemy.event.listens_for(sqlalchemy.Table, "before_create")
+def _unique_foreign_key_names(table: sqlalchemy.Table, connection, **_: object) -> None:
+    if connection.dialect.name != "mysql":
+        return
+    for constraint in table.constraints:
+        new_name = _DUPLICATE_FK_RENAMES.get((table.name, constraint.name))
+        if isinstance(constraint, sqlalchemy.ForeignKeyConstraint) and new_name:
+            constraint.name = new_name
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from mlflow.db import upgrade as upgrade_tracking_db

@@ -1,0 +1,9 @@
+"""The local stack: MariaDB, Azurite and the MLflow tracking server as charts/mlflow_setup renders it.
+
+`python -m local up|down|status|credentials|run-project`; Python API in `local.stack`.
+"""
+
+from local.procs import StackError, free_port
+from local.stack import LocalStack, RunResult, StackConfig, missing_prerequisites
+
+__all__ = ["LocalStack", "RunResult", "StackConfig", "StackError", "free_port", "missing_prerequisites"]

@@ -1,0 +1,136 @@
+"""`python -m local up|down|status|credentials|run-project`: the local stack from the command line.
+
+Ports given to `up` are remembered in the working directory's state, so the other commands find
+the running stack without repeating them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from local.procs import StackError
+from local.stack import LocalStack, StackConfig, parse_params
+
+
+def _config(args: argparse.Namespace) -> StackConfig:
+    config = StackConfig(workdir=Path(args.workdir))
+    try:
+        remembered = json.loads((Path(args.workdir) / "state.json").read_text()).get("ports", {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        remembered = {}
+    config.mysql_port = getattr(args, "mysql_port", None) or remembered.get("mariadb", config.mysql_port)
+    config.azurite_port = getattr(args, "azurite_port", None) or remembered.get(
+        "azurite", config.azurite_port
+    )
+    config.server_port = getattr(args, "server_port", None) or remembered.get("server", config.server_port)
+    return config
+
+
+def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
+    print(f"starting MariaDB, Azurite and the tracking server under {stack.workdir} ...", flush=True)
+    stack.start()
+    user, _ = stack.admin_credentials()
+    print(f"MLflow UI and API: {stack.tracking_uri}  (log in as {user!r}; `python -m local credentials`)")
+    print(f"artifacts: {stack.artifacts_destination} -> Azurite on 127.0.0.1:{stack.config.azurite_port}")
+    print(f"database:  MariaDB on 127.0.0.1:{stack.config.mysql_port}")
+    return 0
+
+
+def cmd_down(stack: LocalStack, args: argparse.Namespace) -> int:
+    if args.purge:
+        stack.purge()
+        print(f"stopped; deleted {stack.workdir}")
+    else:
+        stack.stop()
+        print("stopped (data kept; `down --purge` deletes it)")
+    return 0
+
+
+def cmd_status(stack: LocalStack, args: argparse.Namespace) -> int:
+    status = stack.status()
+    for name, info in status.items():
+        state = f"running, pid {info['pid']}" if info["running"] else "stopped"
+        print(f"{name:8} {state:22} 127.0.0.1:{info['port']}")
+    if status["server"]["running"]:
+        print(f"MLflow: {stack.tracking_uri}")
+    return 0 if all(info["running"] for info in status.values()) else 3
+
+
+def cmd_credentials(stack: LocalStack, args: argparse.Namespace) -> int:
+    if not (stack.workdir / "secrets.json").exists():
+        raise StackError(f"no stack in {stack.workdir}: run `python -m local up` first")
+    user, password = stack.admin_credentials()
+    print(f"username: {user}\npassword: {password}")
+    return 0
+
+
+def cmd_run_project(stack: LocalStack, args: argparse.Namespace) -> int:
+    if not stack.status()["server"]["running"]:
+        raise StackError("the tracking server is not running: run `python -m local up` first")
+    params = parse_params(args.param)
+    entry_points = ["train", "evaluate"] if args.entry_point == "both" else [args.entry_point]
+    train_run = None
+    for entry_point in entry_points:
+        if entry_point == "train":
+            result = stack.run_project("train", args.experiment, params, echo=True)
+            train_run = result.run_id
+        else:
+            eval_params = {
+                "experiment_name": args.experiment,
+                **(params if args.entry_point == "evaluate" else {}),
+            }
+            if train_run:
+                eval_params["run_id"] = train_run
+            result = stack.run_project("evaluate", args.experiment + "_eval", eval_params, echo=True)
+        if result.returncode != 0:
+            print(f"run-project: {entry_point} failed (exit {result.returncode})", file=sys.stderr)
+            return result.returncode or 1
+    print(f"run-project: done; see {stack.tracking_uri}/#/experiments")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workdir", default=str(StackConfig().workdir), help="working directory (default: .local-stack)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start MariaDB, Azurite and the tracking server (idempotent)")
+    up.add_argument("--server-port", type=int, help="tracking server port (default 5000)")
+    up.add_argument("--mysql-port", type=int, help="MariaDB port (default 13306)")
+    up.add_argument("--azurite-port", type=int, help="Azurite blob port (default 10000)")
+    down = sub.add_parser("down", help="stop everything the stack started")
+    down.add_argument("--purge", action="store_true", help="also delete the working directory (all data)")
+    sub.add_parser("status", help="what is running (exit 3 if not everything)")
+    sub.add_parser("credentials", help="print the admin user and password")
+    run = sub.add_parser("run-project", help="mlflow run the project's train, then evaluate, on the stack")
+    run.add_argument(
+        "--experiment", default="local-demo", help="training experiment (evaluate uses <name>_eval)"
+    )
+    run.add_argument("-e", "--entry-point", choices=["both", "train", "evaluate"], default="both")
+    run.add_argument("-P", "--param", action="append", default=[], help="key=value for the entry point")
+    args = parser.parse_args(argv)
+
+    stack = LocalStack(_config(args))
+    handlers = {
+        "up": cmd_up,
+        "down": cmd_down,
+        "status": cmd_status,
+        "credentials": cmd_credentials,
+        "run-project": cmd_run_project,
+    }
+    try:
+        return handlers[args.command](stack, args)
+    except StackError as err:
+        print(f"local stack: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("local stack: interrupted; `python -m local down` stops what was started", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

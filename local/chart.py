@@ -1,0 +1,395 @@
+"""The tracking server's processes, taken from `helm template charts/mlflow_setup` - one source of truth.
+
+The chart's tracking Deployment says how the server runs: its init containers, then the container
+named `mlflow`, each with `command` + `args` and `env` (plain values and `secretKeyRef`s resolved from
+the Secrets of the same render), plus Secret volumes mounted as files. This module renders the chart
+with the local stack's values overlay (fed on stdin: it holds the local passwords) and turns each
+container into a `ProcessSpec` to run on this machine. The only translations are of places:
+
+- `/app/<file>` (the image's code) is `images/tracking-server/<file>`;
+- each mounted volume is a directory under the stack's state directory (Secret items written 0600);
+- `python` is the Python running the stack (its directory first on PATH).
+
+Nothing about the server's arguments or environment is written here; tests compare the running
+server's argv and environment with a fresh render.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from local.procs import StackError
+
+CHART = Path("charts") / "mlflow_setup"
+RUN_CHART = Path("charts") / "mlflow_project"
+IMAGE_APP_DIR = "/app"
+IMAGE_SOURCE = Path("images") / "tracking-server"
+SERVER_CONTAINER = "mlflow"
+RELEASE = "local"
+NAMESPACE = "mlflow"
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One container of the Deployment, translated to a local process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    # Translated probe commands (exec) or URLs (httpGet): {"readiness": {...}, ...}.
+    probes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def with_env(self, **extra: str) -> ProcessSpec:
+        return replace(self, env={**self.env, **extra})
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """The tracking server as the chart renders it: init containers in order, then the server."""
+
+    init: list[ProcessSpec]
+    main: ProcessSpec
+    # Files to write before starting (Secret volume items): local path -> content.
+    files: dict[Path, bytes]
+    # Local directories of the mounted volumes (emptyDir scratch space included).
+    dirs: list[Path]
+    # Rendered container env names (before the local additions), for the divergence test.
+    rendered_env_names: list[str]
+
+
+def find_helm(repo_root: Path) -> str:
+    found = shutil.which("helm")
+    if found:
+        return found
+    bundled = repo_root / ".tools" / "bin" / "helm"
+    if bundled.is_file() and os.access(bundled, os.X_OK):
+        return str(bundled)
+    raise StackError("helm not found on PATH or in .tools/bin: install helm 3 (or run scripts/fetch-helm)")
+
+
+def deep_merge(base: Mapping, overlay: Mapping) -> dict:
+    merged = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def render(
+    repo_root: Path,
+    values: Mapping,
+    helm: str | None = None,
+    *,
+    chart_dir: Path = CHART,
+    release: str | None = None,
+) -> list[dict]:
+    """`helm template` of a chart (default charts/mlflow_setup) with `values` on stdin; the objects."""
+    chart = repo_root / chart_dir
+    if not (chart / "Chart.yaml").is_file():
+        raise StackError(
+            f"{chart} does not exist yet: the local stack runs the server as that chart renders it"
+        )
+    argv = [
+        helm or find_helm(repo_root),
+        "template",
+        release or RELEASE,
+        str(chart),
+        "--namespace",
+        NAMESPACE,
+        "-f",
+        "-",
+    ]
+    done = subprocess.run(
+        argv, input=yaml.safe_dump(dict(values)), capture_output=True, text=True, check=False, timeout=120
+    )
+    if done.returncode != 0:
+        raise StackError(f"helm template {chart_dir} failed:\n{done.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def secrets_of(objects: list[dict]) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for obj in objects:
+        if obj.get("kind") != "Secret":
+            continue
+        data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+        data.update({k: str(v) for k, v in (obj.get("stringData") or {}).items()})
+        found[obj["metadata"]["name"]] = data
+    return found
+
+
+def tracking_deployment(objects: list[dict]) -> dict:
+    matches = [
+        obj
+        for obj in objects
+        if obj.get("kind") == "Deployment"
+        and any(
+            c.get("name") == SERVER_CONTAINER for c in obj["spec"]["template"]["spec"].get("containers", [])
+        )
+    ]
+    if len(matches) != 1:
+        raise StackError(
+            f"expected one Deployment with a container {SERVER_CONTAINER!r} in {CHART}, found {len(matches)}"
+        )
+    return matches[0]
+
+
+class _Translator:
+    """Maps in-container paths to local ones: /app -> images/tracking-server, mounts -> state dirs."""
+
+    def __init__(self, prefixes: dict[str, Path]):
+        # Longest prefix first, so /etc/mlflow/auth wins over /etc.
+        self.prefixes = sorted(prefixes.items(), key=lambda item: len(item[0]), reverse=True)
+
+    def __call__(self, value: str) -> str:
+        for prefix, local in self.prefixes:
+            if value == prefix:
+                return str(local)
+            if value.startswith(prefix.rstrip("/") + "/"):
+                return str(local / value[len(prefix.rstrip("/")) + 1 :])
+        return value
+
+
+def _resolve_env(container: dict, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    if container.get("envFrom"):
+        raise StackError(
+            f"container {container['name']!r} uses envFrom, which the local stack does not resolve"
+        )
+    env: dict[str, str] = {}
+    for item in container.get("env") or []:
+        name = item["name"]
+        if "valueFrom" not in item:
+            env[name] = str(item.get("value", ""))
+            continue
+        ref = item["valueFrom"].get("secretKeyRef")
+        if ref is None:
+            raise StackError(f"env {name} of {container['name']!r}: only secretKeyRef is resolved locally")
+        secret = secrets.get(ref["name"], {})
+        if ref["key"] not in secret:
+            if ref.get("optional"):
+                continue
+            raise StackError(f"env {name}: Secret {ref['name']!r} key {ref['key']!r} is not in the render")
+        env[name] = secret[ref["key"]]
+    return env
+
+
+def _probes(container: dict, translate: _Translator) -> dict[str, dict[str, Any]]:
+    ports = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
+    probes: dict[str, dict[str, Any]] = {}
+    for kind in ("startup", "readiness", "liveness"):
+        probe = container.get(f"{kind}Probe")
+        if not probe:
+            continue
+        settings = {k: v for k, v in probe.items() if k not in ("exec", "httpGet", "tcpSocket", "grpc")}
+        if "exec" in probe:
+            probes[kind] = {"exec": [translate(str(a)) for a in probe["exec"]["command"]], **settings}
+        elif "httpGet" in probe:
+            get = probe["httpGet"]
+            port = get["port"] if isinstance(get["port"], int) else ports[get["port"]]
+            probes[kind] = {"httpGet": {"path": get.get("path", "/"), "port": int(port)}, **settings}
+        else:
+            probes[kind] = {"unsupported": sorted(set(probe) - set(settings)), **settings}
+    return probes
+
+
+class _Pod:
+    """Turns the containers of one rendered pod spec into local processes.
+
+    `path_map` maps in-container paths that are not volumes (the image's code) to local ones; each
+    mounted volume becomes `<state_dir>/volumes/<name>`, Secret items written there (0600 by the caller).
+    """
+
+    def __init__(
+        self,
+        pod: dict,
+        secrets: dict[str, dict[str, str]],
+        state_dir: Path,
+        path_map: dict[str, Path],
+        python: str | None,
+    ):
+        self.pod = pod
+        self.secrets = secrets
+        self.state_dir = state_dir
+        self.path_map = path_map
+        self.volumes = {v["name"]: v for v in pod.get("volumes") or []}
+        self.files: dict[Path, bytes] = {}
+        self.dirs: set[Path] = set()
+        python_dir = str(Path(python or sys.executable).parent)
+        self.base_env = {"PATH": f"{python_dir}:/usr/local/bin:/usr/bin:/bin"}
+
+    def _volume(self, name: str) -> Path:
+        volume = self.volumes.get(name)
+        if volume is None:
+            raise StackError(f"volume {name!r} is mounted but not declared in the pod")
+        if name in self.path_map:  # a volume the caller provides (e.g. the project share)
+            return self.path_map[name]
+        target = self.state_dir / "volumes" / name
+        self.dirs.add(target)
+        if "secret" in volume:
+            secret_name = volume["secret"]["secretName"]
+            source = self.secrets.get(secret_name)
+            if source is None:
+                raise StackError(f"Secret {secret_name!r} of volume {name!r} is not rendered")
+            items = volume["secret"].get("items") or [{"key": k, "path": k} for k in source]
+            for item in items:
+                self.files[target / item["path"]] = source[item["key"]].encode()
+        elif "emptyDir" not in volume:
+            raise StackError(f"volume {name!r}: only secret and emptyDir volumes run locally")
+        return target
+
+    def process(self, container: dict) -> ProcessSpec:
+        mounts = {m["mountPath"]: self._volume(m["name"]) for m in container.get("volumeMounts") or []}
+        paths = {k: v for k, v in self.path_map.items() if k.startswith("/")}
+        translate = _Translator({**paths, **mounts})
+        if not container.get("command"):
+            raise StackError(f"container {container['name']!r} has no command (the image entrypoint)")
+        argv = [translate(str(a)) for a in [*container["command"], *(container.get("args") or [])]]
+        env = {k: translate(v) for k, v in _resolve_env(container, self.secrets).items()}
+        work = self.state_dir / "work"
+        self.dirs.add(work)
+        return ProcessSpec(
+            name=container["name"],
+            argv=argv,
+            env={**self.base_env, **env},
+            cwd=work,
+            probes=_probes(container, translate),
+        )
+
+
+def server_spec(
+    repo_root: Path, objects: list[dict], state_dir: Path, python: str | None = None
+) -> ServerSpec:
+    """Translate the rendered tracking Deployment into local processes and files."""
+    pod_spec = tracking_deployment(objects)["spec"]["template"]["spec"]
+    pod = _Pod(pod_spec, secrets_of(objects), state_dir, {IMAGE_APP_DIR: repo_root / IMAGE_SOURCE}, python)
+    main = next(c for c in pod_spec["containers"] if c["name"] == SERVER_CONTAINER)
+    init = [pod.process(c) for c in pod_spec.get("initContainers") or []]
+    server = pod.process(main)
+    return ServerSpec(
+        init=init,
+        main=server,
+        files=pod.files,
+        dirs=sorted(pod.dirs),
+        rendered_env_names=[e["name"] for e in main.get("env") or []],
+    )
+
+
+def run_secret_name(objects: list[dict]) -> str:
+    """The mlflow_setup Secret that run Jobs read their credentials from (keys username/password)."""
+    names = [
+        o["metadata"]["name"]
+        for o in objects
+        if o.get("kind") == "Secret"
+        and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "run"
+    ]
+    if len(names) != 1:
+        raise StackError(f"expected one run-credentials Secret in {CHART}, found {names}")
+    return names[0]
+
+
+def render_run(
+    repo_root: Path,
+    *,
+    project: str,
+    entry_point: str,
+    experiment: str,
+    parameters: Mapping[str, Any],
+    tracking_uri: str,
+    credentials_secret: str,
+    helm: str | None = None,
+) -> list[dict]:
+    """`helm template` of charts/mlflow_project for one run, as the Pulumi program installs it."""
+    values = {
+        "image": {"registry": "local.invalid", "digest": "sha256:" + "0" * 64},
+        "run": {
+            "project": project,
+            "entryPoint": entry_point,
+            "experiment": experiment,
+            "parameters": dict(parameters),
+        },
+        "tracking": {"uri": tracking_uri, "credentialsSecret": credentials_secret},
+        "projectVolume": {"claimName": "local-projects"},
+    }
+    return render(repo_root, values, helm=helm, chart_dir=RUN_CHART, release="local-run")
+
+
+def run_spec(
+    run_objects: list[dict],
+    setup_secrets: dict[str, dict[str, str]],
+    projects_dir: Path,
+    state_dir: Path,
+    python: str | None = None,
+) -> tuple[ProcessSpec, list[Path]]:
+    """The run Job's container as a local process: /projects is `projects_dir` (read as is)."""
+    jobs = [o for o in run_objects if o.get("kind") == "Job"]
+    if len(jobs) != 1:
+        raise StackError(f"expected one Job in {RUN_CHART}, found {len(jobs)}")
+    pod_spec = jobs[0]["spec"]["template"]["spec"]
+    project_volumes = {
+        v["name"]: projects_dir for v in pod_spec.get("volumes") or [] if "persistentVolumeClaim" in v
+    }
+    pod = _Pod(pod_spec, setup_secrets, state_dir, project_volumes, python)
+    if len(pod_spec["containers"]) != 1:
+        raise StackError(f"expected one container in the Job of {RUN_CHART}")
+    return pod.process(pod_spec["containers"][0]), sorted(pod.dirs)
+
+
+def local_values(
+    *,
+    server_port: int,
+    mysql_port: int,
+    db_user: str,
+    db_password: str,
+    database: str,
+    auth_database: str,
+    admin_username: str,
+    admin_password: str,
+    flask_secret_key: str,
+    storage_account: str,
+    container: str,
+    artifacts_path: str,
+) -> dict:
+    """The local overlay on the chart's values: loopback, local ports and the generated secrets."""
+    return {
+        "fullnameOverride": RELEASE,
+        "tracking": {
+            # Never pulled here; the chart requires an image reference by digest.
+            "image": {"registry": "local.invalid", "digest": "sha256:" + "0" * 64},
+            "replicaCount": 1,
+            "host": "127.0.0.1",
+            "port": server_port,
+            "service": {"port": server_port},
+            "serviceAccount": {"workloadIdentityClientId": "00000000-0000-0000-0000-000000000000"},
+            "auth": {
+                "adminUsername": admin_username,
+                "adminPassword": admin_password,
+                "flaskSecretKey": flask_secret_key,
+            },
+            "artifacts": {"storageAccount": storage_account, "container": container, "path": artifacts_path},
+        },
+        "mysql": {"enabled": False},
+        "externalDatabase": {
+            "host": "127.0.0.1",
+            "port": mysql_port,
+            "user": db_user,
+            "password": db_password,
+            "database": database,
+            "authDatabase": auth_database,
+        },
+        "project": {"volume": {"enabled": False}},
+        "exposure": {"type": "private"},
+    }

@@ -1,0 +1,586 @@
+"""The local stack: MariaDB + Azurite + the MLflow tracking server as charts/mlflow_setup renders it.
+
+Everything listens on 127.0.0.1 and lives under one working directory (default `.local-stack/`):
+
+    secrets.json      generated passwords and keys (0600; never printed)
+    state.json        ports and the PIDs (with start times) of the running services
+    mariadb/          data directory, socket and error log of `mariadbd`
+    azurite/          blob data and log of Azurite
+    server/           rendered Secret files (0600), scratch volumes, server.log
+
+Python API (also used by the e2e tests and the benchmark):
+
+    stack = LocalStack(StackConfig(workdir=..., server_port=..., values={"tracking": {...}}))
+    stack.start()            # idempotent: starts what is not running, waits until the server is ready
+    stack.tracking_uri, stack.admin_credentials(), stack.client_env()
+    stack.stop()             # stops everything it started, by PID (process group), nothing left behind
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from local import azurite, chart, mariadb
+from local.procs import Proc, StackError, port_in_use, spawn, stop, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("mariadb", "azurite", "server")
+
+
+@dataclass
+class StackConfig:
+    """Where the stack lives and how it is reached. Ports are on 127.0.0.1."""
+
+    workdir: Path = REPO_ROOT / ".local-stack"
+    server_port: int = 5000
+    mysql_port: int = 13306
+    azurite_port: int = 10000
+    #: Azure names the artifacts URI carries: wasbs://<container>@<account>.blob.core.windows.net/<path>.
+    storage_account: str = "mlflowlocal"
+    container: str = "mlflow-artifacts"
+    artifacts_path: str = "artifacts"
+    admin_username: str = "admin"
+    db_user: str = "mlflow"
+    database: str = "mlflow"
+    auth_database: str = "mlflow_auth"
+    #: Extra chart values merged over the local overlay, e.g. {"tracking": {"workers": 2}}.
+    values: dict[str, Any] = field(default_factory=dict)
+    repo_root: Path = REPO_ROOT
+    #: Python whose directory leads PATH for the server and `mlflow run` (default: this one).
+    python: str = sys.executable
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"mariadb": self.mysql_port, "azurite": self.azurite_port, "server": self.server_port}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    entry_point: str
+    run_id: str | None
+    returncode: int
+    output: str
+
+
+def missing_prerequisites(repo_root: Path = REPO_ROOT) -> list[str]:
+    """What to install before the stack can start, one entry per missing piece."""
+    missing = []
+    if any(path is None for path in mariadb.binaries().values()):
+        missing.append(f"MariaDB ({mariadb.INSTALL_HINT})")
+    if azurite.node_binary() is None:
+        missing.append("Node.js (apt-get install nodejs npm)")
+    if not azurite.main_js(repo_root).is_file():
+        missing.append("Azurite (npm ci, in the repository root)")
+    try:
+        chart.find_helm(repo_root)
+    except StackError:
+        missing.append("helm 3 (scripts/fetch-helm)")
+    for module, package in (
+        ("mlflow", "mlflow"),
+        ("pymysql", "pymysql"),
+        ("azure.storage.blob", "azure-storage-blob"),
+    ):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(f"the Python package {package} (.venv/bin/pip install -r requirements-dev.txt)")
+    return missing
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig | None = None):
+        self.config = config or StackConfig()
+        self.workdir = Path(self.config.workdir).resolve()
+        self._mariadb_paths = mariadb.MariaDBPaths(self.workdir / "mariadb")
+
+    # ----------------------------------------------------------------- state and secrets
+
+    @property
+    def _state_file(self) -> Path:
+        return self.workdir / "state.json"
+
+    def _load_state(self) -> dict:
+        try:
+            return json.loads(self._state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"procs": {}}
+
+    def _save_state(self, state: dict) -> None:
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self._state_file)
+
+    def _record(self, proc: Proc | None, name: str) -> None:
+        state = self._load_state()
+        state.setdefault("procs", {})
+        if proc is None:
+            state["procs"].pop(name, None)
+        else:
+            state["procs"][name] = proc.to_json()
+        state["ports"] = self.config.ports
+        self._save_state(state)
+
+    def _proc(self, name: str) -> Proc | None:
+        data = self._load_state().get("procs", {}).get(name)
+        return Proc.from_json(data) if data else None
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """Generated once per working directory (the databases keep them), 0600, never printed."""
+        path = self.workdir / "secrets.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        values = {
+            "db_password": secrets.token_urlsafe(24),
+            "admin_password": secrets.token_urlsafe(24),
+            "flask_secret_key": secrets.token_hex(32),
+            # Azurite wants a base64 account key, as Azure's.
+            "storage_key": _b64(secrets.token_bytes(64)),
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(values, out)
+        return values
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One `up`/`down` at a time per working directory."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # mariadbd (user mysql) must be able to enter it; the secrets inside are 0600.
+        os.chmod(self.workdir, 0o755)  # noqa: S103
+        with open(self.workdir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    # ----------------------------------------------------------------- addresses and credentials
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://127.0.0.1:{self.config.server_port}"
+
+    @property
+    def azure_connection_string(self) -> str:
+        return azurite.connection_string(
+            self.config.storage_account, self.secrets["storage_key"], self.config.azurite_port
+        )
+
+    @property
+    def artifacts_destination(self) -> str:
+        c = self.config
+        return f"wasbs://{c.container}@{c.storage_account}.blob.core.windows.net/{c.artifacts_path}"
+
+    def admin_credentials(self) -> tuple[str, str]:
+        return self.config.admin_username, self.secrets["admin_password"]
+
+    def database_settings(self) -> dict[str, Any]:
+        """pymysql.connect(**settings) for the MLflow tracking database."""
+        c = self.config
+        return {
+            "host": "127.0.0.1",
+            "port": c.mysql_port,
+            "user": c.db_user,
+            "password": self.secrets["db_password"],
+            "database": c.database,
+        }
+
+    def client_env(self) -> dict[str, str]:
+        """What an MLflow client (or `mlflow run`) needs to log to this server as the admin."""
+        user, password = self.admin_credentials()
+        return {
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLFLOW_TRACKING_USERNAME": user,
+            "MLFLOW_TRACKING_PASSWORD": password,
+        }
+
+    # ----------------------------------------------------------------- the chart contract
+
+    def chart_values(self) -> dict:
+        c = self.config
+        s = self.secrets
+        overlay = chart.local_values(
+            server_port=c.server_port,
+            mysql_port=c.mysql_port,
+            db_user=c.db_user,
+            db_password=s["db_password"],
+            database=c.database,
+            auth_database=c.auth_database,
+            admin_username=c.admin_username,
+            admin_password=s["admin_password"],
+            flask_secret_key=s["flask_secret_key"],
+            storage_account=c.storage_account,
+            container=c.container,
+            artifacts_path=c.artifacts_path,
+        )
+        return chart.deep_merge(overlay, c.values)
+
+    def server_spec(self) -> chart.ServerSpec:
+        """The server's processes from a fresh `helm template`, plus Azurite's connection string."""
+        objects = chart.render(self.config.repo_root, self.chart_values())
+        spec = chart.server_spec(self.config.repo_root, objects, self.workdir / "server", self.config.python)
+        main = spec.main.with_env(AZURE_STORAGE_CONNECTION_STRING=self.azure_connection_string)
+        return dataclasses.replace(spec, main=main)
+
+    # ----------------------------------------------------------------- whole stack
+
+    def start(self) -> None:
+        """Start whatever is not running yet and wait until the server is ready (idempotent)."""
+        missing = missing_prerequisites(self.config.repo_root)
+        if missing:
+            raise StackError("missing prerequisites: " + "; ".join(missing))
+        with self._lock():
+            self._check_ports_match()
+            self.secrets  # noqa: B018  (generate before anything reads them)
+            before = {n for n in SERVICES if (p := self._proc(n)) is not None and p.alive()}
+            try:
+                self._start_mariadb()
+                self._start_azurite()
+                self._start_server()
+            except BaseException:
+                # Leave nothing half-started behind: stop what this call started, keep the rest.
+                for name in reversed(SERVICES):
+                    proc = self._proc(name)
+                    if name not in before and proc is not None:
+                        with contextlib.suppress(StackError):
+                            stop(proc)
+                        self._record(None, name)
+                raise
+
+    def stop(self) -> None:
+        """Stop everything this working directory's state records, server first."""
+        with self._lock():
+            errors = []
+            for name in reversed(SERVICES):
+                proc = self._proc(name)
+                if proc is None:
+                    continue
+                try:
+                    stop(proc, timeout=30 if name == "mariadb" else 15)
+                except StackError as err:
+                    errors.append(str(err))
+                    continue
+                self._record(None, name)
+            if errors:
+                raise StackError("; ".join(errors))
+
+    def purge(self) -> None:
+        """Stop, then delete the working directory (data, secrets, logs)."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        state = self._load_state()
+        ports = state.get("ports", self.config.ports)
+        result = {}
+        for name in SERVICES:
+            proc = self._proc(name)
+            result[name] = {
+                "running": bool(proc and proc.alive()),
+                "pid": proc.pid if proc and proc.alive() else None,
+                "port": ports.get(name),
+                "log": proc.log if proc else None,
+            }
+        return result
+
+    def _check_ports_match(self) -> None:
+        state = self._load_state()
+        running = [n for n in SERVICES if (p := self._proc(n)) is not None and p.alive()]
+        old = state.get("ports", {})
+        changed = [n for n in running if old.get(n) != self.config.ports[n]]
+        if changed:
+            raise StackError(
+                f"{', '.join(changed)} already running here on port(s) "
+                f"{', '.join(str(old[n]) for n in changed)}: run `down` first to change ports"
+            )
+
+    def _free_port_or_fail(self, name: str, port: int) -> None:
+        if port_in_use(port):
+            option = {"mariadb": "mysql", "azurite": "azurite", "server": "server"}[name]
+            raise StackError(
+                f"port {port} on 127.0.0.1 (for {name}) is taken by another program: "
+                f"choose another one (python -m local up --{option}-port N)"
+            )
+
+    # ----------------------------------------------------------------- MariaDB
+
+    def _start_mariadb(self) -> None:
+        proc = self._proc("mariadb")
+        if proc is not None and proc.alive():
+            return
+        self._free_port_or_fail("mariadb", self.config.mysql_port)
+        mariadb.initialise(self._mariadb_paths)
+        proc = mariadb.start(self._mariadb_paths, self.config.mysql_port)
+        self._record(proc, "mariadb")
+        mariadb.wait_ready(self._mariadb_paths, proc)
+        c = self.config
+        mariadb.ensure_databases(
+            self._mariadb_paths, c.db_user, self.secrets["db_password"], [c.database, c.auth_database]
+        )
+
+    def stop_mariadb(self) -> None:
+        proc = self._proc("mariadb")
+        if proc is not None:
+            stop(proc, timeout=30)
+            self._record(None, "mariadb")
+
+    def restart_mariadb(self) -> None:
+        with self._lock():
+            self.stop_mariadb()
+            self._start_mariadb()
+
+    # ----------------------------------------------------------------- Azurite
+
+    def _start_azurite(self) -> None:
+        proc = self._proc("azurite")
+        if proc is None or not proc.alive():
+            self._free_port_or_fail("azurite", self.config.azurite_port)
+            proc = azurite.start(
+                self.config.repo_root,
+                self.workdir / "azurite",
+                self.config.azurite_port,
+                self.config.storage_account,
+                self.secrets["storage_key"],
+            )
+            self._record(proc, "azurite")
+            azurite.wait_ready(proc, self.config.azurite_port)
+        azurite.ensure_container(self.azure_connection_string, self.config.container)
+
+    def stop_azurite(self) -> None:
+        proc = self._proc("azurite")
+        if proc is not None:
+            stop(proc)
+            self._record(None, "azurite")
+
+    def start_azurite(self) -> None:
+        with self._lock():
+            self._start_azurite()
+
+    # ----------------------------------------------------------------- tracking server
+
+    def _start_server(self, spec: chart.ServerSpec | None = None, *, timeout: float = 180) -> None:
+        proc = self._proc("server")
+        if proc is not None and proc.alive():
+            return
+        self._free_port_or_fail("server", self.config.server_port)
+        spec = spec or self.server_spec()
+        self._write_files(spec)
+        log = self.workdir / "server" / "server.log"
+        for init in spec.init:
+            self._run_init(init, log)
+        proc = spawn("server", spec.main.argv, env=spec.main.env, log=log, cwd=spec.main.cwd)
+        self._record(proc, "server")
+        self._wait_ready(spec.main, proc, timeout)
+
+    def start_server(self, spec: chart.ServerSpec | None = None, *, timeout: float = 180) -> None:
+        """Start the tracking server (from a fresh render unless `spec` is given) and wait until ready."""
+        with self._lock():
+            self._start_server(spec, timeout=timeout)
+
+    def stop_server(self) -> None:
+        proc = self._proc("server")
+        if proc is not None:
+            stop(proc)
+            self._record(None, "server")
+
+    def kill_server(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the server's whole process tree (a crashed container), without a graceful stop."""
+        proc = self._proc("server")
+        if proc is None:
+            raise StackError("the tracking server is not running")
+        os.killpg(proc.pid, sig)
+        from local.procs import wait_gone
+
+        if not wait_gone(proc, 15):
+            raise StackError("the tracking server survived the signal")
+        self._record(None, "server")
+
+    def server_pids(self) -> list[int]:
+        """Every live PID of the tracking server's process tree (for memory measurements)."""
+        proc = self._proc("server")
+        return proc.group_pids() if proc else []
+
+    def _write_files(self, spec: chart.ServerSpec) -> None:
+        server_dir = self.workdir / "server"
+        server_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(server_dir, 0o700)
+        for path, content in spec.files.items():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)
+            os.chmod(path, 0o600)
+        for directory in [*spec.dirs, *(p.cwd for p in [*spec.init, spec.main])]:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _run_init(self, init: chart.ProcessSpec, log: Path) -> None:
+        with open(log, "ab") as out:
+            out.write(f"--- init container {init.name}\n".encode())
+            out.flush()
+            done = subprocess.run(
+                init.argv,
+                env=init.env,
+                cwd=init.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=600,
+            )
+        if done.returncode != 0:
+            from local.procs import log_tail
+
+            raise StackError(
+                f"init container {init.name!r} failed (exit {done.returncode}):\n{log_tail(log)}"
+            )
+
+    def _wait_ready(self, main: chart.ProcessSpec, proc: Proc, timeout: float) -> None:
+        startup = main.probes.get("startup") or main.probes.get("liveness")
+        if startup and "httpGet" in startup:
+            wait_until(
+                "the tracking server to answer /health",
+                lambda: self.http_probe(startup),
+                timeout=timeout,
+                proc=proc,
+            )
+        if "readiness" in main.probes:
+            wait_until(
+                "the tracking server's readiness check",
+                lambda: self.readiness(main).returncode == 0,
+                timeout=timeout,
+                proc=proc,
+                interval=1.0,
+            )
+
+    # ----------------------------------------------------------------- probes
+
+    def http_probe(self, probe: Mapping[str, Any]) -> bool:
+        get = probe["httpGet"]
+        url = f"http://127.0.0.1:{get['port']}{get['path']}"
+        try:
+            with urllib.request.urlopen(url, timeout=float(probe.get("timeoutSeconds", 3))) as response:
+                return 200 <= response.status < 400
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def readiness(self, main: chart.ProcessSpec | None = None) -> subprocess.CompletedProcess:
+        """Run the chart's readiness probe (an exec command) as the kubelet would, with the server's env."""
+        main = main or self.server_spec().main
+        probe = main.probes.get("readiness")
+        if probe is None or "exec" not in probe:
+            raise StackError(f"the chart's readiness probe is not an exec command: {probe}")
+        return subprocess.run(
+            probe["exec"],
+            env=main.env,
+            cwd=main.cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=float(probe.get("timeoutSeconds", 10)) + 5,
+        )
+
+    # ----------------------------------------------------------------- projects
+
+    def run_project(
+        self,
+        entry_point: str,
+        experiment: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        project: Path | None = None,
+        timeout: float = 600,
+        echo: bool = False,
+    ) -> RunResult:
+        """The run Job of charts/mlflow_project for this run, rendered and run here: `mlflow run
+        /projects/<project> -e <entry point> --env-manager local --experiment-name <exp> -P k=v…` with
+        its environment (tracking URI and the run credentials), /projects being the project's parent."""
+        project = (project or self.config.repo_root / "mlflow_project").resolve()
+        setup = chart.render(self.config.repo_root, self.chart_values())
+        run_objects = chart.render_run(
+            self.config.repo_root,
+            project=project.name,
+            entry_point=entry_point,
+            experiment=experiment,
+            parameters=parameters or {},
+            tracking_uri=self.tracking_uri,
+            credentials_secret=chart.run_secret_name(setup),
+        )
+        spec, dirs = chart.run_spec(
+            run_objects, chart.secrets_of(setup), project.parent, self.workdir / "runs", self.config.python
+        )
+        for directory in dirs:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        argv, env = spec.argv, spec.env
+        done = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=spec.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # a timeout stops `mlflow run` and the entry point it started
+        )
+        lines: list[str] = []
+
+        def pump() -> None:
+            assert done.stdout is not None
+            for line in done.stdout:
+                lines.append(line)
+                if echo:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            done.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(done.pid, signal.SIGKILL)
+            done.wait()
+            lines.append(f"\nlocal stack: {entry_point} killed after {timeout:.0f}s\n")
+        except KeyboardInterrupt:
+            os.killpg(done.pid, signal.SIGTERM)
+            done.wait()
+            raise
+        reader.join(timeout=10)
+        output = "".join(lines)
+        return RunResult(entry_point, _run_id_from(output), done.returncode, output)
+
+
+def _run_id_from(output: str) -> str | None:
+    marker = "in run with ID '"
+    start = output.find(marker)
+    if start < 0:
+        return None
+    start += len(marker)
+    return output[start : output.index("'", start)]
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode()
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise StackError(f"-P expects key=value, got {pair!r}")
+        params[key] = value
+    return params

@@ -341,7 +341,7 @@ def test_mysql_statefulset_storage_and_credentials(private_setup):
 
 
 def test_networkpolicy_admits_only_the_tracking_server_to_mysql(private_setup, project_renders):
-    policy = cr.one(private_setup, "NetworkPolicy")
+    policy = cr.one(private_setup, "NetworkPolicy", chart_values.MYSQL_FULLNAME)
     mysql_labels = cr.one(private_setup, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     tracking_labels = tracking_deployment(private_setup)["spec"]["template"]["metadata"]["labels"]
     assert labels_match(policy["spec"]["podSelector"]["matchLabels"], mysql_labels)
@@ -353,9 +353,29 @@ def test_networkpolicy_admits_only_the_tracking_server_to_mysql(private_setup, p
     assert set(peer) == {"podSelector"}  # no namespaceSelector / ipBlock: this namespace's pods only
     admitted = peer["podSelector"]["matchLabels"]
     assert labels_match(admitted, tracking_labels)
-    others = [o["spec"]["template"]["metadata"]["labels"] for r in project_renders.values() for o in r]
+    others = [
+        o["spec"]["template"]["metadata"]["labels"]
+        for r in project_renders.values()
+        for o in cr.of_kind(r, "Job")
+    ]
     others.append(cr.one(private_setup, "Pod")["metadata"]["labels"])
     assert others and not any(labels_match(admitted, labels) for labels in others)
+
+
+def test_every_pod_has_a_networkpolicy_and_clients_accept_nothing(setup_renders, project_renders):
+    for objects in [*setup_renders.values(), *project_renders.values()]:
+        policies = cr.of_kind(objects, "NetworkPolicy")
+        for obj, pod in cr.pod_specs(objects):
+            labels = (obj["spec"]["template"]["metadata"] if obj["kind"] != "Pod" else obj["metadata"])[
+                "labels"
+            ]
+            [policy] = [p for p in policies if labels_match(p["spec"]["podSelector"]["matchLabels"], labels)]
+            ingress = policy["spec"].get("ingress", [])
+            if obj["kind"] in ("Job", "Pod"):  # run Jobs and the helm test pod are clients only
+                assert policy["spec"]["policyTypes"] == ["Ingress"] and ingress == []
+            elif obj["kind"] == "Deployment":  # the tracking server: its HTTP port only
+                port = pod["containers"][0]["ports"][0]["containerPort"]
+                assert ingress == [{"ports": [{"protocol": "TCP", "port": port}]}]
 
 
 # --- exposure --------------------------------------------------------------------------------------
@@ -430,8 +450,7 @@ def test_no_secret_value_outside_secrets(setup_renders, project_renders):
 @pytest.mark.parametrize(("run", "pool"), PROJECT_CASES)
 def test_job_runs_its_configured_run(project_renders, private_setup, run, pool):
     spec = cr.RUNS[run]
-    [job] = project_renders[(run, pool)]
-    assert job["kind"] == "Job"
+    job = cr.one(project_renders[(run, pool)], "Job")
     assert job["metadata"]["name"] == f"{spec.name}-mlflow-project"
     assert len(job["metadata"]["name"]) <= 63
     pod = job["spec"]["template"]["spec"]

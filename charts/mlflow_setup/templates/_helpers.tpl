@@ -160,3 +160,9 @@ capabilities:
 {{ include "mlflow-setup.labels" . }}
 app.kubernetes.io/component: project
 {{- end }}
+
+{{- define "mlflow-setup.test.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlflow-setup.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+{{- end }}

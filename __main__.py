@@ -3,8 +3,11 @@
 import pulumi
 from pulumi_azure_native import authorization
 
-from components.cluster import Cluster, ClusterArgs
+from components import chart_values
+from components.cluster import JOBS_POOL_LABEL, JOBS_POOL_TAINT, Cluster, ClusterArgs
 from components.deployer import Deployer, DeployerArgs
+from components.images import Images, ImagesArgs
+from components.mlflow_releases import PROJECT_CHART, MlflowReleases, MlflowReleasesArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.registry import Registry, RegistryArgs
 from components.resource_groups import ResourceGroups, ResourceGroupsArgs
@@ -93,6 +96,47 @@ tracking_identity = TrackingIdentity(
     ),
 )
 
+images = Images(
+    "images",
+    ImagesArgs(
+        login_server=registry.login_server,
+        username=deployer.client_id,
+        password=deployer.password,
+        push_permissions=deployer.role_assignments,
+    ),
+)
+mlflow = MlflowReleases(
+    "mlflow",
+    MlflowReleasesArgs(
+        provider=cluster.provider,
+        namespace=settings.namespace,
+        location=settings.location,
+        name_prefix=settings.name_prefix,
+        exposure=settings.exposure,
+        allowed_source_ranges=settings.allowed_source_ranges,
+        tracking_replicas=settings.tracking_replicas,
+        tracking_service_account=settings.tracking_service_account,
+        admin_username=settings.admin_username,
+        runs=settings.runs,
+        acr_login_server=registry.login_server,
+        tracking_image=images.tracking_server_ref,
+        project_image=images.project_ref,
+        tracking_identity_client_id=tracking_identity.client_id,
+        storage_account=storage.account_name,
+        storage_resource_group=groups.data_name,
+        artifacts_container=storage.container_name,
+        projects_share=storage.share_name,
+        storage_account_key=storage.primary_key,
+        jobs_pool_label=JOBS_POOL_LABEL if settings.jobs_node_pool else None,
+        jobs_pool_taint=JOBS_POOL_TAINT if settings.jobs_node_pool else None,
+        depends_on=[
+            registry.kubelet_pull,
+            tracking_identity.federated_credential,
+            tracking_identity.blob_access,
+        ],
+    ),
+)
+
 pulumi.export("platformResourceGroup", groups.platform_name)
 pulumi.export("dataResourceGroup", groups.data_name)
 pulumi.export("clusterName", cluster.cluster_name)
@@ -105,3 +149,19 @@ pulumi.export("deployerClientId", deployer.client_id)
 pulumi.export("deployerPassword", pulumi.Output.secret(deployer.password))
 pulumi.export("trackingIdentityClientId", tracking_identity.client_id)
 pulumi.export("tenantId", client.tenant_id)
+pulumi.export("namespace", settings.namespace)
+pulumi.export("trackingUrl", mlflow.tracking_url)
+if settings.exposure == "private":
+    pulumi.export(
+        "portForward",
+        f"kubectl --namespace {settings.namespace} port-forward service/{chart_values.TRACKING_SERVICE} "
+        f"5000:{chart_values.TRACKING_SERVICE_PORT}",
+    )
+pulumi.export("adminUser", settings.admin_username)
+pulumi.export("adminPassword", pulumi.Output.secret(mlflow.admin_password))
+pulumi.export("trackingServerImage", images.tracking_server_ref)
+pulumi.export("projectImage", images.project_ref)
+pulumi.export("runs", list(mlflow.runs))
+# One more run by hand: `helm install <name> charts/mlflow_project -n <ns> -f <runValues> --set run.…`
+pulumi.export("runChart", PROJECT_CHART)
+pulumi.export("runValues", mlflow.run_values)

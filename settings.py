@@ -8,6 +8,7 @@ every bad key, its rule and the offending value, before the program declares any
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -19,7 +20,14 @@ from typing import Any
 import pulumi
 import yaml
 
-PROJECT_FILE = Path(__file__).resolve().parent / "Pulumi.yaml"
+REPO_ROOT = Path(__file__).resolve().parent
+PROJECT_FILE = REPO_ROOT / "Pulumi.yaml"
+MLPROJECT_FILE = REPO_ROOT / "mlflow_project" / "MLproject"
+# Release name of charts/mlflow_setup in the namespace; run releases must not take it.
+SETUP_RELEASE = "mlflow"
+# A run's Job is `<name>-mlflow-project` and must stay within 63 characters.
+RUN_NAME_MAX = 63 - len("-mlflow-project")
+EXPOSURES = ("private", "public")
 
 ACR_SKUS = ("Basic", "Standard", "Premium")
 STORAGE_SKUS = (
@@ -38,6 +46,21 @@ _K8S_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LOCATION = re.compile(r"^[a-z][a-z0-9]+$")
+_ADMIN_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{2,63}$")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One entry of config `runs`: an `mlflow run` of mlflow_project/ as a Kubernetes Job."""
+
+    name: str
+    """Helm release name; the Job is `<name>-mlflow-project`."""
+    entry_point: str
+    """MLproject entry point."""
+    experiment: str
+    """MLflow experiment the run logs to."""
+    parameters: dict[str, str | int | float | bool]
+    """Entry-point parameters (`-P key=value`)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,16 @@ class Settings:
     """Kubernetes ServiceAccount name of the tracking server."""
     deployer_password_end_date: str
     """RFC 3339 expiry of the deployer service principal's password."""
+    exposure: str
+    """`private` (ClusterIP) or `public` (LoadBalancer limited to allowed_source_ranges)."""
+    allowed_source_ranges: tuple[str, ...]
+    """CIDRs that may reach a public tracking server."""
+    tracking_replicas: int
+    """Tracking-server pods."""
+    admin_username: str
+    """MLflow admin user."""
+    runs: tuple[RunSpec, ...]
+    """MLflow project runs, one `mlflow_project` release each."""
 
     @property
     def retain_data(self) -> bool:
@@ -220,10 +253,126 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         _is_future_rfc3339,
         "must be an RFC 3339 UTC time in the future, like 2027-11-30T00:00:00Z",
     ),
+    "exposure": _one_of(EXPOSURES),
+    "trackingReplicas": _between(1, 10),
+    "adminUsername": _matches(
+        _ADMIN_USERNAME, "must be 3-64 letters, digits, '_', '.' or '-', starting with a letter"
+    ),
 }
 
 
-def _validate(typed: dict[str, Any], problems: list[Problem]) -> None:
+def _cidr_problems(ranges: list[Any], exposure: Any) -> list[Problem]:
+    key = "allowedSourceRanges"
+    problems = []
+    for index, cidr in enumerate(ranges):
+        try:
+            network = ipaddress.ip_network(str(cidr), strict=False)
+        except ValueError:
+            problems.append(Problem(f"{key}[{index}]", "must be a CIDR range like 203.0.113.0/24", cidr))
+            continue
+        if network.prefixlen == 0:
+            problems.append(
+                Problem(f"{key}[{index}]", "must not open the tracking server to the whole internet", cidr)
+            )
+    if exposure == "public" and not ranges:
+        problems.append(Problem(key, "must list at least one CIDR range when exposure is public", ranges))
+    return problems
+
+
+def read_entry_points(mlproject: Path = MLPROJECT_FILE) -> dict[str, dict[str, bool]]:
+    """Entry points of the MLproject: name -> {parameter: required (no default)}."""
+    document = yaml.safe_load(mlproject.read_text()) or {}
+    entry_points = {}
+    for name, entry in (document.get("entry_points") or {}).items():
+        parameters = (entry or {}).get("parameters") or {}
+        entry_points[name] = {
+            parameter: not (isinstance(spec, dict) and "default" in spec)
+            for parameter, spec in parameters.items()
+        }
+    return entry_points
+
+
+_RUN_KEYS = {"name", "entryPoint", "experiment", "parameters"}
+
+
+def _run_problems(runs: list[Any], mlproject: Path) -> tuple[list[Problem], tuple[RunSpec, ...]]:
+    """Check every `runs` entry against the rules and the MLproject; return problems and the parsed runs."""
+    problems: list[Problem] = []
+    specs: list[RunSpec] = []
+    try:
+        entry_points = read_entry_points(mlproject)
+    except (OSError, yaml.YAMLError) as error:
+        return [Problem("runs", f"needs a readable {mlproject.name} ({error})", str(mlproject))], ()
+    seen: set[str] = set()
+    for index, run in enumerate(runs):
+        at = f"runs[{index}]"
+        if not isinstance(run, dict):
+            problems.append(Problem(at, "must be an object {name, entryPoint, experiment, parameters}", run))
+            continue
+        unknown = sorted(set(run) - _RUN_KEYS)
+        if unknown:
+            problems.append(Problem(at, f"has unknown keys {unknown}; allowed: {sorted(_RUN_KEYS)}", run))
+        name, entry_point = run.get("name"), run.get("entryPoint")
+        experiment, parameters = run.get("experiment"), run.get("parameters", {})
+        if not (isinstance(name, str) and _DNS1123_LABEL.fullmatch(name) and len(name) <= RUN_NAME_MAX):
+            problems.append(
+                Problem(
+                    f"{at}.name",
+                    f"must be a DNS-1123 label of at most {RUN_NAME_MAX} characters (it names the Helm "
+                    "release and the Job `<name>-mlflow-project`)",
+                    name,
+                )
+            )
+        elif name == SETUP_RELEASE:
+            problems.append(Problem(f"{at}.name", f"must not be {SETUP_RELEASE!r}, the setup release", name))
+        elif name in seen:
+            problems.append(Problem(f"{at}.name", "must be unique among runs", name))
+        else:
+            seen.add(name)
+        if not (isinstance(experiment, str) and experiment.strip()):
+            problems.append(Problem(f"{at}.experiment", "must be a non-empty experiment name", experiment))
+        if entry_point not in entry_points:
+            problems.append(
+                Problem(
+                    f"{at}.entryPoint",
+                    f"must be an entry point of {mlproject.parent.name}/{mlproject.name}: "
+                    f"{', '.join(sorted(entry_points))}",
+                    entry_point,
+                )
+            )
+            continue
+        if not isinstance(parameters, dict):
+            problems.append(Problem(f"{at}.parameters", "must be an object of parameter: value", parameters))
+            continue
+        declared = entry_points[entry_point]
+        for parameter, value in parameters.items():
+            if parameter not in declared:
+                problems.append(
+                    Problem(
+                        f"{at}.parameters.{parameter}",
+                        f"is not a parameter of entry point {entry_point!r}: {', '.join(sorted(declared))}",
+                        value,
+                    )
+                )
+            elif not isinstance(value, str | int | float | bool):
+                problems.append(
+                    Problem(f"{at}.parameters.{parameter}", "must be a string, number or boolean", value)
+                )
+        missing = sorted(p for p, required in declared.items() if required and p not in parameters)
+        if missing:
+            problems.append(
+                Problem(
+                    f"{at}.parameters",
+                    f"misses required parameters of {entry_point!r}: {missing}",
+                    parameters,
+                )
+            )
+        if isinstance(name, str) and isinstance(experiment, str):
+            specs.append(RunSpec(name, entry_point, experiment, dict(parameters)))
+    return problems, tuple(specs)
+
+
+def _validate(typed: dict[str, Any], problems: list[Problem], mlproject: Path) -> tuple[RunSpec, ...]:
     """Apply RULES and the cross-key rules to every key that parsed; append one Problem per broken rule."""
     for key, (ok, rule) in RULES.items():
         if key in typed and not ok(typed[key]):
@@ -231,9 +380,20 @@ def _validate(typed: dict[str, Any], problems: list[Problem]) -> None:
     low, high = typed.get("systemNodeMinCount"), typed.get("systemNodeMaxCount")
     if typed.get("systemNodeAutoscale") and isinstance(low, int) and isinstance(high, int) and low > high:
         problems.append(Problem("systemNodeMinCount", f"must not exceed systemNodeMaxCount ({high})", low))
+    if "allowedSourceRanges" in typed:
+        problems.extend(_cidr_problems(typed["allowedSourceRanges"], typed.get("exposure")))
+    if "runs" not in typed:
+        return ()
+    run_problems, runs = _run_problems(typed["runs"], mlproject)
+    problems.extend(run_problems)
+    return runs
 
 
-def load_settings(config: pulumi.Config | None = None, project_file: Path = PROJECT_FILE) -> Settings:
+def load_settings(
+    config: pulumi.Config | None = None,
+    project_file: Path = PROJECT_FILE,
+    mlproject: Path = MLPROJECT_FILE,
+) -> Settings:
     """Read, type-check and validate every declared key; raise `SettingsError` naming each bad one."""
     config = config or pulumi.Config()
     declared = declared_config(project_file)
@@ -246,10 +406,12 @@ def load_settings(config: pulumi.Config | None = None, project_file: Path = PROJ
             typed[key] = _parse(value, declared[key]["type"])
         except (ValueError, json.JSONDecodeError) as error:
             problems.append(Problem(key, f"{error} ({declared[key]['type']})", value))
-    _validate(typed, problems)
+    runs = _validate(typed, problems, mlproject)
     if problems:
         raise SettingsError(problems)
 
     fields = {f.name: typed[config_key(f.name)] for f in dataclasses.fields(Settings)}
     fields["kubernetes_version"] = fields["kubernetes_version"] or None
+    fields["allowed_source_ranges"] = tuple(str(cidr) for cidr in fields["allowed_source_ranges"])
+    fields["runs"] = runs
     return Settings(**fields)

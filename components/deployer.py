@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_azuread as azuread
+from pulumi_azure_native import authorization
 
 from components import roles
 
@@ -28,6 +29,8 @@ class DeployerArgs:
 class Deployer(pulumi.ComponentResource):
     application: azuread.Application
     service_principal: azuread.ServicePrincipal
+    role_assignments: list[authorization.RoleAssignment]
+    """AcrPush, Contributor (registry) and AKS Cluster User: image pushes depend on them."""
     client_id: pulumi.Output[str]
     object_id: pulumi.Output[str]
     password: pulumi.Output[str]
@@ -59,11 +62,7 @@ class Deployer(pulumi.ComponentResource):
         )
 
         principal_id = self.service_principal.object_id
-        for suffix, role, scope in (
-            ("acr-push", roles.ACR_PUSH, args.registry_id),
-            ("acr-contributor", roles.CONTRIBUTOR, args.registry_id),
-            ("aks-cluster-user", roles.AKS_CLUSTER_USER, args.cluster_id),
-        ):
+        self.role_assignments = [
             roles.assign_role(
                 f"{name}-{suffix}",
                 subscription_id=args.subscription_id,
@@ -72,6 +71,12 @@ class Deployer(pulumi.ComponentResource):
                 scope=scope,
                 parent=self,
             )
+            for suffix, role, scope in (
+                ("acr-push", roles.ACR_PUSH, args.registry_id),
+                ("acr-contributor", roles.CONTRIBUTOR, args.registry_id),
+                ("aks-cluster-user", roles.AKS_CLUSTER_USER, args.cluster_id),
+            )
+        ]
 
         self.client_id = self.application.client_id
         self.object_id = principal_id

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_random as random
-from pulumi_azure_native import containerregistry
+from pulumi_azure_native import authorization, containerregistry
 
 from components import roles
 
@@ -30,6 +30,8 @@ class RegistryArgs:
 
 class Registry(pulumi.ComponentResource):
     registry: containerregistry.Registry
+    kubelet_pull: authorization.RoleAssignment
+    """AcrPull of the kubelet identity: pods that pull from the registry depend on it."""
     registry_id: pulumi.Output[str]
     registry_name: pulumi.Output[str]
     login_server: pulumi.Output[str]
@@ -57,7 +59,7 @@ class Registry(pulumi.ComponentResource):
             admin_user_enabled=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        roles.assign_role(
+        self.kubelet_pull = roles.assign_role(
             f"{name}-kubelet-acr-pull",
             subscription_id=args.subscription_id,
             role=roles.ACR_PULL,

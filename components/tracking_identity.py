@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-from pulumi_azure_native import managedidentity
+from pulumi_azure_native import authorization, managedidentity
 
 from components import roles
 
@@ -35,6 +35,8 @@ class TrackingIdentityArgs:
 
 class TrackingIdentity(pulumi.ComponentResource):
     identity: managedidentity.UserAssignedIdentity
+    federated_credential: managedidentity.FederatedIdentityCredential
+    blob_access: authorization.RoleAssignment
     client_id: pulumi.Output[str]
     principal_id: pulumi.Output[str]
 
@@ -48,7 +50,7 @@ class TrackingIdentity(pulumi.ComponentResource):
             location=args.location,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        managedidentity.FederatedIdentityCredential(
+        self.federated_credential = managedidentity.FederatedIdentityCredential(
             f"{name}-federation",
             federated_identity_credential_resource_name="kubernetes-service-account",
             resource_name_=self.identity.name,
@@ -58,7 +60,7 @@ class TrackingIdentity(pulumi.ComponentResource):
             audiences=[FEDERATION_AUDIENCE],
             opts=pulumi.ResourceOptions(parent=self),
         )
-        roles.assign_role(
+        self.blob_access = roles.assign_role(
             f"{name}-blob-data-contributor",
             subscription_id=args.subscription_id,
             role=roles.STORAGE_BLOB_DATA_CONTRIBUTOR,

@@ -1,9 +1,9 @@
 """The Azure foundation under Pulumi mocks: what `pulumi up` would declare, per configuration.
 
-Every test runs the whole program fresh (tests/pulumi_mocks.py) and checks the inputs a reviewer
-would check. Expected values come from the stack config plus Pulumi.yaml's defaults, never from a
-recorded run; the built-in role GUIDs below are Azure's published ids, written out on purpose so a
-typo in components/roles.py cannot hide.
+Each configuration runs the whole program in a fresh mock runtime (tests/pulumi_mocks.py); the tests
+check the inputs a reviewer would check. Expected values come from the stack config plus Pulumi.yaml's
+defaults, never from a recorded run; the built-in role GUIDs below are Azure's published ids, written
+out on purpose so a typo in components/roles.py cannot hide.
 """
 
 from __future__ import annotations
@@ -75,9 +75,13 @@ def role_definition(name: str) -> str:
     return f"/subscriptions/{SUBSCRIPTION_ID}/providers/Microsoft.Authorization/roleDefinitions/{guid}"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def case(request) -> tuple[dict[str, Any], ProgramRun]:
-    """(effective config, a fresh run of the program) for the configuration named by the parameter."""
+    """(effective config, a fresh run of the program) for the configuration named by the parameter.
+
+    Each configuration runs once per module in its own mock runtime (new monitor, root stack and
+    config); the tests only read that record, so none can influence another, and the suite stays fast.
+    """
     config = CONFIGURATIONS[request.param]
     return effective(config), run_program(config)
 

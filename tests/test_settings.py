@@ -81,6 +81,8 @@ def test_pulumi_yaml_declares_type_description_and_default_for_every_key():
     declared = declared_config()
     for key, declaration in declared.items():
         assert declaration.get("type") in ("string", "integer", "boolean", "array"), key
+        if declaration["type"] == "array":
+            assert declaration.get("items", {}).get("type"), f"{key}: arrays declare their item type"
         assert declaration.get("description"), key
         assert "default" in declaration, key
 
@@ -104,7 +106,8 @@ def test_declared_defaults_are_valid_and_become_the_settings():
         default = declared[config_key(field.name)]["default"]
         if field.name == "kubernetes_version":
             default = default or None
-        assert getattr(settings, field.name) == default, field.name
+        value = getattr(settings, field.name)
+        assert (list(value) if isinstance(value, tuple) else value) == default, field.name
     assert run_program({}).resources, "the defaults must deploy"
 
 

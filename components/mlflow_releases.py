@@ -1,0 +1,245 @@
+"""MLflow on the cluster: the namespace, generated secrets, the project files on the share, the
+`mlflow_setup` Helm release (tracking server + MySQL + project volume) and one `mlflow_project` release
+per configured run.
+
+Helm values come from components/chart_values.py (jinja2 templates in templates/) fed with resolved
+stack outputs inside `Output.all(...).apply(...)`; values holding a secret stay Pulumi secrets and no
+values file is written anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as kubernetes
+import pulumi_random as random
+
+from components import chart_values
+from components.project_files import ProjectFiles
+from settings import SETUP_RELEASE, RunSpec
+
+SETUP_CHART = "charts/mlflow_setup"
+PROJECT_CHART = "charts/mlflow_project"
+PROJECT_DIRECTORY = "mlflow_project"
+SETUP_TIMEOUT_SECONDS = 900  # MySQL volume + schema migration on a fresh cluster
+RUN_TIMEOUT_SECONDS = 600  # until the Job's pod is created; the run itself may take longer
+
+
+@dataclass
+class MlflowReleasesArgs:
+    provider: kubernetes.Provider
+    """The cluster's Kubernetes provider; every Kubernetes and Helm resource here uses it."""
+    namespace: str
+    """Namespace created for the platform."""
+    location: str
+    """Azure region (the public DNS name lives under it)."""
+    name_prefix: str
+    """Prefix of the public DNS label."""
+    exposure: str
+    """`private` or `public`."""
+    allowed_source_ranges: tuple[str, ...]
+    """CIDRs that may reach a public server."""
+    tracking_replicas: int
+    """Tracking-server pods."""
+    tracking_service_account: str
+    """ServiceAccount federated with the tracking identity."""
+    admin_username: str
+    """MLflow admin user."""
+    runs: tuple[RunSpec, ...]
+    """One `mlflow_project` release each."""
+    acr_login_server: pulumi.Input[str]
+    """Registry of both images."""
+    tracking_image: pulumi.Input[str]
+    """Tracking-server image by digest."""
+    project_image: pulumi.Input[str]
+    """Project-runner image by digest."""
+    tracking_identity_client_id: pulumi.Input[str]
+    """Client id of the tracking server's managed identity."""
+    storage_account: pulumi.Input[str]
+    """Storage account of artifacts and project files."""
+    storage_resource_group: pulumi.Input[str]
+    """Its resource group."""
+    artifacts_container: pulumi.Input[str]
+    """Blob container of artifacts."""
+    projects_share: pulumi.Input[str]
+    """File share of project files."""
+    storage_account_key: pulumi.Input[str]
+    """Account key (secret): mounts the share and uploads the project."""
+    jobs_pool_label: tuple[str, str] | None
+    """Node label of the jobs pool, or None without one."""
+    jobs_pool_taint: str | None
+    """Taint of the jobs pool, or None without one."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """Azure resources the pods need first (AcrPull, federated credential, blob access)."""
+
+
+def _password(name: str, parent: pulumi.Resource, length: int) -> random.RandomPassword:
+    # Letters and digits only: the values travel through URLs (MySQL DSN) and shells unquoted.
+    return random.RandomPassword(
+        name, length=length, special=False, min_lower=2, min_upper=2, min_numeric=2,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )  # fmt: skip
+
+
+class MlflowReleases(pulumi.ComponentResource):
+    namespace: kubernetes.core.v1.Namespace
+    setup: kubernetes.helm.v3.Release
+    runs: dict[str, kubernetes.helm.v3.Release]
+    tracking_url: pulumi.Output[str]
+    admin_password: pulumi.Output[str]
+    """MLflow admin password (secret)."""
+    run_values: pulumi.Output[dict[str, Any]]
+    """Non-secret `mlflow_project` values for installing one more run by hand (set `run.*`)."""
+
+    def __init__(self, name: str, args: MlflowReleasesArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-aks:app:MlflowReleases", name, None, opts)
+        k8s = pulumi.ResourceOptions(parent=self, provider=args.provider)
+
+        self.namespace = kubernetes.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata=kubernetes.meta.v1.ObjectMetaArgs(
+                name=args.namespace,
+                labels={
+                    # MySQL's image starts as root; everything else also meets "restricted".
+                    "pod-security.kubernetes.io/enforce": "baseline",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+            ),
+            opts=k8s,
+        )
+        namespace = self.namespace.metadata.apply(lambda metadata: metadata.name)
+
+        mysql_root_password = _password(f"{name}-mysql-root-password", self, 32)
+        mysql_password = _password(f"{name}-mysql-password", self, 32)
+        admin_password = _password(f"{name}-admin-password", self, 24)
+        flask_secret_key = _password(f"{name}-flask-secret-key", self, 64)
+
+        dns_label: pulumi.Input[str] = ""
+        if args.exposure == "public":
+            # Public IP DNS labels are unique per region: the prefix plus a random suffix.
+            suffix = random.RandomString(
+                f"{name}-dns-suffix", length=6, upper=False, special=False,
+                opts=pulumi.ResourceOptions(parent=self),
+            )  # fmt: skip
+            dns_label = suffix.result.apply(lambda s: f"{args.name_prefix}-mlflow-{s}")
+
+        project_files = ProjectFiles(
+            f"{name}-project-files",
+            account_name=args.storage_account,
+            share_name=args.projects_share,
+            account_key=args.storage_account_key,
+            directory=PROJECT_DIRECTORY,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        setup_values = pulumi.Output.all(
+            namespace=namespace,
+            acr_login_server=args.acr_login_server,
+            tracking_image=args.tracking_image,
+            tracking_identity_client_id=args.tracking_identity_client_id,
+            storage_account=args.storage_account,
+            storage_resource_group=args.storage_resource_group,
+            artifacts_container=args.artifacts_container,
+            projects_share=args.projects_share,
+            storage_account_key=args.storage_account_key,
+            mysql_root_password=mysql_root_password.result,
+            mysql_password=mysql_password.result,
+            admin_password=admin_password.result,
+            flask_secret_key=flask_secret_key.result,
+            dns_label=dns_label,
+        ).apply(
+            lambda outputs: chart_values.setup_values(
+                chart_values.SetupContext(
+                    **outputs,
+                    exposure=args.exposure,
+                    source_ranges=args.allowed_source_ranges,
+                    location=args.location,
+                    tracking_service_account=args.tracking_service_account,
+                    admin_username=args.admin_username,
+                    tracking_replicas=args.tracking_replicas,
+                )
+            )
+        )
+        self.setup = kubernetes.helm.v3.Release(
+            f"{name}-setup",
+            name=SETUP_RELEASE,
+            chart=SETUP_CHART,
+            namespace=namespace,
+            values=pulumi.Output.secret(setup_values),
+            # Packages the file:// mysql subchart, so the chart installs from a clean checkout.
+            dependency_update=True,
+            # A failed install or upgrade rolls back by itself instead of needing a hand retry.
+            atomic=True,
+            cleanup_on_fail=True,
+            skip_await=False,
+            timeout=SETUP_TIMEOUT_SECONDS,
+            max_history=10,
+            opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=args.depends_on)),
+        )
+
+        def run_context(outputs: dict[str, Any], run: chart_values.Run) -> chart_values.ProjectContext:
+            return chart_values.ProjectContext(
+                namespace=outputs["namespace"],
+                acr_login_server=outputs["acr_login_server"],
+                project_image=outputs["project_image"],
+                run=run,
+                project_dir=PROJECT_DIRECTORY,
+                jobs_pool_label=args.jobs_pool_label,
+                jobs_pool_taint=args.jobs_pool_taint,
+            )
+
+        run_inputs = pulumi.Output.all(
+            namespace=namespace, acr_login_server=args.acr_login_server, project_image=args.project_image
+        )
+        self.runs = {}
+        for spec in args.runs:
+            run = chart_values.Run(spec.name, spec.entry_point, spec.experiment, dict(spec.parameters))
+            self.runs[spec.name] = kubernetes.helm.v3.Release(
+                f"{name}-run-{spec.name}",
+                name=spec.name,
+                chart=PROJECT_CHART,
+                namespace=namespace,
+                values=run_inputs.apply(
+                    lambda outputs, run=run: chart_values.project_values(run_context(outputs, run))
+                ),
+                atomic=True,
+                cleanup_on_fail=True,
+                skip_await=False,
+                # The release is done when its Job exists; the run's own outcome is in the Job's logs.
+                wait_for_jobs=False,
+                timeout=RUN_TIMEOUT_SECONDS,
+                opts=pulumi.ResourceOptions.merge(
+                    k8s, pulumi.ResourceOptions(depends_on=[self.setup, project_files])
+                ),
+            )
+
+        # What `helm install <name> charts/mlflow_project` needs besides `run.*`: nothing secret.
+        example = chart_values.Run("example", "main", "Default", {})
+        self.run_values = run_inputs.apply(
+            lambda outputs: {
+                key: value
+                for key, value in chart_values.project_values(run_context(outputs, example)).items()
+                if key != "run"
+            }
+        )
+        if args.exposure == "public":
+            self.tracking_url = pulumi.Output.concat(
+                "http://",
+                dns_label,
+                f".{args.location}.cloudapp.azure.com:{chart_values.TRACKING_SERVICE_PORT}",
+            )
+        else:
+            self.tracking_url = namespace.apply(chart_values.tracking_url)
+        self.admin_password = pulumi.Output.secret(admin_password.result)
+
+        self.register_outputs(
+            {
+                "namespace": namespace,
+                "trackingUrl": self.tracking_url,
+                "adminPassword": self.admin_password,
+                "runValues": self.run_values,
+                "runs": list(self.runs),
+            }
+        )

@@ -1,0 +1,324 @@
+"""MLflow on the cluster under Pulumi mocks: images, namespace, Helm releases, project file sync, exports,
+and the `runs` / exposure settings.
+
+Each configuration runs the whole program once in a fresh mock runtime; tests read that record. The
+expected values come from the configuration, from other recorded resources (the image digests, the
+generated passwords) and from files on disk (the project), never from a stored copy of a run.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from pulumi_mocks import (
+    REPO_ROOT,
+    STORAGE_KEY,
+    ProgramRun,
+    RecordingMocks,
+    contains_secret,
+    is_secret,
+    plain,
+    run_program,
+)
+
+from components.project_files import collect_files, sha256
+from settings import SettingsError
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+IMAGE = "docker:index/image:Image"
+PASSWORD = "random:index/randomPassword:RandomPassword"
+PROJECT_FILES = "pulumi-python:dynamic/mlflow-aks:ProjectFiles"
+
+TRAIN = {
+    "name": "train-demo",
+    "entryPoint": "train",
+    "experiment": "demo",
+    "parameters": {"C": 0.5, "seed": 7},
+}
+EVALUATE = {
+    "name": "evaluate-demo",
+    "entryPoint": "evaluate",
+    "experiment": "demo_eval",
+    "parameters": {"experiment_name": "demo"},
+}
+CONFIGURATIONS: dict[str, dict[str, Any]] = {
+    "private-two-runs": {"runs": [TRAIN, EVALUATE]},
+    "public-no-jobs-pool": {
+        "exposure": "public",
+        "allowedSourceRanges": ["203.0.113.0/24", "198.51.100.7/32"],
+        "jobsNodePool": False,
+        "namespace": "ml-team",
+        "trackingReplicas": 3,
+        "adminUsername": "mlops",
+        "runs": [TRAIN],
+    },
+    "no-runs": {},
+}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGURATIONS))
+def case(request) -> tuple[dict[str, Any], ProgramRun]:
+    config = CONFIGURATIONS[request.param]
+    return config, run_program(config)
+
+
+def setting(config: dict[str, Any], key: str, default: Any) -> Any:
+    return config.get(key, default)
+
+
+def generated(run: ProgramRun, suffix: str) -> str:
+    return run.named(f"mlflow-{suffix}").outputs["result"]
+
+
+def setup_release(run: ProgramRun):
+    return run.named("mlflow-setup")
+
+
+def run_releases(run: ProgramRun) -> dict[str, Any]:
+    return {r.inputs["name"]: r for r in run.of_type(RELEASE) if r.name.startswith("mlflow-run-")}
+
+
+def test_images_are_built_and_pushed_with_the_deployer_principal(case):
+    _, run = case
+    login_server = run.one("azure-native:containerregistry:Registry").outputs["loginServer"]
+    deployer_client_id = run.one("azuread:index/application:Application").outputs["clientId"]
+    sp_password = run.named("deployer-password").outputs["value"]
+    push_grants = {
+        r.name for r in run.of_type("azure-native:authorization:RoleAssignment") if "acr-push" in r.name
+    }
+
+    images = {image.name: image for image in run.of_type(IMAGE)}
+    assert set(images) == {"images-tracking-server", "images-project"}
+    for image, (repository, context) in zip(
+        (images["images-tracking-server"], images["images-project"]),
+        (("mlflow-tracking-server", "tracking-server"), ("mlflow-project", "project")),
+        strict=True,
+    ):
+        registry = image.inputs["registry"]
+        assert is_secret(registry), "registry credentials are a secret"
+        assert plain(registry) == {
+            "server": login_server,
+            "username": deployer_client_id,
+            "password": sp_password,
+        }
+        assert image.inputs["imageName"].startswith(f"{login_server}/{repository}:")
+        assert image.inputs["build"]["context"] == str(REPO_ROOT / "images" / context)
+        assert image.inputs["build"]["platform"] == "linux/amd64"
+        assert image.inputs.get("skipPush") in (None, False)
+        assert any(name in dep for dep in image.options["dependencies"] for name in push_grants)
+    assert run.one("azure-native:containerregistry:Registry").inputs["adminUserEnabled"] is False
+
+
+def test_every_kubernetes_resource_uses_the_cluster_provider(case):
+    _, run = case
+    provider = run.one("pulumi:providers:kubernetes")
+    kubernetes_resources = [r for r in run.resources if r.type.startswith("kubernetes:")]
+    assert kubernetes_resources
+    for resource in kubernetes_resources:
+        assert resource.provider is not None and resource.provider.startswith(
+            provider.outputs.get("urn", "urn:")
+        )
+        assert resource.provider.endswith(f"::{provider.name}::{provider.id}"), resource.name
+
+
+def test_namespace_is_created_by_the_program(case):
+    config, run = case
+    namespace = run.one("kubernetes:core/v1:Namespace").inputs["metadata"]
+    assert namespace["name"] == setting(config, "namespace", "mlflow")
+    assert namespace["labels"]["pod-security.kubernetes.io/enforce"] in ("baseline", "restricted")
+    for release in run.of_type(RELEASE):
+        assert release.inputs["namespace"] == namespace["name"]
+
+
+def test_generated_secrets_come_from_pulumi_random(case):
+    _, run = case
+    passwords = {p.name: p.inputs for p in run.of_type(PASSWORD)}
+    assert set(passwords) == {
+        "mlflow-mysql-root-password",
+        "mlflow-mysql-password",
+        "mlflow-admin-password",
+        "mlflow-flask-secret-key",
+    }
+    for inputs in passwords.values():
+        assert inputs["special"] is False
+        assert inputs["length"] >= 24
+
+
+def test_setup_release_installs_atomically_with_secret_values(case):
+    _, run = case
+    setup = setup_release(run)
+    inputs = setup.inputs
+    assert inputs["name"] == "mlflow"
+    assert inputs["chart"] == "charts/mlflow_setup"
+    assert (REPO_ROOT / inputs["chart"] / "Chart.yaml").is_file()
+    assert inputs["dependencyUpdate"] is True
+    assert inputs["atomic"] is True
+    assert inputs["cleanupOnFail"] is True
+    assert inputs["skipAwait"] is False
+    assert inputs["timeout"] >= 600
+    assert is_secret(inputs["values"]), "mlflow_setup values carry passwords: the whole value is secret"
+    # The pods need these Azure grants in place first.
+    for dependency in (
+        "registry-kubelet-acr-pull",
+        "tracking-identity-federation",
+        "tracking-identity-blob-data",
+    ):
+        assert any(dependency in urn for urn in setup.options["dependencies"]), dependency
+
+
+def test_setup_values_come_from_stack_outputs(case):
+    config, run = case
+    values = plain(setup_release(run).inputs["values"])
+    tracking_image = run.named("images-tracking-server").outputs["repoDigest"]
+    registry, _, digest = tracking_image.partition("@")
+    assert values["tracking"]["image"] == {
+        "registry": registry.split("/")[0],
+        "repository": "mlflow-tracking-server",
+        "digest": digest,
+    }
+    identity = run.one("azure-native:managedidentity:UserAssignedIdentity").outputs["clientId"]
+    assert values["tracking"]["serviceAccount"] == {
+        "name": setting(config, "trackingServiceAccount", "mlflow-tracking"),
+        "workloadIdentityClientId": identity,
+    }
+    assert values["tracking"]["replicaCount"] == setting(config, "trackingReplicas", 2)
+    auth = values["tracking"]["auth"]
+    assert auth["adminUsername"] == setting(config, "adminUsername", "admin")
+    assert auth["adminPassword"] == generated(run, "admin-password")
+    assert auth["flaskSecretKey"] == generated(run, "flask-secret-key")
+    assert values["mysql"]["auth"] == {
+        "rootPassword": generated(run, "mysql-root-password"),
+        "password": generated(run, "mysql-password"),
+    }
+    account = run.one("azure-native:storage:StorageAccount").outputs["name"]
+    assert values["tracking"]["artifacts"]["storageAccount"] == account
+    assert values["tracking"]["artifacts"]["container"] == "mlflow-artifacts"
+    volume = values["project"]["volume"]
+    assert volume["storageAccount"] == account
+    assert volume["shareName"] == "mlflow-projects"
+    assert volume["resourceGroup"] == run.named("groups-data").outputs["name"]
+    assert volume["storageAccountKey"] == STORAGE_KEY
+
+
+def test_exposure_follows_config(case):
+    config, run = case
+    values = plain(setup_release(run).inputs["values"])
+    exposure = values["exposure"]
+    if setting(config, "exposure", "private") == "public":
+        assert exposure["type"] == "public"
+        assert exposure["loadBalancerSourceRanges"] == config["allowedSourceRanges"]
+        label = exposure["dnsLabel"]
+        assert label.startswith("mlflow-mlflow-")
+        host = f"{label}.westeurope.cloudapp.azure.com"
+        assert host in values["tracking"]["allowedHosts"]
+        assert run.exports["trackingUrl"] == f"http://{host}:5000"
+        assert "portForward" not in run.exports
+    else:
+        assert exposure["type"] == "private"
+        assert exposure["loadBalancerSourceRanges"] == []
+        namespace = setting(config, "namespace", "mlflow")
+        assert run.exports["trackingUrl"] == f"http://mlflow-tracking.{namespace}.svc.cluster.local:5000"
+        assert run.exports["portForward"].startswith(f"kubectl --namespace {namespace} port-forward service/")
+
+
+def test_one_project_release_per_configured_run(case):
+    config, run = case
+    releases = run_releases(run)
+    configured = {r["name"]: r for r in setting(config, "runs", [])}
+    assert set(releases) == set(configured)
+    project_image = run.named("images-project").outputs["repoDigest"]
+    jobs_pool = setting(config, "jobsNodePool", True)
+    for name, release in releases.items():
+        spec = configured[name]
+        inputs = release.inputs
+        assert inputs["chart"] == "charts/mlflow_project"
+        assert inputs["atomic"] is True and inputs["cleanupOnFail"] is True and inputs["skipAwait"] is False
+        assert not contains_secret(inputs["values"]), "run values hold no secret"
+        values = inputs["values"]
+        assert values["run"]["entryPoint"] == spec["entryPoint"]
+        assert values["run"]["experiment"] == spec["experiment"]
+        assert values["run"]["parameters"] == {k: str(v) for k, v in spec["parameters"].items()}
+        assert values["run"]["project"] == "mlflow_project"
+        assert (
+            f"{values['image']['registry']}/{values['image']['repository']}@{values['image']['digest']}"
+            == (project_image)
+        )
+        assert values["jobsPool"]["enabled"] is jobs_pool
+        if jobs_pool:
+            assert values["jobsPool"]["nodeSelector"] == {"mlflow-aks/pool": "jobs"}
+            assert values["jobsPool"]["tolerations"][0]["effect"] == "NoSchedule"
+        setup_urn = [urn for urn in release.options["dependencies"] if urn.endswith("::mlflow-setup")]
+        files_urn = [urn for urn in release.options["dependencies"] if urn.endswith("::mlflow-project-files")]
+        assert setup_urn and files_urn, "a run waits for the tracking server and the project files"
+
+
+def test_project_files_are_synced_from_disk_with_a_secret_key(case):
+    _, run = case
+    sync = run.one(PROJECT_FILES)
+    inputs = sync.inputs
+    assert inputs["account_name"] == run.one("azure-native:storage:StorageAccount").outputs["name"]
+    assert inputs["share_name"] == "mlflow-projects"
+    assert inputs["directory"] == "mlflow_project"
+    assert is_secret(inputs["account_key"]) and plain(inputs["account_key"]) == STORAGE_KEY
+    on_disk = collect_files(REPO_ROOT / "mlflow_project")
+    assert "MLproject" in on_disk
+    assert inputs["hashes"] == {path: sha256(content) for path, content in on_disk.items()}
+    assert {path: base64.b64decode(data) for path, data in inputs["contents"].items()} == on_disk
+    assert "account_key" in sync.options["additionalSecretOutputs"]
+
+
+def test_exports_for_users_and_for_a_run_by_hand(case):
+    config, run = case
+    assert run.exports["adminUser"] == setting(config, "adminUsername", "admin")
+    assert run.exports["adminPassword"] == generated(run, "admin-password")
+    assert "adminPassword" in run.secret_exports
+    assert run.exports["runs"] == [r["name"] for r in setting(config, "runs", [])]
+    assert run.exports["runChart"] == "charts/mlflow_project"
+    assert (REPO_ROOT / run.exports["runChart"] / "Chart.yaml").is_file()
+    manual = run.exports["runValues"]
+    assert "runValues" not in run.secret_exports
+    assert set(manual) >= {"image", "tracking", "projectVolume", "serviceAccountName", "jobsPool"}
+    assert "run" not in manual
+    secrets = {generated(run, s) for s in ("admin-password", "mysql-password", "mysql-root-password")}
+    assert not any(secret in repr(manual) for secret in secrets | {STORAGE_KEY})
+    for key, value in run.exports.items():
+        if key not in run.secret_exports:
+            assert not any(secret in repr(value) for secret in secrets | {STORAGE_KEY}), key
+
+
+# (config, key the error must start with). Each is rejected before any resource exists.
+BAD_WIRING_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
+    ({"runs": [TRAIN, dict(TRAIN, experiment="other")]}, "runs[1].name"),
+    ({"runs": [dict(TRAIN, entryPoint="predict")]}, "runs[0].entryPoint"),
+    ({"runs": [dict(TRAIN, parameters={"learning_rate": 0.1})]}, "runs[0].parameters.learning_rate"),
+    ({"runs": [dict(TRAIN, name="Train_1")]}, "runs[0].name"),
+    ({"runs": [dict(TRAIN, name="r" * 49)]}, "runs[0].name"),
+    ({"runs": [dict(TRAIN, name="mlflow")]}, "runs[0].name"),
+    ({"runs": [dict(EVALUATE, parameters={})]}, "runs[0].parameters"),
+    ({"runs": [dict(TRAIN, experiment="")]}, "runs[0].experiment"),
+    ({"runs": [dict(TRAIN, parameters={"C": [1, 2]})]}, "runs[0].parameters.C"),
+    ({"runs": [dict(TRAIN, image="other")]}, "runs[0]"),
+    ({"runs": ["train"]}, "runs[0]"),
+    ({"runs": {"name": "train"}}, "runs"),
+    ({"exposure": "public"}, "allowedSourceRanges"),
+    ({"exposure": "public", "allowedSourceRanges": ["0.0.0.0/0"]}, "allowedSourceRanges[0]"),
+    ({"allowedSourceRanges": ["10.0.0.300/24"]}, "allowedSourceRanges[0]"),
+    ({"exposure": "internet"}, "exposure"),
+    ({"trackingReplicas": 0}, "trackingReplicas"),
+    ({"adminUsername": "a b"}, "adminUsername"),
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "key"), BAD_WIRING_CONFIGURATIONS, ids=[key for _, key in BAD_WIRING_CONFIGURATIONS]
+)
+def test_bad_runs_and_exposure_are_rejected_naming_the_key(config, key):
+    mocks = RecordingMocks()
+    with pytest.raises(SettingsError) as raised:
+        run_program(config, mocks=mocks)
+    keys = [p.key for p in raised.value.problems]
+    assert key in keys, keys
+    assert key in str(raised.value)
+    assert mocks.resources == []

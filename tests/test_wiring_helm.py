@@ -1,0 +1,112 @@
+"""Integration: the values the program's Helm releases receive (under mocks) render both charts.
+
+The mocked run records each `helm.v3.Release`'s values; secrets are unwrapped to their plain values
+(they are mock values) and fed to `helm template` exactly as the release would pass them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pulumi_mocks import REPO_ROOT, ProgramRun, plain, run_program
+
+KUBERNETES_VERSION = "1.32.0"
+RUNS = [
+    {"name": "train-demo", "entryPoint": "train", "experiment": "demo", "parameters": {"C": 0.5}},
+    {
+        "name": "eval-demo",
+        "entryPoint": "evaluate",
+        "experiment": "demo_eval",
+        "parameters": {"experiment_name": "demo"},
+    },
+]
+CONFIGURATIONS = {
+    "private": {"runs": RUNS},
+    "public-no-jobs-pool": {
+        "runs": RUNS[:1],
+        "exposure": "public",
+        "allowedSourceRanges": ["203.0.113.0/24"],
+        "jobsNodePool": False,
+    },
+}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGURATIONS))
+def program(request) -> ProgramRun:
+    return run_program(CONFIGURATIONS[request.param])
+
+
+def helm_template(helm: str, release: dict[str, Any], tmp_path: Path) -> list[dict[str, Any]]:
+    values_file = tmp_path / f"{release['name']}.values.json"
+    values_file.write_text(json.dumps(plain(release["values"])))
+    result = subprocess.run(
+        [
+            helm,
+            "template",
+            release["name"],
+            str(REPO_ROOT / release["chart"]),
+            "--namespace",
+            release["namespace"],
+            "--kube-version",
+            KUBERNETES_VERSION,
+            "--values",
+            str(values_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def containers(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    found = []
+    for obj in objects:
+        if obj["kind"] == kind:
+            spec = obj["spec"]["template"]["spec"]
+            found += spec.get("initContainers", []) + spec["containers"]
+    return found
+
+
+def test_setup_chart_renders_with_the_program_values(program, helm_bin, tmp_path):
+    setup = program.named("mlflow-setup").inputs
+    objects = helm_template(helm_bin, setup, tmp_path)
+    kinds = {obj["kind"] for obj in objects}
+    assert {
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "Secret",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+    } <= kinds
+    tracking_image = program.named("images-tracking-server").outputs["repoDigest"]
+    images = {c["image"] for c in containers(objects, "Deployment")}
+    assert images == {tracking_image}
+    assert {obj["metadata"].get("namespace") for obj in objects if obj["kind"] == "Deployment"} == {
+        setup["namespace"]
+    }
+
+
+def test_every_run_chart_renders_its_job(program, helm_bin, tmp_path):
+    releases = [
+        r.inputs for r in program.of_type("kubernetes:helm.sh/v3:Release") if r.name.startswith("mlflow-run-")
+    ]
+    assert releases
+    project_image = program.named("images-project").outputs["repoDigest"]
+    for release in releases:
+        objects = helm_template(helm_bin, release, tmp_path)
+        jobs = [obj for obj in objects if obj["kind"] == "Job"]
+        assert len(jobs) == 1
+        assert jobs[0]["metadata"]["name"].startswith(release["name"])
+        (container,) = containers(objects, "Job")
+        assert container["image"] == project_image
+        command = " ".join(container.get("command", []) + container.get("args", []))
+        assert release["values"]["run"]["entryPoint"] in command
+        assert release["values"]["run"]["experiment"] in command

@@ -173,3 +173,6 @@ def test_example_stack_is_valid():
     assert config, "the example stack sets project keys"
     settings = settings_from(config)
     assert settings.name_prefix == config["namePrefix"]
+    run = run_program(config)
+    releases = {r.inputs["name"] for r in run.of_type("kubernetes:helm.sh/v3:Release")}
+    assert releases == {"mlflow", *(spec.name for spec in settings.runs)}

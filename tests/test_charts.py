@@ -5,12 +5,14 @@ and the properties issue 3 asks for. Any helm failure is a test failure."""
 from __future__ import annotations
 
 import configparser
+import json
 import re
 import shlex
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import yaml
 from sqlalchemy.engine import make_url
 
 from components import chart_values
@@ -603,3 +605,43 @@ def test_project_values_refuse_a_pool_without_taint_and_odd_parameters():
     with pytest.raises(TypeError, match="parameter"):
         project_values(cr.with_run(ctx, parameters={"x": [1, 2]}))
     assert chart_values.parameter_value(True) == "true" and chart_values.parameter_value(0.25) == "0.25"
+
+
+# --- chart hygiene ---------------------------------------------------------------------------------
+
+
+def undocumented_values(values_file: Path) -> list[str]:
+    """Leaf keys of values.yaml with no `# --` comment above them or above one of their parents."""
+    key_line = re.compile(r"^(\s*)([A-Za-z0-9_]+):(.*)$")
+    entries = []  # (indent, key, has own `# --`, has an inline value)
+    comment: list[str] = []
+    for line in values_file.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment.append(stripped)
+            continue
+        match = key_line.match(line)
+        if match:
+            documented = any(c.startswith("# --") for c in comment)
+            entries.append((len(match[1]), match[2], documented, bool(match[3].strip())))
+        if stripped and not stripped.startswith("- "):
+            comment = []
+    missing, stack = [], []  # stack of (indent, key, documented)
+    for i, (indent, key, documented, inline) in enumerate(entries):
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        covered = documented or any(d for _, _, d in stack)
+        has_children = i + 1 < len(entries) and entries[i + 1][0] > indent and not inline
+        if not has_children and not covered:
+            missing.append(".".join([*(k for _, k, _ in stack), key]))
+        stack.append((indent, key, documented))
+    return missing
+
+
+@pytest.mark.parametrize("chart", [cr.SETUP_CHART, cr.PROJECT_CHART, cr.MYSQL_CHART], ids=lambda p: p.name)
+def test_every_value_is_documented(chart):
+    assert undocumented_values(chart / "values.yaml") == []
+    schema = json.loads((chart / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False  # strict: an unknown key is an error, not ignored
+    defaults = yaml.safe_load((chart / "values.yaml").read_text())
+    assert set(defaults) <= set(schema["properties"])

@@ -8,6 +8,7 @@ import configparser
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -645,3 +646,25 @@ def test_every_value_is_documented(chart):
     assert schema["additionalProperties"] is False  # strict: an unknown key is an error, not ignored
     defaults = yaml.safe_load((chart / "values.yaml").read_text())
     assert set(defaults) <= set(schema["properties"])
+
+
+def test_mysql_dependency_resolves_offline(helm_bin):
+    """The subchart is vendored (a symlink to charts/mysql) and Chart.lock matches Chart.yaml."""
+    chart = yaml.safe_load((cr.SETUP_CHART / "Chart.yaml").read_text())
+    lock = yaml.safe_load((cr.SETUP_CHART / "Chart.lock").read_text())
+    strip = [{k: d[k] for k in ("name", "version", "repository")} for d in chart["dependencies"]]
+    assert (
+        strip
+        == lock["dependencies"]
+        == [{"name": "mysql", "version": "0.1.0", "repository": "file://../mysql"}]
+    )
+    assert (cr.SETUP_CHART / "charts" / "mysql").resolve() == cr.MYSQL_CHART
+    done = subprocess.run(
+        [helm_bin, "dependency", "list", str(cr.SETUP_CHART)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    [row] = [line.split() for line in done.stdout.splitlines() if line.startswith("mysql")]
+    assert (
+        row[1] == yaml.safe_load((cr.MYSQL_CHART / "Chart.yaml").read_text())["version"]
+        and row[-1] == "unpacked"
+    )

@@ -159,6 +159,14 @@ def test_every_container_is_hardened_and_sized(setup_renders, project_renders):
             assert pod["automountServiceAccountToken"] is False, where
             assert pod["securityContext"]["runAsNonRoot"] is True, where
             assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+            # Pod Security "restricted" volume types only (no hostPath and the like).
+            for volume in pod.get("volumes", []):
+                assert set(volume) - {"name"} <= {
+                    "emptyDir",
+                    "secret",
+                    "configMap",
+                    "persistentVolumeClaim",
+                }, where
             for c in cr.containers(pod):
                 sc = c["securityContext"]
                 assert sc["allowPrivilegeEscalation"] is False, where

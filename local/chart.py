@@ -319,7 +319,8 @@ def render_run(
             "project": project,
             "entryPoint": entry_point,
             "experiment": experiment,
-            "parameters": dict(parameters),
+            # Strings, as the Pulumi program passes them (`-P key=value` is text anyway).
+            "parameters": {str(k): str(v) for k, v in parameters.items()},
         },
         "tracking": {"uri": tracking_uri, "credentialsSecret": credentials_secret},
         "projectVolume": {"claimName": "local-projects"},

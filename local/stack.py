@@ -62,6 +62,8 @@ class StackConfig:
     #: Extra chart values merged over the local overlay, e.g. {"tracking": {"workers": 2}}.
     values: dict[str, Any] = field(default_factory=dict)
     repo_root: Path = REPO_ROOT
+    #: helm binary (default: from PATH, else .tools/bin/helm).
+    helm: str | None = None
     #: Python whose directory leads PATH for the server and `mlflow run` (default: this one).
     python: str = sys.executable
 
@@ -78,7 +80,7 @@ class RunResult:
     output: str
 
 
-def missing_prerequisites(repo_root: Path = REPO_ROOT) -> list[str]:
+def missing_prerequisites(repo_root: Path = REPO_ROOT, helm: str | None = None) -> list[str]:
     """What to install before the stack can start, one entry per missing piece."""
     missing = []
     if any(path is None for path in mariadb.binaries().values()):
@@ -88,7 +90,8 @@ def missing_prerequisites(repo_root: Path = REPO_ROOT) -> list[str]:
     if not azurite.main_js(repo_root).is_file():
         missing.append("Azurite (npm ci, in the repository root)")
     try:
-        chart.find_helm(repo_root)
+        if helm is None:
+            chart.find_helm(repo_root)
     except StackError:
         missing.append("helm 3 (scripts/fetch-helm)")
     for module, package in (
@@ -232,7 +235,7 @@ class LocalStack:
 
     def server_spec(self) -> chart.ServerSpec:
         """The server's processes from a fresh `helm template`, plus Azurite's connection string."""
-        objects = chart.render(self.config.repo_root, self.chart_values())
+        objects = chart.render(self.config.repo_root, self.chart_values(), helm=self.config.helm)
         spec = chart.server_spec(self.config.repo_root, objects, self.workdir / "server", self.config.python)
         main = spec.main.with_env(AZURE_STORAGE_CONNECTION_STRING=self.azure_connection_string)
         return dataclasses.replace(spec, main=main)
@@ -241,7 +244,7 @@ class LocalStack:
 
     def start(self) -> None:
         """Start whatever is not running yet and wait until the server is ready (idempotent)."""
-        missing = missing_prerequisites(self.config.repo_root)
+        missing = missing_prerequisites(self.config.repo_root, self.config.helm)
         if missing:
             raise StackError("missing prerequisites: " + "; ".join(missing))
         with self._lock():
@@ -509,7 +512,7 @@ class LocalStack:
         /projects/<project> -e <entry point> --env-manager local --experiment-name <exp> -P k=v…` with
         its environment (tracking URI and the run credentials), /projects being the project's parent."""
         project = (project or self.config.repo_root / "mlflow_project").resolve()
-        setup = chart.render(self.config.repo_root, self.chart_values())
+        setup = chart.render(self.config.repo_root, self.chart_values(), helm=self.config.helm)
         run_objects = chart.render_run(
             self.config.repo_root,
             project=project.name,
@@ -518,6 +521,7 @@ class LocalStack:
             parameters=parameters or {},
             tracking_uri=self.tracking_uri,
             credentials_secret=chart.run_secret_name(setup),
+            helm=self.config.helm,
         )
         spec, dirs = chart.run_spec(
             run_objects, chart.secrets_of(setup), project.parent, self.workdir / "runs", self.config.python

@@ -1,0 +1,118 @@
+"""One real local stack per test session: MariaDB, Azurite and the tracking server as the chart renders it.
+
+The stack runs in a fresh working directory on random free ports and is stopped at the end of the
+session whatever happened; the teardown then checks that none of its processes is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from local import LocalStack, StackConfig, free_port
+from local.procs import Proc
+
+EXPERIMENT = "e2e-train"
+# Non-default values, so that the params stored are visibly the ones passed with -P.
+TRAIN_PARAMS = {"n_samples": 600, "n_features": 8, "seed": 7, "C": 0.5, "max_iter": 150}
+
+
+@pytest.fixture(scope="session")
+def stack(helm_bin: str) -> Iterator[LocalStack]:
+    # Not pytest's tmp_path: MariaDB runs as user `mysql`, who cannot enter /tmp/pytest-of-root (0700).
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-aks-e2e-"))
+    os.chmod(workdir, 0o755)  # noqa: S103 (secrets inside are 0600)
+    ports = {free_port() for _ in range(3)}
+    while len(ports) < 3:
+        ports.add(free_port())
+    server_port, mysql_port, azurite_port = sorted(ports)
+    config = StackConfig(
+        workdir=workdir / "stack",
+        server_port=server_port,
+        mysql_port=mysql_port,
+        azurite_port=azurite_port,
+        storage_account="e2eaccount",
+        container="e2e-artifacts",
+        artifacts_path="mlflow/artifacts",
+        helm=helm_bin,
+    )
+    local_stack = LocalStack(config)
+    started: list[Proc] = []
+    try:
+        local_stack.start()
+        started = [p for n in ("mariadb", "azurite", "server") if (p := local_stack._proc(n)) is not None]
+        yield local_stack
+    finally:
+        recorded = [p for n in ("mariadb", "azurite", "server") if (p := local_stack._proc(n)) is not None]
+        local_stack.stop()
+        leftovers = [p for p in {*started, *recorded} if p.group_pids()]
+        shutil.rmtree(workdir, ignore_errors=True)
+        assert not leftovers, f"processes left behind: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def client_env(stack: LocalStack) -> Iterator[dict[str, str]]:
+    """MLFLOW_TRACKING_* for this session's clients (MlflowClient reads credentials from the environment)."""
+    env = stack.client_env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def client(client_env: dict[str, str]):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=client_env["MLFLOW_TRACKING_URI"])
+
+
+@pytest.fixture
+def db(stack: LocalStack) -> Iterator[pymysql.connections.Connection]:
+    conn = pymysql.connect(**stack.database_settings(), autocommit=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def query(conn: pymysql.connections.Connection, sql: str, *args: object) -> list[tuple]:
+    with conn.cursor() as cursor:
+        cursor.execute(sql, args)
+        return list(cursor.fetchall())
+
+
+@dataclass(frozen=True)
+class ProjectRuns:
+    train_run_id: str
+    eval_explicit_run_id: str
+    eval_latest_run_id: str
+
+
+@pytest.fixture(scope="session")
+def project_runs(stack: LocalStack, client_env: dict[str, str]) -> ProjectRuns:
+    """`train`, then `evaluate` with the explicit run id and with the latest, as the run Job runs them."""
+    started = time.monotonic()
+    train = stack.run_project("train", EXPERIMENT, TRAIN_PARAMS, timeout=300)
+    assert train.returncode == 0, train.output[-3000:]
+    assert train.run_id, train.output[-3000:]
+    explicit = stack.run_project(
+        "evaluate", EXPERIMENT + "_eval", {"experiment_name": EXPERIMENT, "run_id": train.run_id}, timeout=300
+    )
+    assert explicit.returncode == 0, explicit.output[-3000:]
+    latest = stack.run_project("evaluate", EXPERIMENT + "_eval", {"experiment_name": EXPERIMENT}, timeout=300)
+    assert latest.returncode == 0, latest.output[-3000:]
+    print(f"train + 2 evaluate runs: {time.monotonic() - started:.1f}s")
+    return ProjectRuns(train.run_id, explicit.run_id, latest.run_id)

@@ -43,9 +43,14 @@ class Proc:
         return start_time_of(self.pid) == self.start_time
 
     def group_pids(self) -> list[int]:
-        """Live PIDs in this process's group (itself and what it forked), empty once all are gone."""
-        if not self.alive() and not _group_members(self.pid):
-            return []
+        """Live PIDs in this process's group (itself and what it forked), empty once all are gone.
+
+        While any member lives, the kernel keeps the group id (= our PID) from being reused, so a
+        group whose leader is gone is still ours; a leader with another start time is not.
+        """
+        current = start_time_of(self.pid)
+        if current is not None and current != self.start_time:
+            return []  # the PID now belongs to an unrelated process
         return _group_members(self.pid)
 
 
@@ -109,7 +114,7 @@ def spawn(
 
 def stop(proc: Proc, *, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
     """Signal `proc`'s process group, wait for it to go, then SIGKILL whatever remains."""
-    if not proc.alive() and not _group_members(proc.pid):
+    if not proc.group_pids():
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
@@ -125,7 +130,7 @@ def wait_gone(proc: Proc, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(proc.pid)
-        if not proc.alive() and not _group_members(proc.pid):
+        if not proc.group_pids():
             return True
         time.sleep(0.05)
     return False

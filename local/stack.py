@@ -14,6 +14,14 @@ Python API (also used by the e2e tests and the benchmark):
     stack.start()            # idempotent: starts what is not running, waits until the server is ready
     stack.tracking_uri, stack.admin_credentials(), stack.client_env()
     stack.stop()             # stops everything it started, by PID (process group), nothing left behind
+
+    with LocalStack(config) as stack: ...          # the same, as a context manager
+
+Pieces, for fault tests and benchmarks: `server_spec()` (the chart's server as local processes; edit a
+copy and pass it to `start_server(spec)` to run another server configuration on the same database
+and artifact store), `stop_server()`, `kill_server(sig)`, `server_pids()` (the server's whole
+process tree), `readiness()`, `stop_mariadb()`/`restart_mariadb()`, `stop_azurite()`/`start_azurite()`,
+`run_project(entry_point, experiment, params)`.
 """
 
 from __future__ import annotations
@@ -111,6 +119,13 @@ class LocalStack:
         self.config = config or StackConfig()
         self.workdir = Path(self.config.workdir).resolve()
         self._mariadb_paths = mariadb.MariaDBPaths(self.workdir / "mariadb")
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     # ----------------------------------------------------------------- state and secrets
 

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from local.procs import StackError
 
 CHART = Path("charts") / "mlflow_setup"
@@ -98,6 +96,8 @@ def render(
     release: str | None = None,
 ) -> list[dict]:
     """`helm template` of a chart (default charts/mlflow_setup) with `values` on stdin; the objects."""
+    import yaml  # here, so that a missing package is reported by missing_prerequisites(), not on import
+
     chart = repo_root / chart_dir
     if not (chart / "Chart.yaml").is_file():
         raise StackError(

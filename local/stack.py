@@ -102,15 +102,21 @@ def missing_prerequisites(repo_root: Path = REPO_ROOT, helm: str | None = None) 
             chart.find_helm(repo_root)
     except StackError:
         missing.append("helm 3 (scripts/fetch-helm)")
+    packages = []
     for module, package in (
         ("mlflow", "mlflow"),
+        ("yaml", "pyyaml"),
         ("pymysql", "pymysql"),
         ("azure.storage.blob", "azure-storage-blob"),
     ):
         try:
             __import__(module)
         except ImportError:
-            missing.append(f"the Python package {package} (.venv/bin/pip install -r requirements-dev.txt)")
+            packages.append(package)
+    if packages:
+        missing.append(
+            f"the Python packages {', '.join(packages)} (run scripts/bootstrap, then use .venv/bin/python)"
+        )
     return missing
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from local.procs import StackError
-from local.stack import LocalStack, StackConfig, parse_params
+from local.stack import LocalStack, StackConfig, missing_prerequisites, parse_params
 
 
 def _config(args: argparse.Namespace) -> StackConfig:
@@ -30,6 +30,9 @@ def _config(args: argparse.Namespace) -> StackConfig:
 
 
 def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
+    missing = missing_prerequisites(stack.config.repo_root, stack.config.helm)
+    if missing:
+        raise StackError("missing prerequisites: " + "; ".join(missing))
     print(f"starting MariaDB, Azurite and the tracking server under {stack.workdir} ...", flush=True)
     stack.start()
     user, _ = stack.admin_credentials()

@@ -17,6 +17,8 @@ never change the structure of the values document; the charts' values.schema.jso
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 from collections.abc import Mapping
@@ -34,6 +36,7 @@ FULLNAME = "mlflow"
 TRACKING_SERVICE = f"{FULLNAME}-tracking"
 TRACKING_SERVICE_PORT = 5000
 RUN_CREDENTIALS_SECRET = f"{FULLNAME}-run-credentials"
+RUN_USERNAME = "runner"
 PROJECTS_CLAIM = f"{FULLNAME}-projects"
 MYSQL_FULLNAME = f"{FULLNAME}-mysql"
 
@@ -116,6 +119,15 @@ class SetupContext:
     """Path in the artifact container under which the server stores artifacts."""
     tracking_replicas: int = 2
     """Tracking-server pods."""
+    run_password: str = ""
+    """Password of the non-admin user run Jobs log in as (secret). Empty: derived from
+    `flask_secret_key` (HMAC-SHA256), so the run user exists without one more generated secret."""
+
+    def effective_run_password(self) -> str:
+        if self.run_password:
+            return self.run_password
+        digest = hmac.new(self.flask_secret_key.encode(), b"mlflow-aks run user", hashlib.sha256)
+        return digest.hexdigest()[:32]
 
     def public_hostname(self) -> str | None:
         if self.exposure == "public" and self.dns_label and self.location:
@@ -216,6 +228,8 @@ def setup_values(ctx: SetupContext) -> dict[str, Any]:
         mysql_fullname=MYSQL_FULLNAME,
         tracking_image=ImageRef.parse(ctx.tracking_image, ctx.acr_login_server),
         allowed_hosts=list(dict.fromkeys(allowed_hosts)),
+        run_username=RUN_USERNAME,
+        run_password=ctx.effective_run_password(),
     )
 
 

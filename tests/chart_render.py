@@ -67,6 +67,7 @@ def setup_context(
 
 SETUP_CONTEXTS = {
     "private": setup_context(),
+    "private-own-run-password": replace(setup_context(), run_password="Run-user pass:word%2F"),
     "public-one-range": setup_context("public", ("203.0.113.0/24",), dns_label="mlflow-demo"),
     "public-two-ranges": setup_context("public", ("198.51.100.7/32", "192.0.2.0/28")),
 }
@@ -93,8 +94,7 @@ def project_context(run: Run, jobs_pool: bool) -> ProjectContext:
 def secret_strings(ctx: SetupContext) -> set[str]:
     """Every secret of a setup context, raw and in the encodings the charts use."""
     found = set()
-    for name in SECRETS:
-        value = getattr(ctx, name)
+    for value in [*(getattr(ctx, name) for name in SECRETS), ctx.effective_run_password()]:
         found |= {
             value,
             urllib.parse.quote(value, safe=""),

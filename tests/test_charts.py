@@ -285,6 +285,33 @@ def test_schema_migration_runs_before_the_server(private_setup):
     assert strategy["maxUnavailable"] == 0
 
 
+@pytest.mark.parametrize("name", ["private", "private-own-run-password"])
+def test_run_jobs_log_in_as_a_non_admin_user(setup_renders, name):
+    ctx = cr.SETUP_CONTEXTS[name]
+    objects = setup_renders[name]
+    run_secret = cr.secret_data(cr.one(objects, "Secret", chart_values.RUN_CREDENTIALS_SECRET))
+    assert run_secret == {"username": chart_values.RUN_USERNAME, "password": ctx.effective_run_password()}
+    assert run_secret["username"] != ctx.admin_username and run_secret["password"] != ctx.admin_password
+    if ctx.run_password:
+        assert run_secret["password"] == ctx.run_password
+    # The init container creates that user (migrate.py), from the same Secret.
+    migrate = tracking_deployment(objects)["spec"]["template"]["spec"]["initContainers"][0]
+    env = {e["name"]: e for e in migrate["env"]}
+    assert env["MLFLOW_RUN_USERNAME"]["value"] == chart_values.RUN_USERNAME
+    ref = env["MLFLOW_RUN_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == (chart_values.RUN_CREDENTIALS_SECRET, "password")
+
+
+def test_without_a_run_password_runs_use_the_admin(helm_bin, tmp_dir):
+    values = setup_values(cr.SETUP_CONTEXTS["private"])
+    values["tracking"]["auth"]["runPassword"] = ""
+    objects = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_dir)
+    run_secret = cr.secret_data(cr.one(objects, "Secret", chart_values.RUN_CREDENTIALS_SECRET))
+    assert run_secret["username"] == values["tracking"]["auth"]["adminUsername"]
+    migrate = tracking_deployment(objects)["spec"]["template"]["spec"]["initContainers"][0]
+    assert not {e["name"] for e in migrate["env"]} & {"MLFLOW_RUN_USERNAME", "MLFLOW_RUN_PASSWORD"}
+
+
 def test_files_the_pod_runs_are_in_the_image(private_setup):
     """Every /app/<file> the Deployment or helm test runs exists and the Dockerfile copies it."""
     dockerfile = (IMAGE_DIR / "Dockerfile").read_text()
@@ -535,6 +562,7 @@ SETUP_REJECTIONS = {
     "unknown nested key": (lambda v: v["tracking"].update(backendStoreUri="sqlite://"), "backendStoreUri"),
     "image by tag": (lambda v: v["tracking"]["image"].update(digest="latest"), "tracking.image.digest"),
     "short admin password": (lambda v: v["tracking"]["auth"].update(adminPassword="short"), "adminPassword"),
+    "short run password": (lambda v: v["tracking"]["auth"].update(runPassword="short"), "runPassword"),
     "no mysql password": (lambda v: v["mysql"]["auth"].update(password=""), "password"),
     "no workload identity": (
         lambda v: v["tracking"]["serviceAccount"].update(workloadIdentityClientId=""),

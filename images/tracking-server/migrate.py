@@ -6,6 +6,9 @@ initialises a fresh tracking database or upgrades it to this image's MLflow vers
 same settings as the server: MLFLOW_BACKEND_STORE_URI, and the auth database URI from the file at
 MLFLOW_AUTH_CONFIG_PATH.
 
+With MLFLOW_RUN_USERNAME and MLFLOW_RUN_PASSWORD set, it then makes sure that basic-auth user exists
+as a non-admin with that password: the identity of run Jobs, which so never hold the admin password.
+
 Pods that start together would otherwise run the same migration at once; on MySQL/MariaDB a named
 lock (GET_LOCK) makes them take turns, and the second one finds nothing left to do.
 """
@@ -81,6 +84,23 @@ def _unique_foreign_key_names(table: sqlalchemy.Table, connection, **_: object) 
             constraint.name = new_name
 
 
+def ensure_run_user(auth_uri: str, username: str, password: str) -> None:
+    """Create the run Jobs' user (not an admin), or reset its password to the configured one."""
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    store.init_db(auth_uri)
+    try:
+        if not store.has_user(username, use_primary=True):
+            store.create_user(username, password, is_admin=False)
+            log.info("created the run user %r", username)
+        elif not store.authenticate_user(username, password, use_primary=True):
+            store.update_user(username, password=password)
+            log.info("reset the password of the run user %r", username)
+    finally:
+        store.engine.dispose()
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from mlflow.db import upgrade as upgrade_tracking_db
@@ -98,6 +118,9 @@ def main() -> int:
         upgrade_tracking_db.main([tracking_uri], standalone_mode=False)
         log.info("migrating the basic-auth database")
         upgrade_auth_db.main(["--url", auth_uri], standalone_mode=False)
+        run_user, run_password = os.environ.get("MLFLOW_RUN_USERNAME"), os.environ.get("MLFLOW_RUN_PASSWORD")
+        if run_user and run_password:
+            ensure_run_user(auth_uri, run_user, run_password)
     log.info("schema migration done")
     return 0
 

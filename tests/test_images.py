@@ -156,16 +156,6 @@ def test_pins_are_consistent(image_venvs, image):
 
 def test_tracking_image_imports_and_runs_its_entry_points(image_venvs, tmp_path):
     python = image_venvs["tracking-server"]
-    imports = textwrap.dedent("""
-        import azure.identity, azure.storage.blob, pymysql
-        import mlflow.server.auth  # the basic-auth app of mlflow[auth]
-        from mlflow.store.artifact.azure_blob_artifact_repo import AzureBlobArtifactRepository
-        from mlflow.utils.plugins import get_entry_points
-        assert "basic-auth" in [e.name for e in get_entry_points("mlflow.app")]
-        import mlflow; assert mlflow.__version__ == "3.17.2", mlflow.__version__
-    """)
-    done = run_in(python, "-c", imports)
-    assert done.returncode == 0, done.stderr[-3000:]
     app = IMAGES["tracking-server"]
     # serve.py hands its arguments to `mlflow server`, whose help names the options the chart passes.
     done = run_in(python, str(app / "serve.py"), "--help")
@@ -191,18 +181,40 @@ def test_tracking_image_imports_and_runs_its_entry_points(image_venvs, tmp_path)
         "HOME": str(tmp_path),
         "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/mlflow.db",
         "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_RUN_USERNAME": "runner",
     }
-    done = run_in(python, str(app / "migrate.py"), cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    check = textwrap.dedent(f"""
+    # One interpreter (MLflow takes seconds to import): migrate.py as the init container runs it, then
+    # again with a new run password (nothing left to migrate; the run user's password is reset), then
+    # what the server imports and what migrate.py left behind.
+    script = textwrap.dedent(f"""
+        import os, runpy
+        for password in ("first-password-1", "second-pass-2"):
+            os.environ["MLFLOW_RUN_PASSWORD"] = password
+            try:
+                runpy.run_path({str(app / "migrate.py")!r}, run_name="__main__")
+            except SystemExit as e:
+                assert e.code in (0, None), f"migrate.py exited {{e.code}}"
+        import azure.identity, azure.storage.blob, pymysql
+        import mlflow.server.auth  # the basic-auth app of mlflow[auth]
+        from mlflow.store.artifact.azure_blob_artifact_repo import AzureBlobArtifactRepository
+        from mlflow.utils.plugins import get_entry_points
+        assert "basic-auth" in [e.name for e in get_entry_points("mlflow.app")]
+        import mlflow; assert mlflow.__version__ == "3.17.2", mlflow.__version__
         import sqlalchemy
+        from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
         for db, table in (("mlflow.db", "experiments"), ("auth.db", "users")):
             engine = sqlalchemy.create_engine("sqlite:///{tmp_path}/" + db)
             names = sqlalchemy.inspect(engine).get_table_names()
             assert table in names, (db, names)
+        store = SqlAlchemyStore()
+        store.init_db("sqlite:///{tmp_path}/auth.db")
+        assert store.get_user("runner").is_admin is False
+        assert store.authenticate_user("runner", "second-pass-2")
+        assert not store.authenticate_user("runner", "first-password-1")
     """)
-    done = run_in(python, "-c", check)
+    done = run_in(python, "-c", script, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "created the run user" in done.stderr and "reset the password" in done.stderr
 
 
 def project_imports() -> set[str]:
@@ -223,12 +235,11 @@ def test_project_image_imports_what_the_project_runs(image_venvs):
     python = image_venvs["project"]
     modules = project_imports()
     assert {"mlflow", "sklearn.linear_model"} <= modules
-    done = run_in(python, "-c", "\n".join(f"import {m}" for m in sorted(modules)))
+    script = [f"import {m}" for m in sorted(modules)]
+    script.append("import importlib.util as u; print(u.find_spec('pymysql'), u.find_spec('azure'))")
+    done = run_in(python, "-c", "\n".join(script))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["None", "None"], "the runner must not carry the server's drivers"
     # The Job's command: `mlflow run ... --env-manager local`.
     done = run_in(python, "-m", "mlflow", "run", "--help")
     assert done.returncode == 0 and "--env-manager" in done.stdout, done.stderr[-3000:]
-    done = run_in(
-        python, "-c", "import importlib.util as u; print(u.find_spec('pymysql'), u.find_spec('azure'))"
-    )
-    assert done.stdout.split() == ["None", "None"], "the runner must not carry the server's drivers"

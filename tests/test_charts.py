@@ -704,3 +704,27 @@ def test_mysql_dependency_resolves_offline(helm_bin):
         row[1] == yaml.safe_load((cr.MYSQL_CHART / "Chart.yaml").read_text())["version"]
         and row[-1] == "unpacked"
     )
+
+
+def test_external_database_instead_of_the_bundled_mysql(helm_bin, tmp_dir, tmp_path, monkeypatch):
+    """The shape the local stack renders: mysql.enabled false, externalDatabase.* (MariaDB on loopback)."""
+    values = setup_values(cr.SETUP_CONTEXTS["private"])
+    values["mysql"] = {"enabled": False}
+    values["externalDatabase"] = {"host": "127.0.0.1", "port": 13306, "user": "ml", "password": "p@ss:w/rd%",
+                                  "database": "trk", "authDatabase": "trk_auth"}  # fmt: skip
+    assert cr.lint(helm_bin, cr.SETUP_CHART, values, tmp_dir).returncode == 0
+    objects = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_dir)
+    assert not cr.of_kind(objects, "StatefulSet")
+    assert [p["metadata"]["name"] for p in cr.of_kind(objects, "NetworkPolicy")] == [
+        chart_values.TRACKING_SERVICE, f"{chart_values.TRACKING_SERVICE}-test"]  # fmt: skip
+    data = cr.secret_data(cr.one(objects, "Secret", chart_values.TRACKING_SERVICE))
+    url = make_url(data["backend-store-uri"])
+    assert (url.host, url.port, url.username, url.password, url.database) == (
+        "127.0.0.1", 13306, "ml", "p@ss:w/rd%", "trk")  # fmt: skip
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(data["basic_auth.ini"])
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
+    from mlflow.server.auth.config import read_auth_config
+
+    auth_url = make_url(read_auth_config().database_uri)
+    assert (auth_url.host, auth_url.password, auth_url.database) == ("127.0.0.1", "p@ss:w/rd%", "trk_auth")

@@ -359,6 +359,8 @@ def local_values(
     auth_database: str,
     admin_username: str,
     admin_password: str,
+    run_username: str,
+    run_password: str,
     flask_secret_key: str,
     storage_account: str,
     container: str,
@@ -378,6 +380,9 @@ def local_values(
             "auth": {
                 "adminUsername": admin_username,
                 "adminPassword": admin_password,
+                # Run Jobs log in as the chart's non-admin run user, as on the cluster.
+                "runUsername": run_username,
+                "runPassword": run_password,
                 "flaskSecretKey": flask_secret_key,
             },
             "artifacts": {"storageAccount": storage_account, "container": container, "path": artifacts_path},

@@ -64,6 +64,8 @@ class StackConfig:
     container: str = "mlflow-artifacts"
     artifacts_path: str = "artifacts"
     admin_username: str = "admin"
+    #: Non-admin basic-auth user the run Jobs log in as (the chart's init container creates it).
+    run_username: str = "runner"
     db_user: str = "mlflow"
     database: str = "mlflow"
     auth_database: str = "mlflow_auth"
@@ -166,21 +168,21 @@ class LocalStack:
 
     @property
     def secrets(self) -> dict[str, str]:
-        """Generated once per working directory (the databases keep them), 0600, never printed."""
+        """Generated once per working directory (the databases keep them), 0600, never printed.
+
+        A key added by a newer version of the stack is generated on first use; existing ones stay.
+        """
         path = self.workdir / "secrets.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        values = {
-            "db_password": secrets.token_urlsafe(24),
-            "admin_password": secrets.token_urlsafe(24),
-            "flask_secret_key": secrets.token_hex(32),
-            # Azurite wants a base64 account key, as Azure's.
-            "storage_key": _b64(secrets.token_bytes(64)),
-        }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(values, out)
+        values = json.loads(path.read_text()) if path.exists() else {}
+        missing = {name: make() for name, make in _SECRET_GENERATORS.items() if name not in values}
+        if missing:
+            values.update(missing)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".secrets.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                json.dump(values, out)
+            tmp.replace(path)
         return values
 
     @contextlib.contextmanager
@@ -212,6 +214,10 @@ class LocalStack:
 
     def admin_credentials(self) -> tuple[str, str]:
         return self.config.admin_username, self.secrets["admin_password"]
+
+    def run_credentials(self) -> tuple[str, str]:
+        """The non-admin user `run_project` logs in as, as the cluster's run Jobs do."""
+        return self.config.run_username, self.secrets["run_password"]
 
     def database_settings(self) -> dict[str, Any]:
         """pymysql.connect(**settings) for the MLflow tracking database."""
@@ -247,6 +253,8 @@ class LocalStack:
             auth_database=c.auth_database,
             admin_username=c.admin_username,
             admin_password=s["admin_password"],
+            run_username=c.run_username,
+            run_password=s["run_password"],
             flask_secret_key=s["flask_secret_key"],
             storage_account=c.storage_account,
             container=c.container,
@@ -584,6 +592,16 @@ class LocalStack:
         reader.join(timeout=10)
         output = "".join(lines)
         return RunResult(entry_point, _run_id_from(output), done.returncode, output)
+
+
+_SECRET_GENERATORS = {
+    "db_password": lambda: secrets.token_urlsafe(24),
+    "admin_password": lambda: secrets.token_urlsafe(24),
+    "run_password": lambda: secrets.token_urlsafe(24),
+    "flask_secret_key": lambda: secrets.token_hex(32),
+    # Azurite wants a base64 account key, as Azure's.
+    "storage_key": lambda: _b64(secrets.token_bytes(64)),
+}
 
 
 def _run_id_from(output: str) -> str | None:

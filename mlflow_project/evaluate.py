@@ -77,18 +77,25 @@ def find_model(client: MlflowClient, run: Run):
     return max(ready, key=lambda m: m.creation_timestamp)
 
 
+def check_launch_experiment(eval_experiment: str) -> None:
+    """Under `mlflow run` the run already exists: it must be in `eval_experiment` (checked up front)."""
+    run_id = mlflow.environment_variables.MLFLOW_RUN_ID.get()
+    if not run_id:
+        return
+    client = MlflowClient()
+    actual = client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    if actual != eval_experiment:
+        client.set_terminated(run_id, "FAILED")
+        raise ProjectError(
+            f"evaluate must run in experiment {eval_experiment!r}, not {actual!r}: "
+            f"use `mlflow run ... -e evaluate --experiment-name {eval_experiment}`"
+        )
+
+
 def start_eval_run(eval_experiment: str) -> mlflow.ActiveRun:
-    """Resume the run `mlflow run` created, which must be in `eval_experiment`, or create one there."""
+    """Resume the run `mlflow run` created (checked by check_launch_experiment), or create one."""
     if mlflow.environment_variables.MLFLOW_RUN_ID.get():
-        active = mlflow.start_run()
-        actual = MlflowClient().get_experiment(active.info.experiment_id).name
-        if actual != eval_experiment:
-            mlflow.end_run("FAILED")
-            raise ProjectError(
-                f"evaluate must run in experiment {eval_experiment!r}, not {actual!r}: "
-                f"use `mlflow run ... -e evaluate --experiment-name {eval_experiment}`"
-            )
-        return active
+        return mlflow.start_run()
     mlflow.set_experiment(eval_experiment)
     return mlflow.start_run()
 
@@ -96,6 +103,7 @@ def start_eval_run(eval_experiment: str) -> mlflow.ActiveRun:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     n_samples = whole_number("n_samples", args.n_samples, minimum=20)
+    check_launch_experiment(args.experiment_name + EVAL_SUFFIX)
     client = MlflowClient()
     source = find_source_run(client, args.experiment_name, args.run_id.strip())
     model = find_model(client, source)

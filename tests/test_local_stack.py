@@ -39,8 +39,10 @@ def test_server_spec_is_the_rendered_container_with_local_paths(
         joined = " ".join(process.argv)
         for value in secrets.values():
             assert value not in joined
-    assert spec.main.env["MLFLOW_AUTH_ADMIN_PASSWORD"] == secrets["admin_password"]
-    assert secrets["db_password"] in spec.main.env["MLFLOW_BACKEND_STORE_URI"]
+    # Compared as bools so that a failure never prints a secret.
+    admin_ok = spec.main.env["MLFLOW_AUTH_ADMIN_PASSWORD"] == secrets["admin_password"]
+    db_ok = secrets["db_password"] in spec.main.env["MLFLOW_BACKEND_STORE_URI"]
+    assert admin_ok and db_ok
     assert "127.0.0.1:15556" in spec.main.env["MLFLOW_BACKEND_STORE_URI"]
     # Mounted Secret files and scratch volumes live under the stack's working directory.
     assert spec.files and all(path.is_relative_to(local_stack.workdir) for path in spec.files)
@@ -81,9 +83,12 @@ def test_run_job_command_is_the_charts(local_stack: LocalStack, repo_root: Path,
         "mlflow", "run", str(repo_root / "mlflow_project"), "-e", "train", "--env-manager", "local",
         "--experiment-name", "exp", "-P", "n_samples=100", "-P", "seed=3",
     ]  # fmt: skip
-    user, password = local_stack.admin_credentials()
     assert spec.env["MLFLOW_TRACKING_URI"] == local_stack.tracking_uri
-    assert (spec.env["MLFLOW_TRACKING_USERNAME"], spec.env["MLFLOW_TRACKING_PASSWORD"]) == (user, password)
+    # Runs log in as the chart's non-admin run user, never with the admin password.
+    user, password = local_stack.run_credentials()
+    assert spec.env["MLFLOW_TRACKING_USERNAME"] == user != local_stack.admin_credentials()[0]
+    password_ok = spec.env["MLFLOW_TRACKING_PASSWORD"] == password
+    assert password_ok and password != local_stack.admin_credentials()[1]
     # `mlflow run --env-manager local` runs `python` from PATH: the stack's own Python comes first.
     assert spec.env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
 

@@ -108,11 +108,13 @@ def project_runs(stack: LocalStack, client_env: dict[str, str]) -> ProjectRuns:
     train = stack.run_project("train", EXPERIMENT, TRAIN_PARAMS, timeout=300)
     assert train.returncode == 0, train.output[-3000:]
     assert train.run_id, train.output[-3000:]
+    # One after the other, as two Jobs would have to: `mlflow run` creates a missing experiment, and
+    # two of them racing to create `<exp>_eval` make one fail (RESOURCE_ALREADY_EXISTS).
     explicit = stack.run_project(
         "evaluate", EXPERIMENT + "_eval", {"experiment_name": EXPERIMENT, "run_id": train.run_id}, timeout=300
     )
-    assert explicit.returncode == 0, explicit.output[-3000:]
     latest = stack.run_project("evaluate", EXPERIMENT + "_eval", {"experiment_name": EXPERIMENT}, timeout=300)
+    assert explicit.returncode == 0, explicit.output[-3000:]
     assert latest.returncode == 0, latest.output[-3000:]
     print(f"train + 2 evaluate runs: {time.monotonic() - started:.1f}s")
     return ProjectRuns(train.run_id, explicit.run_id, latest.run_id)

@@ -84,9 +84,13 @@ def test_evaluations_logged_in_eval_experiment_with_link_tags(project_runs: Proj
     assert {k: explicit.data.metrics[k] for k in METRICS} != {k: train_metrics[k] for k in METRICS}
 
 
-def _evaluate_directly(stack, *args: str) -> subprocess.CompletedProcess:
+def _evaluate_directly(stack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """evaluate.py without `mlflow run`, for the failure messages (the Job's path is tested above)."""
-    env = {"PATH": f"{stack.config.python.rsplit('/', 1)[0]}:/usr/bin:/bin", **stack.client_env()}
+    env = {
+        "PATH": f"{stack.config.python.rsplit('/', 1)[0]}:/usr/bin:/bin",
+        **stack.client_env(),
+        **(env or {}),
+    }
     return subprocess.run(
         [stack.config.python, "evaluate.py", *args],
         cwd=stack.config.repo_root / "mlflow_project",
@@ -116,7 +120,17 @@ def test_evaluate_names_what_is_missing(stack, project_runs: ProjectRuns) -> Non
     assert f"run '{project_runs.eval_explicit_run_id}' has no logged model" in no_model.stderr
 
 
-def test_evaluate_refuses_to_log_outside_the_eval_experiment(stack, project_runs: ProjectRuns) -> None:
-    wrong = stack.run_project("evaluate", EXPERIMENT, {"experiment_name": EXPERIMENT}, timeout=300)
+def test_evaluate_refuses_to_log_outside_the_eval_experiment(
+    stack, client, project_runs: ProjectRuns
+) -> None:
+    """Started by `mlflow run --experiment-name <exp>` (not <exp>_eval), evaluate fails with the fix to apply.
+
+    `mlflow run` creates the run and hands its id to the entry point in MLFLOW_RUN_ID; this does the same
+    directly, which costs one interpreter instead of two.
+    """
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    wrong_run = client.create_run(experiment_id).info.run_id
+    wrong = _evaluate_directly(stack, "--experiment-name", EXPERIMENT, env={"MLFLOW_RUN_ID": wrong_run})
     assert wrong.returncode != 0
-    assert f"evaluate must run in experiment '{EXPERIMENT}_eval'" in wrong.output
+    assert f"evaluate must run in experiment '{EXPERIMENT}_eval'" in wrong.stderr
+    assert client.get_run(wrong_run).info.status == "FAILED"

@@ -89,3 +89,24 @@ def _listening_addresses(pids: list[int]) -> set[str]:
                 ip = "ipv6:" + hex_ip
             found.add(f"{ip}:{int(hex_port, 16)}")
     return found
+
+
+def test_project_runs_log_in_as_the_non_admin_run_user(http, stack, project_runs) -> None:
+    """run_project uses the chart's run Secret: the init container's non-admin user, not the admin."""
+    user, password = stack.run_credentials()
+    admin = stack.admin_credentials()
+    assert user != admin[0]
+    described = http.get("/api/2.0/mlflow/users/get", params={"username": user}, auth=admin)
+    assert described.status_code == 200, described.text
+    assert described.json()["user"]["is_admin"] is False
+    # The run user reads what its runs wrote, and cannot administer users.
+    run = http.get(
+        "/api/2.0/mlflow/runs/get", params={"run_id": project_runs.train_run_id}, auth=(user, password)
+    )
+    assert run.status_code == 200
+    create = http.post(
+        "/api/2.0/mlflow/users/create",
+        json={"username": "intruder", "password": "x" * 16},
+        auth=(user, password),
+    )
+    assert create.status_code == 403

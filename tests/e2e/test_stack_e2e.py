@@ -50,7 +50,9 @@ def test_running_server_matches_a_fresh_chart_render(stack, repo_root: Path, hel
             assert env[item["name"]] == item["value"], item["name"]
         elif "valueFrom" in item:
             ref = item["valueFrom"]["secretKeyRef"]
-            assert env[item["name"]] == secrets[ref["name"]][ref["key"]], item["name"]
+            # Compared as a bool so that a failure never prints the secret.
+            same = env[item["name"]] == secrets[ref["name"]][ref["key"]]
+            assert same, f"{item['name']} differs from its Secret"
     assert env["AZURE_STORAGE_CONNECTION_STRING"] == stack.azure_connection_string
     assert "devstoreaccount1" not in env["AZURE_STORAGE_CONNECTION_STRING"]
 

@@ -2,11 +2,244 @@
 
 The chart's Deployment and the local stack both start the server through this file with the same
 arguments, so whatever the server needs beyond `mlflow server` lives here, in one place.
+
+It runs MLflow's own `mlflow server` command (argument checks, basic-auth bootstrap, database
+initialisation, the full FastAPI + Flask app under uvicorn), changing only how uvicorn is run.
+Each change is measured by `python -m benchmarks.tracking_server` (see README, "Performance"):
+
+1. TCP_NODELAY on every accepted connection. uvicorn binds its own listening socket when it runs
+   more than one worker, created without `IPPROTO_TCP`, so asyncio does not set TCP_NODELAY on the
+   connections it accepts (uvicorn issue 3149): a response written in two segments then waits for
+   the client's delayed ACK, about 40 ms per request on a kept-alive connection. Here the listening
+   socket is re-created as an explicit TCP socket (and carries TCP_NODELAY, which Linux passes on to
+   accepted sockets), whatever the worker count.
+2. uvicorn in this process. `mlflow server` normally stays resident as a parent that only waits for
+   a `python -m uvicorn` child: one more interpreter with MLflow imported, and one more start-up.
+   With the job runner off (nothing of ours uses MLflow's server-side jobs), uvicorn runs here
+   instead, with the environment MLflow prepared for it. With the job runner on, MLflow keeps its
+   own process layout (the runner watches the server's PID), and uvicorn still gets (1) and (3).
+3. With several workers, each worker listens on its own SO_REUSEPORT socket. On one shared
+   listening socket the first worker to wake accepts nearly every connection, so kept-alive clients
+   pile up on one worker while the others idle; with SO_REUSEPORT the kernel spreads connections.
+4. `--workers` defaults to the container's CPU limit (cgroup quota, rounded down, at least 1)
+   instead of MLflow's fixed 4, when the arguments do not set it.
 """
 
-import sys
+from __future__ import annotations
 
-from mlflow.cli import cli
+import math
+import os
+import socket
+import sys
+from pathlib import Path
+
+# Set in the environment of a uvicorn child that MLflow starts itself (job runner on), so that this
+# file, started in its place, runs uvicorn with the same changes.
+_UVICORN_CHILD = "_MLFLOW_AKS_SERVE_UVICORN_CHILD"
+# Set by this process for its spawned uvicorn workers: they open their own SO_REUSEPORT socket.
+_REUSEPORT = "_MLFLOW_AKS_SERVE_REUSEPORT"
+
+
+def cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The container's CPU limit in cores (cgroup v2 `cpu.max`, else v1 CFS quota), None if unlimited."""
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup_root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def default_workers() -> int:
+    """One uvicorn worker per whole CPU of the limit (at least 1); the usable CPUs when unlimited."""
+    limit = cpu_limit()
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = available if limit is None else min(limit, available)
+    return max(1, math.floor(cores))
+
+
+def with_default_workers(args: list[str]) -> list[str]:
+    if any(a in ("-w", "--workers") or a.startswith("--workers=") for a in args):
+        return args
+    return [*args, "--workers", str(default_workers())]
+
+
+def _tcp_listener(sock: socket.socket) -> socket.socket:
+    """The same bound socket as an explicit TCP socket with TCP_NODELAY (inherited by accepted ones)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        return sock
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if sock.proto == socket.IPPROTO_TCP:
+        return sock
+    tcp = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+    tcp.set_inheritable(True)
+    return tcp
+
+
+def _reuseport_listener(host: str, port: int) -> socket.socket:
+    """A TCP socket bound with SO_REUSEPORT (before bind), so that each worker can bind its own."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _patch_uvicorn_supervisor(workers: int) -> None:
+    """In the process that binds: an explicit TCP listener, with SO_REUSEPORT when workers > 1."""
+    import logging
+
+    import uvicorn.config
+
+    original = uvicorn.config.Config.bind_socket
+
+    def bind_socket(self: uvicorn.config.Config) -> socket.socket:
+        if workers == 1 or self.uds is not None or self.fd is not None:
+            return _tcp_listener(original(self))
+        try:
+            sock = _reuseport_listener(self.host, self.port)
+        except OSError as err:
+            logging.getLogger("uvicorn.error").error(err)
+            sys.exit(uvicorn.config.STARTUP_FAILURE)
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on http://%s:%d with SO_REUSEPORT per worker (Press CTRL+C to quit)",
+            self.host,
+            sock.getsockname()[1],
+        )
+        os.environ[_REUSEPORT] = "1"  # read by the spawned workers
+        return sock
+
+    uvicorn.config.Config.bind_socket = bind_socket  # type: ignore[method-assign]
+
+
+def _patch_uvicorn_worker() -> None:
+    """In a spawned worker: listen on its own SO_REUSEPORT socket instead of the shared one."""
+    import uvicorn.server
+
+    original = uvicorn.server.Server.startup
+
+    async def startup(self: uvicorn.server.Server, sockets: list[socket.socket] | None = None) -> None:
+        if sockets and os.environ.get(_REUSEPORT) == "1":
+            own = []
+            for shared in sockets:
+                if shared.family not in (socket.AF_INET, socket.AF_INET6):
+                    own.append(shared)
+                    continue
+                sock = socket.socket(shared.family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.bind(shared.getsockname()[:2])
+                own.append(sock)
+                # The supervisor keeps the shared socket bound, never listening, so the kernel
+                # only hands connections to the workers' sockets. This copy is not needed here.
+                shared.close()
+            # uvicorn closes the list it was given at shutdown: hand over ours.
+            sockets[:] = own
+        await original(self, sockets=sockets)
+
+    uvicorn.server.Server.startup = startup  # type: ignore[method-assign]
+
+
+def _uvicorn(argv: list[str]) -> int:
+    import uvicorn.main
+
+    try:
+        uvicorn.main.main(argv, prog_name="uvicorn")
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
+
+
+# uvicorn's exit status when it ran in this process (`mlflow server` itself ignores it).
+_uvicorn_status: list[int] = []
+
+
+class _Finished:
+    """What `mlflow server` waits on once uvicorn, run in this process, has returned."""
+
+    def __init__(self, returncode: int):
+        self.returncode = returncode
+        self.pid = os.getpid()
+
+    def poll(self) -> int:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        pass
+
+
+def _is_uvicorn_command(cmd: object) -> bool:
+    return isinstance(cmd, list) and [str(c) for c in cmd[1:3]] == ["-m", "uvicorn"]
+
+
+def _patch_mlflow_server(workers: int) -> None:
+    """Run the uvicorn that `mlflow server` would start as a child here, or through this file."""
+    import mlflow.server
+    from mlflow.environment_variables import MLFLOW_SERVER_ENABLE_JOB_EXECUTION
+
+    original = mlflow.server._exec_cmd
+    in_process = not MLFLOW_SERVER_ENABLE_JOB_EXECUTION.get()
+
+    def exec_cmd(cmd, *args, extra_env=None, **kwargs):
+        if not _is_uvicorn_command(cmd):
+            return original(cmd, *args, extra_env=extra_env, **kwargs)
+        uvicorn_args = [str(c) for c in cmd[3:]]
+        if in_process:
+            os.environ.update(extra_env or {})
+            _patch_uvicorn_supervisor(workers)
+            _uvicorn_status.append(_uvicorn(uvicorn_args))
+            return _Finished(_uvicorn_status[-1])
+        child = [sys.executable, os.path.abspath(__file__), *uvicorn_args]
+        return original(child, *args, extra_env={**(extra_env or {}), _UVICORN_CHILD: "1"}, **kwargs)
+
+    mlflow.server._exec_cmd = exec_cmd
+
+
+def _worker_count(args: list[str]) -> int:
+    for i, arg in enumerate(args):
+        if arg.startswith("--workers="):
+            return int(arg.split("=", 1)[1])
+        if arg in ("-w", "--workers") and i + 1 < len(args):
+            return int(args[i + 1])
+    return 4  # MLflow's default, never reached: with_default_workers() always sets it
+
+
+def main(argv: list[str]) -> int:
+    if os.environ.pop(_UVICORN_CHILD, None) == "1":
+        # Started by `mlflow server` in place of `python -m uvicorn` (job runner on).
+        _patch_uvicorn_supervisor(_worker_count(argv))
+        return _uvicorn(argv)
+    args = with_default_workers(argv)
+    _patch_mlflow_server(_worker_count(args))
+    from mlflow.cli import cli
+
+    try:
+        cli(["server", *args], prog_name="mlflow")
+    except SystemExit as exit_:
+        code = exit_.code
+        status = code if isinstance(code, int) else (0 if code is None else 1)
+        if status:
+            return status
+    return _uvicorn_status[-1] if _uvicorn_status else 0
+
+
+if __name__ == "__mp_main__":
+    # A uvicorn worker spawned by this file (multiprocessing re-imports the main module under this
+    # name): patch before uvicorn's worker code runs.
+    _patch_uvicorn_worker()
 
 if __name__ == "__main__":
-    sys.exit(cli(["server", *sys.argv[1:]]))
+    sys.exit(main(sys.argv[1:]))

@@ -90,6 +90,14 @@ def cmd_run_project(stack: LocalStack, args: argparse.Namespace) -> int:
             result = stack.run_project("evaluate", args.experiment + "_eval", eval_params, echo=True)
         if result.returncode != 0:
             print(f"run-project: {entry_point} failed (exit {result.returncode})", file=sys.stderr)
+            if "PERMISSION_DENIED" in result.output:
+                user, _ = stack.run_credentials()
+                print(
+                    f"run-project: runs log in as the non-admin user {user!r}, which may only read "
+                    "experiments other users created: use a new experiment name, or give it EDIT on "
+                    "that experiment (as admin, in the UI)",
+                    file=sys.stderr,
+                )
             return result.returncode or 1
     print(f"run-project: done; see {stack.tracking_uri}/#/experiments")
     return 0

@@ -3,7 +3,15 @@
 `python -m local up|down|status|credentials|run-project`; Python API in `local.stack`.
 """
 
-from local.procs import StackError, free_port
+from local.procs import StackError, free_port, free_ports
 from local.stack import LocalStack, RunResult, StackConfig, missing_prerequisites
 
-__all__ = ["LocalStack", "RunResult", "StackConfig", "StackError", "free_port", "missing_prerequisites"]
+__all__ = [
+    "LocalStack",
+    "RunResult",
+    "StackConfig",
+    "StackError",
+    "free_port",
+    "free_ports",
+    "missing_prerequisites",
+]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from local import LocalStack, StackConfig, free_port
+from local import LocalStack, StackConfig, free_ports
 from local.procs import Proc
 
 EXPERIMENT = "e2e-train"
@@ -30,10 +30,7 @@ def stack(helm_bin: str) -> Iterator[LocalStack]:
     # Not pytest's tmp_path: MariaDB runs as user `mysql`, who cannot enter /tmp/pytest-of-root (0700).
     workdir = Path(tempfile.mkdtemp(prefix="mlflow-aks-e2e-"))
     os.chmod(workdir, 0o755)  # noqa: S103 (secrets inside are 0600)
-    ports = {free_port() for _ in range(3)}
-    while len(ports) < 3:
-        ports.add(free_port())
-    server_port, mysql_port, azurite_port = sorted(ports)
+    server_port, mysql_port, azurite_port = free_ports(3)
     config = StackConfig(
         workdir=workdir / "stack",
         server_port=server_port,

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from local import azurite, chart, mariadb
-from local.procs import Proc, StackError, port_in_use, spawn, stop, wait_until
+from local.procs import Proc, StackError, log_tail, port_in_use, spawn, stop, wait_gone, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("mariadb", "azurite", "server")
@@ -433,11 +433,9 @@ class LocalStack:
     def kill_server(self, sig: int = signal.SIGKILL) -> None:
         """Signal the server's whole process tree (a crashed container), without a graceful stop."""
         proc = self._proc("server")
-        if proc is None:
+        if proc is None or not proc.group_pids():
             raise StackError("the tracking server is not running")
         os.killpg(proc.pid, sig)
-        from local.procs import wait_gone
-
         if not wait_gone(proc, 15):
             raise StackError("the tracking server survived the signal")
         self._record(None, "server")
@@ -474,8 +472,6 @@ class LocalStack:
                 timeout=600,
             )
         if done.returncode != 0:
-            from local.procs import log_tail
-
             raise StackError(
                 f"init container {init.name!r} failed (exit {done.returncode}):\n{log_tail(log)}"
             )

@@ -296,6 +296,8 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop everything this working directory's state records, server first."""
+        if not self._state_file.exists():
+            return  # nothing was ever started here
         with self._lock():
             errors = []
             for name in reversed(SERVICES):

@@ -5,6 +5,7 @@ from pulumi_azure_native import authorization
 
 from components import chart_values
 from components.cluster import JOBS_POOL_LABEL, JOBS_POOL_TAINT, Cluster, ClusterArgs
+from components.database_disk import DatabaseDisk, DatabaseDiskArgs
 from components.deployer import Deployer, DeployerArgs
 from components.images import Images, ImagesArgs
 from components.mlflow_releases import PROJECT_CHART, MlflowReleases, MlflowReleasesArgs
@@ -83,6 +84,20 @@ storage = Storage(
         retain_on_delete=settings.retain_data,
     ),
 )
+mysql_disk = DatabaseDisk(
+    "mysql-disk",
+    DatabaseDiskArgs(
+        resource_group_name=groups.data_name,
+        location=settings.location,
+        name_prefix=settings.name_prefix,
+        sku=settings.mysql_disk_sku,
+        size_gib=settings.mysql_disk_size_gib,
+        retain_on_delete=settings.retain_data,
+        subscription_id=client.subscription_id,
+        cluster_principal_id=cluster.identity_principal_id,
+        depends_on=[cluster.managed_cluster],
+    ),
+)
 tracking_identity = TrackingIdentity(
     "tracking-identity",
     TrackingIdentityArgs(
@@ -127,12 +142,15 @@ mlflow = MlflowReleases(
         artifacts_container=storage.container_name,
         projects_share=storage.share_name,
         storage_account_key=storage.primary_key,
+        mysql_disk_id=mysql_disk.disk_id,
+        mysql_disk_size_gib=settings.mysql_disk_size_gib,
         jobs_pool_label=JOBS_POOL_LABEL if settings.jobs_node_pool else None,
         jobs_pool_taint=JOBS_POOL_TAINT if settings.jobs_node_pool else None,
         depends_on=[
             registry.kubelet_pull,
             tracking_identity.federated_credential,
             tracking_identity.blob_access,
+            mysql_disk.attach_access,
         ],
     ),
 )
@@ -145,6 +163,7 @@ pulumi.export("acrLoginServer", registry.login_server)
 pulumi.export("storageAccount", storage.account_name)
 pulumi.export("artifactsContainer", storage.container_name)
 pulumi.export("projectsShare", storage.share_name)
+pulumi.export("mysqlDiskId", mysql_disk.disk_id)
 pulumi.export("deployerClientId", deployer.client_id)
 pulumi.export("deployerPassword", pulumi.Output.secret(deployer.password))
 pulumi.export("trackingIdentityClientId", tracking_identity.client_id)

@@ -39,6 +39,12 @@ STORAGE_SKUS = (
     "Standard_RAGZRS",
 )
 DATA_RETENTION_MODES = ("retain", "delete")
+# Managed-disk SKUs that attach to the cluster's non-zonal nodes from a disk without a zone. PremiumV2_LRS
+# and UltraSSD_LRS need a zonal disk (and zonal nodes), so they are not offered.
+MYSQL_DISK_SKUS = ("Standard_LRS", "StandardSSD_LRS", "Premium_LRS", "StandardSSD_ZRS", "Premium_ZRS")
+# The chart's MySQL claim requests 8Gi; the disk (its PersistentVolume) must be at least that large.
+MYSQL_DISK_MIN_GIB = 8
+MYSQL_DISK_MAX_GIB = 32767
 
 _NAME_PREFIX = re.compile(r"^[a-z][a-z0-9]{2,10}$")
 _VM_SIZE = re.compile(r"^Standard_[A-Za-z0-9_]+$")
@@ -72,7 +78,8 @@ class Settings:
     name_prefix: str
     """Prefix of every Azure resource name (3-11 lowercase letters/digits)."""
     data_retention: str
-    """`retain`: `pulumi destroy` leaves the data resource group and storage account; `delete`: it doesn't."""
+    """`retain`: `pulumi destroy` leaves the data resource group, storage account and MySQL disk; `delete`:
+    it doesn't."""
     kubernetes_version: str | None
     """AKS version, or None for the AKS default."""
     system_node_vm_size: str
@@ -99,6 +106,10 @@ class Settings:
     """Storage account replication SKU."""
     file_share_quota_gib: int
     """Project file share quota in GiB."""
+    mysql_disk_sku: str
+    """SKU of the MySQL data disk (a managed disk in the data resource group)."""
+    mysql_disk_size_gib: int
+    """Size of the MySQL data disk in GiB."""
     namespace: str
     """Kubernetes namespace of the platform."""
     tracking_service_account: str
@@ -239,6 +250,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "acrSku": _one_of(ACR_SKUS),
     "storageSku": _one_of(STORAGE_SKUS),
     "fileShareQuotaGib": _between(1, 102400),
+    "mysqlDiskSku": _one_of(MYSQL_DISK_SKUS),
+    "mysqlDiskSizeGib": _between(MYSQL_DISK_MIN_GIB, MYSQL_DISK_MAX_GIB),
     "namespace": _matches(
         _DNS1123_LABEL,
         "must be a DNS-1123 label: at most 63 lowercase letters, digits or '-', starting and ending "

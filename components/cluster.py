@@ -55,6 +55,8 @@ class Cluster(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     cluster_id: pulumi.Output[str]
     oidc_issuer_url: pulumi.Output[str]
+    identity_principal_id: pulumi.Output[str]
+    """Principal of the cluster's (control-plane) system-assigned identity: it attaches Azure disks."""
     kubelet_object_id: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
     """Cluster-user kubeconfig (secret)."""
@@ -102,6 +104,9 @@ class Cluster(pulumi.ComponentResource):
                 network_dataplane=containerservice.NetworkDataplane.CILIUM,
                 network_policy=containerservice.NetworkPolicy.CILIUM,
             ),
+            # No `availability_zones` on either pool, on purpose: the nodes are regional (non-zonal), and
+            # the MySQL disk (components/database_disk.py) is created without a zone, which only attaches
+            # to non-zonal nodes. Zonal pools would need a ZRS disk SKU (or a disk in the nodes' zone).
             agent_pool_profiles=[
                 containerservice.ManagedClusterAgentPoolProfileArgs(
                     name=SYSTEM_POOL_NAME,
@@ -158,6 +163,9 @@ class Cluster(pulumi.ComponentResource):
         self.oidc_issuer_url = self.managed_cluster.oidc_issuer_profile.apply(
             lambda profile: profile.issuer_url if profile else None
         )
+        self.identity_principal_id = self.managed_cluster.identity.apply(
+            lambda identity: identity.principal_id if identity else None
+        )
         self.kubelet_object_id = self.managed_cluster.identity_profile.apply(
             lambda identities: identities["kubeletidentity"].object_id if identities else None
         )
@@ -167,6 +175,7 @@ class Cluster(pulumi.ComponentResource):
                 "clusterName": self.cluster_name,
                 "clusterId": self.cluster_id,
                 "oidcIssuerUrl": self.oidc_issuer_url,
+                "identityPrincipalId": self.identity_principal_id,
                 "kubeletObjectId": self.kubelet_object_id,
                 "kubeconfig": self.kubeconfig,
             }

@@ -67,12 +67,16 @@ class MlflowReleasesArgs:
     """File share of project files."""
     storage_account_key: pulumi.Input[str]
     """Account key (secret): mounts the share and uploads the project."""
+    mysql_disk_id: pulumi.Input[str]
+    """Resource id of the Azure managed disk MySQL keeps its data on (in the data resource group)."""
+    mysql_disk_size_gib: int
+    """Its size in GiB."""
     jobs_pool_label: tuple[str, str] | None
     """Node label of the jobs pool, or None without one."""
     jobs_pool_taint: str | None
     """Taint of the jobs pool, or None without one."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
-    """Azure resources the pods need first (AcrPull, federated credential, blob access)."""
+    """Azure resources the pods need first (AcrPull, federated credential, blob access, disk attach)."""
 
 
 def _password(name: str, parent: pulumi.Resource, length: int) -> random.RandomPassword:
@@ -144,6 +148,7 @@ class MlflowReleases(pulumi.ComponentResource):
             artifacts_container=args.artifacts_container,
             projects_share=args.projects_share,
             storage_account_key=args.storage_account_key,
+            mysql_disk_id=args.mysql_disk_id,
             mysql_root_password=mysql_root_password.result,
             mysql_password=mysql_password.result,
             admin_password=admin_password.result,
@@ -159,6 +164,7 @@ class MlflowReleases(pulumi.ComponentResource):
                     tracking_service_account=args.tracking_service_account,
                     admin_username=args.admin_username,
                     tracking_replicas=args.tracking_replicas,
+                    mysql_disk_size_gib=args.mysql_disk_size_gib,
                 )
             )
         )

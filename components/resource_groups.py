@@ -1,4 +1,5 @@
-"""The two resource groups: `platform` (cluster, registry, monitoring, identities) and `data` (storage)."""
+"""The two resource groups: `platform` (cluster, registry, monitoring, identities) and `data` (storage and
+the MySQL disk)."""
 
 from __future__ import annotations
 

@@ -32,6 +32,11 @@ SETUP_RELEASE = "mlflow"
 ACR = "mlflowacr7f3k.azurecr.io"
 TRACKING_IMAGE = f"{ACR}/mlflow-tracking-server@sha256:{'3a' * 32}"
 PROJECT_IMAGE = f"{ACR}/mlflow-project@sha256:{'5c' * 32}"
+# The managed disk Pulumi keeps in the data resource group for MySQL (its id is the CSI volume handle).
+MYSQL_DISK_ID = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/mlflow-data"
+    "/providers/Microsoft.Compute/disks/mlflow-mysql"
+)
 JOBS_POOL_LABEL = ("mlflow-aks/pool", "jobs")
 JOBS_POOL_TAINT = "mlflow-aks/pool=jobs:NoSchedule"
 
@@ -46,7 +51,10 @@ SECRETS = {
 
 
 def setup_context(
-    exposure: str = "private", source_ranges: tuple[str, ...] = (), dns_label: str = ""
+    exposure: str = "private",
+    source_ranges: tuple[str, ...] = (),
+    dns_label: str = "",
+    mysql_disk_id: str = MYSQL_DISK_ID,
 ) -> SetupContext:
     return SetupContext(
         namespace=NAMESPACE,
@@ -61,6 +69,8 @@ def setup_context(
         source_ranges=source_ranges,
         dns_label=dns_label,
         location="westeurope",
+        mysql_disk_id=mysql_disk_id,
+        mysql_disk_size_gib=32,
         **SECRETS,
     )
 
@@ -70,6 +80,8 @@ SETUP_CONTEXTS = {
     "private-own-run-password": replace(setup_context(), run_password="Run-user pass:word%2F"),
     "public-one-range": setup_context("public", ("203.0.113.0/24",), dns_label="mlflow-demo"),
     "public-two-ranges": setup_context("public", ("198.51.100.7/32", "192.0.2.0/28")),
+    # No static disk: the MySQL claim provisions one dynamically (the chart's behaviour before the disk).
+    "private-dynamic-disk": setup_context(mysql_disk_id=""),
 }
 
 RUNS = {

@@ -35,6 +35,7 @@ TENANT_ID = "00000000-0000-0000-0000-0000000000aa"
 DEPLOYING_USER_OBJECT_ID = "00000000-0000-0000-0000-0000000000bb"
 OIDC_ISSUER_URL = "https://westeurope.oic.prod-aks.azure.com/tenant/issuer/"
 KUBELET_OBJECT_ID = "00000000-0000-0000-0000-00000000c0be"
+CLUSTER_PRINCIPAL_ID = "00000000-0000-0000-0000-0000000c1a57"
 STORAGE_KEY = "bW9jay1zdG9yYWdlLWtleQ=="
 KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n"
 
@@ -50,6 +51,7 @@ _NAME_KEYS = {
     "azure-native:containerservice:AgentPool": "agentPoolName",
     "azure-native:managedidentity:UserAssignedIdentity": "resourceName",
     "azure-native:managedidentity:FederatedIdentityCredential": "federatedIdentityCredentialResourceName",
+    "azure-native:compute:Disk": "diskName",
 }
 
 
@@ -139,7 +141,15 @@ def _computed_outputs(type_: str, name: str, inputs: dict[str, Any], id_: str) -
     out: dict[str, Any] = {"name": explicit or name}
     if type_.startswith("azure-native:"):
         out["id"] = f"/subscriptions/{SUBSCRIPTION_ID}/mock/{type_.split(':')[-1]}/{out['name']}"
+    if type_ == "azure-native:compute:Disk":
+        # The real id's shape: the chart's schema checks it (it is the CSI volume handle).
+        group = plain(inputs.get("resourceGroupName"))
+        out["id"] = (
+            f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{group}"
+            f"/providers/Microsoft.Compute/disks/{out['name']}"
+        )
     if type_ == "azure-native:containerservice:ManagedCluster":
+        out["identity"] = {**plain(inputs.get("identity", {})), "principalId": CLUSTER_PRINCIPAL_ID}
         out["oidcIssuerProfile"] = {"enabled": True, "issuerURL": OIDC_ISSUER_URL}
         out["identityProfile"] = {
             "kubeletidentity": {

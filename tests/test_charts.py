@@ -95,10 +95,15 @@ def test_project_chart_lints_strict(helm_bin, tmp_dir, run, pool):
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
 
 
-def test_mysql_chart_lints_strict(helm_bin, tmp_dir):
-    values = {"auth": {"rootPassword": "r" * 16, "password": "p" * 16, "extraDatabases": ["mlflow_auth"]}}
+@pytest.mark.parametrize("disk", ["", cr.MYSQL_DISK_ID], ids=["dynamic-disk", "static-disk"])
+def test_mysql_chart_lints_strict(helm_bin, tmp_dir, disk):
+    values = {
+        "auth": {"rootPassword": "r" * 16, "password": "p" * 16, "extraDatabases": ["mlflow_auth"]},
+        "persistence": {"azureDisk": {"diskURI": disk, "size": "16Gi"}},
+    }
     result = cr.lint(helm_bin, cr.MYSQL_CHART, values, tmp_dir)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
 
 
 def test_every_object_is_valid_kubernetes(setup_renders, project_renders):
@@ -378,6 +383,56 @@ def test_mysql_statefulset_storage_and_credentials(private_setup):
     assert "CREATE DATABASE IF NOT EXISTS `mlflow_auth`" in next(iter(initdb["data"].values()))
 
 
+def azure_disk_volumes(objects: list[dict]) -> list[dict]:
+    return [
+        pv
+        for pv in cr.of_kind(objects, "PersistentVolume")
+        if pv["spec"]["csi"]["driver"] == "disk.csi.azure.com"
+    ]
+
+
+def quantity_gib(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(Gi|Ti)", quantity).groups()
+    return int(number) * (1024 if unit == "Ti" else 1)
+
+
+@pytest.mark.parametrize("name", [n for n, c in cr.SETUP_CONTEXTS.items() if c.mysql_disk_id])
+def test_mysql_claim_binds_to_the_retained_azure_disk(setup_renders, name):
+    """The static PersistentVolume is pre-bound to exactly the claim the StatefulSet controller creates
+    for replica 0 (`<claim template>-<statefulset>-0`), which binds to it instead of provisioning a disk."""
+    ctx = cr.SETUP_CONTEXTS[name]
+    sts = cr.one(setup_renders[name], "StatefulSet", chart_values.MYSQL_FULLNAME)
+    assert sts["spec"]["replicas"] == 1
+    [template] = sts["spec"]["volumeClaimTemplates"]
+    generated_claim = f"{template['metadata']['name']}-{sts['metadata']['name']}-0"
+    [pv] = azure_disk_volumes(setup_renders[name])
+    spec = pv["spec"]
+    assert spec["csi"]["volumeHandle"] == ctx.mysql_disk_id
+    assert spec["persistentVolumeReclaimPolicy"] == "Retain"
+    assert spec["claimRef"] == {"name": generated_claim, "namespace": sts["metadata"]["namespace"]}
+    assert "uid" not in spec["claimRef"]  # a pre-binding by name: the claim does not exist yet
+    # Binding needs the claim's class, an access mode it asks for and at least the capacity it requests.
+    assert spec["storageClassName"] == template["spec"]["storageClassName"] == "managed-csi"
+    assert set(template["spec"]["accessModes"]) <= set(spec["accessModes"]) == {"ReadWriteOnce"}
+    assert quantity_gib(spec["capacity"]["storage"]) == ctx.mysql_disk_size_gib
+    assert quantity_gib(template["spec"]["resources"]["requests"]["storage"]) <= ctx.mysql_disk_size_gib
+    # The data volume the container mounts is that claim template's.
+    mounts = sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": template["metadata"]["name"], "mountPath": "/var/lib/mysql"} in mounts
+
+
+def test_without_a_disk_id_mysql_provisions_its_disk_dynamically(setup_renders, helm_bin, tmp_dir):
+    assert not cr.SETUP_CONTEXTS["private-dynamic-disk"].mysql_disk_id
+    objects = setup_renders["private-dynamic-disk"]
+    assert azure_disk_volumes(objects) == []
+    sts = cr.one(objects, "StatefulSet", chart_values.MYSQL_FULLNAME)
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "managed-csi"
+    # The subchart on its own, with its defaults: no PersistentVolume at all.
+    values = {"auth": {"rootPassword": "r" * 16, "password": "p" * 16}}
+    alone = cr.render(helm_bin, cr.MYSQL_CHART, "db", values, tmp_dir)
+    assert cr.of_kind(alone, "PersistentVolume") == [] and cr.of_kind(alone, "StatefulSet")
+
+
 def test_networkpolicy_admits_only_the_tracking_server_to_mysql(private_setup, project_renders):
     policy = cr.one(private_setup, "NetworkPolicy", chart_values.MYSQL_FULLNAME)
     mysql_labels = cr.one(private_setup, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
@@ -441,8 +496,8 @@ def test_exposure_follows_config(setup_renders, name):
 
 def test_project_volume_is_static_azure_files_rwx_retain(private_setup):
     ctx = cr.SETUP_CONTEXTS["private"]
-    pv = cr.one(private_setup, "PersistentVolume")
     pvc = cr.one(private_setup, "PersistentVolumeClaim", chart_values.PROJECTS_CLAIM)
+    pv = cr.one(private_setup, "PersistentVolume", pvc["spec"]["volumeName"])
     assert pv["spec"]["accessModes"] == ["ReadWriteMany"] == pvc["spec"]["accessModes"]
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
     assert pv["spec"]["storageClassName"] == "" == pvc["spec"]["storageClassName"]
@@ -569,6 +624,18 @@ SETUP_REJECTIONS = {
         "workloadIdentityClientId",
     ),
     "no storage key": (lambda v: v["project"]["volume"].update(storageAccountKey=""), "storageAccountKey"),
+    "disk id that is no Azure disk": (
+        lambda v: v["mysql"]["persistence"]["azureDisk"].update(diskURI="mlflow-mysql"),
+        "diskURI",
+    ),
+    "disk size in bytes": (
+        lambda v: v["mysql"]["persistence"]["azureDisk"].update(size="8589934592"),
+        "size",
+    ),
+    "unknown azureDisk key": (
+        lambda v: v["mysql"]["persistence"]["azureDisk"].update(cachingMode="ReadWrite"),
+        "cachingMode",
+    ),
 }
 
 
@@ -627,6 +694,7 @@ def test_values_templates_keep_hostile_strings_intact():
         ({"exposure": "internet"}, "exposure"),
         ({"tracking_image": f"otheracr.azurecr.io/mlflow-tracking-server@sha256:{'1' * 64}"}, "registry"),
         ({"tracking_image": f"{cr.ACR}/mlflow-tracking-server:latest"}, "sha256"),
+        ({"mysql_disk_size_gib": 4}, "claim requests"),
     ],
 )
 def test_setup_values_refuses_bad_contexts(change, message):

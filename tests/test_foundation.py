@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from pulumi_mocks import (
+    CLUSTER_PRINCIPAL_ID,
     KUBECONFIG,
     KUBELET_OBJECT_ID,
     OIDC_ISSUER_URL,
@@ -51,6 +52,8 @@ CONFIGURATIONS = {
         "logRetentionDays": 90,
         "jobsNodeMaxCount": 7,
         "jobsNodeVmSize": "Standard_E8s_v5",
+        "mysqlDiskSku": "Premium_ZRS",
+        "mysqlDiskSizeGib": 128,
     },
 }
 # Tests whose subject varies with a setting run over every configuration; the rest over two.
@@ -63,6 +66,7 @@ ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 STORAGE_ACCOUNT = "azure-native:storage:StorageAccount"
 REGISTRY = "azure-native:containerregistry:Registry"
 RESOURCE_GROUP = "azure-native:resources:ResourceGroup"
+DISK = "azure-native:compute:Disk"
 
 
 def effective(config: dict[str, Any]) -> dict[str, Any]:
@@ -98,8 +102,9 @@ def test_declares_every_foundation_resource_once(case):
         "azuread:index/application:Application": 1,
         "azuread:index/servicePrincipal:ServicePrincipal": 1,
         "azuread:index/servicePrincipalPassword:ServicePrincipalPassword": 1,
-        ROLE_ASSIGNMENT: 5,
+        ROLE_ASSIGNMENT: 6,
         STORAGE_ACCOUNT: 1,
+        DISK: 1,
         "azure-native:storage:BlobContainer": 1,
         "azure-native:storage:FileShare": 1,
         "azure-native:managedidentity:UserAssignedIdentity": 1,
@@ -130,6 +135,7 @@ def test_role_assignments_have_exact_role_principal_and_scope(case):
     deployer_sp = run.one("azuread:index/servicePrincipal:ServicePrincipal").outputs["objectId"]
     tracking = run.one("azure-native:managedidentity:UserAssignedIdentity").outputs["principalId"]
     container = run.one("azure-native:storage:BlobContainer")
+    disk = run.one(DISK)
 
     expected = sorted(
         [
@@ -138,6 +144,9 @@ def test_role_assignments_have_exact_role_principal_and_scope(case):
             (role_definition("Contributor"), deployer_sp, registry.id),
             (role_definition("Azure Kubernetes Service Cluster User Role"), deployer_sp, cluster.id),
             (role_definition("Storage Blob Data Contributor"), tracking, container.id),
+            # The cluster's control-plane identity attaches the MySQL disk that lives outside the node
+            # resource group: Contributor on that one disk, not on its resource group.
+            (role_definition("Contributor"), CLUSTER_PRINCIPAL_ID, disk.id),
         ]
     )
     assignments = run.of_type(ROLE_ASSIGNMENT)
@@ -171,6 +180,28 @@ def test_storage_account_is_locked_down_and_globally_named(case):
     assert {account["resourceGroupName"], container["resourceGroupName"], share["resourceGroupName"]} == {
         data_group
     }
+
+
+@DEFAULT_AND_CUSTOM
+def test_mysql_disk_is_in_the_data_group_and_attaches_to_the_nodes(case):
+    cfg, run = case
+    disk = run.one(DISK)
+    inputs = disk.inputs
+    assert inputs["resourceGroupName"] == run.named("groups-data").outputs["name"]
+    assert inputs["diskName"] == f"{cfg['namePrefix']}-mysql"
+    assert inputs["location"] == cfg["location"]
+    assert inputs["sku"] == {"name": cfg["mysqlDiskSku"]}
+    assert inputs["diskSizeGB"] == cfg["mysqlDiskSizeGib"]
+    assert inputs["creationData"] == {"createOption": "Empty"}
+    assert inputs["networkAccessPolicy"] == "DenyAll"
+    assert inputs["publicNetworkAccess"] == "Disabled"
+    # A disk without a zone attaches only to non-zonal nodes: no pool may be pinned to zones.
+    assert "zones" not in inputs
+    (system,) = run.one(CLUSTER).inputs["agentPoolProfiles"]
+    pools = [system, *(pool.inputs for pool in run.of_type(AGENT_POOL))]
+    assert all("availabilityZones" not in pool for pool in pools)
+    # With dataRetention delete, destroy removes the disk only after the cluster that has it attached.
+    assert any(urn.endswith(f"::{run.one(CLUSTER).name}") for urn in disk.options["dependencies"])
 
 
 @DEFAULT_AND_CUSTOM
@@ -250,6 +281,7 @@ def test_data_retention_decides_what_destroy_leaves(case):
         "storage-account",
         "storage-artifacts",
         "storage-projects",
+        "mysql-disk-disk",
     }
     for resource in run.resources:
         expected = keep and resource.name in data_resources

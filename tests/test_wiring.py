@@ -52,6 +52,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "namespace": "ml-team",
         "trackingReplicas": 3,
         "adminUsername": "mlops",
+        "mysqlDiskSizeGib": 64,
         "runs": [TRAIN],
     },
     "no-runs": {},
@@ -164,6 +165,7 @@ def test_setup_release_installs_atomically_with_secret_values(case):
         "registry-kubelet-acr-pull",
         "tracking-identity-federation",
         "tracking-identity-blob-data",
+        "mysql-disk-cluster-attach",
     ):
         assert any(dependency in urn for urn in setup.options["dependencies"]), dependency
 
@@ -200,6 +202,19 @@ def test_setup_values_come_from_stack_outputs(case):
     assert volume["shareName"] == "mlflow-projects"
     assert volume["resourceGroup"] == run.named("groups-data").outputs["name"]
     assert volume["storageAccountKey"] == STORAGE_KEY
+
+
+def test_setup_values_put_mysql_on_the_retained_data_disk(case):
+    config, run = case
+    values = plain(setup_release(run).inputs["values"])
+    disk = run.one("azure-native:compute:Disk")
+    assert disk.inputs["resourceGroupName"] == run.named("groups-data").outputs["name"]
+    assert values["mysql"]["persistence"]["azureDisk"] == {
+        "diskURI": disk.id,
+        "size": f"{setting(config, 'mysqlDiskSizeGib', 8)}Gi",
+    }
+    assert disk.id.endswith(f"/providers/Microsoft.Compute/disks/{disk.outputs['name']}")
+    assert run.exports["mysqlDiskId"] == disk.id
 
 
 def test_exposure_follows_config(case):

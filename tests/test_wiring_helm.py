@@ -110,3 +110,24 @@ def test_every_run_chart_renders_its_job(program, helm_bin, tmp_path):
         command = " ".join(container.get("command", []) + container.get("args", []))
         assert release["values"]["run"]["entryPoint"] in command
         assert release["values"]["run"]["experiment"] in command
+
+
+def test_setup_chart_puts_mysql_on_the_program_disk(program, helm_bin, tmp_path):
+    """The disk the program keeps in the data group is the volume MySQL's StatefulSet claim binds to."""
+    objects = helm_template(helm_bin, program.named("mlflow-setup").inputs, tmp_path)
+    disk = program.one("azure-native:compute:Disk")
+    (sts,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    (template,) = sts["spec"]["volumeClaimTemplates"]
+    volumes = [
+        o for o in objects if o["kind"] == "PersistentVolume" and o["spec"]["csi"]["volumeHandle"] == disk.id
+    ]
+    assert len(volumes) == 1
+    spec = volumes[0]["spec"]
+    assert spec["csi"]["driver"] == "disk.csi.azure.com"
+    assert spec["persistentVolumeReclaimPolicy"] == "Retain"
+    assert spec["claimRef"] == {
+        "name": f"{template['metadata']['name']}-{sts['metadata']['name']}-0",
+        "namespace": sts["metadata"]["namespace"],
+    }
+    assert spec["storageClassName"] == template["spec"]["storageClassName"]
+    assert spec["capacity"]["storage"] == f"{int(disk.inputs['diskSizeGB'])}Gi"

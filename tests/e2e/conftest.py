@@ -1,7 +1,8 @@
-"""One real local stack per test session: MariaDB, Azurite and the tracking server as the chart renders it.
+"""One real local stack for the e2e tests: MariaDB, Azurite and the tracking server as the chart renders it.
 
-The stack runs in a fresh working directory on random free ports and is stopped at the end of the
-session whatever happened; the teardown then checks that none of its processes is left.
+The stack runs in a fresh working directory on random free ports. It is package-scoped: stopped as
+soon as the last e2e test is done (not at the end of the whole session), whatever happened; the
+teardown then checks that none of its processes is left.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ EXPERIMENT = "e2e-train"
 TRAIN_PARAMS = {"n_samples": 600, "n_features": 8, "seed": 7, "C": 0.5, "max_iter": 150}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(helm_bin: str) -> Iterator[LocalStack]:
     # Not pytest's tmp_path: MariaDB runs as user `mysql`, who cannot enter /tmp/pytest-of-root (0700).
     workdir = Path(tempfile.mkdtemp(prefix="mlflow-aks-e2e-"))
@@ -55,7 +56,7 @@ def stack(helm_bin: str) -> Iterator[LocalStack]:
         assert not leftovers, f"processes left behind: {leftovers}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client_env(stack: LocalStack) -> Iterator[dict[str, str]]:
     """MLFLOW_TRACKING_* for this session's clients (MlflowClient reads credentials from the environment)."""
     env = stack.client_env()
@@ -69,7 +70,7 @@ def client_env(stack: LocalStack) -> Iterator[dict[str, str]]:
             os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(client_env: dict[str, str]):
     from mlflow.tracking import MlflowClient
 
@@ -98,7 +99,7 @@ class ProjectRuns:
     eval_latest_run_id: str
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def project_runs(stack: LocalStack, client_env: dict[str, str]) -> ProjectRuns:
     """`train`, then `evaluate` with the explicit run id and with the latest, as the run Job runs them."""
     started = time.monotonic()

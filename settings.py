@@ -67,6 +67,8 @@ class RunSpec:
     """MLflow experiment the run logs to."""
     parameters: dict[str, str | int | float | bool]
     """Entry-point parameters (`-P key=value`)."""
+    after: tuple[str, ...] = ()
+    """Runs (listed earlier) whose Job must complete before this run is installed."""
 
 
 @dataclass(frozen=True)
@@ -305,7 +307,86 @@ def read_entry_points(mlproject: Path = MLPROJECT_FILE) -> dict[str, dict[str, b
     return entry_points
 
 
-_RUN_KEYS = {"name", "entryPoint", "experiment", "parameters"}
+_RUN_KEYS = {"name", "entryPoint", "experiment", "parameters", "after"}
+
+
+@dataclass(frozen=True)
+class ExperimentRule:
+    """An entry point whose experiment is fixed by one of its parameters."""
+
+    parameter: str
+    """The parameter naming the experiment the entry point reads."""
+    suffix: str
+    """The experiment the run must log to is `<parameter value><suffix>`."""
+    why: str
+    """What the entry point does otherwise (for the error message)."""
+
+    def experiment(self, parameters: dict[str, Any]) -> str | None:
+        """The experiment these parameters require, or None when the parameter is unusable."""
+        value = parameters.get(self.parameter)
+        return f"{value}{self.suffix}" if isinstance(value, str) and value.strip() else None
+
+
+# Per entry point of mlflow_project/MLproject: the experiment its run must log to, when the project
+# dictates it. `evaluate` reads the `train` runs of `experiment_name` and logs its scores apart, in
+# `<experiment_name>_eval`: evaluate.py checks the experiment `mlflow run --experiment-name` gave it
+# and exits 2 (after the Job started) on any other. So the stack checks it up front, and a run may
+# leave `experiment` out to get exactly that one. Entry points not listed here take any experiment.
+EXPERIMENT_RULES: dict[str, ExperimentRule] = {
+    "evaluate": ExperimentRule(
+        parameter="experiment_name",
+        suffix="_eval",
+        why="evaluate.py exits 2 in any other experiment",
+    ),
+}
+
+
+def _after_problems(at: str, name: Any, after: Any, names: list[Any], index: int) -> list[Problem]:
+    """`after` must list runs listed before this one (by name): they are installed, and done, first."""
+    if not isinstance(after, list):
+        return [Problem(f"{at}.after", "must be a list of names of runs listed earlier in runs", after)]
+    problems = []
+    for position, other in enumerate(after):
+        key = f"{at}.after[{position}]"
+        if other == name:
+            problems.append(Problem(key, f"must not name run {name!r} itself", other))
+        elif other in names[:index]:
+            continue
+        elif other in names[index + 1 :]:
+            problems.append(
+                Problem(key, f"must name a run listed before {name!r} in runs (this one comes later)", other)
+            )
+        else:
+            problems.append(
+                Problem(key, "must name a run listed earlier in runs (no run has that name)", other)
+            )
+    return problems
+
+
+def _experiment(at: str, run: dict[str, Any], entry_point: Any) -> tuple[str | None, list[Problem]]:
+    """The run's experiment (given, or derived by EXPERIMENT_RULES) and the problems with it."""
+    name, experiment, parameters = run.get("name"), run.get("experiment"), run.get("parameters", {})
+    rule = EXPERIMENT_RULES.get(entry_point) if isinstance(entry_point, str) else None
+    if rule is None or not isinstance(parameters, dict):
+        if isinstance(experiment, str) and experiment.strip():
+            return experiment, []
+        return None, [Problem(f"{at}.experiment", "must be a non-empty experiment name", experiment)]
+    required = rule.experiment(parameters)
+    if required is None:
+        if rule.parameter not in parameters:
+            return None, []  # reported as a missing required parameter
+        value = parameters[rule.parameter]
+        rule_text = (
+            f"must be a non-empty string, the experiment entry point {entry_point!r} of run {name!r} reads"
+        )
+        return None, [Problem(f"{at}.parameters.{rule.parameter}", rule_text, value)]
+    if experiment is None or experiment == required:
+        return required, []
+    rule_text = (
+        f"must be {required!r} for run {name!r} (or be left out): entry point {entry_point!r} logs to "
+        f"`<{rule.parameter}>{rule.suffix}` and {rule.why}"
+    )
+    return None, [Problem(f"{at}.experiment", rule_text, experiment)]
 
 
 def _run_problems(runs: list[Any], mlproject: Path) -> tuple[list[Problem], tuple[RunSpec, ...]]:
@@ -317,16 +398,19 @@ def _run_problems(runs: list[Any], mlproject: Path) -> tuple[list[Problem], tupl
     except (OSError, yaml.YAMLError) as error:
         return [Problem("runs", f"needs a readable {mlproject.name} ({error})", str(mlproject))], ()
     seen: set[str] = set()
+    names = [run.get("name") if isinstance(run, dict) else None for run in runs]
     for index, run in enumerate(runs):
         at = f"runs[{index}]"
         if not isinstance(run, dict):
-            problems.append(Problem(at, "must be an object {name, entryPoint, experiment, parameters}", run))
+            problems.append(
+                Problem(at, "must be an object {name, entryPoint, experiment, parameters, after}", run)
+            )
             continue
         unknown = sorted(set(run) - _RUN_KEYS)
         if unknown:
             problems.append(Problem(at, f"has unknown keys {unknown}; allowed: {sorted(_RUN_KEYS)}", run))
         name, entry_point = run.get("name"), run.get("entryPoint")
-        experiment, parameters = run.get("experiment"), run.get("parameters", {})
+        parameters, after = run.get("parameters", {}), run.get("after", [])
         if not (isinstance(name, str) and _DNS1123_LABEL.fullmatch(name) and len(name) <= RUN_NAME_MAX):
             problems.append(
                 Problem(
@@ -342,9 +426,11 @@ def _run_problems(runs: list[Any], mlproject: Path) -> tuple[list[Problem], tupl
             problems.append(Problem(f"{at}.name", "must be unique among runs", name))
         else:
             seen.add(name)
-        if not (isinstance(experiment, str) and experiment.strip()):
-            problems.append(Problem(f"{at}.experiment", "must be a non-empty experiment name", experiment))
-        if entry_point not in entry_points:
+        experiment, experiment_problems = _experiment(at, run, entry_point)
+        problems.extend(experiment_problems)
+        after_problems = _after_problems(at, name, after, names, index)
+        problems.extend(after_problems)
+        if not isinstance(entry_point, str) or entry_point not in entry_points:
             problems.append(
                 Problem(
                     f"{at}.entryPoint",
@@ -380,8 +466,10 @@ def _run_problems(runs: list[Any], mlproject: Path) -> tuple[list[Problem], tupl
                     parameters,
                 )
             )
-        if isinstance(name, str) and isinstance(experiment, str):
-            specs.append(RunSpec(name, entry_point, experiment, dict(parameters)))
+        if isinstance(name, str) and isinstance(experiment, str) and not after_problems:
+            specs.append(
+                RunSpec(name, entry_point, experiment, dict(parameters), tuple(dict.fromkeys(after)))
+            )
     return problems, tuple(specs)
 
 

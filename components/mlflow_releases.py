@@ -15,16 +15,23 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as kubernetes
 import pulumi_random as random
+import yaml
 
 from components import chart_values
 from components.project_files import ProjectFiles
-from settings import SETUP_RELEASE, RunSpec
+from settings import REPO_ROOT, SETUP_RELEASE, RunSpec
 
 SETUP_CHART = "charts/mlflow_setup"
 PROJECT_CHART = "charts/mlflow_project"
 PROJECT_DIRECTORY = "mlflow_project"
 SETUP_TIMEOUT_SECONDS = 900  # MySQL volume + schema migration on a fresh cluster
 RUN_TIMEOUT_SECONDS = 600  # until the Job's pod is created; the run itself may take longer
+# The Job's own wall-clock limit (retries included), from the chart: a run that another run waits for
+# is installed with wait_for_jobs, so its release must outwait the Job, not cut it short and roll back.
+RUN_DEADLINE_SECONDS = int(
+    yaml.safe_load((REPO_ROOT / PROJECT_CHART / "values.yaml").read_text())["activeDeadlineSeconds"]
+)
+AWAITED_RUN_TIMEOUT_SECONDS = RUN_DEADLINE_SECONDS + RUN_TIMEOUT_SECONDS
 
 
 @dataclass
@@ -199,6 +206,8 @@ class MlflowReleases(pulumi.ComponentResource):
         run_inputs = pulumi.Output.all(
             namespace=namespace, acr_login_server=args.acr_login_server, project_image=args.project_image
         )
+        # Runs that another run lists in `after` (settings checked that they come earlier in `runs`).
+        awaited = {other for spec in args.runs for other in spec.after}
         self.runs = {}
         for spec in args.runs:
             run = chart_values.Run(spec.name, spec.entry_point, spec.experiment, dict(spec.parameters))
@@ -213,11 +222,22 @@ class MlflowReleases(pulumi.ComponentResource):
                 atomic=True,
                 cleanup_on_fail=True,
                 skip_await=False,
-                # The release is done when its Job exists; the run's own outcome is in the Job's logs.
-                wait_for_jobs=False,
-                timeout=RUN_TIMEOUT_SECONDS,
+                # Normally the release is done when its Job exists and the run's own outcome is in the
+                # Job's logs. A run others wait for must complete first: its release waits for the Job,
+                # and a failed Job fails (and rolls back) the release, so its dependants are not installed.
+                wait_for_jobs=spec.name in awaited,
+                timeout=AWAITED_RUN_TIMEOUT_SECONDS if spec.name in awaited else RUN_TIMEOUT_SECONDS,
                 opts=pulumi.ResourceOptions.merge(
-                    k8s, pulumi.ResourceOptions(depends_on=[self.setup, project_files])
+                    k8s,
+                    pulumi.ResourceOptions(
+                        depends_on=[self.setup, project_files, *(self.runs[other] for other in spec.after)],
+                        # A changed run (parameters, experiment, image digest) is a new run. Upgrading the
+                        # release in place would patch the Job's immutable pod template and fail, so any
+                        # change to the values replaces the release instead: uninstall, then install
+                        # (the release name is fixed, so the old one must go first).
+                        replace_on_changes=["values"],
+                        delete_before_replace=True,
+                    ),
                 ),
             )
 

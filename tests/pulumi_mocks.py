@@ -99,7 +99,8 @@ class Registered:
     id: str
     outputs: dict[str, Any]
     options: dict[str, Any] = field(default_factory=dict)
-    """Resource options from the registration: retainOnDelete, ignoreChanges, dependencies, parent."""
+    """Resource options from the registration: retainOnDelete, ignoreChanges, replaceOnChanges,
+    deleteBeforeReplace, additionalSecretOutputs, dependencies, parent."""
 
     @property
     def plain_inputs(self) -> dict[str, Any]:
@@ -243,6 +244,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.options[(request.type, request.name)] = {
             "retainOnDelete": request.retainOnDelete if request.HasField("retainOnDelete") else False,
             "ignoreChanges": list(request.ignoreChanges),
+            "replaceOnChanges": list(request.replaceOnChanges),
+            "deleteBeforeReplace": request.deleteBeforeReplace,
             "additionalSecretOutputs": list(request.additionalSecretOutputs),
             "dependencies": list(request.dependencies),
             "parent": request.parent,

@@ -184,3 +184,54 @@ def test_example_stack_is_valid():
     run = run_program(config)
     releases = {r.inputs["name"] for r in run.of_type("kubernetes:helm.sh/v3:Release")}
     assert releases == {"mlflow", *(spec.name for spec in settings.runs)}
+
+
+TRAIN_RUN = {"name": "train-demo", "entryPoint": "train", "experiment": "demo", "parameters": {}}
+EVALUATE_RUN = {"name": "evaluate-demo", "entryPoint": "evaluate", "parameters": {"experiment_name": "demo"}}
+
+
+def test_evaluate_experiment_defaults_to_its_eval_experiment_and_may_be_given():
+    settings = settings_from(
+        {"runs": [TRAIN_RUN, EVALUATE_RUN, dict(EVALUATE_RUN, name="again", experiment="demo_eval")]}
+    )
+    assert [run.experiment for run in settings.runs] == ["demo", "demo_eval", "demo_eval"]
+    assert [run.after for run in settings.runs] == [(), (), ()]
+
+
+@pytest.mark.parametrize("experiment", ["demo", "", "other_eval", 7])
+def test_evaluate_in_another_experiment_is_refused_naming_the_run(experiment):
+    with pytest.raises(SettingsError) as raised:
+        settings_from({"runs": [dict(EVALUATE_RUN, experiment=experiment)]})
+    (problem,) = raised.value.problems
+    assert problem.key == "runs[0].experiment"
+    assert "'evaluate-demo'" in problem.rule and "'demo_eval'" in problem.rule
+    assert problem.value == experiment
+
+
+# (runs, the key and what its rule must say): `after` names only runs listed earlier, never the run itself.
+BAD_AFTER: dict[str, tuple[list[dict[str, Any]], str, str]] = {
+    "unknown-name": ([TRAIN_RUN, dict(EVALUATE_RUN, after=["train-old"])], "runs[1].after[0]", "no run has"),
+    "later-run": ([dict(EVALUATE_RUN, after=["train-demo"]), TRAIN_RUN], "runs[0].after[0]", "comes later"),
+    "itself": ([TRAIN_RUN, dict(EVALUATE_RUN, after=["evaluate-demo"])], "runs[1].after[0]", "itself"),
+    "not-a-list": ([TRAIN_RUN, dict(EVALUATE_RUN, after="train-demo")], "runs[1].after", "must be a list"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_AFTER))
+def test_after_names_only_earlier_runs(case):
+    runs, key, says = BAD_AFTER[case]
+    with pytest.raises(SettingsError) as raised:
+        settings_from({"runs": runs})
+    (problem,) = raised.value.problems
+    assert problem.key == key
+    assert says in problem.rule
+    assert key in str(raised.value)
+
+
+def test_after_is_kept_in_order_without_repeats():
+    runs = [
+        TRAIN_RUN,
+        dict(TRAIN_RUN, name="train-big"),
+        dict(EVALUATE_RUN, after=["train-big", "train-demo", "train-big"]),
+    ]
+    assert settings_from({"runs": runs}).runs[2].after == ("train-big", "train-demo")

@@ -12,6 +12,7 @@ import base64
 from typing import Any
 
 import pytest
+import yaml
 from pulumi_mocks import (
     REPO_ROOT,
     STORAGE_KEY,
@@ -23,6 +24,11 @@ from pulumi_mocks import (
     run_program,
 )
 
+from components.mlflow_releases import (
+    AWAITED_RUN_TIMEOUT_SECONDS,
+    RUN_DEADLINE_SECONDS,
+    RUN_TIMEOUT_SECONDS,
+)
 from components.project_files import collect_files, sha256
 from settings import SettingsError
 
@@ -43,8 +49,15 @@ EVALUATE = {
     "experiment": "demo_eval",
     "parameters": {"experiment_name": "demo"},
 }
+# Evaluates what TRAIN logs, once TRAIN's Job is done; its experiment (`demo_eval`) is left to the rule.
+EVALUATE_AFTER_TRAIN = {
+    "name": "evaluate-trained",
+    "entryPoint": "evaluate",
+    "parameters": {"experiment_name": "demo"},
+    "after": ["train-demo"],
+}
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
-    "private-two-runs": {"runs": [TRAIN, EVALUATE]},
+    "private-three-runs": {"runs": [TRAIN, EVALUATE, EVALUATE_AFTER_TRAIN]},
     "public-no-jobs-pool": {
         "exposure": "public",
         "allowedSourceRanges": ["203.0.113.0/24", "198.51.100.7/32"],
@@ -253,7 +266,8 @@ def test_one_project_release_per_configured_run(case):
         assert not contains_secret(inputs["values"]), "run values hold no secret"
         values = inputs["values"]
         assert values["run"]["entryPoint"] == spec["entryPoint"]
-        assert values["run"]["experiment"] == spec["experiment"]
+        expected_experiment = spec.get("experiment") or f"{spec['parameters']['experiment_name']}_eval"
+        assert values["run"]["experiment"] == expected_experiment
         assert values["run"]["parameters"] == {k: str(v) for k, v in spec["parameters"].items()}
         assert values["run"]["project"] == "mlflow_project"
         assert (
@@ -267,6 +281,45 @@ def test_one_project_release_per_configured_run(case):
         setup_urn = [urn for urn in release.options["dependencies"] if urn.endswith("::mlflow-setup")]
         files_urn = [urn for urn in release.options["dependencies"] if urn.endswith("::mlflow-project-files")]
         assert setup_urn and files_urn, "a run waits for the tracking server and the project files"
+
+
+def test_a_changed_run_replaces_its_release_instead_of_upgrading_the_job(case):
+    """A Job's pod template is immutable: new values must uninstall the release, then install it again."""
+    config, run = case
+    releases = run_releases(run)
+    assert len(releases) == len(setting(config, "runs", []))
+    for name, release in releases.items():
+        assert release.options["replaceOnChanges"] == ["values"], name
+        assert release.options["deleteBeforeReplace"] is True, name
+    assert setup_release(run).options["replaceOnChanges"] == [], "the setup release upgrades in place"
+
+
+def test_a_run_after_others_is_installed_once_their_jobs_complete(case):
+    config, run = case
+    releases = run_releases(run)
+    configured = setting(config, "runs", [])
+    awaited = {other for spec in configured for other in spec.get("after", [])}
+    for spec in configured:
+        release = releases[spec["name"]]
+        depends_on = {urn.rsplit("::", 1)[1] for urn in release.options["dependencies"]}
+        run_dependencies = {d.removeprefix("mlflow-run-") for d in depends_on if d.startswith("mlflow-run-")}
+        assert run_dependencies == set(spec.get("after", [])), spec["name"]
+        inputs = release.inputs
+        if spec["name"] in awaited:
+            # The Job must complete (a failure fails the release), within the Job's own deadline.
+            assert inputs["waitForJobs"] is True, spec["name"]
+            assert inputs["timeout"] == AWAITED_RUN_TIMEOUT_SECONDS > RUN_DEADLINE_SECONDS
+        else:
+            assert inputs["waitForJobs"] is False, spec["name"]
+            assert inputs["timeout"] == RUN_TIMEOUT_SECONDS
+    if setting(config, "runs", []) == CONFIGURATIONS["private-three-runs"]["runs"]:
+        assert awaited == {"train-demo"}
+
+
+def test_awaited_run_timeout_covers_the_charts_job_deadline():
+    chart_values = yaml.safe_load((REPO_ROOT / "charts" / "mlflow_project" / "values.yaml").read_text())
+    assert chart_values["activeDeadlineSeconds"] == RUN_DEADLINE_SECONDS
+    assert AWAITED_RUN_TIMEOUT_SECONDS >= RUN_DEADLINE_SECONDS + RUN_TIMEOUT_SECONDS
 
 
 def test_project_files_are_synced_from_disk_with_a_secret_key(case):
@@ -314,6 +367,17 @@ BAD_WIRING_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"runs": [dict(EVALUATE, parameters={})]}, "runs[0].parameters"),
     ({"runs": [dict(TRAIN, experiment="")]}, "runs[0].experiment"),
     ({"runs": [dict(TRAIN, parameters={"C": [1, 2]})]}, "runs[0].parameters.C"),
+    ({"runs": [TRAIN, dict(EVALUATE_AFTER_TRAIN, after=["train-old"])]}, "runs[1].after[0]"),
+    ({"runs": [dict(EVALUATE_AFTER_TRAIN), TRAIN]}, "runs[0].after[0]"),
+    ({"runs": [TRAIN, dict(EVALUATE, after=["evaluate-demo"])]}, "runs[1].after[0]"),
+    ({"runs": [TRAIN, dict(EVALUATE, after=["train-demo", "evaluate-demo"])]}, "runs[1].after[1]"),
+    ({"runs": [TRAIN, dict(EVALUATE, after="train-demo")]}, "runs[1].after"),
+    ({"runs": [dict(EVALUATE, experiment="demo")]}, "runs[0].experiment"),
+    ({"runs": [dict(EVALUATE, experiment="")]}, "runs[0].experiment"),
+    (
+        {"runs": [dict(EVALUATE_AFTER_TRAIN, after=[], parameters={"experiment_name": ""})]},
+        "runs[0].parameters.experiment_name",
+    ),
     ({"runs": [dict(TRAIN, image="other")]}, "runs[0]"),
     ({"runs": ["train"]}, "runs[0]"),
     ({"runs": {"name": "train"}}, "runs"),

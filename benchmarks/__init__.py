@@ -1,0 +1,1 @@
+"""Benchmarks of the tracking server (see benchmarks/README.md)."""

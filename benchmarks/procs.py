@@ -1,0 +1,88 @@
+"""Process-tree facts from /proc: the members of a tree and their memory (PSS, else RSS)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name (2nd field) may contain spaces and parentheses: split after the last ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and all of its live descendants."""
+    children = _children_map()
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        if (PROC / str(current)).exists():
+            found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def _rollup_kib(pid: int, field: str) -> int | None:
+    try:
+        text = (PROC / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def memory_measure() -> str:
+    """'PSS' when this kernel exposes smaps_rollup for our own process, else 'RSS'."""
+    return "PSS" if _rollup_kib(os.getpid(), "Pss") is not None else "RSS"
+
+
+def tree_memory_mib(pid: int, measure: str | None = None) -> tuple[float, int, str]:
+    """(memory of the whole tree in MiB, process count, measure used) — one measure for all members."""
+    measure = measure or memory_measure()
+    pids = tree(pid)
+    total_kib = 0
+    for member in pids:
+        if measure == "PSS":
+            total_kib += _rollup_kib(member, "Pss") or 0
+        else:
+            total_kib += _rss_kib(member)
+    return total_kib / 1024.0, len(pids), measure
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by the live members of `pid`'s tree."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in tree(pid):
+        try:
+            stat = (PROC / str(member) / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks

@@ -23,21 +23,31 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    pile up on one worker while the others idle; with SO_REUSEPORT the kernel spreads connections.
 4. `--workers` defaults to the container's CPU limit (cgroup quota, rounded down, at least 1)
    instead of MLflow's fixed 4, when the arguments do not set it.
+5. With basic-auth, each worker remembers which experiment a run belongs to (bounded LRU, size
+   from MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE, default 10000, 0 turns it off). MLflow's permission
+   check of every run write by a non-admin user (log_metric, log_batch, set_tag, ...) otherwise
+   loads the whole run (params, tags, latest metrics, inputs) only to read its experiment id, a
+   quarter of the request's CPU. A run never changes experiment, so the answer cannot go stale;
+   the permission itself is still resolved on every request, as MLflow does.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 # Set in the environment of a uvicorn child that MLflow starts itself (job runner on), so that this
 # file, started in its place, runs uvicorn with the same changes.
 _UVICORN_CHILD = "_MLFLOW_AKS_SERVE_UVICORN_CHILD"
 # Set by this process for its spawned uvicorn workers: they open their own SO_REUSEPORT socket.
 _REUSEPORT = "_MLFLOW_AKS_SERVE_REUSEPORT"
+RUN_EXPERIMENT_CACHE_SIZE = "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE"
 
 
 def cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -120,13 +130,68 @@ def _patch_uvicorn_supervisor(workers: int) -> None:
     uvicorn.config.Config.bind_socket = bind_socket  # type: ignore[method-assign]
 
 
+def _cache_run_experiments(size: int) -> None:
+    """Resolve a run's experiment from a per-process cache in MLflow's basic-auth permission checks.
+
+    MLflow's `_run_requirement(run_id, action)` fetches the run (`_fetch_or_none(store.get_run,
+    run_id)`) and uses only `run.info.experiment_id`. On a cache hit, that one fetch returns a stub
+    carrying the known experiment id, and MLflow's own code builds the requirements as always. A run
+    that does not exist is never cached (MLflow denies it, and will again next time).
+    """
+    import mlflow.server.auth as auth
+    from cachetools import LRUCache
+
+    if getattr(auth, "_mlflow_aks_run_cache", False):
+        return
+    experiments: LRUCache[str, str] = LRUCache(maxsize=size)
+    lock = threading.Lock()
+    known: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("known_run", default=None)
+    original_fetch = auth._fetch_or_none
+    original_requirement = auth._run_requirement
+
+    def fetch_or_none(fetch, resource_id):
+        hit = known.get()
+        if hit is not None and hit[0] == resource_id and getattr(fetch, "__name__", "") == "get_run":
+            return SimpleNamespace(info=SimpleNamespace(run_id=resource_id, experiment_id=hit[1]))
+        return original_fetch(fetch, resource_id)
+
+    def run_requirement(run_id, action):
+        with lock:
+            experiment_id = experiments.get(run_id)
+        if experiment_id is None:
+            resolved = original_requirement(run_id, action)
+            if resolved is not None:
+                with lock:
+                    experiments[run_id] = resolved[0][1]
+            return resolved
+        token = known.set((run_id, experiment_id))
+        try:
+            return original_requirement(run_id, action)
+        finally:
+            known.reset(token)
+
+    auth._fetch_or_none = fetch_or_none
+    auth._run_requirement = run_requirement
+    auth._mlflow_aks_run_cache = True
+
+
+def _run_experiment_cache_size() -> int:
+    try:
+        return max(0, int(os.environ.get(RUN_EXPERIMENT_CACHE_SIZE, "10000")))
+    except ValueError:
+        return 10000
+
+
 def _patch_uvicorn_worker() -> None:
-    """In a spawned worker: listen on its own SO_REUSEPORT socket instead of the shared one."""
+    """In each serving process: SO_REUSEPORT socket (several workers), run-experiment cache (auth)."""
     import uvicorn.server
 
     original = uvicorn.server.Server.startup
 
     async def startup(self: uvicorn.server.Server, sockets: list[socket.socket] | None = None) -> None:
+        # The app is loaded by now; with basic-auth, MLflow's auth module is part of it.
+        if "mlflow.server.auth" in sys.modules and (size := _run_experiment_cache_size()):
+            _cache_run_experiments(size)
         if sockets and os.environ.get(_REUSEPORT) == "1":
             own = []
             for shared in sockets:
@@ -200,6 +265,7 @@ def _patch_mlflow_server(workers: int) -> None:
         if in_process:
             os.environ.update(extra_env or {})
             _patch_uvicorn_supervisor(workers)
+            _patch_uvicorn_worker()  # the only worker when workers == 1
             _uvicorn_status.append(_uvicorn(uvicorn_args))
             return _Finished(_uvicorn_status[-1])
         child = [sys.executable, os.path.abspath(__file__), *uvicorn_args]
@@ -221,6 +287,7 @@ def main(argv: list[str]) -> int:
     if os.environ.pop(_UVICORN_CHILD, None) == "1":
         # Started by `mlflow server` in place of `python -m uvicorn` (job runner on).
         _patch_uvicorn_supervisor(_worker_count(argv))
+        _patch_uvicorn_worker()
         return _uvicorn(argv)
     args = with_default_workers(argv)
     _patch_mlflow_server(_worker_count(args))

@@ -86,3 +86,40 @@ def tree_cpu_seconds(pid: int) -> float:
         fields = stat[stat.rindex(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+def _established_inodes(port: int) -> set[str]:
+    """Socket inodes of established TCP connections whose local port is `port`."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01":  # 01: ESTABLISHED
+                inodes.add(fields[9])
+    return inodes
+
+
+def connections_per_process(pid: int, port: int) -> list[int]:
+    """How many established connections to `port` each process of `pid`'s tree holds (non-zero, sorted)."""
+    inodes = _established_inodes(port)
+    counts = []
+    for member in tree(pid):
+        held = 0
+        try:
+            for fd in (PROC / str(member) / "fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    held += 1
+        except OSError:
+            continue
+        if held:
+            counts.append(held)
+    return sorted(counts, reverse=True)

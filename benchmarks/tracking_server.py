@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.loadgen import OpResult, basic_auth_header, new_session, run_op
-from benchmarks.procs import tree_cpu_seconds, tree_memory_mib
+from benchmarks.procs import connections_per_process, tree_cpu_seconds, tree_memory_mib
 from benchmarks.workload import SEARCH_RUNS, Workload, seed_search_experiment
 from local.procs import Proc, free_ports, spawn, stop
 from local.stack import LocalStack, StackConfig
@@ -190,6 +190,13 @@ def build_variants(
             env,
             cwd,
         ),
+        "project:no-run-experiment-cache": lambda: Variant(
+            "project:no-run-experiment-cache",
+            "project without serve.py's run -> experiment cache in permission checks",
+            project_argv,
+            {**env, "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE": "0"},
+            cwd,
+        ),
         "project:job-runner-on": lambda: Variant(
             "project:job-runner-on",
             "project with MLflow's job runner on",
@@ -242,6 +249,7 @@ def _option_value(args: list[str], option: str) -> str | None:
 
 ABLATION = [
     "project:no-auth-cache",
+    "project:no-run-experiment-cache",
     "project:plain-mlflow-server",
     "project:job-runner-on",
     "project:default-db-pool",
@@ -261,6 +269,10 @@ class VariantResult:
     rss_mib: float = 0.0
     processes: int = 0
     measure: str = ""
+    # How the 8 connections of the log_metric load were spread over the server's processes.
+    spread: str = ""
+    # Connections MariaDB accepted while the load ran (pool churn shows here).
+    db_connections: int = -1
     ops: dict[tuple[str, int], OpResult] = field(default_factory=dict)
 
 
@@ -300,8 +312,8 @@ def wait_ready(base_url: str, headers: dict[str, str], proc: Proc, timeout: floa
 
 
 async def _measure(
-    base_url: str, headers: dict[str, str], result: VariantResult, settings: Settings, root: int
-):
+    base_url: str, headers: dict[str, str], result: VariantResult, settings: Settings, root: int, port: int
+) -> None:
     label = result.variant.name.replace(":", "-")
     workload = Workload(label, max(CLIENTS), settings.search_experiment_id, settings.search_runs)
     async with new_session(base_url, headers) as session:
@@ -309,6 +321,8 @@ async def _measure(
     for clients in CLIENTS:
         for op, _title in OPS:
             cpu_before = tree_cpu_seconds(root)
+            if clients > 1 and op == "log_metric":
+                spread = asyncio.create_task(_spread(result, root, port, settings.duration / 2))
             result.ops[(op, clients)] = await run_op(
                 op,
                 base_url,
@@ -322,6 +336,21 @@ async def _measure(
             # Includes the warm-up requests' CPU: a small overestimate, the same for every variant.
             result.ops[(op, clients)].server_cpu_s = tree_cpu_seconds(root) - cpu_before
             _sample_memory(result, root)
+            if clients > 1 and op == "log_metric":
+                await spread
+
+
+def _db_connections(stack: LocalStack) -> int:
+    """MariaDB's count of connections accepted since it started."""
+    import pymysql
+
+    connection = pymysql.connect(**stack.database_settings())
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW GLOBAL STATUS LIKE 'Connections'")
+            return int(cursor.fetchone()[1])
+    finally:
+        connection.close()
 
 
 def client_credentials(stack: LocalStack) -> tuple[str, str]:
@@ -332,6 +361,12 @@ def client_credentials(stack: LocalStack) -> tuple[str, str]:
 async def _seed(stack: LocalStack, runs: int) -> str:
     async with new_session(stack.tracking_uri, basic_auth_header(*client_credentials(stack))) as session:
         return await seed_search_experiment(session, runs)
+
+
+async def _spread(result: VariantResult, root: int, port: int, after: float) -> None:
+    """Once the clients' connections are open: how many each server process holds, e.g. "4+4"."""
+    await asyncio.sleep(after)
+    result.spread = "+".join(str(n) for n in connections_per_process(root, port)) or "?"
 
 
 def _sample_memory(result: VariantResult, root: int) -> None:
@@ -361,7 +396,12 @@ def run_variant(variant: Variant, stack: LocalStack, rundir: Path, settings: Set
         result.ready_s = wait_ready(stack.tracking_uri, headers, proc, settings.ready_timeout)
         log(f"[{variant.name}] ready after {result.ready_s:.1f}s; measuring")
         _sample_memory(result, proc.pid)
-        asyncio.run(_measure(stack.tracking_uri, headers, result, settings, proc.pid))
+        connections_before = _db_connections(stack)
+        asyncio.run(
+            _measure(stack.tracking_uri, headers, result, settings, proc.pid, stack.config.server_port)
+        )
+        # Less the one connection that reads the counter.
+        result.db_connections = _db_connections(stack) - connections_before - 1
     finally:
         stop(proc, timeout=30)
     log(f"[{variant.name}] done: {result.memory_mib:.0f} MiB {result.measure}, {result.processes} processes")
@@ -406,6 +446,9 @@ def main_table(base: VariantResult, proj: VariantResult) -> list[str]:
         f"| {proj.memory_mib:.0f} | **{_ratio(proj.memory_mib, base.memory_mib)}** |",
         f"| server memory, whole process tree (RSS, MiB) | - | {base.rss_mib:.0f} "
         f"| {proj.rss_mib:.0f} | {_ratio(proj.rss_mib, base.rss_mib)} |",
+        f"| 8 connections held per server process | 8 | {base.spread} | {proj.spread} | - |",
+        f"| database connections opened during the load | - | {base.db_connections} "
+        f"| {proj.db_connections} | {_ratio(proj.db_connections, base.db_connections)} |",
         f"| server processes | - | {base.processes} | {proj.processes} "
         f"| {_ratio(proj.processes, base.processes)} |",
         f"| start to ready (s) | - | {base.ready_s:.1f} | {proj.ready_s:.1f} "
@@ -451,13 +494,15 @@ def ablation_table(proj: VariantResult, others: list[VariantResult]) -> list[str
         lm = r.ops[("log_metric", 1)]
         return (
             f"| {r.variant.name} | {r.variant.description} | {' | '.join(cells)} | {_num(lm.p95)} "
-            f"| {r.memory_mib:.0f} | {r.processes} | {r.ready_s:.1f} |"
+            f"| {_num(lm.cpu_ms_per_request)} | {r.memory_mib:.0f} | {r.processes} | {r.ready_s:.1f} "
+            f"| {r.db_connections} | {r.spread} |"
         )
 
     lines = [
         "| variant | what differs | log_metric x1 (req/s) | log_batch x1 | log_metric x8 | log_batch x8 "
-        "| log_metric x1 p95 (ms) | memory (MiB) | processes | ready (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| log_metric x1 p95 (ms) | log_metric x1 CPU/request (ms) | memory (MiB) | processes | ready (s) "
+        "| DB connections opened | 8 connections per process |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         row(proj),
     ]
     lines += [row(r) for r in others]
@@ -548,8 +593,8 @@ def render_report(
     if len(results) > 2:
         out += [
             "",
-            "Each configuration choice undone, one at a time (same run, shorter measurements: "
-            f"{settings.duration:g} s each); throughput in req/s:",
+            "Each configuration choice undone, one at a time (same run, same measurements); "
+            "throughput in req/s, x1 = 1 client, x8 = 8 connections:",
             "",
             *ablation_table(proj, results[2:]),
         ]

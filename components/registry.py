@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_random as random
 from pulumi_azure_native import authorization, containerregistry
 
 from components import roles
+from components.naming import global_name_suffix
 
 
 @dataclass
@@ -40,18 +40,10 @@ class Registry(pulumi.ComponentResource):
         super().__init__("mlflow-aks:foundation:Registry", name, None, opts)
 
         # Registry names are global across Azure: 5-50 alphanumerics, so prefix + "acr" + 8 random ones.
-        suffix = random.RandomString(
-            f"{name}-suffix",
-            length=8,
-            lower=True,
-            upper=False,
-            numeric=True,
-            special=False,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        suffix = global_name_suffix(name, self)
         self.registry = containerregistry.Registry(
             f"{name}-acr",
-            registry_name=suffix.result.apply(lambda s: f"{args.name_prefix}acr{s}"),
+            registry_name=suffix.apply(lambda s: f"{args.name_prefix}acr{s}"),
             resource_group_name=args.resource_group_name,
             location=args.location,
             sku=containerregistry.SkuArgs(name=args.sku),

@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-import pulumi_random as random
 from pulumi_azure_native import storage
+
+from components.naming import global_name_suffix
 
 ARTIFACTS_CONTAINER = "mlflow-artifacts"
 PROJECTS_SHARE = "mlflow-projects"
@@ -47,18 +48,10 @@ class Storage(pulumi.ComponentResource):
         keep = pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain_on_delete)
 
         # Storage account names are global across Azure: 3-24 lowercase letters and digits.
-        suffix = random.RandomString(
-            f"{name}-suffix",
-            length=8,
-            lower=True,
-            upper=False,
-            numeric=True,
-            special=False,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        suffix = global_name_suffix(name, self)
         self.account = storage.StorageAccount(
             f"{name}-account",
-            account_name=suffix.result.apply(lambda s: f"{args.name_prefix}data{s}"),
+            account_name=suffix.apply(lambda s: f"{args.name_prefix}data{s}"),
             resource_group_name=args.resource_group_name,
             location=args.location,
             kind=storage.Kind.STORAGE_V2,

@@ -129,15 +129,6 @@ def _ini_set(ini_text: str, assignments: list[str]) -> str:
     return buffer.getvalue()
 
 
-def _with_auth_cache(ini_text: str, ttl: int) -> str:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.read_string(ini_text)
-    parser.set("mlflow", "auth_cache_ttl_seconds", str(ttl))
-    buffer = io.StringIO()
-    parser.write(buffer)
-    return buffer.getvalue()
-
-
 def build_variants(
     project_argv: list[str], env: dict[str, str], cwd: Path, names: list[str], ini_overrides: list[str]
 ) -> list[Variant]:
@@ -174,14 +165,6 @@ def build_variants(
             env,
             cwd,
             _without_auth_tuning(chart_ini),
-        ),
-        "project:with-auth-cache": lambda: Variant(
-            "project:with-auth-cache",
-            "project with a 60 s credential cache",
-            project_argv,
-            env,
-            cwd,
-            _with_auth_cache(chart_ini, 60),
         ),
         "project:plain-mlflow-server": lambda: Variant(
             "project:plain-mlflow-server",
@@ -269,7 +252,7 @@ class VariantResult:
     rss_mib: float = 0.0
     processes: int = 0
     measure: str = ""
-    # How the 8 connections of the log_metric load were spread over the server's processes.
+    # How the 8 connections were spread over the server's processes, one sample per 8-client op.
     spread: str = ""
     # Connections MariaDB accepted while the load ran (pool churn shows here).
     db_connections: int = -1
@@ -321,7 +304,7 @@ async def _measure(
     for clients in CLIENTS:
         for op, _title in OPS:
             cpu_before = tree_cpu_seconds(root)
-            if clients > 1 and op == "log_metric":
+            if clients > 1:
                 spread = asyncio.create_task(_spread(result, root, port, settings.duration / 2))
             result.ops[(op, clients)] = await run_op(
                 op,
@@ -336,7 +319,7 @@ async def _measure(
             # Includes the warm-up requests' CPU: a small overestimate, the same for every variant.
             result.ops[(op, clients)].server_cpu_s = tree_cpu_seconds(root) - cpu_before
             _sample_memory(result, root)
-            if clients > 1 and op == "log_metric":
+            if clients > 1:
                 await spread
 
 
@@ -366,7 +349,8 @@ async def _seed(stack: LocalStack, runs: int) -> str:
 async def _spread(result: VariantResult, root: int, port: int, after: float) -> None:
     """Once the clients' connections are open: how many each server process holds, e.g. "4+4"."""
     await asyncio.sleep(after)
-    result.spread = "+".join(str(n) for n in connections_per_process(root, port)) or "?"
+    sample = "+".join(str(n) for n in connections_per_process(root, port)) or "?"
+    result.spread = f"{result.spread}, {sample}" if result.spread else sample
 
 
 def _sample_memory(result: VariantResult, root: int) -> None:
@@ -446,7 +430,8 @@ def main_table(base: VariantResult, proj: VariantResult) -> list[str]:
         f"| {proj.memory_mib:.0f} | **{_ratio(proj.memory_mib, base.memory_mib)}** |",
         f"| server memory, whole process tree (RSS, MiB) | - | {base.rss_mib:.0f} "
         f"| {proj.rss_mib:.0f} | {_ratio(proj.rss_mib, base.rss_mib)} |",
-        f"| 8 connections held per server process | 8 | {base.spread} | {proj.spread} | - |",
+        f"| 8 connections held per server process (each 8-connection load) | 8 | {base.spread} "
+        f"| {proj.spread} | - |",
         f"| database connections opened during the load | - | {base.db_connections} "
         f"| {proj.db_connections} | {_ratio(proj.db_connections, base.db_connections)} |",
         f"| server processes | - | {base.processes} | {proj.processes} "

@@ -5,21 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from local.procs import all_stat_fields, stat_fields
+
 PROC = Path("/proc")
 
 
 def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name (2nd field) may contain spaces and parentheses: split after the last ')'.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    for pid, fields in all_stat_fields().items():
+        children.setdefault(int(fields[1]), []).append(pid)
     return children
 
 
@@ -79,12 +73,8 @@ def tree_cpu_seconds(pid: int) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for member in tree(pid):
-        try:
-            stat = (PROC / str(member) / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if (fields := stat_fields(member)) is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
 
 

@@ -54,31 +54,38 @@ class Proc:
         return _group_members(self.pid)
 
 
-def start_time_of(pid: int) -> int | None:
-    """Start time (clock ticks since boot) of `pid`, or None when no such process (or a zombie)."""
+def stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), None when `pid` is gone.
+
+    The command name (2nd field) may contain spaces and parentheses: the split is after the last ')'.
+    Index n here is field n + 3 of proc(5).
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+    except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def all_stat_fields() -> dict[int, list[str]]:
+    """`stat_fields` of every live process, by PID."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := stat_fields(entry.name)) is not None:
+            found[int(entry.name)] = fields
+    return found
+
+
+def start_time_of(pid: int) -> int | None:
+    """Start time (clock ticks since boot) of `pid`, or None when no such process (or a zombie)."""
+    fields = stat_fields(pid)
+    if fields is None or fields[0] == "Z":
         return None
     return int(fields[19])
 
 
 def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
+    return [pid for pid, fields in all_stat_fields().items() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 def spawn(

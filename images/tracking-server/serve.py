@@ -29,6 +29,15 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    loads the whole run (params, tags, latest metrics, inputs) only to read its experiment id, a
    quarter of the request's CPU. A run never changes experiment, so the answer cannot go stale;
    the permission itself is still resolved on every request, as MLflow does.
+6. With basic-auth and MLflow's credential cache on (`auth_cache_ttl_seconds` > 0), a Flask request
+   looks its own user up once. MLflow's `_authenticate_cached` already returns the user (id,
+   is_admin) behind the credential, but the Flask checks then fetch that same user again by name,
+   once to ask whether it is an admin and once per permission check for its id: two extra database
+   sessions per request. Here those lookups get the user the request was authenticated as, which
+   is exactly what MLflow's FastAPI routes use (`if not user.is_admin` on the cached user). MLflow
+   drops a user from its cache when it changes their admin flag or password or deletes them; the
+   request's copy is dropped with it. Any other user, and any request outside Flask, reads the
+   database as before. MLFLOW_AKS_SHARE_REQUEST_USER=false turns this off.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ _UVICORN_CHILD = "_MLFLOW_AKS_SERVE_UVICORN_CHILD"
 # Set by this process for its spawned uvicorn workers: they open their own SO_REUSEPORT socket.
 _REUSEPORT = "_MLFLOW_AKS_SERVE_REUSEPORT"
 RUN_EXPERIMENT_CACHE_SIZE = "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE"
+SHARE_REQUEST_USER = "MLFLOW_AKS_SHARE_REQUEST_USER"
 
 
 def cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -175,6 +185,48 @@ def _cache_run_experiments(size: int) -> None:
     auth._mlflow_aks_run_cache = True
 
 
+def _share_authenticated_user() -> None:
+    """In a Flask request, `store.get_user(name)` of the authenticated user returns that user.
+
+    `_authenticate_cached` is wrapped to keep the user it returns on `flask.g` for the rest of the
+    request; `store.get_user` is wrapped to return it for the same name; `_invalidate_user_auth_cache`
+    is wrapped to drop it together with MLflow's cached credentials.
+    """
+    import flask
+    import mlflow.server.auth as auth
+
+    if getattr(auth, "_mlflow_aks_request_user", False) or auth._USER_AUTH_CACHE is None:
+        return
+    original_authenticate = auth._authenticate_cached
+    original_get_user = auth.store.get_user
+    original_invalidate = auth._invalidate_user_auth_cache
+
+    def authenticate_cached(username, password):
+        user = original_authenticate(username, password)
+        if flask.has_request_context():
+            flask.g._mlflow_aks_user = user if user is not None and user.username == username else None
+        return user
+
+    def get_user(username):
+        if flask.has_request_context():
+            user = flask.g.get("_mlflow_aks_user")
+            if user is not None and user.username == username:
+                return user
+        return original_get_user(username)
+
+    def invalidate_user_auth_cache(username):
+        original_invalidate(username)
+        if flask.has_request_context():
+            user = flask.g.get("_mlflow_aks_user")
+            if user is not None and user.username == username:
+                flask.g._mlflow_aks_user = None
+
+    auth._authenticate_cached = authenticate_cached
+    auth.store.get_user = get_user
+    auth._invalidate_user_auth_cache = invalidate_user_auth_cache
+    auth._mlflow_aks_request_user = True
+
+
 def _run_experiment_cache_size() -> int:
     try:
         return max(0, int(os.environ.get(RUN_EXPERIMENT_CACHE_SIZE, "10000")))
@@ -182,16 +234,23 @@ def _run_experiment_cache_size() -> int:
         return 10000
 
 
+def _share_request_user() -> bool:
+    return os.environ.get(SHARE_REQUEST_USER, "true").strip().lower() not in ("0", "false", "no", "off")
+
+
 def _patch_uvicorn_worker() -> None:
-    """In each serving process: SO_REUSEPORT socket (several workers), run-experiment cache (auth)."""
+    """In each serving process: SO_REUSEPORT socket (several workers); with auth, (5) and (6)."""
     import uvicorn.server
 
     original = uvicorn.server.Server.startup
 
     async def startup(self: uvicorn.server.Server, sockets: list[socket.socket] | None = None) -> None:
         # The app is loaded by now; with basic-auth, MLflow's auth module is part of it.
-        if "mlflow.server.auth" in sys.modules and (size := _run_experiment_cache_size()):
-            _cache_run_experiments(size)
+        if "mlflow.server.auth" in sys.modules:
+            if size := _run_experiment_cache_size():
+                _cache_run_experiments(size)
+            if _share_request_user():
+                _share_authenticated_user()
         if sockets and os.environ.get(_REUSEPORT) == "1":
             own = []
             for shared in sockets:

@@ -4,12 +4,20 @@ serve.py remembers which experiment each run belongs to, so that MLflow's basic-
 write does not load the whole run on every request. These tests prove the cache changes nothing a
 user can do: a non-admin user's writes to a run are allowed or denied by its *current* permission on
 the run's experiment, on the first request and on every repeated one, across grants and revocations.
+
+serve.py also answers a Flask request's own lookups of its user (is it an admin? its id) with the
+user the request was authenticated as. The account tests prove that changing a user's admin flag or
+password, or deleting the user, takes effect on this server at the next request, that looking up
+another user reads that user, and that concurrent requests of different users never see each
+other's identity.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -17,6 +25,7 @@ import pytest
 LOG_METRIC = "/api/2.0/mlflow/runs/log-metric"
 GRANT = "/api/3.0/mlflow/users/permissions/grant"
 REVOKE = "/api/3.0/mlflow/users/permissions/revoke"
+USERS = "/api/2.0/mlflow/users"
 REPEAT = 4  # more than once: the first request fills the cache, the others are answered from it
 
 
@@ -99,3 +108,68 @@ def test_unknown_run_is_refused_every_time(http, stack) -> None:
     statuses = {_log_metric(http, runner, missing, step) for step in range(REPEAT)}
     # MLflow answers a permission check on a run that does not exist with 404 (or 403): never 200.
     assert statuses and 200 not in statuses, statuses
+
+
+def test_account_changes_take_effect_at_the_next_request(http, stack) -> None:
+    admin = stack.admin_credentials()
+    _, run_id = _create_run(http, admin, f"perm-account-{uuid.uuid4().hex[:8]}")
+    user = (f"account-{uuid.uuid4().hex[:8]}", f"first-{uuid.uuid4().hex}")
+    created = http.post(f"{USERS}/create", json={"username": user[0], "password": user[1]}, auth=admin)
+    assert created.status_code == 200, created.text
+
+    def set_admin(flag: bool) -> None:
+        changed = http.patch(
+            f"{USERS}/update-admin", json={"username": user[0], "is_admin": flag}, auth=admin
+        )
+        assert changed.status_code == 200, changed.text
+
+    # Each phase repeats, so the credential cache holds the user before the change.
+    assert [_log_metric(http, user, run_id, step) for step in range(REPEAT)] == [403] * REPEAT
+    set_admin(True)
+    assert [_log_metric(http, user, run_id, step) for step in range(10, 10 + REPEAT)] == [200] * REPEAT
+    set_admin(False)
+    assert [_log_metric(http, user, run_id, step) for step in range(20, 20 + REPEAT)] == [403] * REPEAT
+
+    new_password = f"second-{uuid.uuid4().hex}"
+    changed = http.patch(
+        f"{USERS}/update-password", json={"username": user[0], "password": new_password}, auth=admin
+    )
+    assert changed.status_code == 200, changed.text
+    assert _log_metric(http, user, run_id, 30) == 401
+    user = (user[0], new_password)
+    assert [_log_metric(http, user, run_id, step) for step in range(31, 31 + REPEAT)] == [403] * REPEAT
+
+    # Looking another user up (the admin reads this one) still reads that user, not the requester.
+    looked_up = http.get(f"{USERS}/get", params={"username": user[0]}, auth=admin)
+    assert looked_up.status_code == 200, looked_up.text
+    assert looked_up.json()["user"]["username"] == user[0]
+    assert looked_up.json()["user"]["is_admin"] is False
+
+    deleted = http.request("DELETE", f"{USERS}/delete", json={"username": user[0]}, auth=admin)
+    assert deleted.status_code == 200, deleted.text
+    assert [_log_metric(http, user, run_id, step) for step in range(40, 40 + REPEAT)] == [401] * REPEAT
+    # Only the writes made while the user was an admin are stored.
+    assert _stored_steps(http, admin, run_id) == set(range(10, 10 + REPEAT))
+
+
+def test_concurrent_users_never_share_an_identity(stack) -> None:
+    """The admin and the run user write the same run at the same time, each on its own connection."""
+    admin = stack.admin_credentials()
+    runner = stack.run_credentials()
+    with httpx.Client(base_url=stack.tracking_uri, timeout=30) as setup:
+        _, run_id = _create_run(setup, admin, f"perm-concurrent-{uuid.uuid4().hex[:8]}")
+    rounds = 40
+    start = threading.Barrier(2)
+
+    def writes(auth: tuple[str, str], first_step: int) -> list[int]:
+        with httpx.Client(base_url=stack.tracking_uri, timeout=30) as own:
+            start.wait()
+            return [_log_metric(own, auth, run_id, first_step + i) for i in range(rounds)]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        admin_statuses = pool.submit(writes, admin, 0)
+        runner_statuses = pool.submit(writes, runner, 1000)
+        assert admin_statuses.result() == [200] * rounds
+        assert runner_statuses.result() == [403] * rounds
+    with httpx.Client(base_url=stack.tracking_uri, timeout=30) as check:
+        assert _stored_steps(check, admin, run_id) == set(range(rounds))

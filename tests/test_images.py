@@ -195,9 +195,6 @@ def test_tracking_image_imports_and_runs_its_entry_points(image_venvs, tmp_path)
             except SystemExit as e:
                 assert e.code in (0, None), f"migrate.py exited {{e.code}}"
         import azure.identity, azure.storage.blob, pymysql
-        # The chart's --uvicorn-opts name both; uvicorn imports them by these paths.
-        import uvloop, httptools
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
         import mlflow.server.auth  # the basic-auth app of mlflow[auth]
         from mlflow.store.artifact.azure_blob_artifact_repo import AzureBlobArtifactRepository
         from mlflow.utils.plugins import get_entry_points

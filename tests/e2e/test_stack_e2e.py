@@ -57,16 +57,6 @@ def test_running_server_matches_a_fresh_chart_render(stack, repo_root: Path, hel
     assert "devstoreaccount1" not in env["AZURE_STORAGE_CONNECTION_STRING"]
 
 
-def test_server_runs_uvicorn_on_the_loop_and_parser_the_chart_names(stack) -> None:
-    """`--uvicorn-opts=--loop uvloop --http httptools` reached uvicorn: both C extensions are mapped."""
-    pid = stack.status()["server"]["pid"]
-    argv = _proc_argv(pid)
-    assert "--uvicorn-opts=--loop uvloop --http httptools" in argv
-    mapped = [line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()]
-    assert any("/uvloop/loop.cpython" in path for path in mapped), "uvloop's event loop is not loaded"
-    assert any("/httptools/parser/parser.cpython" in path for path in mapped), "httptools is not loaded"
-
-
 def test_secret_volume_files_are_written_0600_and_match_the_render(
     stack, repo_root: Path, helm_bin: str
 ) -> None:

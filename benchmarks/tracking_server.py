@@ -105,7 +105,7 @@ def _strip_option(args: list[str], option: str) -> list[str]:
 
 
 def _set_option(args: list[str], option: str, value: str) -> list[str]:
-    # One `--option=value` argument: a value may itself start with "--" (`--uvicorn-opts`).
+    # One `--option=value` argument, which also holds a value that starts with "--".
     return [*_strip_option(args, option), f"{option}={value}"]
 
 
@@ -146,9 +146,8 @@ def build_variants(
     catalogue = {
         "baseline": lambda: Variant(
             "baseline",
-            "MLflow defaults: `mlflow server` (4 workers, job runner on, no credential cache; uvicorn's "
-            "`auto` loop and parser, which pick uvloop and httptools because the image has them)",
-            [*plain, *_strip_option(_strip_option(args, "--workers"), "--uvicorn-opts")],
+            "MLflow defaults: `mlflow server` (4 workers, job runner on, no credential cache)",
+            [*plain, *_strip_option(args, "--workers")],
             base_env,
             cwd,
             _without_auth_tuning(chart_ini),
@@ -187,13 +186,6 @@ def build_variants(
             "project without serve.py's reuse of the authenticated user in a request's permission checks",
             project_argv,
             {**env, "MLFLOW_AKS_SHARE_REQUEST_USER": "false"},
-            cwd,
-        ),
-        "project:asyncio-h11": lambda: Variant(
-            "project:asyncio-h11",
-            "project on uvicorn's pure-Python event loop and HTTP parser (asyncio, h11)",
-            [python, serve_py, *_set_option(args, "--uvicorn-opts", "--loop asyncio --http h11")],
-            env,
             cwd,
         ),
         "project:job-runner-on": lambda: Variant(
@@ -250,7 +242,6 @@ ABLATION = [
     "project:no-auth-cache",
     "project:no-run-experiment-cache",
     "project:no-request-user",
-    "project:asyncio-h11",
     "project:plain-mlflow-server",
     "project:job-runner-on",
     "project:default-db-pool",

@@ -22,7 +22,6 @@ ARGS = [
     "5000",
     "--workers",
     "1",
-    "--uvicorn-opts=--loop uvloop --http httptools",
     "--serve-artifacts",
     "--app-name",
     "basic-auth",
@@ -54,7 +53,7 @@ def variants(chart_env: dict[str, str], names: list[str]) -> dict:
 def test_baseline_is_mlflow_server_without_any_tuning(chart_env):
     base = variants(chart_env, ["baseline"])["baseline"]
     assert base.argv[:4] == [PYTHON, "-m", "mlflow", "server"]
-    assert not any(a.startswith(("--workers", "--uvicorn-opts")) for a in base.argv)
+    assert not any(a.startswith("--workers") for a in base.argv)
     assert {"--serve-artifacts", "--app-name", "basic-auth"} <= set(base.argv)
     # Only functional settings: no job-runner switch, no pool sizes, no credential cache.
     assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION" not in base.env
@@ -73,7 +72,6 @@ def test_project_is_the_chart_server_unchanged(chart_env):
 
 
 WITHOUT_WORKERS = [a for i, a in enumerate(ARGS) if a != "--workers" and ARGS[i - 1] != "--workers"]
-WITHOUT_UVICORN_OPTS = [a for a in ARGS if not a.startswith("--uvicorn-opts")]
 
 
 @pytest.mark.parametrize(
@@ -82,8 +80,6 @@ WITHOUT_UVICORN_OPTS = [a for a in ARGS if not a.startswith("--uvicorn-opts")]
         ("project:no-request-user", ARGS, {"MLFLOW_AKS_SHARE_REQUEST_USER": "false"}),
         ("project:no-run-experiment-cache", ARGS, {"MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE": "0"}),
         ("project:job-runner-on", ARGS, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}),
-        # One `--option=value` argument: the value starts with "--" itself.
-        ("project:asyncio-h11", [*WITHOUT_UVICORN_OPTS, "--uvicorn-opts=--loop asyncio --http h11"], {}),
         ("project:2-workers", [*WITHOUT_WORKERS, "--workers=2"], {}),
     ],
 )

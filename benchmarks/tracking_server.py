@@ -105,7 +105,7 @@ def _strip_option(args: list[str], option: str) -> list[str]:
 
 
 def _set_option(args: list[str], option: str, value: str) -> list[str]:
-    # One `--option=value` argument, which also holds a value that starts with "--".
+    # One `--option=value` argument: unambiguous whatever the value looks like.
     return [*_strip_option(args, option), f"{option}={value}"]
 
 

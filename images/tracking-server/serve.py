@@ -207,19 +207,20 @@ def _share_authenticated_user() -> None:
             flask.g._mlflow_aks_user = user if user is not None and user.username == username else None
         return user
 
+    def request_user(username):
+        """The user this Flask request was authenticated as, if that is `username`; else None."""
+        if not flask.has_request_context():
+            return None
+        user = flask.g.get("_mlflow_aks_user")
+        return user if user is not None and user.username == username else None
+
     def get_user(username):
-        if flask.has_request_context():
-            user = flask.g.get("_mlflow_aks_user")
-            if user is not None and user.username == username:
-                return user
-        return original_get_user(username)
+        return request_user(username) or original_get_user(username)
 
     def invalidate_user_auth_cache(username):
         original_invalidate(username)
-        if flask.has_request_context():
-            user = flask.g.get("_mlflow_aks_user")
-            if user is not None and user.username == username:
-                flask.g._mlflow_aks_user = None
+        if request_user(username) is not None:
+            flask.g._mlflow_aks_user = None
 
     auth._authenticate_cached = authenticate_cached
     auth.store.get_user = get_user

@@ -16,6 +16,8 @@ JOBS_POOL_NAME = "jobs"
 # Run Jobs select the jobs pool with this label and tolerate this taint; nothing else lands there.
 JOBS_POOL_LABEL = ("mlflow-aks/pool", "jobs")
 JOBS_POOL_TAINT = "mlflow-aks/pool=jobs:NoSchedule"
+# The system pool's node count inside the ManagedCluster's inputs (the autoscaler changes it).
+SYSTEM_POOL_COUNT_PATH = "agentPoolProfiles[0].count"
 
 
 @dataclass
@@ -117,7 +119,12 @@ class Cluster(pulumi.ComponentResource):
                     **system_scale,
                 ),
             ],
-            opts=pulumi.ResourceOptions(parent=self),
+            # With autoscaling, `count` only seeds the pool: the cluster autoscaler owns it afterwards, and
+            # `pulumi up --refresh` would otherwise try to reset the pool to its first size.
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                ignore_changes=[SYSTEM_POOL_COUNT_PATH] if args.system_node_autoscale else None,
+            ),
         )
 
         self.jobs_pool = None
@@ -140,7 +147,8 @@ class Cluster(pulumi.ComponentResource):
                 max_count=args.jobs_node_max_count,
                 node_labels={label_key: label_value},
                 node_taints=[JOBS_POOL_TAINT],
-                opts=pulumi.ResourceOptions(parent=self),
+                # The autoscaler moves `count` between 0 and max as runs come and go: not drift.
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"]),
             )
 
         credentials = containerservice.list_managed_cluster_user_credentials_output(

@@ -254,6 +254,21 @@ def test_system_pool_count_or_autoscale_from_config(case):
 
 
 @EVERY_CONFIGURATION
+def test_autoscaled_node_counts_are_not_drift(case):
+    """An autoscaled pool's `count` belongs to the cluster autoscaler once the pool exists: the program
+    ignores it, so `pulumi up --refresh` never resizes a pool back. A fixed-size pool's count is config."""
+    cfg, run = case
+    ignored = run.one(CLUSTER).options["ignoreChanges"]
+    if cfg["systemNodeAutoscale"]:
+        assert ignored == ["agentPoolProfiles[0].count"]
+    else:
+        assert ignored == []
+    for pool in run.of_type(AGENT_POOL):  # the jobs pool always autoscales (0..max)
+        assert pool.inputs["enableAutoScaling"] is True
+        assert pool.options["ignoreChanges"] == ["count"]
+
+
+@EVERY_CONFIGURATION
 def test_jobs_pool_scales_from_zero_and_only_takes_run_jobs(case):
     cfg, run = case
     pools = run.of_type(AGENT_POOL)

@@ -146,6 +146,7 @@ mlflow = MlflowReleases(
         mysql_disk_size_gib=settings.mysql_disk_size_gib,
         jobs_pool_label=JOBS_POOL_LABEL if settings.jobs_node_pool else None,
         jobs_pool_taint=JOBS_POOL_TAINT if settings.jobs_node_pool else None,
+        run_depends_on=[cluster.jobs_pool] if cluster.jobs_pool else [],
         depends_on=[
             registry.kubelet_pull,
             tracking_identity.federated_credential,

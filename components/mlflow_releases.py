@@ -82,6 +82,9 @@ class MlflowReleasesArgs:
     """Node label of the jobs pool, or None without one."""
     jobs_pool_taint: str | None
     """Taint of the jobs pool, or None without one."""
+    run_depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """What run Jobs need besides the setup release: the jobs pool they are scheduled on. A pool that
+    failed to create then fails its runs at once instead of leaving them Pending until their timeout."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """Azure resources the pods need first (AcrPull, federated credential, blob access, disk attach)."""
 
@@ -230,7 +233,12 @@ class MlflowReleases(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions.merge(
                     k8s,
                     pulumi.ResourceOptions(
-                        depends_on=[self.setup, project_files, *(self.runs[other] for other in spec.after)],
+                        depends_on=[
+                            self.setup,
+                            project_files,
+                            *args.run_depends_on,
+                            *(self.runs[other] for other in spec.after),
+                        ],
                         # A changed run (parameters, experiment, image digest) is a new run. Upgrading the
                         # release in place would patch the Job's immutable pod template and fail, so any
                         # change to the values replaces the release instead: uninstall, then install

@@ -281,6 +281,10 @@ def test_one_project_release_per_configured_run(case):
         setup_urn = [urn for urn in release.options["dependencies"] if urn.endswith("::mlflow-setup")]
         files_urn = [urn for urn in release.options["dependencies"] if urn.endswith("::mlflow-project-files")]
         assert setup_urn and files_urn, "a run waits for the tracking server and the project files"
+        # Scheduled on the jobs pool: the release waits for the pool, and a pool that failed to create
+        # fails the run at once instead of leaving its Job Pending until the release times out.
+        pool_urns = [urn for urn in release.options["dependencies"] if urn.endswith("::cluster-jobs-pool")]
+        assert len(pool_urns) == (1 if jobs_pool else 0), name
 
 
 def test_a_changed_run_replaces_its_release_instead_of_upgrading_the_job(case):

@@ -82,6 +82,8 @@ SETUP_CONTEXTS = {
     "public-two-ranges": setup_context("public", ("198.51.100.7/32", "192.0.2.0/28")),
     # No static disk: the MySQL claim provisions one dynamically (the chart's behaviour before the disk).
     "private-dynamic-disk": setup_context(mysql_disk_id=""),
+    # config trackingReplicas: 1 (no disruption budget can be met with one pod).
+    "private-one-replica": replace(setup_context(), tracking_replicas=1),
 }
 
 RUNS = {

@@ -346,12 +346,30 @@ def test_tracking_identity_and_service_accounts(private_setup):
     assert run_sa["automountServiceAccountToken"] is False
 
 
-def test_pdb_protects_the_tracking_server(private_setup):
-    pdb = cr.one(private_setup, "PodDisruptionBudget")
-    labels = tracking_deployment(private_setup)["spec"]["template"]["metadata"]["labels"]
-    assert labels_match(pdb["spec"]["selector"]["matchLabels"], labels)
-    assert pdb["spec"]["minAvailable"] >= 1
-    assert tracking_deployment(private_setup)["spec"]["replicas"] > pdb["spec"]["minAvailable"]
+@pytest.mark.parametrize("name", list(cr.SETUP_CONTEXTS))
+def test_disruption_budgets_never_block_a_node_drain(setup_renders, name):
+    """A budget that allows no eviction blocks every node drain and AKS upgrade. Each rendered budget
+    leaves at least one pod of what it selects evictable; with one replica the tracking server gets no
+    budget (it is evicted and rescheduled); single-replica MySQL has none and shuts down in bounded time."""
+    objects = setup_renders[name]
+    ctx = cr.SETUP_CONTEXTS[name]
+    workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+    budgets = cr.of_kind(objects, "PodDisruptionBudget")
+    for pdb in budgets:
+        selected = [
+            w for w in workloads
+            if labels_match(pdb["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"])
+        ]  # fmt: skip
+        assert selected, f"{pdb['metadata']['name']} selects nothing"
+        replicas = sum(w["spec"]["replicas"] for w in selected)
+        assert replicas - pdb["spec"]["minAvailable"] >= 1, pdb["metadata"]["name"]
+    tracking = tracking_deployment(objects)
+    assert tracking["spec"]["replicas"] == ctx.tracking_replicas
+    protected = {w["metadata"]["name"] for w in workloads for pdb in budgets
+                 if labels_match(pdb["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"])}  # fmt: skip
+    assert protected == ({tracking["metadata"]["name"]} if ctx.tracking_replicas > 1 else set())
+    mysql = cr.one(objects, "StatefulSet", chart_values.MYSQL_FULLNAME)["spec"]["template"]["spec"]
+    assert 10 <= mysql["terminationGracePeriodSeconds"] <= 120
 
 
 def test_helm_test_checks_health_and_an_authenticated_call(private_setup):

@@ -129,6 +129,8 @@ class SetupContext:
     StatefulSet's claim to it). Empty: the claim provisions a disk dynamically with the cluster."""
     mysql_disk_size_gib: int = MYSQL_CLAIM_GIB
     """Size of that disk in GiB (at least MYSQL_CLAIM_GIB)."""
+    chart_digest: str = ""
+    """SHA-256 of charts/mlflow_setup's files (`chartDigest`): a changed chart changes the values."""
 
     def effective_run_password(self) -> str:
         if self.run_password:
@@ -173,6 +175,8 @@ class ProjectContext:
     """Node label `(key, value)` of the jobs pool, or None when there is no jobs pool."""
     jobs_pool_taint: str | None = None
     """Taint `key=value:Effect` of the jobs pool, tolerated by run Jobs."""
+    chart_digest: str = ""
+    """SHA-256 of charts/mlflow_project's files (`chartDigest`): a changed chart changes the values."""
 
 
 def tracking_url(namespace: str) -> str:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IMAGES_DIR = REPO_ROOT / "images"
 TRACKING_SERVER_REPOSITORY = "mlflow-tracking-server"
 PROJECT_REPOSITORY = "mlflow-project"
 # AKS nodes are x86_64; build for them even on an arm64 workstation.
@@ -63,9 +64,11 @@ class Images(pulumi.ComponentResource):
                 image_name=pulumi.Output.concat(
                     args.login_server, "/", repository, ":", context_tag(context)
                 ),
+                # Relative to the project directory, where `pulumi up` runs the program (and the Docker
+                # provider): the inputs are then the same in every checkout, so moving or re-cloning the
+                # repository is no change. The Dockerfile is the context's own `Dockerfile` (the default).
                 build=docker.DockerBuildArgs(
-                    context=str(context),
-                    dockerfile=str(context / "Dockerfile"),
+                    context=context.relative_to(REPO_ROOT).as_posix(),
                     platform=PLATFORM,
                 ),
                 registry=registry,

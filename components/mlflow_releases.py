@@ -9,7 +9,10 @@ values file is written anywhere.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -32,6 +35,29 @@ RUN_DEADLINE_SECONDS = int(
     yaml.safe_load((REPO_ROOT / PROJECT_CHART / "values.yaml").read_text())["activeDeadlineSeconds"]
 )
 AWAITED_RUN_TIMEOUT_SECONDS = RUN_DEADLINE_SECONDS + RUN_TIMEOUT_SECONDS
+
+
+def chart_digest(chart: Path) -> str:
+    """SHA-256 over every file of a local chart (its subcharts' too, through their symlinks), by path.
+
+    `helm.v3.Release` notices a change to a local chart only by the chart's version
+    (pulumi/pulumi-kubernetes#2649), so a fixed template would never reach the cluster. The digest goes
+    into the release's values (`chartDigest`): any changed, added or removed file changes them, and
+    `pulumi up` upgrades that release and no other. Paths are sorted, so the walk order never matters;
+    packaged subcharts (`charts/*.tgz`, made by `helm dependency build`, git-ignored) are not sources.
+    """
+    digest = hashlib.sha256()
+    files = []
+    for directory, _, names in os.walk(chart, followlinks=True):
+        for name in names:
+            path = Path(directory, name)
+            relative = path.relative_to(chart).as_posix()
+            if "__pycache__" in path.parts or (relative.startswith("charts/") and name.endswith(".tgz")):
+                continue
+            files.append((relative, path))
+    for relative, path in sorted(files):
+        digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -148,6 +174,8 @@ class MlflowReleases(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
+        setup_chart_digest = chart_digest(REPO_ROOT / SETUP_CHART)
+        project_chart_digest = chart_digest(REPO_ROOT / PROJECT_CHART)
         setup_values = pulumi.Output.all(
             namespace=namespace,
             acr_login_server=args.acr_login_server,
@@ -168,6 +196,7 @@ class MlflowReleases(pulumi.ComponentResource):
             lambda outputs: chart_values.setup_values(
                 chart_values.SetupContext(
                     **outputs,
+                    chart_digest=setup_chart_digest,
                     exposure=args.exposure,
                     source_ranges=args.allowed_source_ranges,
                     location=args.location,
@@ -184,8 +213,9 @@ class MlflowReleases(pulumi.ComponentResource):
             chart=SETUP_CHART,
             namespace=namespace,
             values=pulumi.Output.secret(setup_values),
-            # Packages the file:// mysql subchart, so the chart installs from a clean checkout.
-            dependency_update=True,
+            # No `dependency_update`: charts/mlflow_setup/charts/mysql is a symlink to the subchart, so the
+            # chart is complete as checked out, and `pulumi up` writes nothing (no Chart.lock timestamp,
+            # no packaged copy beside the symlink) into the working tree.
             # A failed install or upgrade rolls back by itself instead of needing a hand retry.
             atomic=True,
             cleanup_on_fail=True,
@@ -202,6 +232,7 @@ class MlflowReleases(pulumi.ComponentResource):
                 project_image=outputs["project_image"],
                 run=run,
                 project_dir=PROJECT_DIRECTORY,
+                chart_digest=project_chart_digest,
                 jobs_pool_label=args.jobs_pool_label,
                 jobs_pool_taint=args.jobs_pool_taint,
             )

@@ -99,8 +99,8 @@ class Registered:
     id: str
     outputs: dict[str, Any]
     options: dict[str, Any] = field(default_factory=dict)
-    """Resource options from the registration: retainOnDelete, ignoreChanges, replaceOnChanges,
-    deleteBeforeReplace, additionalSecretOutputs, dependencies, parent."""
+    """Resource options from the registration: retainOnDelete, protect, importId, ignoreChanges,
+    replaceOnChanges, deleteBeforeReplace, additionalSecretOutputs, dependencies, parent."""
 
     @property
     def plain_inputs(self) -> dict[str, Any]:
@@ -243,6 +243,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         # Registrations arrive on worker threads; key by (type, name), unique within this program.
         self.options[(request.type, request.name)] = {
             "retainOnDelete": request.retainOnDelete if request.HasField("retainOnDelete") else False,
+            "protect": request.protect if request.HasField("protect") else False,
+            "importId": request.importId,
             "ignoreChanges": list(request.ignoreChanges),
             "replaceOnChanges": list(request.replaceOnChanges),
             "deleteBeforeReplace": request.deleteBeforeReplace,

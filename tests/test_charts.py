@@ -355,18 +355,18 @@ def test_disruption_budgets_never_block_a_node_drain(setup_renders, name):
     ctx = cr.SETUP_CONTEXTS[name]
     workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
     budgets = cr.of_kind(objects, "PodDisruptionBudget")
+
+    def selected_by(pdb: dict) -> list[dict]:
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        return [w for w in workloads if labels_match(selector, w["spec"]["template"]["metadata"]["labels"])]
+
     for pdb in budgets:
-        selected = [
-            w for w in workloads
-            if labels_match(pdb["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"])
-        ]  # fmt: skip
-        assert selected, f"{pdb['metadata']['name']} selects nothing"
-        replicas = sum(w["spec"]["replicas"] for w in selected)
+        assert selected_by(pdb), f"{pdb['metadata']['name']} selects nothing"
+        replicas = sum(w["spec"]["replicas"] for w in selected_by(pdb))
         assert replicas - pdb["spec"]["minAvailable"] >= 1, pdb["metadata"]["name"]
     tracking = tracking_deployment(objects)
     assert tracking["spec"]["replicas"] == ctx.tracking_replicas
-    protected = {w["metadata"]["name"] for w in workloads for pdb in budgets
-                 if labels_match(pdb["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"])}  # fmt: skip
+    protected = {w["metadata"]["name"] for pdb in budgets for w in selected_by(pdb)}
     assert protected == ({tracking["metadata"]["name"]} if ctx.tracking_replicas > 1 else set())
     mysql = cr.one(objects, "StatefulSet", chart_values.MYSQL_FULLNAME)["spec"]["template"]["spec"]
     assert 10 <= mysql["terminationGracePeriodSeconds"] <= 120

@@ -39,7 +39,9 @@ RUN_CREDENTIALS_SECRET = f"{FULLNAME}-run-credentials"
 RUN_USERNAME = "runner"
 PROJECTS_CLAIM = f"{FULLNAME}-projects"
 MYSQL_FULLNAME = f"{FULLNAME}-mysql"
-# What the MySQL StatefulSet's claim requests (charts/mysql `persistence.size`); a static disk must hold it.
+# MySQL's data claim (components/database_volume.py, on the retained disk) and what it requests; the
+# disk must hold at least that much.
+MYSQL_DATA_CLAIM = f"{MYSQL_FULLNAME}-data"
 MYSQL_CLAIM_GIB = 8
 
 _IMAGE_REF = re.compile(
@@ -124,11 +126,9 @@ class SetupContext:
     run_password: str = ""
     """Password of the non-admin user run Jobs log in as (secret). Empty: derived from
     `flask_secret_key` (HMAC-SHA256), so the run user exists without one more generated secret."""
-    mysql_disk_id: str = ""
-    """Resource id of the Azure managed disk holding MySQL's data (a static PersistentVolume binds the
-    StatefulSet's claim to it). Empty: the claim provisions a disk dynamically with the cluster."""
-    mysql_disk_size_gib: int = MYSQL_CLAIM_GIB
-    """Size of that disk in GiB (at least MYSQL_CLAIM_GIB)."""
+    mysql_existing_claim: str = ""
+    """Claim holding MySQL's data (components/database_volume.py: a static volume on the retained Azure
+    disk, outside the release). Empty: the StatefulSet provisions a disk dynamically with the cluster."""
     chart_digest: str = ""
     """SHA-256 of charts/mlflow_setup's files (`chartDigest`): a changed chart changes the values."""
 
@@ -228,11 +228,6 @@ def setup_values(ctx: SetupContext) -> dict[str, Any]:
         raise ValueError(f"exposure must be 'private' or 'public', got {ctx.exposure!r}")
     if ctx.exposure == "public" and not ctx.source_ranges:
         raise ValueError("public exposure needs at least one source range (CIDR)")
-    if ctx.mysql_disk_id and ctx.mysql_disk_size_gib < MYSQL_CLAIM_GIB:
-        raise ValueError(
-            f"the MySQL disk ({ctx.mysql_disk_size_gib} GiB) must hold the {MYSQL_CLAIM_GIB} GiB "
-            "its claim requests"
-        )
     allowed_hosts = list(ctx.extra_allowed_hosts)
     hostname = ctx.public_hostname()
     if hostname:
@@ -242,7 +237,6 @@ def setup_values(ctx: SetupContext) -> dict[str, Any]:
         ctx=ctx,
         fullname=FULLNAME,
         mysql_fullname=MYSQL_FULLNAME,
-        mysql_claim_gib=MYSQL_CLAIM_GIB,
         tracking_image=ImageRef.parse(ctx.tracking_image, ctx.acr_login_server),
         allowed_hosts=list(dict.fromkeys(allowed_hosts)),
         run_username=RUN_USERNAME,

@@ -1,7 +1,7 @@
 """The Azure managed disk that holds MySQL's data (MLflow runs, metrics, users), in the data resource group,
 and the role that lets the cluster attach it. With `dataRetention: retain` the disk survives `pulumi destroy`
-like the storage account does; charts/mysql binds its StatefulSet's claim to it through a static
-PersistentVolume (`mysql.persistence.azureDisk.diskURI`)."""
+like the storage account does; components/database_volume.py puts a static PersistentVolume and its claim
+on it, which charts/mysql mounts."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import pulumi_random as random
 import yaml
 
 from components import chart_values
+from components.database_volume import DatabaseVolume, DatabaseVolumeArgs
 from components.project_files import ProjectFiles
 from settings import REPO_ROOT, SETUP_RELEASE, RunSpec
 
@@ -103,7 +104,7 @@ class MlflowReleasesArgs:
     mysql_disk_id: pulumi.Input[str]
     """Resource id of the Azure managed disk MySQL keeps its data on (in the data resource group)."""
     mysql_disk_size_gib: int
-    """Its size in GiB."""
+    """Its size in GiB (the capacity of its static volume)."""
     jobs_pool_label: tuple[str, str] | None
     """Node label of the jobs pool, or None without one."""
     jobs_pool_taint: str | None
@@ -125,6 +126,7 @@ def _password(name: str, parent: pulumi.Resource, length: int) -> random.RandomP
 
 class MlflowReleases(pulumi.ComponentResource):
     namespace: kubernetes.core.v1.Namespace
+    mysql_volume: DatabaseVolume
     setup: kubernetes.helm.v3.Release
     runs: dict[str, kubernetes.helm.v3.Release]
     tracking_url: pulumi.Output[str]
@@ -165,6 +167,18 @@ class MlflowReleases(pulumi.ComponentResource):
             )  # fmt: skip
             dns_label = suffix.result.apply(lambda s: f"{args.name_prefix}-mlflow-{s}")
 
+        # MySQL's volume and claim on the retained disk, outside the release (see database_volume.py).
+        self.mysql_volume = DatabaseVolume(
+            f"{name}-mysql-volume",
+            DatabaseVolumeArgs(
+                provider=args.provider,
+                namespace=namespace,
+                disk_id=args.mysql_disk_id,
+                disk_size_gib=args.mysql_disk_size_gib,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
         project_files = ProjectFiles(
             f"{name}-project-files",
             account_name=args.storage_account,
@@ -186,7 +200,7 @@ class MlflowReleases(pulumi.ComponentResource):
             artifacts_container=args.artifacts_container,
             projects_share=args.projects_share,
             storage_account_key=args.storage_account_key,
-            mysql_disk_id=args.mysql_disk_id,
+            mysql_existing_claim=self.mysql_volume.claim_name,
             mysql_root_password=mysql_root_password.result,
             mysql_password=mysql_password.result,
             admin_password=admin_password.result,
@@ -203,7 +217,6 @@ class MlflowReleases(pulumi.ComponentResource):
                     tracking_service_account=args.tracking_service_account,
                     admin_username=args.admin_username,
                     tracking_replicas=args.tracking_replicas,
-                    mysql_disk_size_gib=args.mysql_disk_size_gib,
                 )
             )
         )
@@ -222,7 +235,9 @@ class MlflowReleases(pulumi.ComponentResource):
             skip_await=False,
             timeout=SETUP_TIMEOUT_SECONDS,
             max_history=10,
-            opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=args.depends_on)),
+            opts=pulumi.ResourceOptions.merge(
+                k8s, pulumi.ResourceOptions(depends_on=[*args.depends_on, self.mysql_volume.claim])
+            ),
         )
 
         def run_context(outputs: dict[str, Any], run: chart_values.Run) -> chart_values.ProjectContext:

@@ -32,7 +32,9 @@ SETUP_RELEASE = "mlflow"
 ACR = "mlflowacr7f3k.azurecr.io"
 TRACKING_IMAGE = f"{ACR}/mlflow-tracking-server@sha256:{'3a' * 32}"
 PROJECT_IMAGE = f"{ACR}/mlflow-project@sha256:{'5c' * 32}"
-# The managed disk Pulumi keeps in the data resource group for MySQL (its id is the CSI volume handle).
+# The managed disk Pulumi keeps in the data resource group for MySQL, and the claim Pulumi binds to it
+# (components/database_volume.py), which the chart mounts.
+MYSQL_CLAIM = "mlflow-mysql-data"
 MYSQL_DISK_ID = (
     "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/mlflow-data"
     "/providers/Microsoft.Compute/disks/mlflow-mysql"
@@ -54,7 +56,7 @@ def setup_context(
     exposure: str = "private",
     source_ranges: tuple[str, ...] = (),
     dns_label: str = "",
-    mysql_disk_id: str = MYSQL_DISK_ID,
+    mysql_existing_claim: str = MYSQL_CLAIM,
 ) -> SetupContext:
     return SetupContext(
         namespace=NAMESPACE,
@@ -69,8 +71,7 @@ def setup_context(
         source_ranges=source_ranges,
         dns_label=dns_label,
         location="westeurope",
-        mysql_disk_id=mysql_disk_id,
-        mysql_disk_size_gib=32,
+        mysql_existing_claim=mysql_existing_claim,
         **SECRETS,
     )
 
@@ -81,7 +82,7 @@ SETUP_CONTEXTS = {
     "public-one-range": setup_context("public", ("203.0.113.0/24",), dns_label="mlflow-demo"),
     "public-two-ranges": setup_context("public", ("198.51.100.7/32", "192.0.2.0/28")),
     # No static disk: the MySQL claim provisions one dynamically (the chart's behaviour before the disk).
-    "private-dynamic-disk": setup_context(mysql_disk_id=""),
+    "private-dynamic-disk": setup_context(mysql_existing_claim=""),
     # config trackingReplicas: 1 (no disruption budget can be met with one pod).
     "private-one-replica": replace(setup_context(), tracking_replicas=1),
 }

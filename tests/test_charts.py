@@ -95,11 +95,11 @@ def test_project_chart_lints_strict(helm_bin, tmp_dir, run, pool):
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
 
 
-@pytest.mark.parametrize("disk", ["", cr.MYSQL_DISK_ID], ids=["dynamic-disk", "static-disk"])
-def test_mysql_chart_lints_strict(helm_bin, tmp_dir, disk):
+@pytest.mark.parametrize("claim", ["", cr.MYSQL_CLAIM], ids=["dynamic-disk", "existing-claim"])
+def test_mysql_chart_lints_strict(helm_bin, tmp_dir, claim):
     values = {
         "auth": {"rootPassword": "r" * 16, "password": "p" * 16, "extraDatabases": ["mlflow_auth"]},
-        "persistence": {"azureDisk": {"diskURI": disk, "size": "16Gi"}},
+        "persistence": {"existingClaim": claim},
     }
     result = cr.lint(helm_bin, cr.MYSQL_CHART, values, tmp_dir)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -388,9 +388,6 @@ def test_helm_test_checks_health_and_an_authenticated_call(private_setup):
 def test_mysql_statefulset_storage_and_credentials(private_setup):
     ctx = cr.SETUP_CONTEXTS["private"]
     sts = cr.one(private_setup, "StatefulSet", chart_values.MYSQL_FULLNAME)
-    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
-    assert claim["storageClassName"] == "managed-csi"
-    assert claim["resources"]["requests"]["storage"] == "8Gi"
     env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
     secret = cr.secret_data(cr.one(private_setup, "Secret", chart_values.MYSQL_FULLNAME))
     assert secret[env["MYSQL_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"]] == ctx.mysql_root_password
@@ -409,42 +406,33 @@ def azure_disk_volumes(objects: list[dict]) -> list[dict]:
     ]
 
 
-def quantity_gib(quantity: str) -> int:
-    number, unit = re.fullmatch(r"(\d+)(Gi|Ti)", quantity).groups()
-    return int(number) * (1024 if unit == "Ti" else 1)
-
-
-@pytest.mark.parametrize("name", [n for n, c in cr.SETUP_CONTEXTS.items() if c.mysql_disk_id])
-def test_mysql_claim_binds_to_the_retained_azure_disk(setup_renders, name):
-    """The static PersistentVolume is pre-bound to exactly the claim the StatefulSet controller creates
-    for replica 0 (`<claim template>-<statefulset>-0`), which binds to it instead of provisioning a disk."""
+@pytest.mark.parametrize("name", [n for n, c in cr.SETUP_CONTEXTS.items() if c.mysql_existing_claim])
+def test_mysql_mounts_the_existing_claim_and_the_release_owns_no_data_volume(setup_renders, name):
+    """A Helm rollback or uninstall deletes what the release rendered: neither MySQL's claim nor its
+    volume is among it, so a failed install cannot leave them Terminating, and the StatefulSet has no
+    claim template that could provision an empty disk in their place."""
     ctx = cr.SETUP_CONTEXTS[name]
-    sts = cr.one(setup_renders[name], "StatefulSet", chart_values.MYSQL_FULLNAME)
+    objects = setup_renders[name]
+    sts = cr.one(objects, "StatefulSet", chart_values.MYSQL_FULLNAME)
     assert sts["spec"]["replicas"] == 1
-    [template] = sts["spec"]["volumeClaimTemplates"]
-    generated_claim = f"{template['metadata']['name']}-{sts['metadata']['name']}-0"
-    [pv] = azure_disk_volumes(setup_renders[name])
-    spec = pv["spec"]
-    assert spec["csi"]["volumeHandle"] == ctx.mysql_disk_id
-    assert spec["persistentVolumeReclaimPolicy"] == "Retain"
-    assert spec["claimRef"] == {"name": generated_claim, "namespace": sts["metadata"]["namespace"]}
-    assert "uid" not in spec["claimRef"]  # a pre-binding by name: the claim does not exist yet
-    # Binding needs the claim's class, an access mode it asks for and at least the capacity it requests.
-    assert spec["storageClassName"] == template["spec"]["storageClassName"] == "managed-csi"
-    assert set(template["spec"]["accessModes"]) <= set(spec["accessModes"]) == {"ReadWriteOnce"}
-    assert quantity_gib(spec["capacity"]["storage"]) == ctx.mysql_disk_size_gib
-    assert quantity_gib(template["spec"]["resources"]["requests"]["storage"]) <= ctx.mysql_disk_size_gib
-    # The data volume the container mounts is that claim template's.
-    mounts = sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
-    assert {"name": template["metadata"]["name"], "mountPath": "/var/lib/mysql"} in mounts
+    assert "volumeClaimTemplates" not in sts["spec"]
+    pod = sts["spec"]["template"]["spec"]
+    [data] = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert data["persistentVolumeClaim"] == {"claimName": ctx.mysql_existing_claim}
+    assert {"name": data["name"], "mountPath": "/var/lib/mysql"} in pod["containers"][0]["volumeMounts"]
+    assert azure_disk_volumes(objects) == []
+    assert [c for c in cr.of_kind(objects, "PersistentVolumeClaim") if "mysql" in c["metadata"]["name"]] == []
 
 
-def test_without_a_disk_id_mysql_provisions_its_disk_dynamically(setup_renders, helm_bin, tmp_dir):
-    assert not cr.SETUP_CONTEXTS["private-dynamic-disk"].mysql_disk_id
+def test_without_a_claim_mysql_provisions_its_disk_dynamically(setup_renders, helm_bin, tmp_dir):
+    assert not cr.SETUP_CONTEXTS["private-dynamic-disk"].mysql_existing_claim
     objects = setup_renders["private-dynamic-disk"]
     assert azure_disk_volumes(objects) == []
     sts = cr.one(objects, "StatefulSet", chart_values.MYSQL_FULLNAME)
-    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "managed-csi"
+    [template] = sts["spec"]["volumeClaimTemplates"]
+    assert template["spec"]["storageClassName"] == "managed-csi"
+    mounts = sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": template["metadata"]["name"], "mountPath": "/var/lib/mysql"} in mounts
     # The subchart on its own, with its defaults: no PersistentVolume at all.
     values = {"auth": {"rootPassword": "r" * 16, "password": "p" * 16}}
     alone = cr.render(helm_bin, cr.MYSQL_CHART, "db", values, tmp_dir)
@@ -642,17 +630,13 @@ SETUP_REJECTIONS = {
         "workloadIdentityClientId",
     ),
     "no storage key": (lambda v: v["project"]["volume"].update(storageAccountKey=""), "storageAccountKey"),
-    "disk id that is no Azure disk": (
-        lambda v: v["mysql"]["persistence"]["azureDisk"].update(diskURI="mlflow-mysql"),
-        "diskURI",
+    "claim name that is no Kubernetes name": (
+        lambda v: v["mysql"]["persistence"].update(existingClaim="MySQL data"),
+        "existingClaim",
     ),
-    "disk size in bytes": (
-        lambda v: v["mysql"]["persistence"]["azureDisk"].update(size="8589934592"),
-        "size",
-    ),
-    "unknown azureDisk key": (
-        lambda v: v["mysql"]["persistence"]["azureDisk"].update(cachingMode="ReadWrite"),
-        "cachingMode",
+    "a disk the chart would bind itself": (
+        lambda v: v["mysql"]["persistence"].update(azureDisk={"diskURI": cr.MYSQL_DISK_ID}),
+        "azureDisk",
     ),
 }
 
@@ -712,7 +696,6 @@ def test_values_templates_keep_hostile_strings_intact():
         ({"exposure": "internet"}, "exposure"),
         ({"tracking_image": f"otheracr.azurecr.io/mlflow-tracking-server@sha256:{'1' * 64}"}, "registry"),
         ({"tracking_image": f"{cr.ACR}/mlflow-tracking-server:latest"}, "sha256"),
-        ({"mysql_disk_size_gib": 4}, "claim requests"),
     ],
 )
 def test_setup_values_refuses_bad_contexts(change, message):

@@ -222,17 +222,45 @@ def test_setup_values_come_from_stack_outputs(case):
     assert volume["storageAccountKey"] == STORAGE_KEY
 
 
-def test_setup_values_put_mysql_on_the_retained_data_disk(case):
+def test_mysql_data_is_a_volume_on_the_retained_disk_outside_the_release(case):
+    """MySQL's PersistentVolume and claim are the program's, not the release's: an atomic rollback of a
+    failed install deletes only what the release made, so the claim stays bound to the disk with its data
+    and the next install mounts it again (before, the claim outlived a rollback and the release's static
+    volume stayed Terminating, blocking every reinstall)."""
     config, run = case
     values = plain(setup_release(run).inputs["values"])
     disk = run.one("azure-native:compute:Disk")
     assert disk.inputs["resourceGroupName"] == run.named("groups-data").outputs["name"]
-    assert values["mysql"]["persistence"]["azureDisk"] == {
-        "diskURI": disk.id,
-        "size": f"{setting(config, 'mysqlDiskSizeGib', 8)}Gi",
-    }
     assert disk.id.endswith(f"/providers/Microsoft.Compute/disks/{disk.outputs['name']}")
     assert run.exports["mysqlDiskId"] == disk.id
+    namespace = setting(config, "namespace", "mlflow")
+    volume = run.one("kubernetes:core/v1:PersistentVolume")  # with the cluster provider, as all here
+    claim = run.one("kubernetes:core/v1:PersistentVolumeClaim")
+    spec = volume.inputs["spec"]
+    assert spec["csi"] == {
+        "driver": "disk.csi.azure.com",
+        "volumeHandle": disk.id,
+        "volumeAttributes": {"fsType": "ext4"},
+    }
+    assert spec["persistentVolumeReclaimPolicy"] == "Retain"
+    assert spec["capacity"] == {"storage": f"{setting(config, 'mysqlDiskSizeGib', 8)}Gi"}
+    assert spec["claimRef"] == {"namespace": namespace, "name": "mlflow-mysql-data"}
+    assert claim.inputs["metadata"] == {
+        "name": "mlflow-mysql-data",
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/part-of": "mlflow-aks", "app.kubernetes.io/component": "database"},
+    }
+    claim_spec = claim.inputs["spec"]
+    assert claim_spec["volumeName"] == volume.inputs["metadata"]["name"] == f"{namespace}-mlflow-mysql-data"
+    # Static on both sides: bound by name, never provisioned; the claim asks for no more than the disk.
+    assert spec["storageClassName"] == claim_spec["storageClassName"] == ""
+    assert int(claim_spec["resources"]["requests"]["storage"].removesuffix("Gi")) <= int(
+        spec["capacity"]["storage"].removesuffix("Gi")
+    )
+    assert values["mysql"]["persistence"] == {"existingClaim": "mlflow-mysql-data"}
+    assert any(
+        urn.endswith("::mlflow-mysql-volume-claim") for urn in setup_release(run).options["dependencies"]
+    )
 
 
 def test_exposure_follows_config(case):

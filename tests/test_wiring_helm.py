@@ -112,22 +112,22 @@ def test_every_run_chart_renders_its_job(program, helm_bin, tmp_path):
         assert release["values"]["run"]["experiment"] in command
 
 
-def test_setup_chart_puts_mysql_on_the_program_disk(program, helm_bin, tmp_path):
-    """The disk the program keeps in the data group is the volume MySQL's StatefulSet claim binds to."""
+def test_setup_chart_mounts_the_program_claim_and_owns_no_data_volume(program, helm_bin, tmp_path):
+    """With the program's values, the release's manifest (all a rollback can delete) holds neither MySQL's
+    volume nor a claim for it: the StatefulSet mounts the claim the program bound to the retained disk."""
     objects = helm_template(helm_bin, program.named("mlflow-setup").inputs, tmp_path)
     disk = program.one("azure-native:compute:Disk")
+    claim = program.one("kubernetes:core/v1:PersistentVolumeClaim").inputs
+    volume = program.one("kubernetes:core/v1:PersistentVolume").inputs
+    assert volume["spec"]["csi"]["volumeHandle"] == disk.id
     (sts,) = [o for o in objects if o["kind"] == "StatefulSet"]
-    (template,) = sts["spec"]["volumeClaimTemplates"]
-    volumes = [
-        o for o in objects if o["kind"] == "PersistentVolume" and o["spec"]["csi"]["volumeHandle"] == disk.id
-    ]
-    assert len(volumes) == 1
-    spec = volumes[0]["spec"]
-    assert spec["csi"]["driver"] == "disk.csi.azure.com"
-    assert spec["persistentVolumeReclaimPolicy"] == "Retain"
-    assert spec["claimRef"] == {
-        "name": f"{template['metadata']['name']}-{sts['metadata']['name']}-0",
-        "namespace": sts["metadata"]["namespace"],
+    assert "volumeClaimTemplates" not in sts["spec"]
+    assert sts["metadata"]["namespace"] == claim["metadata"]["namespace"]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in sts["spec"]["template"]["spec"]["volumes"]
+              if "persistentVolumeClaim" in v]  # fmt: skip
+    assert claims == [claim["metadata"]["name"]]
+    volumes = [o["spec"] for o in objects if o["kind"] == "PersistentVolume"]
+    assert [v for v in volumes if v.get("csi", {}).get("driver") == "disk.csi.azure.com"] == []
+    assert claim["metadata"]["name"] not in {
+        o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"
     }
-    assert spec["storageClassName"] == template["spec"]["storageClassName"]
-    assert spec["capacity"]["storage"] == f"{int(disk.inputs['diskSizeGB'])}Gi"

@@ -37,8 +37,3 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" $repo .Values.image.tag -}}
 {{- end -}}
 {{- end }}
-
-{{/* Claim the StatefulSet controller creates for its one replica: `<claim template>-<statefulset>-0`. */}}
-{{- define "mysql.dataClaimName" -}}
-{{- printf "data-%s-0" (include "mysql.fullname" .) }}
-{{- end }}

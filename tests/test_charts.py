@@ -202,8 +202,11 @@ def test_tracking_readiness_checks_more_than_health(private_setup):
     assert command[command.index("--port") + 1] == str(container["ports"][0]["containerPort"])
     assert int(command[command.index("--timeout") + 1]) < readiness["timeoutSeconds"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
-    source = (IMAGE_DIR / "ready.py").read_text()
-    assert "/api/2.0/mlflow/experiments/search" in source and "/api/2.0/mlflow-artifacts/artifacts" in source
+    # The probe runs with the container's environment: the platform's identity (the Flask secret key
+    # from the chart's Secret) and no user credentials, so ready.py asks serve.py's readiness endpoint.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "flask-secret-key"
+    assert "MLFLOW_TRACKING_USERNAME" not in env and "MLFLOW_TRACKING_PASSWORD" not in env
 
 
 # --- the tracking server ---------------------------------------------------------------------------

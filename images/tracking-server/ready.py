@@ -1,16 +1,21 @@
 """Readiness check of the tracking server: `python /app/ready.py --port <port>` (or `--url <base URL>`).
 
 MLflow's /health answers OK as soon as the process serves, even when the database or the artifact
-store is unreachable. This check goes further, through the running server itself, with its own
-configuration and credentials, and exits non-zero unless all three succeed:
+store is unreachable. This check goes further, through the running server itself, and exits non-zero
+unless everything answers:
 
 1. GET /health;
-2. an authenticated API call that reads the tracking database (and the basic-auth user store);
-3. an authenticated artifact listing through the server's proxy, which calls the artifact store.
+2. then, with one of two identities:
+   - **the platform's** (the Deployment's readiness probe, and the local stack): the pod's Flask secret
+     key (MLFLOW_FLASK_SERVER_SECRET_KEY, from the platform's Secret) proves the caller to serve.py's
+     readiness endpoint, which checks the tracking database, the basic-auth user store and the artifact
+     store with the server's own stores. No user's password is involved: an admin changing the admin
+     password (good practice) never makes a pod NotReady;
+   - **a client's** (`helm test`): with MLFLOW_TRACKING_USERNAME/PASSWORD set, an authenticated API
+     call that reads the tracking database and an artifact listing through the server's proxy, the
+     path and credentials a run Job uses.
 
-Credentials: MLFLOW_TRACKING_USERNAME/PASSWORD, else MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD (the
-server container's own environment). Standard library only, so that it starts fast on every probe.
-Used by the Deployment's readinessProbe, by `helm test`, and by the local stack.
+Standard library only (plus serve.py's constants), so that it starts fast on every probe.
 """
 
 from __future__ import annotations
@@ -23,24 +28,20 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
-# A prefix that never holds artifacts: listing it costs one small request to the artifact store.
-PROBE_ARTIFACT_PATH = "readiness-probe"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve import (  # beside this file in the image (/app) and in images/tracking-server
+    READINESS_ARTIFACT_PATH,
+    READINESS_HEADER,
+    READINESS_KEY_ENV,
+    READINESS_PATH,
+    readiness_token,
+)
 
 
-def _credentials() -> tuple[str, str]:
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME")
-    password = os.environ.get("MLFLOW_TRACKING_PASSWORD") or os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD")
-    if not user or not password:
-        raise SystemExit("ready: no credentials (MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_AUTH_ADMIN_*)")
-    return user, password
-
-
-def _get(url: str, timeout: float, auth: tuple[str, str] | None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)  # noqa: S310 - the URL is http(s) from the chart
-    if auth:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+def _get(url: str, timeout: float, headers: dict[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - the URL is http(s) from the chart
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return response.status, response.read()
@@ -48,27 +49,55 @@ def _get(url: str, timeout: float, auth: tuple[str, str] | None) -> tuple[int, b
         return e.code, e.read()
 
 
-def check(base_url: str, timeout: float) -> list[str]:
-    """Return the failed checks (empty when ready). `timeout` bounds the whole check."""
-    deadline = time.monotonic() + timeout
-    auth = _credentials()
-    checks = [
-        ("health", "/health", None),
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _client_checks(user: str, password: str) -> list[tuple[str, str, dict[str, str]]]:
+    auth = _basic(user, password)
+    return [
         ("tracking database", "/api/2.0/mlflow/experiments/search?max_results=1", auth),
-        ("artifact store", f"/api/2.0/mlflow-artifacts/artifacts?path={PROBE_ARTIFACT_PATH}", auth),
+        ("artifact store", f"/api/2.0/mlflow-artifacts/artifacts?path={READINESS_ARTIFACT_PATH}", auth),
     ]
+
+
+def _platform_failures(status: int, body: bytes) -> list[str]:
+    """serve.py's answer: {"ready": bool, "checks": {name: "ok" | what failed}}."""
+    try:
+        checks = json.loads(body)["checks"]
+    except (ValueError, KeyError, TypeError):
+        return [f"platform readiness: HTTP {status} {body[:200]!r}"]
+    failures = [f"{name}: {result}" for name, result in checks.items() if result != "ok"]
+    return failures or ([] if status == 200 else [f"platform readiness: HTTP {status}"])
+
+
+def check(base_url: str, timeout: float, environ: dict[str, str] | None = None) -> list[str]:
+    """Return the failed checks (empty when ready). `timeout` bounds the whole check."""
+    environ = dict(os.environ if environ is None else environ)
+    deadline = time.monotonic() + timeout
+    user, password = environ.get("MLFLOW_TRACKING_USERNAME"), environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        checks = _client_checks(user, password)
+    elif secret_key := environ.get(READINESS_KEY_ENV):
+        checks = [("platform readiness", READINESS_PATH, {READINESS_HEADER: readiness_token(secret_key)})]
+    else:
+        raise SystemExit(f"ready: no identity ({READINESS_KEY_ENV}, or MLFLOW_TRACKING_USERNAME/PASSWORD)")
     failures = []
-    for name, path, credentials in checks:
+    for name, path, headers in [("health", "/health", {}), *checks]:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             failures.append(f"{name}: no time left")
             continue
+        if path == READINESS_PATH:  # the server answers within our remaining time, naming what is slow
+            path = f"{path}?timeout={max(1.0, remaining - 1.0):.1f}"
         try:
-            status, body = _get(base_url.rstrip("/") + path, remaining, credentials)
+            status, body = _get(base_url.rstrip("/") + path, remaining, headers)
         except (OSError, urllib.error.URLError) as e:
             failures.append(f"{name}: {e}")
             continue
-        if status != 200:
+        if path.startswith(READINESS_PATH):
+            failures += _platform_failures(status, body)
+        elif status != 200:
             failures.append(f"{name}: HTTP {status} {body[:200]!r}")
         elif path != "/health":
             try:

@@ -38,16 +38,28 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    drops a user from its cache when it changes their admin flag or password or deletes them; the
    request's copy is dropped with it. Any other user, and any request outside Flask, reads the
    database as before. MLFLOW_AKS_SHARE_REQUEST_USER=false turns this off.
+7. A readiness endpoint of the platform's own (READINESS_PATH), answered before MLflow's app and its
+   authentication. The kubelet's probe (ready.py) proves it holds the pod's Flask secret key (an HMAC
+   of it in READINESS_HEADER; anything else gets a 404), and the server then checks, in this process
+   and with its own stores, the tracking database, the basic-auth user store and the artifact store.
+   So readiness never depends on a password a person may change: an admin who changes the admin
+   password through the UI (good practice) no longer turns every pod NotReady.
 """
 
 from __future__ import annotations
 
 import contextvars
+import hashlib
+import hmac
+import json
 import math
 import os
+import re
 import socket
 import sys
 import threading
+import time
+import urllib.parse
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,6 +70,19 @@ _UVICORN_CHILD = "_MLFLOW_AKS_SERVE_UVICORN_CHILD"
 _REUSEPORT = "_MLFLOW_AKS_SERVE_REUSEPORT"
 RUN_EXPERIMENT_CACHE_SIZE = "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE"
 SHARE_REQUEST_USER = "MLFLOW_AKS_SHARE_REQUEST_USER"
+# (7) The platform's readiness check: path, the header carrying its token, the key the token derives from.
+READINESS_PATH = "/_mlflow_aks/ready"
+READINESS_HEADER = "x-mlflow-aks-readiness"
+READINESS_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
+# A prefix that never holds artifacts: listing it costs one small request to the artifact store.
+READINESS_ARTIFACT_PATH = "readiness-probe"
+# The longest the endpoint waits for its checks (the probe asks for its own remaining time, `?timeout=`).
+READINESS_MAX_TIMEOUT = 30.0
+
+
+def readiness_token(secret_key: str) -> str:
+    """What the probe sends: an HMAC of the pod's Flask secret key (the key itself never travels)."""
+    return hmac.new(secret_key.encode(), b"mlflow-aks readiness", hashlib.sha256).hexdigest()
 
 
 def cpu_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -228,6 +253,79 @@ def _share_authenticated_user() -> None:
     auth._mlflow_aks_request_user = True
 
 
+_CREDENTIALS_IN_URL = re.compile(r"(://[^/:@\s]+):[^@\s]+@")
+
+
+def _failure(error: BaseException) -> str:
+    """One line for the probe's output (kubelet events): no credentials from a URL, bounded length."""
+    text = _CREDENTIALS_IN_URL.sub(r"\1:***@", f"{type(error).__name__}: {error}")
+    return " ".join(text.split())[:300]
+
+
+def check_stores(timeout: float) -> dict[str, str]:
+    """The server's own stores, as its request handlers reach them: check name -> "ok" or what failed.
+
+    Each check runs in a thread of its own and gets `timeout` seconds: an unreachable store (the Azure
+    SDK retries for a minute) is reported by name, and does not hide the answer of the others.
+    """
+    from mlflow.server import handlers
+
+    checks = {"tracking database": lambda: handlers._get_tracking_store().search_experiments(max_results=1)}
+    if "mlflow.server.auth" in sys.modules:
+        import mlflow.server.auth as auth
+
+        checks["user store"] = lambda: auth.store.has_user("mlflow-aks-readiness")
+    checks["artifact store"] = lambda: handlers._get_artifact_repo_mlflow_artifacts().list_artifacts(
+        READINESS_ARTIFACT_PATH
+    )
+    results: dict[str, str] = {}
+
+    def run(name: str, check) -> None:
+        try:
+            check()
+            results[name] = "ok"
+        except Exception as error:  # any failure makes the pod not ready, and says why
+            results[name] = _failure(error)
+
+    threads = [threading.Thread(target=run, args=item, daemon=True) for item in checks.items()]
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return {name: results.get(name, f"no answer within {timeout:.0f}s") for name in checks}
+
+
+def with_readiness(app, secret_key: str):
+    """The ASGI app, with READINESS_PATH answered here for a caller holding the readiness token."""
+    import asyncio
+
+    token = readiness_token(secret_key).encode()
+
+    async def send_json(send, status: int, body: dict) -> None:
+        payload = json.dumps(body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def readiness_app(scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != READINESS_PATH:
+            return await app(scope, receive, send)
+        given = dict(scope.get("headers") or []).get(READINESS_HEADER.encode(), b"")
+        if scope["method"] != "GET" or not hmac.compare_digest(given, token):
+            return await send_json(send, 404, {"error_code": "ENDPOINT_NOT_FOUND"})
+        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
+        try:
+            timeout = min(max(float(query.get("timeout", ["8"])[0]), 1.0), READINESS_MAX_TIMEOUT)
+        except ValueError:
+            timeout = READINESS_MAX_TIMEOUT
+        results = await asyncio.to_thread(check_stores, timeout)
+        ready = all(result == "ok" for result in results.values())
+        return await send_json(send, 200 if ready else 503, {"ready": ready, "checks": results})
+
+    return readiness_app
+
+
 def _run_experiment_cache_size() -> int:
     try:
         return max(0, int(os.environ.get(RUN_EXPERIMENT_CACHE_SIZE, "10000")))
@@ -240,13 +338,15 @@ def _share_request_user() -> bool:
 
 
 def _patch_uvicorn_worker() -> None:
-    """In each serving process: SO_REUSEPORT socket (several workers); with auth, (5) and (6)."""
+    """In each serving process: (7); SO_REUSEPORT socket (several workers); with auth, (5) and (6)."""
     import uvicorn.server
 
     original = uvicorn.server.Server.startup
 
     async def startup(self: uvicorn.server.Server, sockets: list[socket.socket] | None = None) -> None:
         # The app is loaded by now; with basic-auth, MLflow's auth module is part of it.
+        if secret_key := os.environ.get(READINESS_KEY_ENV):
+            self.config.loaded_app = with_readiness(self.config.loaded_app, secret_key)
         if "mlflow.server.auth" in sys.modules:
             if size := _run_experiment_cache_size():
                 _cache_run_experiments(size)

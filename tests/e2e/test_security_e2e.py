@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import httpx
@@ -110,3 +111,56 @@ def test_project_runs_log_in_as_the_non_admin_run_user(http, stack, project_runs
         auth=(user, password),
     )
     assert create.status_code == 403
+
+
+READY = "/_mlflow_aks/ready"
+
+
+def _platform_token(stack) -> str:
+    """The token ready.py sends, from serve.py itself (images/tracking-server, as the probe imports it)."""
+    spec = importlib.util.spec_from_file_location(
+        "serve", Path(__file__).parents[2] / "images/tracking-server/serve.py"
+    )
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    return serve.readiness_token(stack.secrets["flask_secret_key"])
+
+
+def test_readiness_survives_a_changed_admin_password(http, stack) -> None:
+    """Changing the admin password through the API (good practice) leaves the pods ready: the probe uses
+    the platform's identity, not a password a person may change. Before, the next probe failed with 401."""
+    user, password = stack.admin_credentials()
+    new_password = password + "-Changed-9"
+    changed = http.patch(
+        "/api/2.0/mlflow/users/update-password",
+        json={"username": user, "password": new_password, "current_password": password},
+        auth=(user, password),
+    )
+    assert changed.status_code == 200, changed.text
+    try:
+        assert http.get(API, auth=(user, password)).status_code == 401, "the old password still works"
+        assert http.get(API, auth=(user, new_password)).status_code == 200
+        probe = stack.readiness()
+        assert probe.returncode == 0, probe.stderr
+    finally:
+        restored = http.patch(
+            "/api/2.0/mlflow/users/update-password",
+            json={"username": user, "password": password, "current_password": new_password},
+            auth=(user, new_password),
+        )
+        assert restored.status_code == 200, restored.text
+
+
+@pytest.mark.parametrize("credentials", ["none", "wrong token", "admin password"])
+def test_readiness_endpoint_answers_only_the_platform(http, stack, credentials: str) -> None:
+    headers = {"wrong token": {"x-mlflow-aks-readiness": "0" * 64}}.get(credentials, {})
+    auth = stack.admin_credentials() if credentials == "admin password" else None
+    refused = http.get(READY, headers=headers, auth=auth)
+    assert refused.status_code == 404, refused.text
+    assert "checks" not in refused.text
+    answered = http.get(READY, headers={"x-mlflow-aks-readiness": _platform_token(stack)})
+    assert answered.status_code == 200, answered.text
+    assert answered.json() == {
+        "ready": True,
+        "checks": {"tracking database": "ok", "user store": "ok", "artifact store": "ok"},
+    }

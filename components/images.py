@@ -11,6 +11,8 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
+from components.registry_access import RegistryPushAccess
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = REPO_ROOT / "images"
 TRACKING_SERVER_REPOSITORY = "mlflow-tracking-server"
@@ -38,10 +40,12 @@ class ImagesArgs:
     password: pulumi.Input[str]
     """Password of the deployer service principal (secret)."""
     push_permissions: list[pulumi.Resource]
-    """The deployer's AcrPush role assignments: pushing waits for them."""
+    """The deployer's AcrPush role assignments: the push-access check starts once they exist."""
 
 
 class Images(pulumi.ComponentResource):
+    push_access: RegistryPushAccess
+    """Exists once the deployer's credential may push to both repositories: the images wait for it."""
     tracking_server: docker.Image
     project: docker.Image
     tracking_server_ref: pulumi.Output[str]
@@ -58,6 +62,17 @@ class Images(pulumi.ComponentResource):
             password=pulumi.Output.secret(args.password),
         )
 
+        # A new password and AcrPush take minutes to become effective: wait until the registry hands this
+        # credential a push token (components/registry_access.py), rather than fail the first push.
+        self.push_access = RegistryPushAccess(
+            f"{name}-push-access",
+            login_server=args.login_server,
+            username=args.username,
+            password=args.password,
+            repositories=[TRACKING_SERVER_REPOSITORY, PROJECT_REPOSITORY],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.push_permissions),
+        )
+
         def build(suffix: str, repository: str, context: Path) -> docker.Image:
             return docker.Image(
                 f"{name}-{suffix}",
@@ -72,7 +87,7 @@ class Images(pulumi.ComponentResource):
                     platform=PLATFORM,
                 ),
                 registry=registry,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=args.push_permissions),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.push_access]),
             )
 
         self.tracking_server = build(

@@ -28,7 +28,19 @@ from settings import REPO_ROOT, SETUP_RELEASE, RunSpec
 SETUP_CHART = "charts/mlflow_setup"
 PROJECT_CHART = "charts/mlflow_project"
 PROJECT_DIRECTORY = "mlflow_project"
-SETUP_TIMEOUT_SECONDS = 900  # MySQL volume + schema migration on a fresh cluster
+# How long the setup release may wait on a first `pulumi up`, from documented bounds. Its pods need access
+# granted seconds before (kubelet AcrPull, the tracking identity's federated credential and Storage Blob
+# Data Contributor, the cluster identity's Contributor on the disk): the release depends on those role
+# assignments, and Azure says "role assignment changes can take up to 10 minutes to take effect"
+# (https://learn.microsoft.com/azure/role-based-access-control/troubleshooting).
+ROLE_PROPAGATION_SECONDS = 600
+# Once effective, the kubelet's next retry picks it up: image pulls back off to at most 300 s
+# (https://kubernetes.io/docs/concepts/containers/images/#imagepullbackoff), volume attach retries to
+# 2 min 2 s, and readiness (the blob role, the federated credential) is probed every 20 s.
+RETRY_BACKOFF_SECONDS = 300
+# Then MySQL's first initialisation and the schema migration (migrate.py waits up to 300 s for MySQL).
+DATABASE_START_SECONDS = 300
+SETUP_TIMEOUT_SECONDS = ROLE_PROPAGATION_SECONDS + RETRY_BACKOFF_SECONDS + DATABASE_START_SECONDS
 RUN_TIMEOUT_SECONDS = 600  # until the Job's pod is created; the run itself may take longer
 # The Job's own wall-clock limit (retries included), from the chart: a run that another run waits for
 # is installed with wait_for_jobs, so its release must outwait the Job, not cut it short and roll back.

@@ -28,14 +28,17 @@ from components.mlflow_releases import (
     AWAITED_RUN_TIMEOUT_SECONDS,
     RUN_DEADLINE_SECONDS,
     RUN_TIMEOUT_SECONDS,
+    SETUP_TIMEOUT_SECONDS,
 )
 from components.project_files import collect_files, sha256
+from components.registry_access import PUSH_ACCESS_TIMEOUT_SECONDS
 from settings import SettingsError
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 IMAGE = "docker:index/image:Image"
 PASSWORD = "random:index/randomPassword:RandomPassword"
 PROJECT_FILES = "pulumi-python:dynamic/mlflow-aks:ProjectFiles"
+PUSH_ACCESS = "pulumi-python:dynamic/mlflow-aks:RegistryPushAccess"
 
 TRAIN = {
     "name": "train-demo",
@@ -125,8 +128,18 @@ def test_images_are_built_and_pushed_with_the_deployer_principal(case):
         assert "dockerfile" not in image.inputs["build"]
         assert image.inputs["build"]["platform"] == "linux/amd64"
         assert image.inputs.get("skipPush") in (None, False)
-        assert any(name in dep for dep in image.options["dependencies"] for name in push_grants)
+        # Pushed only once the push-access check has seen the credential get a push token.
+        assert [dep for dep in image.options["dependencies"] if dep.endswith("::images-push-access")]
     assert run.one("azure-native:containerregistry:Registry").inputs["adminUserEnabled"] is False
+    # That check uses the same credential, asks for both repositories, starts once AcrPush is assigned
+    # and waits a bounded time (components/registry_access.py).
+    access = run.one(PUSH_ACCESS)
+    assert is_secret(access.inputs["password"]) and plain(access.inputs["password"]) == sp_password
+    assert access.inputs["login_server"] == login_server
+    assert access.inputs["username"] == deployer_client_id
+    assert access.inputs["repositories"] == ["mlflow-tracking-server", "mlflow-project"]
+    assert access.inputs["timeout_seconds"] == PUSH_ACCESS_TIMEOUT_SECONDS
+    assert any(name in dep for dep in access.options["dependencies"] for name in push_grants)
 
 
 def test_every_kubernetes_resource_uses_the_cluster_provider(case):
@@ -176,7 +189,10 @@ def test_setup_release_installs_atomically_with_secret_values(case):
     assert inputs["atomic"] is True
     assert inputs["cleanupOnFail"] is True
     assert inputs["skipAwait"] is False
-    assert inputs["timeout"] >= 600
+    # Long enough for freshly granted access to take effect and the pods' back-off to retry: the pods
+    # need AcrPull, the federated credential, the blob role and the disk role (the release depends on
+    # them, below), each up to 10 minutes to propagate; then image-pull back-off and MySQL's first start.
+    assert inputs["timeout"] == SETUP_TIMEOUT_SECONDS >= 600 + 300 + 300
     assert is_secret(inputs["values"]), "mlflow_setup values carry passwords: the whole value is secret"
     # The pods need these Azure grants in place first.
     for dependency in (

@@ -5,11 +5,14 @@ from pulumi_azure_native import authorization
 
 from components import chart_values
 from components.cluster import JOBS_POOL_LABEL, JOBS_POOL_TAINT, Cluster, ClusterArgs
+from components.data_guard import DataGuard, DataIdentity
 from components.database_disk import DatabaseDisk, DatabaseDiskArgs
 from components.deployer import Deployer, DeployerArgs
 from components.images import Images, ImagesArgs
+from components.kept_data import KeptData
 from components.mlflow_releases import PROJECT_CHART, MlflowReleases, MlflowReleasesArgs
 from components.monitoring import Monitoring, MonitoringArgs
+from components.naming import data_group_name, mysql_disk_name
 from components.registry import Registry, RegistryArgs
 from components.resource_groups import ResourceGroups, ResourceGroupsArgs
 from components.storage import Storage, StorageArgs
@@ -18,11 +21,33 @@ from settings import load_settings
 
 settings = load_settings()
 client = authorization.get_client_config_output()
+kept_data = (
+    KeptData.in_current_subscription(settings.name_prefix, settings.data_storage_account)
+    if settings.data_storage_account
+    else None
+)
 
+# First, and everything else depends on it: a config change that would replace the data stops here.
+data_guard = DataGuard(
+    "data-guard",
+    identity=DataIdentity(
+        namePrefix=settings.name_prefix,
+        location=settings.location,
+        dataStorageAccount=settings.data_storage_account or "",
+        dataResourceGroup=data_group_name(settings.name_prefix),
+        mysqlDisk=mysql_disk_name(settings.name_prefix),
+    ),
+    allow_replacement=settings.allow_data_replacement,
+)
 groups = ResourceGroups(
     "groups",
     ResourceGroupsArgs(
-        location=settings.location, name_prefix=settings.name_prefix, retain_data=settings.retain_data
+        location=settings.location,
+        name_prefix=settings.name_prefix,
+        retain_data=settings.retain_data,
+        protect_data=settings.protect_data,
+        kept_data=kept_data,
+        depends_on=[data_guard],
     ),
 )
 monitoring = Monitoring(
@@ -71,6 +96,7 @@ deployer = Deployer(
         subscription_id=client.subscription_id,
         registry_id=registry.registry_id,
         cluster_id=cluster.cluster_id,
+        depends_on=[data_guard],
     ),
 )
 storage = Storage(
@@ -82,6 +108,8 @@ storage = Storage(
         sku=settings.storage_sku,
         file_share_quota_gib=settings.file_share_quota_gib,
         retain_on_delete=settings.retain_data,
+        protect=settings.protect_data,
+        kept_data=kept_data,
     ),
 )
 mysql_disk = DatabaseDisk(
@@ -93,6 +121,8 @@ mysql_disk = DatabaseDisk(
         sku=settings.mysql_disk_sku,
         size_gib=settings.mysql_disk_size_gib,
         retain_on_delete=settings.retain_data,
+        protect=settings.protect_data,
+        kept_data=kept_data,
         subscription_id=client.subscription_id,
         cluster_principal_id=cluster.identity_principal_id,
         depends_on=[cluster.managed_cluster],

@@ -20,6 +20,8 @@ from typing import Any
 import pulumi
 import yaml
 
+from components.naming import storage_account_prefix
+
 REPO_ROOT = Path(__file__).resolve().parent
 PROJECT_FILE = REPO_ROOT / "Pulumi.yaml"
 MLPROJECT_FILE = REPO_ROOT / "mlflow_project" / "MLproject"
@@ -53,6 +55,7 @@ _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LOCATION = re.compile(r"^[a-z][a-z0-9]+$")
 _ADMIN_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{2,63}$")
+_STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,10 @@ class Settings:
     data_retention: str
     """`retain`: `pulumi destroy` leaves the data resource group, storage account and MySQL disk; `delete`:
     it doesn't."""
+    data_storage_account: str | None
+    """Storage account an earlier stack kept: adopt it and the rest of its data (None: create new data)."""
+    allow_data_replacement: bool
+    """Let a config change replace the data resources (off: the data guard stops it)."""
     kubernetes_version: str | None
     """AKS version, or None for the AKS default."""
     system_node_vm_size: str
@@ -132,6 +139,11 @@ class Settings:
     @property
     def retain_data(self) -> bool:
         return self.data_retention == "retain"
+
+    @property
+    def protect_data(self) -> bool:
+        """Data resources are `protect`ed while retained, unless their replacement is allowed."""
+        return self.retain_data and not self.allow_data_replacement
 
     @property
     def tracking_identity_subject(self) -> str:
@@ -478,6 +490,16 @@ def _validate(typed: dict[str, Any], problems: list[Problem], mlproject: Path) -
     for key, (ok, rule) in RULES.items():
         if key in typed and not ok(typed[key]):
             problems.append(Problem(key, rule, typed[key]))
+    kept, prefix = typed.get("dataStorageAccount"), typed.get("namePrefix")
+    if kept and isinstance(prefix, str) and not (
+        _STORAGE_ACCOUNT.fullmatch(kept) and kept.startswith(storage_account_prefix(prefix))
+    ):
+        rule = (
+            f"must be empty or the storage account an earlier stack with namePrefix {prefix!r} kept "
+            f"(its storageAccount output, '{storage_account_prefix(prefix)}' + suffix): the data resource "
+            "group and disk are found by that prefix"
+        )
+        problems.append(Problem("dataStorageAccount", rule, kept))
     low, high = typed.get("systemNodeMinCount"), typed.get("systemNodeMaxCount")
     if typed.get("systemNodeAutoscale") and isinstance(low, int) and isinstance(high, int) and low > high:
         problems.append(Problem("systemNodeMinCount", f"must not exceed systemNodeMaxCount ({high})", low))
@@ -513,6 +535,7 @@ def load_settings(
 
     fields = {f.name: typed[config_key(f.name)] for f in dataclasses.fields(Settings)}
     fields["kubernetes_version"] = fields["kubernetes_version"] or None
+    fields["data_storage_account"] = fields["data_storage_account"] or None
     fields["allowed_source_ranges"] = tuple(str(cidr) for cidr in fields["allowed_source_ranges"])
     fields["runs"] = runs
     return Settings(**fields)

@@ -11,6 +11,8 @@ import pulumi
 from pulumi_azure_native import authorization, compute
 
 from components import roles
+from components.kept_data import KeptData
+from components.naming import mysql_disk_name
 
 
 @dataclass
@@ -27,6 +29,10 @@ class DatabaseDiskArgs:
     """Disk size in GiB."""
     retain_on_delete: bool
     """Leave the disk in Azure on `pulumi destroy`."""
+    protect: bool
+    """Protect the disk: Pulumi refuses to delete or replace it."""
+    kept_data: KeptData | None
+    """Data kept by an earlier stack: import its disk (same inputs) instead of creating an empty one."""
     subscription_id: pulumi.Input[str]
     """Subscription of the role definition."""
     cluster_principal_id: pulumi.Input[str]
@@ -48,7 +54,7 @@ class DatabaseDisk(pulumi.ComponentResource):
 
         self.disk = compute.Disk(
             f"{name}-disk",
-            disk_name=f"{args.name_prefix}-mysql",
+            disk_name=mysql_disk_name(args.name_prefix),
             resource_group_name=args.resource_group_name,
             location=args.location,
             sku=compute.DiskSkuArgs(name=args.sku),
@@ -61,7 +67,11 @@ class DatabaseDisk(pulumi.ComponentResource):
             network_access_policy=compute.NetworkAccessPolicy.DENY_ALL,
             public_network_access=compute.PublicNetworkAccess.DISABLED,
             opts=pulumi.ResourceOptions(
-                parent=self, retain_on_delete=args.retain_on_delete, depends_on=args.depends_on
+                parent=self,
+                retain_on_delete=args.retain_on_delete,
+                protect=args.protect,
+                import_=args.kept_data.disk_id if args.kept_data else None,
+                depends_on=args.depends_on,
             ),
         )
         # A disk outside the node resource group: the AKS documentation for static Azure Disk volumes asks

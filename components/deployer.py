@@ -3,7 +3,7 @@ registry) and fetches cluster credentials (`Azure Kubernetes Service Cluster Use
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_azuread as azuread
@@ -24,6 +24,8 @@ class DeployerArgs:
     """Scope of AcrPush and Contributor."""
     cluster_id: pulumi.Input[str]
     """Scope of the AKS Cluster User Role."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """What must exist before the Entra ID application is created (the data guard)."""
 
 
 class Deployer(pulumi.ComponentResource):
@@ -45,7 +47,7 @@ class Deployer(pulumi.ComponentResource):
             f"{name}-app",
             display_name=f"{args.name_prefix}-deployer",
             owners=[current.object_id],
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
         self.service_principal = azuread.ServicePrincipal(
             f"{name}-sp",

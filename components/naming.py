@@ -1,4 +1,6 @@
-"""Names that must be unique across all of Azure (storage accounts, registries)."""
+"""Names of the Azure resources, and random suffixes for those that must be unique across all of Azure
+(storage accounts, registries). The data resources' names are written here once: the components that
+create them, the adoption of kept data (components/kept_data.py) and the data guard all use them."""
 
 from __future__ import annotations
 
@@ -7,9 +9,28 @@ import pulumi_random as random
 
 GLOBAL_SUFFIX_LENGTH = 8
 """Random lowercase letters and digits appended to a globally unique name."""
+ARTIFACTS_CONTAINER = "mlflow-artifacts"
+PROJECTS_SHARE = "mlflow-projects"
 
 
-def global_name_suffix(name: str, parent: pulumi.Resource) -> pulumi.Output[str]:
+def platform_group_name(name_prefix: str) -> str:
+    return f"{name_prefix}-platform"
+
+
+def data_group_name(name_prefix: str) -> str:
+    return f"{name_prefix}-data"
+
+
+def mysql_disk_name(name_prefix: str) -> str:
+    return f"{name_prefix}-mysql"
+
+
+def storage_account_prefix(name_prefix: str) -> str:
+    """The storage account's name before its random suffix (3-24 lowercase letters and digits in all)."""
+    return f"{name_prefix}data"
+
+
+def global_name_suffix(name: str, parent: pulumi.Resource, *, protect: bool = False) -> pulumi.Output[str]:
     """A random suffix, fixed for the life of the stack, for a name no other Azure tenant may hold.
 
     Lowercase letters and digits only: the one alphabet both storage account and registry names accept.
@@ -21,6 +42,7 @@ def global_name_suffix(name: str, parent: pulumi.Resource) -> pulumi.Output[str]
         upper=False,
         numeric=True,
         special=False,
-        opts=pulumi.ResourceOptions(parent=parent),
+        # A protected resource's name must not change under it: the suffix is protected with it.
+        opts=pulumi.ResourceOptions(parent=parent, protect=protect),
     )
     return suffix.result

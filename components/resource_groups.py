@@ -3,10 +3,13 @@ the MySQL disk)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_azure_native import resources
+
+from components.kept_data import KeptData
+from components.naming import data_group_name, platform_group_name
 
 
 @dataclass
@@ -17,6 +20,12 @@ class ResourceGroupsArgs:
     """Prefix of both group names."""
     retain_data: bool
     """Keep the data group in Azure on `pulumi destroy` (`dataRetention: retain`)."""
+    protect_data: bool = False
+    """Protect the data group: Pulumi refuses to delete or replace it."""
+    kept_data: KeptData | None = None
+    """Data kept by an earlier stack: import its group instead of creating one."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """What must exist first (the data guard): every other resource derives from these groups."""
 
 
 class ResourceGroups(pulumi.ComponentResource):
@@ -30,17 +39,23 @@ class ResourceGroups(pulumi.ComponentResource):
 
         self.platform = resources.ResourceGroup(
             f"{name}-platform",
-            resource_group_name=f"{args.name_prefix}-platform",
+            resource_group_name=platform_group_name(args.name_prefix),
             location=args.location,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
         # With retain_on_delete, `pulumi destroy` forgets the group instead of deleting it, so the
         # experiments' artifacts and the project files outlive a teardown.
         self.data = resources.ResourceGroup(
             f"{name}-data",
-            resource_group_name=f"{args.name_prefix}-data",
+            resource_group_name=data_group_name(args.name_prefix),
             location=args.location,
-            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain_data),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=args.depends_on,
+                retain_on_delete=args.retain_data,
+                protect=args.protect_data,
+                import_=args.kept_data.resource_group_id if args.kept_data else None,
+            ),
         )
         self.platform_name = self.platform.name
         self.data_name = self.data.name

@@ -9,10 +9,8 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_azure_native import storage
 
-from components.naming import global_name_suffix
-
-ARTIFACTS_CONTAINER = "mlflow-artifacts"
-PROJECTS_SHARE = "mlflow-projects"
+from components.kept_data import KeptData
+from components.naming import ARTIFACTS_CONTAINER, PROJECTS_SHARE, global_name_suffix, storage_account_prefix
 
 
 @dataclass
@@ -29,6 +27,12 @@ class StorageArgs:
     """Quota of the project file share."""
     retain_on_delete: bool
     """Leave account, container and share in Azure on `pulumi destroy`."""
+    protect: bool = False
+    """Protect account, container and share (and the name's suffix): Pulumi refuses to delete or replace
+    them."""
+    kept_data: KeptData | None = None
+    """Data kept by an earlier stack: import its account, container and share (same inputs) instead of
+    creating new ones."""
 
 
 class Storage(pulumi.ComponentResource):
@@ -45,13 +49,26 @@ class Storage(pulumi.ComponentResource):
         super().__init__("mlflow-aks:foundation:Storage", name, None, opts)
         # The data outlives the platform: the account and both children are only forgotten on destroy,
         # never deleted (deleting the container or share alone would already lose the data).
-        keep = pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain_on_delete)
+        kept = args.kept_data
 
-        # Storage account names are global across Azure: 3-24 lowercase letters and digits.
-        suffix = global_name_suffix(name, self)
+        def keep(import_id: str | None) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(
+                parent=self,
+                retain_on_delete=args.retain_on_delete,
+                protect=args.protect,
+                import_=import_id if kept else None,
+            )
+
+        # Storage account names are global across Azure: 3-24 lowercase letters and digits. An adopted
+        # account keeps the name it has (its random suffix came from the stack that created it).
+        if kept:
+            account_name: pulumi.Input[str] = kept.storage_account
+        else:
+            suffix = global_name_suffix(name, self, protect=args.protect)
+            account_name = suffix.apply(lambda s: f"{storage_account_prefix(args.name_prefix)}{s}")
         self.account = storage.StorageAccount(
             f"{name}-account",
-            account_name=suffix.apply(lambda s: f"{args.name_prefix}data{s}"),
+            account_name=account_name,
             resource_group_name=args.resource_group_name,
             location=args.location,
             kind=storage.Kind.STORAGE_V2,
@@ -59,7 +76,7 @@ class Storage(pulumi.ComponentResource):
             enable_https_traffic_only=True,
             minimum_tls_version=storage.MinimumTlsVersion.TLS1_2,
             allow_blob_public_access=False,
-            opts=keep,
+            opts=keep(kept and kept.storage_account_id),
         )
         container = storage.BlobContainer(
             f"{name}-artifacts",
@@ -67,7 +84,7 @@ class Storage(pulumi.ComponentResource):
             account_name=self.account.name,
             resource_group_name=args.resource_group_name,
             public_access=storage.PublicAccess.NONE,
-            opts=keep,
+            opts=keep(kept and kept.container_id),
         )
         share = storage.FileShare(
             f"{name}-projects",
@@ -76,7 +93,7 @@ class Storage(pulumi.ComponentResource):
             resource_group_name=args.resource_group_name,
             share_quota=args.file_share_quota_gib,
             enabled_protocols=storage.EnabledProtocols.SMB,
-            opts=keep,
+            opts=keep(kept and kept.share_id),
         )
 
         keys = storage.list_storage_account_keys_output(

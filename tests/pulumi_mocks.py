@@ -142,13 +142,21 @@ def _computed_outputs(type_: str, name: str, inputs: dict[str, Any], id_: str) -
     out: dict[str, Any] = {"name": explicit or name}
     if type_.startswith("azure-native:"):
         out["id"] = f"/subscriptions/{SUBSCRIPTION_ID}/mock/{type_.split(':')[-1]}/{out['name']}"
-    if type_ == "azure-native:compute:Disk":
-        # The real id's shape: the chart's schema checks it (it is the CSI volume handle).
-        group = plain(inputs.get("resourceGroupName"))
-        out["id"] = (
-            f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{group}"
-            f"/providers/Microsoft.Compute/disks/{out['name']}"
-        )
+    # The data resources get ids of Azure's real shape: the disk's is the CSI volume handle (the chart's
+    # schema checks it), and adopting kept data imports by exactly these ids.
+    group = plain(inputs.get("resourceGroupName"))
+    group_id = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{group}"
+    account_id = f"{group_id}/providers/Microsoft.Storage/storageAccounts/{plain(inputs.get('accountName'))}"
+    if type_ == "azure-native:resources:ResourceGroup":
+        out["id"] = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{out['name']}"
+    elif type_ == "azure-native:storage:StorageAccount":
+        out["id"] = account_id
+    elif type_ == "azure-native:storage:BlobContainer":
+        out["id"] = f"{account_id}/blobServices/default/containers/{out['name']}"
+    elif type_ == "azure-native:storage:FileShare":
+        out["id"] = f"{account_id}/fileServices/default/shares/{out['name']}"
+    elif type_ == "azure-native:compute:Disk":
+        out["id"] = f"{group_id}/providers/Microsoft.Compute/disks/{out['name']}"
     if type_ == "azure-native:containerservice:ManagedCluster":
         out["identity"] = {**plain(inputs.get("identity", {})), "principalId": CLUSTER_PRINCIPAL_ID}
         out["oidcIssuerProfile"] = {"enabled": True, "issuerURL": OIDC_ISSUER_URL}

@@ -50,6 +50,12 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"location": "West Europe"}, "location"),
     ({"deployerPasswordEndDate": "next year"}, "deployerPasswordEndDate"),
     ({"deployerPasswordEndDate": "2001-01-01T00:00:00Z"}, "deployerPasswordEndDate"),
+    # Kept data is found by the prefix its account name starts with: another prefix's account, or no
+    # storage account name at all, cannot be adopted.
+    ({"dataStorageAccount": "otherdata0a1b2c3d"}, "dataStorageAccount"),
+    ({"dataStorageAccount": "mlflowdata_0a1b"}, "dataStorageAccount"),
+    ({"dataStorageAccount": "mlflowdata" + "x" * 20}, "dataStorageAccount"),
+    ({"allowDataReplacement": "yes"}, "allowDataReplacement"),
 ]
 
 
@@ -110,7 +116,7 @@ def test_declared_defaults_are_valid_and_become_the_settings():
     declared = declared_config()
     for field in dataclasses.fields(Settings):
         default = declared[config_key(field.name)]["default"]
-        if field.name == "kubernetes_version":
+        if field.name in ("kubernetes_version", "data_storage_account"):  # empty string: not set
             default = default or None
         value = getattr(settings, field.name)
         assert (list(value) if isinstance(value, tuple) else value) == default, field.name
@@ -128,6 +134,13 @@ def test_declared_defaults_are_valid_and_become_the_settings():
         ({"kubernetesVersion": ""}, "kubernetes_version", None),
         ({"namePrefix": "abc"}, "name_prefix", "abc"),
         ({"mysqlDiskSizeGib": "64"}, "mysql_disk_size_gib", 64),
+        ({"dataStorageAccount": "mlflowdatak3p9x2ab"}, "data_storage_account", "mlflowdatak3p9x2ab"),
+        (
+            {"namePrefix": "team7", "dataStorageAccount": "team7data0a1b2c3d"},
+            "data_storage_account",
+            "team7data0a1b2c3d",
+        ),
+        ({"allowDataReplacement": "true"}, "allow_data_replacement", True),
         ({"mysqlDiskSku": "Premium_ZRS"}, "mysql_disk_sku", "Premium_ZRS"),
         ({"namePrefix": "abcdefghijk"}, "name_prefix", "abcdefghijk"),
         (

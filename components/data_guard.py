@@ -1,0 +1,99 @@
+"""A config change never replaces the team's data by accident.
+
+The data resource group, the storage account (artifacts, project files), its container and share, and the
+MySQL disk (runs, metrics, users) are replaced, that is deleted and created empty, when their names or
+region change: `namePrefix`, `location`, or the adopted `dataStorageAccount`. `DataGuard` is the first
+resource the program declares, and every other one depends on it. Its inputs are exactly those
+identities; on a stack that already holds them, its provider's diff compares them with the state and
+refuses any change, naming the key and the data at risk, unless `allowDataReplacement` is true. A refused
+diff fails `pulumi preview` and the preview of `pulumi up`, before anything changes (and with
+`--skip-preview`, nothing else is registered before the guard's step has passed).
+
+`protect` on the data resources (while `dataRetention: retain`) is the second line: the engine refuses
+to delete or replace a protected resource whatever the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pulumi
+from pulumi import dynamic
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    """What decides whether the data resources are kept or replaced: their names and region."""
+
+    # Named after the config keys they come from (the refusal names them).
+    namePrefix: str
+    location: str
+    dataStorageAccount: str
+    dataResourceGroup: str
+    mysqlDisk: str
+
+
+# What each identity key puts at risk, for the refusal's message.
+_AT_RISK = {
+    "namePrefix": "the data resource group, storage account and MySQL disk (their names start with it)",
+    "location": "every data resource (a resource's region cannot change in place)",
+    "dataStorageAccount": "the storage account, its artifacts container and projects share",
+    "dataResourceGroup": "the data resource group and all it holds",
+    "mysqlDisk": "the MySQL disk (runs, metrics, models, users and permissions)",
+}
+
+
+class DataReplacementRefused(Exception):
+    """The new configuration would replace data resources, and allowDataReplacement is not set."""
+
+
+def refusal(old: dict[str, Any], new: dict[str, Any]) -> str:
+    lines = [
+        f"  - {key}: {old.get(key)!r} -> {new.get(key)!r} would replace {_AT_RISK.get(key, 'data resources')}"
+        for key in sorted(new)
+        if old.get(key) != new.get(key)
+    ]
+    return (
+        "refusing to change the configuration the stack's data lives under; nothing was changed:\n"
+        + "\n".join(lines)
+        + f"\nThe data in the resource group {old.get('dataResourceGroup')!r} stays as it is. Put the keys "
+        "back, or, to move to new (empty) data resources on purpose: `pulumi config set allowDataReplacement "
+        "true` (and `dataRetention delete` to let Pulumi delete the old ones), run `pulumi up`, then set it "
+        "back to false."
+    )
+
+
+class DataGuardProvider(dynamic.ResourceProvider):
+    """Records the data identity; refuses to change it unless the change is allowed."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
+        return dynamic.CreateResult(id_="data-guard", outs=props)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
+        old, new = olds.get("identity") or {}, news.get("identity") or {}
+        moved = old != new
+        if moved and not news.get("allow_replacement"):
+            raise DataReplacementRefused(refusal(old, new))
+        changed = moved or olds.get("allow_replacement") != news.get("allow_replacement")
+        return dynamic.DiffResult(changes=changed, replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
+        return dynamic.UpdateResult(outs=news)
+
+
+class DataGuard(dynamic.Resource, module="mlflow-aks", name="DataGuard"):
+    """Stops a `pulumi up` whose configuration would replace the stack's data resources."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        identity: DataIdentity,
+        allow_replacement: bool,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        props = {"identity": asdict(identity), "allow_replacement": allow_replacement}
+        super().__init__(DataGuardProvider(), name, props, opts)

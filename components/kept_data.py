@@ -1,0 +1,54 @@
+"""The data a stack with `dataRetention: retain` leaves in Azure, found again by name for adoption.
+
+`pulumi destroy --exclude-protected` keeps the data resources in Azure and in the stack's state, so the
+same stack's next `pulumi up` simply uses them. A *new* stack (or the same one after `pulumi stack rm`)
+adopts them with one config value, `dataStorageAccount` (the old stack's `storageAccount` output): the
+program then declares the data resource group, the storage account, its container and share and the
+MySQL disk with the `import` option and the same inputs as the stack that created them, so the first
+`pulumi up` imports them instead of creating them, and no later one replaces them (Pulumi keeps an
+imported resource whose id matches, pulumi/pulumi developer-docs/architecture/import.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pulumi_azure_native import authorization
+
+from components.naming import ARTIFACTS_CONTAINER, PROJECTS_SHARE, data_group_name, mysql_disk_name
+
+
+@dataclass(frozen=True)
+class KeptData:
+    """Azure resource ids of a stack's kept data resources (what `import` takes)."""
+
+    subscription_id: str
+    name_prefix: str
+    storage_account: str
+
+    @classmethod
+    def in_current_subscription(cls, name_prefix: str, storage_account: str) -> KeptData:
+        """The kept data of prefix `name_prefix` in the subscription `pulumi up` deploys to."""
+        return cls(authorization.get_client_config().subscription_id, name_prefix, storage_account)
+
+    @property
+    def resource_group_id(self) -> str:
+        return f"/subscriptions/{self.subscription_id}/resourceGroups/{data_group_name(self.name_prefix)}"
+
+    @property
+    def storage_account_id(self) -> str:
+        return f"{self.resource_group_id}/providers/Microsoft.Storage/storageAccounts/{self.storage_account}"
+
+    @property
+    def container_id(self) -> str:
+        return f"{self.storage_account_id}/blobServices/default/containers/{ARTIFACTS_CONTAINER}"
+
+    @property
+    def share_id(self) -> str:
+        return f"{self.storage_account_id}/fileServices/default/shares/{PROJECTS_SHARE}"
+
+    @property
+    def disk_id(self) -> str:
+        return (
+            f"{self.resource_group_id}/providers/Microsoft.Compute/disks/{mysql_disk_name(self.name_prefix)}"
+        )

@@ -132,7 +132,8 @@ def initialise(paths: MariaDBPaths) -> None:
         _chown_tree(paths.root, user)
 
 
-def start(paths: MariaDBPaths, port: int) -> Proc:
+def start(paths: MariaDBPaths, port: int, extra_args: list[str] | None = None) -> Proc:
+    """`mariadbd` on 127.0.0.1:`port` with the stack's settings, plus `extra_args` (e.g. --init-file)."""
     bins = binaries()
     user = _run_as()
     argv = [
@@ -155,6 +156,7 @@ def start(paths: MariaDBPaths, port: int) -> Proc:
     ]
     if user:
         argv.append(f"--user={user}")
+    argv += extra_args or []
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     proc = spawn("mariadb", argv, env=env, log=paths.root / "mariadbd.out")
     # The error log is written by mariadbd itself; show it if it dies.

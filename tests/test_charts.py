@@ -289,6 +289,10 @@ def test_schema_migration_runs_before_the_server(private_setup):
     assert migrate["image"] == server_container(private_setup)["image"]
     env = {e["name"]: e for e in migrate["env"]}
     assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]["key"] == "backend-store-uri"
+    # It also gives a database without this stack's admin password (new, or kept from another stack)
+    # the stack's one: the server never needs an old stack's secret.
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"]["value"] == cr.SETUP_CONTEXTS["private"].admin_username
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "admin-password"
     strategy = tracking_deployment(private_setup)["spec"]["strategy"]["rollingUpdate"]
     assert strategy["maxUnavailable"] == 0
 

@@ -182,18 +182,36 @@ def test_tracking_image_imports_and_runs_its_entry_points(image_venvs, tmp_path)
         "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/mlflow.db",
         "MLFLOW_AUTH_CONFIG_PATH": str(ini),
         "MLFLOW_RUN_USERNAME": "runner",
+        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
     }
     # One interpreter (MLflow takes seconds to import): migrate.py as the init container runs it, then
     # again with a new run password (nothing left to migrate; the run user's password is reset), then
-    # what the server imports and what migrate.py left behind.
+    # what the server imports and what migrate.py left behind. Between runs the admin changes their
+    # password (kept: the stack's was applied before), then another stack's secrets arrive (applied).
     script = textwrap.dedent(f"""
         import os, runpy
-        for password in ("first-password-1", "second-pass-2"):
-            os.environ["MLFLOW_RUN_PASSWORD"] = password
+        from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+        def migrate(run_password, admin_password):
+            os.environ["MLFLOW_RUN_PASSWORD"] = run_password
+            os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"] = admin_password
             try:
                 runpy.run_path({str(app / "migrate.py")!r}, run_name="__main__")
             except SystemExit as e:
                 assert e.code in (0, None), f"migrate.py exited {{e.code}}"
+        def users():
+            store = SqlAlchemyStore()
+            store.init_db("sqlite:///{tmp_path}/auth.db")
+            return store
+        migrate("first-password-1", "stack-admin-A1")
+        assert users().authenticate_user("admin", "stack-admin-A1") and users().get_user("admin").is_admin
+        users().update_user("admin", password="changed-by-the-admin-7")
+        migrate("second-pass-2", "stack-admin-A1")
+        assert users().authenticate_user("admin", "changed-by-the-admin-7"), "a changed password stays"
+        assert not users().authenticate_user("admin", "stack-admin-A1")
+        migrate("second-pass-2", "other-stack-B2")  # the data adopted by another stack
+        assert users().authenticate_user("admin", "other-stack-B2"), "the new stack's password applies"
+        assert not users().authenticate_user("admin", "changed-by-the-admin-7")
+        assert users().get_user("admin").is_admin
         import azure.identity, azure.storage.blob, pymysql
         import mlflow.server.auth  # the basic-auth app of mlflow[auth]
         from mlflow.store.artifact.azure_blob_artifact_repo import AzureBlobArtifactRepository
@@ -215,6 +233,9 @@ def test_tracking_image_imports_and_runs_its_entry_points(image_venvs, tmp_path)
     done = run_in(python, "-c", script, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "created the run user" in done.stderr and "reset the password" in done.stderr
+    admin_steps = re.findall(r"(created|set|kept) the admin user", done.stderr)
+    assert admin_steps == ["created", "kept", "set"], done.stderr[-3000:]
+    assert "stack-admin" not in done.stderr and "other-stack" not in done.stderr, "no password is logged"
 
 
 def project_imports() -> set[str]:

@@ -8,6 +8,14 @@ MLFLOW_AUTH_CONFIG_PATH.
 
 With MLFLOW_RUN_USERNAME and MLFLOW_RUN_PASSWORD set, it then makes sure that basic-auth user exists
 as a non-admin with that password: the identity of run Jobs, which so never hold the admin password.
+The platform owns that password: it is set to the stack's at every start.
+
+With MLFLOW_AUTH_ADMIN_USERNAME and MLFLOW_AUTH_ADMIN_PASSWORD set, the admin user exists, and takes
+the stack's admin password whenever that password is not the one last applied to this database: on a
+fresh database, and on data kept from another stack (adopted after `pulumi destroy`, whose admin
+password is gone with it). Otherwise it is left alone, so a password the admin changed through the UI
+stays changed: the stack's `adminPassword` output is the *initial* password. What was last applied is
+recorded as a keyed hash in the auth database's table `mlflow_aks_platform`, never the password.
 
 Pods that start together would otherwise run the same migration at once; on MySQL/MariaDB a named
 lock (GET_LOCK) makes them take turns, and the second one finds nothing left to do.
@@ -16,6 +24,8 @@ lock (GET_LOCK) makes them take turns, and the second one finds nothing left to 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import sys
@@ -101,6 +111,78 @@ def ensure_run_user(auth_uri: str, username: str, password: str) -> None:
         store.engine.dispose()
 
 
+PLATFORM_TABLE = "mlflow_aks_platform"
+ADMIN_PASSWORD_APPLIED = "admin_password_applied"  # noqa: S105 - a row name, not a password
+
+
+def _fingerprint(password: str) -> str:
+    """What the database keeps of an applied admin password: enough to recognise it, nothing to use."""
+    return hmac.new(password.encode(), b"mlflow-aks admin password applied", hashlib.sha256).hexdigest()
+
+
+def _applied(engine: sqlalchemy.engine.Engine) -> str | None:
+    with engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                f"CREATE TABLE IF NOT EXISTS {PLATFORM_TABLE} "
+                "(name VARCHAR(64) NOT NULL PRIMARY KEY, value VARCHAR(255) NOT NULL)"
+            )
+        )
+        return conn.execute(
+            sqlalchemy.text(f"SELECT value FROM {PLATFORM_TABLE} WHERE name = :name"),  # noqa: S608
+            {"name": ADMIN_PASSWORD_APPLIED},
+        ).scalar()
+
+
+def _record_applied(engine: sqlalchemy.engine.Engine, fingerprint: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text(f"DELETE FROM {PLATFORM_TABLE} WHERE name = :name"),  # noqa: S608
+            {"name": ADMIN_PASSWORD_APPLIED},
+        )
+        conn.execute(
+            sqlalchemy.text(f"INSERT INTO {PLATFORM_TABLE} (name, value) VALUES (:name, :value)"),  # noqa: S608
+            {"name": ADMIN_PASSWORD_APPLIED, "value": fingerprint},
+        )
+
+
+def ensure_admin(auth_uri: str, username: str, password: str) -> str:
+    """The admin exists; it takes the stack's password unless that password was already applied here.
+
+    Returns what was done: "created", "aligned" (the database had another stack's password, or one from
+    before this record existed) or "kept" (the stack's password was applied before: a password the admin
+    has changed since stays).
+    """
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    store.init_db(auth_uri)
+    try:
+        fingerprint = _fingerprint(password)
+        applied = _applied(store.engine)
+        if not store.has_user(username, use_primary=True):
+            store.create_user(username, password, is_admin=True)
+            outcome = "created"
+        elif applied != fingerprint:
+            store.update_user(username, password=password, is_admin=True)
+            outcome = "aligned"
+        else:
+            outcome = "kept"
+        if applied != fingerprint:
+            _record_applied(store.engine, fingerprint)
+        log.info(
+            {
+                "created": "created the admin user %r with the stack's admin password",
+                "aligned": "set the admin user %r to the stack's admin password (first start with it)",
+                "kept": "kept the admin user %r's password (the stack's was applied before)",
+            }[outcome],
+            username,
+        )
+        return outcome
+    finally:
+        store.engine.dispose()
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from mlflow.db import upgrade as upgrade_tracking_db
@@ -118,6 +200,12 @@ def main() -> int:
         upgrade_tracking_db.main([tracking_uri], standalone_mode=False)
         log.info("migrating the basic-auth database")
         upgrade_auth_db.main(["--url", auth_uri], standalone_mode=False)
+        admin, admin_password = (
+            os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME"),
+            os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"),
+        )
+        if admin and admin_password:
+            ensure_admin(auth_uri, admin, admin_password)
         run_user, run_password = os.environ.get("MLFLOW_RUN_USERNAME"), os.environ.get("MLFLOW_RUN_PASSWORD")
         if run_user and run_password:
             ensure_run_user(auth_uri, run_user, run_password)

@@ -37,3 +37,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" $repo .Values.image.tag -}}
 {{- end -}}
 {{- end }}
+
+{{/* Where the StatefulSet mounts align.sql (the Secret's key of that name). */}}
+{{- define "mysql.alignFile" -}}
+/etc/mysql/align/align.sql
+{{- end }}
+
+{{/* A MySQL string literal: quotes and backslashes escaped (the default sql_mode reads backslash escapes). */}}
+{{- define "mysql.string" -}}
+'{{ . | replace "\\" "\\\\" | replace "'" "''" }}'
+{{- end }}
+
+{{- define "mysql.alignSql" -}}
+{{- $root := include "mysql.string" .Values.auth.rootPassword -}}
+{{- $user := printf "%s@'%%'" (include "mysql.string" .Values.auth.username) -}}
+ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED BY {{ $root }};
+ALTER USER IF EXISTS 'root'@'%' IDENTIFIED BY {{ $root }};
+CREATE USER IF NOT EXISTS {{ $user }} IDENTIFIED BY {{ include "mysql.string" .Values.auth.password }};
+ALTER USER {{ $user }} IDENTIFIED BY {{ include "mysql.string" .Values.auth.password }};
+{{- range (prepend .Values.auth.extraDatabases .Values.auth.database) }}
+CREATE DATABASE IF NOT EXISTS `{{ . }}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+GRANT ALL PRIVILEGES ON `{{ . }}`.* TO {{ $user }};
+{{- end }}
+{{- end }}

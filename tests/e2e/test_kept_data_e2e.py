@@ -1,0 +1,154 @@
+"""Data kept from one stack, started with another stack's secrets: everything is there, and both the admin
+and the run user log in with the *new* stack's passwords (no old secret is needed).
+
+The local stack runs the chart's schema-migration step (migrate.py) before the server, as the cluster's
+init container does: it sets the admin to the stack's admin password on a database that has not had it
+(and the run user's at every start); the local MariaDB user is aligned at every start as the chart's
+align.sql does for MySQL (tests/test_mysql_align.py runs that SQL on a real server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from local import LocalStack, StackConfig, free_ports
+from local.stack import _SECRET_GENERATORS
+
+API = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    # Not pytest's tmp_path: MariaDB runs as user `mysql`, who cannot enter /tmp/pytest-of-root (0700).
+    directory = Path(tempfile.mkdtemp(prefix="mlflow-aks-kept-"))
+    os.chmod(directory, 0o755)  # noqa: S103 (secrets inside are 0600)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _stack(workdir: Path, helm_bin: str) -> LocalStack:
+    server, mysql, azurite = free_ports(3)
+    return LocalStack(
+        StackConfig(
+            workdir=workdir / "stack",
+            server_port=server,
+            mysql_port=mysql,
+            azurite_port=azurite,
+            storage_account="keptaccount",
+            container="kept-artifacts",
+            helm=helm_bin,
+        )
+    )
+
+
+def _env(stack: LocalStack, user: str, password: str) -> dict[str, str]:
+    return {
+        "MLFLOW_TRACKING_URI": stack.tracking_uri,
+        "MLFLOW_TRACKING_USERNAME": user,
+        "MLFLOW_TRACKING_PASSWORD": password,
+    }
+
+
+def _with_env(env: dict[str, str], action):
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return action()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_kept_data_serves_the_next_stack_with_its_own_secrets(workdir, helm_bin) -> None:
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+
+    first = _stack(workdir, helm_bin)
+    old_secrets = dict(first.secrets)
+    with first:
+        admin = first.admin_credentials()
+
+        def log_team_history() -> tuple[str, str]:
+            client = MlflowClient(first.tracking_uri)
+            experiment_id = client.create_experiment("kept-history")
+            run = client.create_run(experiment_id)
+            client.log_param(run.info.run_id, "C", "0.5")
+            for step in range(5):
+                client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
+            model = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1]))
+            with mlflow.start_run(run_id=run.info.run_id):
+                mlflow.set_tracking_uri(first.tracking_uri)
+                mlflow.sklearn.log_model(model, name="model", registered_model_name="kept-model")
+            return experiment_id, run.info.run_id
+
+        experiment_id, run_id = _with_env(_env(first, *admin), log_team_history)
+        with httpx.Client(base_url=first.tracking_uri, timeout=30, auth=admin) as http:
+            created = http.post(
+                "/api/2.0/mlflow/users/create", json={"username": "alice", "password": "Alice-own-pw-1"}
+            )
+            assert created.status_code == 200, created.text
+            granted = http.post(
+                "/api/3.0/mlflow/users/permissions/grant",
+                json={"username": "alice", "resource_type": "experiment", "resource_id": experiment_id,
+                      "permission": "MANAGE"},
+            )  # fmt: skip
+            assert granted.status_code == 200, granted.text
+
+    # Another stack's secrets for the same data: every generated secret is new.
+    secrets_file = first.workdir / "secrets.json"
+    new_secrets = {name: make() for name, make in _SECRET_GENERATORS.items()}
+    assert all(new_secrets[k] != old_secrets[k] for k in new_secrets)
+    secrets_file.write_text(json.dumps(new_secrets))
+
+    second = _stack(workdir, helm_bin)  # same working directory (same data), new ports and secrets
+    with second:
+        admin = second.admin_credentials()
+        runner = second.run_credentials()
+        assert admin[1] == new_secrets["admin_password"] and runner[1] == new_secrets["run_password"]
+        with httpx.Client(base_url=second.tracking_uri, timeout=30) as http:
+            assert http.get(API, auth=admin).status_code == 200, "the admin logs in with the new password"
+            assert http.get(API, auth=runner).status_code == 200, "the run user logs in with the new password"
+            assert http.get(API, auth=(admin[0], old_secrets["admin_password"])).status_code == 401
+            assert http.get(API, auth=(runner[0], old_secrets["run_password"])).status_code == 401
+            # A person's own password is theirs, not the platform's: it still works, with its permission.
+            assert http.get(API, auth=("alice", "Alice-own-pw-1")).status_code == 200
+            permission = http.get(
+                "/api/3.0/mlflow/users/permissions/get",
+                params={"username": "alice", "resource_type": "experiment", "resource_id": experiment_id},
+                auth=admin,
+            )
+            assert permission.status_code == 200, permission.text
+            assert permission.json()["permission"] == "MANAGE"
+
+        def read_history() -> None:
+            client = MlflowClient(second.tracking_uri)
+            run = client.get_run(run_id)
+            assert run.info.experiment_id == experiment_id
+            assert run.data.params == {"C": "0.5"}
+            history = client.get_metric_history(run_id, "loss")
+            assert [(m.step, m.value) for m in history] == [(s, 1.0 / (s + 1)) for s in range(5)]
+            [version] = client.search_model_versions("name='kept-model'")
+            assert version.run_id == run_id
+            mlflow.set_tracking_uri(second.tracking_uri)
+            model = mlflow.pyfunc.load_model("models:/kept-model/1")
+            assert list(model.predict(np.array([[0.0], [3.0]]))) == [0, 1]
+
+        _with_env(_env(second, *admin), read_history)
+        # The run user writes too (its own experiment), as a run Job would.
+        _with_env(
+            _env(second, *runner),
+            lambda: MlflowClient(second.tracking_uri).create_experiment("kept-runner-check"),
+        )

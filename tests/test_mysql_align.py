@@ -1,0 +1,177 @@
+"""charts/mysql aligns the database accounts with the release's secrets at every start on existing data.
+
+A data directory kept from an earlier stack (or a disk adopted by a new one) holds that stack's passwords.
+The StatefulSet's command runs the server with `--init-file=align.sql` whenever the data directory
+already exists, and align.sql (rendered into the chart's Secret) sets root's and the application
+user's passwords to the current ones and restores the user's databases and grants. These tests run
+the rendered command with a stand-in entrypoint, and the rendered SQL on a real server (Debian's
+MariaDB, the local stack's database; the chart runs MySQL 8.4, which accepts the same statements).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from local import free_port
+from local import mariadb as local_mariadb
+from local.procs import stop
+from tests import chart_render as cr
+
+# Passwords a quoting mistake would break: quotes, a backslash, SQL and URL specials.
+OLD = {"root": "old-root-Pw1", "user": "old-user-Pw1"}
+NEW = {"root": "n'ew\\Ro\"ot%_1", "user": "p'a\\ss:w@rd;--"}
+
+
+@pytest.fixture(scope="module")
+def mysql_objects(helm_bin, tmp_path_factory) -> list[dict]:
+    values = {
+        "auth": {
+            "rootPassword": NEW["root"],
+            "password": NEW["user"],
+            "username": "mlflow",
+            "database": "mlflow",
+            "extraDatabases": ["mlflow_auth"],
+        },
+        "persistence": {"existingClaim": "mlflow-mysql-data"},
+    }
+    return cr.render(helm_bin, cr.MYSQL_CHART, "mlflow", values, tmp_path_factory.mktemp("mysql"))
+
+
+def _container(objects: list[dict]) -> dict:
+    return cr.one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+
+
+def _align_sql(objects: list[dict]) -> str:
+    return base64.b64decode(cr.one(objects, "Secret")["data"]["align.sql"]).decode()
+
+
+def test_align_sql_is_mounted_where_the_command_reads_it(mysql_objects):
+    sts = cr.one(mysql_objects, "StatefulSet")
+    container, pod = _container(mysql_objects), sts["spec"]["template"]["spec"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "align"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "align"]
+    assert volume["secret"]["secretName"] == cr.one(mysql_objects, "Secret")["metadata"]["name"]
+    [item] = volume["secret"]["items"]
+    assert item["key"] == "align.sql"
+    assert f"--init-file={mount['mountPath']}/{item['path']}" in container["command"][2]
+    assert volume["secret"]["defaultMode"] == 0o440 and mount["readOnly"] is True
+    # A new Secret (new passwords) rolls the pod, so the next start applies them.
+    assert "checksum/secret" in sts["spec"]["template"]["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["existing-data", "empty-volume"])
+def test_the_command_aligns_only_an_existing_data_directory(mysql_objects, tmp_path, existing):
+    """Existing data: the entrypoint gets --init-file. An empty volume: the image's own first-start
+    initialisation sets the passwords (an init file there would lock it out of its own set-up)."""
+    container = _container(mysql_objects)
+    shim = tmp_path / "bin" / "docker-entrypoint.sh"
+    shim.parent.mkdir()
+    shim.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
+    datadir = tmp_path / "data"
+    if existing:
+        (datadir / "mysql").mkdir(parents=True)
+    args = [a if not a.startswith("--datadir=") else f"--datadir={datadir}" for a in container["args"]]
+    assert len(args) == len(container["args"]) and any(a.startswith("--datadir=") for a in args)
+    done = subprocess.run(
+        [*container["command"], *args],
+        env={"PATH": f"{shim.parent}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    passed = done.stdout.splitlines()
+    assert passed[0] == "mysqld" and passed[1 : 1 + len(args)] == args
+    init_files = [a for a in passed if a.startswith("--init-file=")]
+    assert init_files == (["--init-file=/etc/mysql/align/align.sql"] if existing else [])
+
+
+@pytest.fixture
+def old_database() -> Iterator[tuple[local_mariadb.MariaDBPaths, int]]:
+    """A MariaDB data directory made with the *old* passwords, holding a row of MLflow data."""
+    # Not pytest's tmp_path: mariadbd runs as user `mysql`, who cannot enter /tmp/pytest-of-root (0700).
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-aks-align-"))
+    os.chmod(workdir, 0o755)  # noqa: S103
+    paths = local_mariadb.MariaDBPaths(workdir / "db")
+    port = free_port()
+    local_mariadb.initialise(paths)
+    proc = local_mariadb.start(paths, port)
+    try:
+        local_mariadb.wait_ready(paths, proc)
+        local_mariadb.sql(
+            paths,
+            # The old passwords are this file's constants (letters, digits and '-').
+            f"""CREATE DATABASE mlflow; CREATE USER 'mlflow'@'%' IDENTIFIED BY '{OLD["user"]}';
+            GRANT ALL PRIVILEGES ON mlflow.* TO 'mlflow'@'%';
+            CREATE TABLE mlflow.runs (run_uuid VARCHAR(32) PRIMARY KEY);
+            INSERT INTO mlflow.runs VALUES ('kept-run');
+            ALTER USER 'root'@'localhost' IDENTIFIED BY '{OLD["root"]}';""",  # noqa: S608
+        )
+    finally:
+        stop(proc, timeout=30)
+    yield paths, port
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _connect(port: int, user: str, password: str, database: str | None = None) -> pymysql.Connection:
+    return pymysql.connect(host="127.0.0.1", port=port, user=user, password=password, database=database)
+
+
+def _login_when_up(paths, port: int, proc, user: str, password: str, database: str) -> pymysql.Connection:
+    """Log in over TCP once the server listens; an access denial is an answer, not a wait."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return _connect(port, user, password, database)
+        except pymysql.err.OperationalError as error:
+            if error.args[0] == 1045 or time.monotonic() > deadline:
+                raise
+            if not proc.alive():
+                pytest.fail(f"MariaDB stopped:\n{paths.log.read_text()[-2000:]}")
+            time.sleep(0.25)
+
+
+def test_align_sql_gives_an_old_data_directory_the_new_passwords(mysql_objects, old_database):
+    """Started with the rendered align.sql as its init file, a server whose accounts hold another stack's
+    passwords accepts only the new ones, keeps its data, and the user has all its databases again."""
+    paths, port = old_database
+    init_file = paths.root / "align.sql"
+    init_file.write_text(_align_sql(mysql_objects))
+    if os.geteuid() == 0:
+        shutil.chown(init_file, "mysql", "mysql")
+    proc = local_mariadb.start(paths, port, extra_args=[f"--init-file={init_file}"])
+    try:
+        with (
+            _login_when_up(paths, port, proc, "mlflow", NEW["user"], "mlflow") as conn,
+            conn.cursor() as cursor,
+        ):
+            cursor.execute("SELECT run_uuid FROM runs")
+            assert cursor.fetchall() == (("kept-run",),)
+            cursor.execute("SHOW DATABASES")
+            assert {"mlflow", "mlflow_auth"} <= {row[0] for row in cursor.fetchall()}
+            cursor.execute("CREATE TABLE mlflow_auth.users (id INT)")  # the grant on the extra database
+        with pytest.raises(pymysql.err.OperationalError) as denied:
+            _connect(port, "mlflow", OLD["user"])
+        assert denied.value.args[0] == 1045
+        # root (local, through the socket) takes the new password too.
+        client = local_mariadb.binaries()["mariadb"]
+        root = subprocess.run(
+            [client, "--no-defaults", f"--socket={paths.socket}", "--user=root", f"--password={NEW['root']}",
+             "--batch", "-e", "SELECT COUNT(*) FROM mlflow.runs"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert root.returncode == 0, root.stderr
+        assert root.stdout.split()[-1] == "1"
+    finally:
+        stop(proc, timeout=30)

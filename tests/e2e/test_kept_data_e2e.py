@@ -89,8 +89,8 @@ def test_kept_data_serves_the_next_stack_with_its_own_secrets(workdir, helm_bin)
             for step in range(5):
                 client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1), step=step)
             model = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1]))
+            mlflow.set_tracking_uri(first.tracking_uri)  # the fluent API's, whatever ran before
             with mlflow.start_run(run_id=run.info.run_id):
-                mlflow.set_tracking_uri(first.tracking_uri)
                 mlflow.sklearn.log_model(model, name="model", registered_model_name="kept-model")
             return experiment_id, run.info.run_id
 

@@ -259,6 +259,9 @@ class _Pod:
             raise StackError(f"container {container['name']!r} has no command (the image entrypoint)")
         argv = [translate(str(a)) for a in [*container["command"], *(container.get("args") or [])]]
         env = {k: translate(v) for k, v in _resolve_env(container, self.secrets).items()}
+        if "/tmp" in mounts:  # noqa: S108 - the container's path, mapped to a local directory
+            # In the pod, /tmp *is* this volume: temporary files (Python's tempfile) land in it.
+            env.setdefault("TMPDIR", str(mounts["/tmp"]))  # noqa: S108
         work = self.state_dir / "work"
         self.dirs.add(work)
         return ProcessSpec(

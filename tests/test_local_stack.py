@@ -47,7 +47,18 @@ def test_server_spec_is_the_rendered_container_with_local_paths(
     # Mounted Secret files and scratch volumes live under the stack's working directory.
     assert spec.files and all(path.is_relative_to(local_stack.workdir) for path in spec.files)
     assert Path(spec.main.env["MLFLOW_AUTH_CONFIG_PATH"]) in spec.files
-    assert set(spec.main.env) == {*spec.rendered_env_names, "PATH", "AZURE_STORAGE_CONNECTION_STRING"}
+    # Beyond the render: PATH, Azurite's connection string, and TMPDIR, the local directory of the pod's
+    # /tmp volume (in the pod, temporary files land in that volume because it *is* /tmp).
+    assert set(spec.main.env) == {
+        *spec.rendered_env_names,
+        "PATH",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "TMPDIR",
+    }
+    server = chart.tracking_deployment(chart.render(repo_root, local_stack.chart_values()))
+    [container] = [c for c in server["spec"]["template"]["spec"]["containers"] if c["name"] == "mlflow"]
+    [tmp] = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert spec.main.env["TMPDIR"] == str(local_stack.workdir / "server" / "volumes" / tmp)
     assert "BlobEndpoint=http://127.0.0.1:15557/" in spec.main.env["AZURE_STORAGE_CONNECTION_STRING"]
 
 

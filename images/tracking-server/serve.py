@@ -44,6 +44,10 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    and with its own stores, the tracking database, the basic-auth user store and the artifact store.
    So readiness never depends on a password a person may change: an admin who changes the admin
    password through the UI (good practice) no longer turns every pod NotReady.
+8. Artifacts of any size: with the artifact store on Azure Blob, uploads and downloads through the
+   proxy stream to and from the blob store in bounded blocks, never through the scratch volume, and
+   an interrupted upload leaves nothing visible (stream_artifacts.py, which says why MLflow's own
+   paths fail or spool). MLFLOW_AKS_STREAM_ARTIFACTS=false turns this off.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ _UVICORN_CHILD = "_MLFLOW_AKS_SERVE_UVICORN_CHILD"
 _REUSEPORT = "_MLFLOW_AKS_SERVE_REUSEPORT"
 RUN_EXPERIMENT_CACHE_SIZE = "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE"
 SHARE_REQUEST_USER = "MLFLOW_AKS_SHARE_REQUEST_USER"
+STREAM_ARTIFACTS = "MLFLOW_AKS_STREAM_ARTIFACTS"
 # (7) The platform's readiness check: path, the header carrying its token, the key the token derives from.
 READINESS_PATH = "/_mlflow_aks/ready"
 READINESS_HEADER = "x-mlflow-aks-readiness"
@@ -333,18 +338,37 @@ def _run_experiment_cache_size() -> int:
         return 10000
 
 
+def _enabled(variable: str) -> bool:
+    return os.environ.get(variable, "true").strip().lower() not in ("0", "false", "no", "off")
+
+
 def _share_request_user() -> bool:
-    return os.environ.get(SHARE_REQUEST_USER, "true").strip().lower() not in ("0", "false", "no", "off")
+    return _enabled(SHARE_REQUEST_USER)
+
+
+def _fastapi_app(app):
+    """The FastAPI app inside uvicorn's wrappers (each keeps what it wraps in `.app`), or None."""
+    from fastapi import FastAPI
+
+    for _ in range(10):
+        if isinstance(app, FastAPI):
+            return app
+        app = getattr(app, "app", None)
+    return None
 
 
 def _patch_uvicorn_worker() -> None:
-    """In each serving process: (7); SO_REUSEPORT socket (several workers); with auth, (5) and (6)."""
+    """In each serving process: (7), (8); SO_REUSEPORT socket (several workers); with auth, (5), (6)."""
     import uvicorn.server
 
     original = uvicorn.server.Server.startup
 
     async def startup(self: uvicorn.server.Server, sockets: list[socket.socket] | None = None) -> None:
         # The app is loaded by now; with basic-auth, MLflow's auth module is part of it.
+        if _enabled(STREAM_ARTIFACTS) and (fastapi_app := _fastapi_app(self.config.loaded_app)):
+            import stream_artifacts  # beside this file (/app in the image)
+
+            stream_artifacts.install(fastapi_app)
         if secret_key := os.environ.get(READINESS_KEY_ENV):
             self.config.loaded_app = with_readiness(self.config.loaded_app, secret_key)
         if "mlflow.server.auth" in sys.modules:

@@ -355,6 +355,7 @@ def run_spec(
 def local_values(
     *,
     server_port: int,
+    metrics_port: int,
     mysql_port: int,
     db_user: str,
     db_password: str,
@@ -379,6 +380,7 @@ def local_values(
             "host": "127.0.0.1",
             "port": server_port,
             "service": {"port": server_port},
+            "metrics": {"host": "127.0.0.1", "port": metrics_port},
             "serviceAccount": {"workloadIdentityClientId": "00000000-0000-0000-0000-000000000000"},
             "auth": {
                 "adminUsername": admin_username,

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from local import azurite, chart, mariadb
-from local.procs import Proc, StackError, log_tail, port_in_use, spawn, stop, wait_gone, wait_until
+from local.procs import Proc, StackError, free_port, log_tail, port_in_use, spawn, stop, wait_gone, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("mariadb", "azurite", "server")
@@ -59,6 +59,9 @@ class StackConfig:
     server_port: int = 5000
     mysql_port: int = 13306
     azurite_port: int = 10000
+    #: The tracking server's Prometheus metrics port (on 127.0.0.1). None: a free port, chosen once
+    #: per working directory and remembered in its state.
+    metrics_port: int | None = None
     #: Azure names the artifacts URI carries: wasbs://<container>@<account>.blob.core.windows.net/<path>.
     storage_account: str = "mlflowlocal"
     container: str = "mlflow-artifacts"
@@ -241,10 +244,28 @@ class LocalStack:
 
     # ----------------------------------------------------------------- the chart contract
 
+    @property
+    def metrics_port(self) -> int:
+        """Where the server's Prometheus metrics answer (127.0.0.1)."""
+        if self.config.metrics_port is None:
+            state = self._load_state()
+            remembered = state.get("metrics_port")
+            if remembered is None or (remembered and port_in_use(remembered) and not self._server_running()):
+                remembered = free_port()
+            self.config.metrics_port = remembered
+            if self.workdir.exists():
+                self._save_state({**state, "metrics_port": remembered})
+        return self.config.metrics_port
+
+    def _server_running(self) -> bool:
+        proc = self._proc("server")
+        return proc is not None and proc.alive()
+
     def chart_values(self) -> dict:
         c = self.config
         s = self.secrets
         overlay = chart.local_values(
+            metrics_port=self.metrics_port,
             server_port=c.server_port,
             mysql_port=c.mysql_port,
             db_user=c.db_user,

@@ -479,9 +479,44 @@ def test_every_pod_has_a_networkpolicy_and_clients_accept_nothing(setup_renders,
             ingress = policy["spec"].get("ingress", [])
             if obj["kind"] in ("Job", "Pod"):  # run Jobs and the helm test pod are clients only
                 assert policy["spec"]["policyTypes"] == ["Ingress"] and ingress == []
-            elif obj["kind"] == "Deployment":  # the tracking server: its HTTP port only
-                port = pod["containers"][0]["ports"][0]["containerPort"]
-                assert ingress == [{"ports": [{"protocol": "TCP", "port": port}]}]
+            elif obj["kind"] == "Deployment":  # the tracking server: its HTTP port; metrics from kube-system
+                ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+                assert ingress == [
+                    {"ports": [{"protocol": "TCP", "port": ports["http"]}]},
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchExpressions": [
+                                        {
+                                            "key": "kubernetes.io/metadata.name",
+                                            "operator": "In",
+                                            "values": ["kube-system"],
+                                        }
+                                    ]
+                                }
+                            }
+                        ],
+                        "ports": [{"protocol": "TCP", "port": ports["metrics"]}],
+                    },
+                ]
+
+
+def test_metrics_are_served_on_their_own_port_that_no_service_exposes(setup_renders):
+    for name, objects in setup_renders.items():
+        pod = tracking_deployment(objects)["spec"]["template"]
+        container = server_container(objects)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["MLFLOW_AKS_METRICS_PORT"] == str(ports["metrics"]) and ports["metrics"] != ports["http"]
+        assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+        assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
+        assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+        for service in cr.of_kind(objects, "Service"):
+            exposed = {p.get("targetPort") for p in service["spec"]["ports"]} | {
+                p["port"] for p in service["spec"]["ports"]
+            }
+            assert not exposed & {"metrics", ports["metrics"]}, (name, service["metadata"]["name"])
 
 
 # --- exposure --------------------------------------------------------------------------------------

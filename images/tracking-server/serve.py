@@ -48,6 +48,8 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    proxy stream to and from the blob store in bounded blocks, never through the scratch volume, and
    an interrupted upload leaves nothing visible (stream_artifacts.py, which says why MLflow's own
    paths fail or spool). MLFLOW_AKS_STREAM_ARTIFACTS=false turns this off.
+9. Prometheus metrics (requests by endpoint and status, their latency, requests in flight) on their
+   own port, MLFLOW_AKS_METRICS_PORT, which no Service exposes (metrics.py). Unset: no metrics.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ import time
 import urllib.parse
 from pathlib import Path
 from types import SimpleNamespace
+
+import metrics  # beside this file (/app in the image); imports nothing heavy until used
 
 # Set in the environment of a uvicorn child that MLflow starts itself (job runner on), so that this
 # file, started in its place, runs uvicorn with the same changes.
@@ -371,6 +375,8 @@ def _patch_uvicorn_worker() -> None:
             stream_artifacts.install(fastapi_app)
         if secret_key := os.environ.get(READINESS_KEY_ENV):
             self.config.loaded_app = with_readiness(self.config.loaded_app, secret_key)
+        if os.environ.get(metrics.METRICS_PORT_ENV):
+            self.config.loaded_app = metrics.instrument(self.config.loaded_app)
         if "mlflow.server.auth" in sys.modules:
             if size := _run_experiment_cache_size():
                 _cache_run_experiments(size)
@@ -474,6 +480,11 @@ def main(argv: list[str]) -> int:
         _patch_uvicorn_worker()
         return _uvicorn(argv)
     args = with_default_workers(argv)
+    if os.environ.get(metrics.METRICS_PORT_ENV):
+        # Before any process imports prometheus_client: workers write their values to files there, and
+        # this process (which outlives them) answers the scrapes.
+        metrics.prepare_multiprocess_dir()
+        metrics.serve()
     _patch_mlflow_server(_worker_count(args))
     from mlflow.cli import cli
 

@@ -107,4 +107,4 @@ def test_artifact_benchmark_smoke_runs_both_paths_and_prints_its_table(repo_root
         r"^\| (one file of 8 MiB|20 small files) \|.*\| (yes|NO) \| [0-9]+ \| [0-9]+ \|$", report, re.M
     )
     assert rows == [("one file of 8 MiB", "yes"), ("20 small files", "yes")], report
-    assert written == report
+    assert written == report.rstrip("\n") + "\n"

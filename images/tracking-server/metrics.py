@@ -22,8 +22,6 @@ import tempfile
 import time
 from typing import Any
 
-METRICS_PORT_ENV = "MLFLOW_AKS_METRICS_PORT"
-METRICS_HOST_ENV = "MLFLOW_AKS_METRICS_HOST"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 # Routes whose tail is a free-form path: the label keeps the route and folds the path.
@@ -107,13 +105,10 @@ def instrument(app: Any) -> Any:
     return instrumented
 
 
-def serve() -> None:
-    """Start the metrics endpoint (a daemon thread) when MLFLOW_AKS_METRICS_PORT is set."""
-    port = os.environ.get(METRICS_PORT_ENV)
-    if not port:
-        return
+def serve(port: int, host: str) -> None:
+    """Start the metrics endpoint (a daemon thread) answering for every worker's values."""
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    start_http_server(int(port), addr=os.environ.get(METRICS_HOST_ENV, "0.0.0.0"), registry=registry)  # noqa: S104
+    start_http_server(port, addr=host, registry=registry)

@@ -69,8 +69,6 @@ import urllib.parse
 from pathlib import Path
 from types import SimpleNamespace
 
-import metrics  # beside this file (/app in the image); imports nothing heavy until used
-
 # Set in the environment of a uvicorn child that MLflow starts itself (job runner on), so that this
 # file, started in its place, runs uvicorn with the same changes.
 _UVICORN_CHILD = "_MLFLOW_AKS_SERVE_UVICORN_CHILD"
@@ -79,6 +77,9 @@ _REUSEPORT = "_MLFLOW_AKS_SERVE_REUSEPORT"
 RUN_EXPERIMENT_CACHE_SIZE = "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE"
 SHARE_REQUEST_USER = "MLFLOW_AKS_SHARE_REQUEST_USER"
 STREAM_ARTIFACTS = "MLFLOW_AKS_STREAM_ARTIFACTS"
+# (9) Where metrics.py serves; no port: no metrics.
+METRICS_PORT_ENV = "MLFLOW_AKS_METRICS_PORT"
+METRICS_HOST_ENV = "MLFLOW_AKS_METRICS_HOST"
 # (7) The platform's readiness check: path, the header carrying its token, the key the token derives from.
 READINESS_PATH = "/_mlflow_aks/ready"
 READINESS_HEADER = "x-mlflow-aks-readiness"
@@ -375,7 +376,9 @@ def _patch_uvicorn_worker() -> None:
             stream_artifacts.install(fastapi_app)
         if secret_key := os.environ.get(READINESS_KEY_ENV):
             self.config.loaded_app = with_readiness(self.config.loaded_app, secret_key)
-        if os.environ.get(metrics.METRICS_PORT_ENV):
+        if os.environ.get(METRICS_PORT_ENV):
+            import metrics  # beside this file (/app in the image)
+
             self.config.loaded_app = metrics.instrument(self.config.loaded_app)
         if "mlflow.server.auth" in sys.modules:
             if size := _run_experiment_cache_size():
@@ -480,11 +483,13 @@ def main(argv: list[str]) -> int:
         _patch_uvicorn_worker()
         return _uvicorn(argv)
     args = with_default_workers(argv)
-    if os.environ.get(metrics.METRICS_PORT_ENV):
+    if os.environ.get(METRICS_PORT_ENV):
+        import metrics
+
         # Before any process imports prometheus_client: workers write their values to files there, and
         # this process (which outlives them) answers the scrapes.
         metrics.prepare_multiprocess_dir()
-        metrics.serve()
+        metrics.serve(int(os.environ[METRICS_PORT_ENV]), os.environ.get(METRICS_HOST_ENV, "0.0.0.0"))  # noqa: S104
     _patch_mlflow_server(_worker_count(args))
     from mlflow.cli import cli
 

@@ -41,9 +41,10 @@ def test_running_server_matches_a_fresh_chart_render(stack, repo_root: Path, hel
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert argv[argv.index("--artifacts-destination") + 1] == stack.artifacts_destination
 
-    # env: exactly the rendered names, plus PATH (the image's) and the Azurite connection string.
+    # env: exactly the rendered names, plus PATH (the image's), the Azurite connection string and TMPDIR
+    # (the local directory of the pod's /tmp volume).
     rendered_names = {e["name"] for e in container["env"]}
-    assert set(env) == rendered_names | {"PATH", "AZURE_STORAGE_CONNECTION_STRING"}
+    assert set(env) == rendered_names | {"PATH", "AZURE_STORAGE_CONNECTION_STRING", "TMPDIR"}
     secrets = chart.secrets_of(objects)
     for item in container["env"]:
         if "value" in item and not item["value"].startswith("/"):

@@ -302,8 +302,10 @@ class LocalStack:
             self.secrets  # noqa: B018  (generate before anything reads them)
             before = {n for n in SERVICES if (p := self._proc(n)) is not None and p.alive()}
             try:
+                # Azurite (a Node.js process) comes up while MariaDB initialises: about a second saved.
+                azurite_proc = self._spawn_azurite()
                 self._start_mariadb()
-                self._start_azurite()
+                self._start_azurite(azurite_proc)
                 self._start_server()
             except BaseException:
                 # Leave nothing half-started behind: stop what this call started, keep the rest.
@@ -401,18 +403,26 @@ class LocalStack:
 
     # ----------------------------------------------------------------- Azurite
 
-    def _start_azurite(self) -> None:
+    def _spawn_azurite(self) -> Proc | None:
+        """Start Azurite's process unless it runs; None when it already did."""
         proc = self._proc("azurite")
-        if proc is None or not proc.alive():
-            self._free_port_or_fail("azurite", self.config.azurite_port)
-            proc = azurite.start(
-                self.config.repo_root,
-                self.workdir / "azurite",
-                self.config.azurite_port,
-                self.config.storage_account,
-                self.secrets["storage_key"],
-            )
-            self._record(proc, "azurite")
+        if proc is not None and proc.alive():
+            return None
+        self._free_port_or_fail("azurite", self.config.azurite_port)
+        proc = azurite.start(
+            self.config.repo_root,
+            self.workdir / "azurite",
+            self.config.azurite_port,
+            self.config.storage_account,
+            self.secrets["storage_key"],
+        )
+        self._record(proc, "azurite")
+        return proc
+
+    def _start_azurite(self, spawned: Proc | None = None) -> None:
+        """Azurite running and listening (`spawned`: the process `_spawn_azurite` started), container made."""
+        proc = spawned or self._spawn_azurite()
+        if proc is not None:
             azurite.wait_ready(proc, self.config.azurite_port)
         azurite.ensure_container(self.azure_connection_string, self.config.container)
 

@@ -512,6 +512,15 @@ def _validate(typed: dict[str, Any], problems: list[Problem], mlproject: Path) -
     return runs
 
 
+_KEPT_ACCOUNT = re.compile(r"^(?P<prefix>[a-z][a-z0-9]{2,10})data[a-z0-9]{8}$")
+
+
+def _kept_prefix(account: Any) -> str | None:
+    """The namePrefix a kept storage account was created with (`<prefix>data<8-character suffix>`)."""
+    match = _KEPT_ACCOUNT.fullmatch(account) if isinstance(account, str) else None
+    return match["prefix"] if match else None
+
+
 def load_settings(
     config: pulumi.Config | None = None,
     project_file: Path = PROJECT_FILE,
@@ -529,6 +538,9 @@ def load_settings(
             typed[key] = _parse(value, declared[key]["type"])
         except (ValueError, json.JSONDecodeError) as error:
             problems.append(Problem(key, f"{error} ({declared[key]['type']})", value))
+    if config.get("namePrefix") is None and (prefix := _kept_prefix(typed.get("dataStorageAccount"))):
+        # Adopting kept data with the one value copied from the old stack: its prefix is in the name.
+        typed["namePrefix"] = prefix
     runs = _validate(typed, problems, mlproject)
     if problems:
         raise SettingsError(problems)

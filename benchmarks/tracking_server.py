@@ -372,7 +372,11 @@ def _sample_memory(result: VariantResult, root: int) -> None:
     result.rss_mib = max(result.rss_mib, tree_memory_mib(root, "RSS")[0])
 
 
-def run_variant(variant: Variant, stack: LocalStack, rundir: Path, settings: Settings, log) -> VariantResult:
+def start_variant(
+    variant: Variant, stack: LocalStack, rundir: Path, ready_timeout: float
+) -> tuple[Proc, float]:
+    """Start `variant` on the stack's port (its basic_auth.ini written under `rundir`, 0600); return the
+    process and the seconds it took to be ready. The caller stops it."""
     env = dict(variant.env)
     if variant.auth_ini is not None:
         ini = rundir / f"{variant.name.replace(':', '-')}.basic_auth.ini"
@@ -380,13 +384,22 @@ def run_variant(variant: Variant, stack: LocalStack, rundir: Path, settings: Set
         with os.fdopen(fd, "w") as out:
             out.write(variant.auth_ini)
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
-    headers = basic_auth_header(*client_credentials(stack))
-    result = VariantResult(variant)
-    log(f"[{variant.name}] starting: {variant.description}")
     server_log = rundir / f"{variant.name.replace(':', '-')}.log"
     proc = spawn(variant.name, variant.argv, env=env, log=server_log, cwd=variant.cwd)
     try:
-        result.ready_s = wait_ready(stack.tracking_uri, headers, proc, settings.ready_timeout)
+        headers = basic_auth_header(*client_credentials(stack))
+        return proc, wait_ready(stack.tracking_uri, headers, proc, ready_timeout)
+    except BaseException:
+        stop(proc, timeout=30)
+        raise
+
+
+def run_variant(variant: Variant, stack: LocalStack, rundir: Path, settings: Settings, log) -> VariantResult:
+    headers = basic_auth_header(*client_credentials(stack))
+    result = VariantResult(variant)
+    log(f"[{variant.name}] starting: {variant.description}")
+    proc, result.ready_s = start_variant(variant, stack, rundir, settings.ready_timeout)
+    try:
         log(f"[{variant.name}] ready after {result.ready_s:.1f}s; measuring")
         _sample_memory(result, proc.pid)
         connections_before = _db_connections(stack)

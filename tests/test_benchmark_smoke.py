@@ -108,3 +108,32 @@ def test_artifact_benchmark_smoke_runs_both_paths_and_prints_its_table(repo_root
     )
     assert rows == [("one file of 8 MiB", "yes"), ("20 small files", "yes")], report
     assert written == report.rstrip("\n") + "\n"
+
+
+def test_scale_benchmark_smoke_measures_both_servers(repo_root: Path, helm_bin: str):
+    """`python -m benchmarks.scale --smoke`: a few seeded runs and a short metric history, queried through
+    MLflow's defaults and the chart's server; no figure is asserted."""
+    scratch = Path(tempfile.mkdtemp(prefix="mlflow-aks-bench-scale-"))
+    os.chmod(scratch, 0o755)  # noqa: S103 (the stack's secrets inside are 0600)
+    report_file = scratch / "scale.md"
+    env = {**os.environ, "PATH": f"{Path(helm_bin).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.scale", "--smoke", "--output", str(report_file),
+             "--workdir", str(scratch / "work")],
+            cwd=repo_root, env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        leftovers = _processes_mentioning(str(scratch))
+        written = report_file.read_text() if report_file.exists() else None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert not leftovers, f"processes left behind: {leftovers}"
+    report = done.stdout
+    assert "smoke: tiny sizes" in report and "Long metric: 500 points" in report
+    assert re.search(
+        r"^\| 20 \| [0-9]+ \| [0-9]+ / [0-9]+ \| [0-9]+ / [0-9]+ \| [0-9]+ / [0-9]+ \| [0-9]+ / [0-9]+ \|$",
+        report,
+        re.M,
+    )
+    assert written == report.rstrip("\n") + "\n"

@@ -56,6 +56,16 @@ def adopted(created) -> ProgramRun:
     return run_program({"dataStorageAccount": created.exports["storageAccount"]})
 
 
+def test_one_value_adopts_data_kept_under_another_prefix():
+    """Data a `mlteam` stack kept, adopted by a stack whose only setting is the old account's name."""
+    kept = run_program({"namePrefix": "mlteam"})
+    adopting = run_program({"dataStorageAccount": kept.exports["storageAccount"]})
+    assert adopting.exports["dataResourceGroup"] == "mlteam-data"
+    for name in DATA:
+        assert by_name(adopting)[name].options["importId"] == by_name(kept)[name].id
+        assert plain(by_name(adopting)[name].inputs) == plain(by_name(kept)[name].inputs)
+
+
 def test_adoption_needs_only_the_kept_storage_account_name(created, adopted):
     account = created.exports["storageAccount"]
     assert account.startswith("mlflowdata") and len(account) == len("mlflowdata") + 8

@@ -52,7 +52,7 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"deployerPasswordEndDate": "2001-01-01T00:00:00Z"}, "deployerPasswordEndDate"),
     # Kept data is found by the prefix its account name starts with: another prefix's account, or no
     # storage account name at all, cannot be adopted.
-    ({"dataStorageAccount": "otherdata0a1b2c3d"}, "dataStorageAccount"),
+    ({"namePrefix": "mlflow", "dataStorageAccount": "otherdata0a1b2c3d"}, "dataStorageAccount"),
     ({"dataStorageAccount": "mlflowdata_0a1b"}, "dataStorageAccount"),
     ({"dataStorageAccount": "mlflowdata" + "x" * 20}, "dataStorageAccount"),
     ({"allowDataReplacement": "yes"}, "allowDataReplacement"),
@@ -141,6 +141,8 @@ def test_declared_defaults_are_valid_and_become_the_settings():
             "team7data0a1b2c3d",
         ),
         ({"allowDataReplacement": "true"}, "allow_data_replacement", True),
+        # Only the kept account given: its prefix is the stack's.
+        ({"dataStorageAccount": "mlteamdata0a1b2c3d"}, "name_prefix", "mlteam"),
         ({"mysqlDiskSku": "Premium_ZRS"}, "mysql_disk_sku", "Premium_ZRS"),
         ({"namePrefix": "abcdefghijk"}, "name_prefix", "abcdefghijk"),
         (

@@ -110,6 +110,7 @@ storage = Storage(
         retain_on_delete=settings.retain_data,
         protect=settings.protect_data,
         kept_data=kept_data,
+        backup_retention_days=settings.backup_retention_days,
     ),
 )
 mysql_disk = DatabaseDisk(
@@ -138,6 +139,7 @@ tracking_identity = TrackingIdentity(
         subject=settings.tracking_identity_subject,
         subscription_id=client.subscription_id,
         artifacts_container_id=storage.container_id,
+        backups_container_id=storage.backups_container_id,
     ),
 )
 
@@ -170,6 +172,10 @@ mlflow = MlflowReleases(
         storage_account=storage.account_name,
         storage_resource_group=groups.data_name,
         artifacts_container=storage.container_name,
+        backups_container=storage.backups_container_name,
+        backup_schedule=settings.backup_schedule,
+        gc_schedule=settings.gc_schedule,
+        gc_older_than=settings.gc_older_than,
         projects_share=storage.share_name,
         storage_account_key=storage.primary_key,
         mysql_disk_id=mysql_disk.disk_id,
@@ -181,6 +187,7 @@ mlflow = MlflowReleases(
             registry.kubelet_pull,
             tracking_identity.federated_credential,
             tracking_identity.blob_access,
+            tracking_identity.backup_access,
             mysql_disk.attach_access,
         ],
     ),

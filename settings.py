@@ -56,6 +56,9 @@ _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LOCATION = re.compile(r"^[a-z][a-z0-9]+$")
 _ADMIN_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{2,63}$")
 _STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+_CRON_FIELD = r"[0-9*/,\-A-Za-z]+"
+_CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
+_DURATION = re.compile(r"^(?=.)(\d+(\.\d+)?d)?(\d+(\.\d+)?h)?(\d+(\.\d+)?m)?(\d+(\.\d+)?s)?$")
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,14 @@ class Settings:
     """SKU of the MySQL data disk (a managed disk in the data resource group)."""
     mysql_disk_size_gib: int
     """Size of the MySQL data disk in GiB."""
+    backup_schedule: str
+    """Cron schedule (UTC) of the database backup."""
+    backup_retention_days: int
+    """Days a backup is kept before the storage account deletes it."""
+    gc_schedule: str
+    """Cron schedule (UTC) of `mlflow gc`."""
+    gc_older_than: str
+    """`mlflow gc --older-than`: how long deleted runs stay restorable."""
     namespace: str
     """Kubernetes namespace of the platform."""
     tracking_service_account: str
@@ -281,6 +292,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be an RFC 3339 UTC time in the future, like 2027-11-30T00:00:00Z",
     ),
     "exposure": _one_of(EXPOSURES),
+    "backupSchedule": _matches(_CRON, "must be a cron schedule of five fields, like '0 2 * * *'"),
+    "backupRetentionDays": _between(1, 3650),
+    "gcSchedule": _matches(_CRON, "must be a cron schedule of five fields, like '30 3 * * *'"),
+    "gcOlderThan": _matches(
+        _DURATION, "must be a duration like 30d, 12h or 1d2h (days, hours, minutes, seconds)"
+    ),
     "trackingReplicas": _between(1, 10),
     "adminUsername": _matches(
         _ADMIN_USERNAME, "must be 3-64 letters, digits, '_', '.' or '-', starting with a letter"
@@ -491,8 +508,10 @@ def _validate(typed: dict[str, Any], problems: list[Problem], mlproject: Path) -
         if key in typed and not ok(typed[key]):
             problems.append(Problem(key, rule, typed[key]))
     kept, prefix = typed.get("dataStorageAccount"), typed.get("namePrefix")
-    if kept and isinstance(prefix, str) and not (
-        _STORAGE_ACCOUNT.fullmatch(kept) and kept.startswith(storage_account_prefix(prefix))
+    if (
+        kept
+        and isinstance(prefix, str)
+        and not (_STORAGE_ACCOUNT.fullmatch(kept) and kept.startswith(storage_account_prefix(prefix)))
     ):
         rule = (
             f"must be empty or the storage account an earlier stack with namePrefix {prefix!r} kept "

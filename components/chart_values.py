@@ -39,6 +39,8 @@ RUN_CREDENTIALS_SECRET = f"{FULLNAME}-run-credentials"
 RUN_USERNAME = "runner"
 PROJECTS_CLAIM = f"{FULLNAME}-projects"
 MYSQL_FULLNAME = f"{FULLNAME}-mysql"
+# Prefix of the database backups in their container.
+BACKUPS_PATH = "databases"
 # MySQL's data claim (components/database_volume.py, on the retained disk) and what it requests; the
 # disk must hold at least that much.
 MYSQL_DATA_CLAIM = f"{MYSQL_FULLNAME}-data"
@@ -93,6 +95,8 @@ class SetupContext:
     """Blob container of MLflow artifacts."""
     projects_share: str
     """File share holding MLflow projects."""
+    backups_container: str
+    """Blob container of database backups (in the same storage account)."""
     storage_account_key: str
     """Storage account key that mounts the share (secret)."""
     mysql_root_password: str
@@ -131,6 +135,16 @@ class SetupContext:
     disk, outside the release). Empty: the StatefulSet provisions a disk dynamically with the cluster."""
     chart_digest: str = ""
     """SHA-256 of charts/mlflow_setup's files (`chartDigest`): a changed chart changes the values."""
+    backup_schedule: str = "0 2 * * *"
+    """Cron schedule (UTC) of the backup CronJob."""
+    gc_schedule: str = "30 3 * * *"
+    """Cron schedule (UTC) of the gc CronJob."""
+    gc_older_than: str = "30d"
+    """`mlflow gc --older-than`."""
+
+    def backup_destination(self) -> str:
+        """Where the backup Job and the pre-migration backup write (backup.py's wasbs URI)."""
+        return f"wasbs://{self.backups_container}@{self.storage_account}.blob.core.windows.net/{BACKUPS_PATH}"
 
     def effective_run_password(self) -> str:
         if self.run_password:

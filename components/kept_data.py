@@ -3,10 +3,10 @@
 `pulumi destroy --exclude-protected` keeps the data resources in Azure and in the stack's state, so the
 same stack's next `pulumi up` simply uses them. A *new* stack (or the same one after `pulumi stack rm`)
 adopts them with one config value, `dataStorageAccount` (the old stack's `storageAccount` output): the
-program then declares the data resource group, the storage account, its container and share and the
-MySQL disk with the `import` option and the same inputs as the stack that created them, so the first
-`pulumi up` imports them instead of creating them, and no later one replaces them (Pulumi keeps an
-imported resource whose id matches, pulumi/pulumi developer-docs/architecture/import.md).
+program then declares the data resource group, the storage account, its containers (artifacts, backups)
+and share and the MySQL disk with the `import` option and the same inputs as the stack that created
+them, so the first `pulumi up` imports them instead of creating them, and no later one replaces them
+(Pulumi keeps an imported resource whose id matches, pulumi/pulumi developer-docs/architecture/import.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from dataclasses import dataclass
 
 from pulumi_azure_native import authorization
 
-from components.naming import ARTIFACTS_CONTAINER, PROJECTS_SHARE, data_group_name, mysql_disk_name
+from components.naming import (
+    ARTIFACTS_CONTAINER,
+    BACKUPS_CONTAINER,
+    PROJECTS_SHARE,
+    data_group_name,
+    mysql_disk_name,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,10 @@ class KeptData:
     @property
     def container_id(self) -> str:
         return f"{self.storage_account_id}/blobServices/default/containers/{ARTIFACTS_CONTAINER}"
+
+    @property
+    def backups_container_id(self) -> str:
+        return f"{self.storage_account_id}/blobServices/default/containers/{BACKUPS_CONTAINER}"
 
     @property
     def share_id(self) -> str:

@@ -109,6 +109,14 @@ class MlflowReleasesArgs:
     """Its resource group."""
     artifacts_container: pulumi.Input[str]
     """Blob container of artifacts."""
+    backups_container: pulumi.Input[str]
+    """Blob container of database backups (same storage account)."""
+    backup_schedule: str
+    """Cron schedule (UTC) of the backup CronJob."""
+    gc_schedule: str
+    """Cron schedule (UTC) of the gc CronJob."""
+    gc_older_than: str
+    """`mlflow gc --older-than`."""
     projects_share: pulumi.Input[str]
     """File share of project files."""
     storage_account_key: pulumi.Input[str]
@@ -210,6 +218,7 @@ class MlflowReleases(pulumi.ComponentResource):
             storage_account=args.storage_account,
             storage_resource_group=args.storage_resource_group,
             artifacts_container=args.artifacts_container,
+            backups_container=args.backups_container,
             projects_share=args.projects_share,
             storage_account_key=args.storage_account_key,
             mysql_existing_claim=self.mysql_volume.claim_name,
@@ -224,6 +233,9 @@ class MlflowReleases(pulumi.ComponentResource):
                     **outputs,
                     chart_digest=setup_chart_digest,
                     exposure=args.exposure,
+                    backup_schedule=args.backup_schedule,
+                    gc_schedule=args.gc_schedule,
+                    gc_older_than=args.gc_older_than,
                     source_ranges=args.allowed_source_ranges,
                     location=args.location,
                     tracking_service_account=args.tracking_service_account,

@@ -10,6 +10,7 @@ import pulumi_random as random
 GLOBAL_SUFFIX_LENGTH = 8
 """Random lowercase letters and digits appended to a globally unique name."""
 ARTIFACTS_CONTAINER = "mlflow-artifacts"
+BACKUPS_CONTAINER = "mlflow-backups"
 PROJECTS_SHARE = "mlflow-projects"
 
 

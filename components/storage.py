@@ -1,6 +1,6 @@
-"""StorageV2 account (HTTPS only, TLS 1.2, no public blob access) with a private blob container for
-MLflow artifacts and a file share for MLflow project files. With `dataRetention: retain` all three
-survive `pulumi destroy`."""
+"""StorageV2 account (HTTPS only, TLS 1.2, no public blob access) with private blob containers for MLflow
+artifacts and for database backups, and a file share for MLflow project files. A lifecycle rule deletes
+backups older than their retention. With `dataRetention: retain` all of it survives `pulumi destroy`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import pulumi
 from pulumi_azure_native import storage
 
 from components.kept_data import KeptData
-from components.naming import ARTIFACTS_CONTAINER, PROJECTS_SHARE, global_name_suffix, storage_account_prefix
+from components.naming import (
+    ARTIFACTS_CONTAINER,
+    BACKUPS_CONTAINER,
+    PROJECTS_SHARE,
+    global_name_suffix,
+    storage_account_prefix,
+)
 
 
 @dataclass
@@ -31,8 +37,10 @@ class StorageArgs:
     """Protect account, container and share (and the name's suffix): Pulumi refuses to delete or replace
     them."""
     kept_data: KeptData | None = None
-    """Data kept by an earlier stack: import its account, container and share (same inputs) instead of
+    """Data kept by an earlier stack: import its account, containers and share (same inputs) instead of
     creating new ones."""
+    backup_retention_days: int = 30
+    """Days a database backup is kept before the account's lifecycle rule deletes it."""
 
 
 class Storage(pulumi.ComponentResource):
@@ -41,6 +49,8 @@ class Storage(pulumi.ComponentResource):
     account_name: pulumi.Output[str]
     container_id: pulumi.Output[str]
     container_name: pulumi.Output[str]
+    backups_container_id: pulumi.Output[str]
+    backups_container_name: pulumi.Output[str]
     share_name: pulumi.Output[str]
     primary_key: pulumi.Output[str]
     """First access key of the account (secret): mounts the file share and uploads project files."""
@@ -86,6 +96,44 @@ class Storage(pulumi.ComponentResource):
             public_access=storage.PublicAccess.NONE,
             opts=keep(kept and kept.container_id),
         )
+        backups = storage.BlobContainer(
+            f"{name}-backups",
+            container_name=BACKUPS_CONTAINER,
+            account_name=self.account.name,
+            resource_group_name=args.resource_group_name,
+            public_access=storage.PublicAccess.NONE,
+            opts=keep(kept and kept.backups_container_id),
+        )
+        # The storage account enforces the backups' retention, whatever the backup job does: blobs in the
+        # backups container are deleted this many days after they were written.
+        storage.ManagementPolicy(
+            f"{name}-backup-retention",
+            account_name=self.account.name,
+            resource_group_name=args.resource_group_name,
+            management_policy_name="default",  # an account has one policy, and this is its name
+            policy=storage.ManagementPolicySchemaArgs(
+                rules=[
+                    storage.ManagementPolicyRuleArgs(
+                        name="expire-database-backups",
+                        enabled=True,
+                        type=storage.RuleType.LIFECYCLE,
+                        definition=storage.ManagementPolicyDefinitionArgs(
+                            filters=storage.ManagementPolicyFilterArgs(
+                                blob_types=["blockBlob"], prefix_match=[f"{BACKUPS_CONTAINER}/"]
+                            ),
+                            actions=storage.ManagementPolicyActionArgs(
+                                base_blob=storage.ManagementPolicyBaseBlobArgs(
+                                    delete=storage.DateAfterModificationArgs(
+                                        days_after_modification_greater_than=args.backup_retention_days
+                                    )
+                                )
+                            ),
+                        ),
+                    )
+                ]
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         share = storage.FileShare(
             f"{name}-projects",
             share_name=PROJECTS_SHARE,
@@ -104,12 +152,15 @@ class Storage(pulumi.ComponentResource):
         self.account_name = self.account.name
         self.container_id = container.id
         self.container_name = container.name
+        self.backups_container_id = backups.id
+        self.backups_container_name = backups.name
         self.share_name = share.name
 
         self.register_outputs(
             {
                 "accountName": self.account_name,
                 "containerName": self.container_name,
+                "backupsContainerName": self.backups_container_name,
                 "shareName": self.share_name,
                 "primaryKey": self.primary_key,
             }

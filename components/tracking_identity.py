@@ -1,6 +1,7 @@
 """User-assigned managed identity of the MLflow tracking server: federated with the server's Kubernetes
 ServiceAccount through the cluster's OIDC issuer (workload identity) and granted `Storage Blob Data
-Contributor` on the artifacts container, so the server reaches blob storage with no key."""
+Contributor` on the artifacts container and on the backups container (the server's backup and gc Jobs
+run with the same ServiceAccount), so they reach blob storage with no key."""
 
 from __future__ import annotations
 
@@ -30,13 +31,16 @@ class TrackingIdentityArgs:
     subscription_id: pulumi.Input[str]
     """Subscription of the built-in role definitions."""
     artifacts_container_id: pulumi.Input[str]
-    """Scope of Storage Blob Data Contributor."""
+    """Scope of Storage Blob Data Contributor (artifacts; gc deletes those of deleted runs)."""
+    backups_container_id: pulumi.Input[str]
+    """Scope of Storage Blob Data Contributor (database backups, written by the backup Job)."""
 
 
 class TrackingIdentity(pulumi.ComponentResource):
     identity: managedidentity.UserAssignedIdentity
     federated_credential: managedidentity.FederatedIdentityCredential
     blob_access: authorization.RoleAssignment
+    backup_access: authorization.RoleAssignment
     client_id: pulumi.Output[str]
     principal_id: pulumi.Output[str]
 
@@ -66,6 +70,14 @@ class TrackingIdentity(pulumi.ComponentResource):
             role=roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
             principal_id=self.identity.principal_id,
             scope=args.artifacts_container_id,
+            parent=self,
+        )
+        self.backup_access = roles.assign_role(
+            f"{name}-backups-data-contributor",
+            subscription_id=args.subscription_id,
+            role=roles.STORAGE_BLOB_DATA_CONTRIBUTOR,
+            principal_id=self.identity.principal_id,
+            scope=args.backups_container_id,
             parent=self,
         )
 

@@ -103,6 +103,42 @@ def cmd_run_project(stack: LocalStack, args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_running_database(stack: LocalStack) -> None:
+    status = stack.status()
+    if not (status["mariadb"]["running"] and status["azurite"]["running"]):
+        raise StackError("MariaDB and Azurite must run: `python -m local up` first")
+
+
+def cmd_backup(stack: LocalStack, args: argparse.Namespace) -> int:
+    _require_running_database(stack)
+    taken = stack.backup()
+    print(f"backup {taken['name']}: {taken['rows']} rows, {taken['bytes']} bytes, {taken['seconds']} s")
+    return 0
+
+
+def cmd_backups(stack: LocalStack, args: argparse.Namespace) -> int:
+    _require_running_database(stack)
+    for backup in stack.backups():
+        print(f"{backup['name']}  {backup['size']:>12,} bytes  {backup['metadata'].get('rows', '?'):>9} rows")
+    return 0
+
+
+def cmd_restore(stack: LocalStack, args: argparse.Namespace) -> int:
+    _require_running_database(stack)
+    done = stack.restore(args.name)
+    print(
+        f"restored {done['restored']}: {done['rows']} rows in {done['seconds']} s "
+        f"(what was there before: {done['safety_backup']})"
+    )
+    return 0
+
+
+def cmd_gc(stack: LocalStack, args: argparse.Namespace) -> int:
+    _require_running_database(stack)
+    print(stack.collect_garbage().strip() or "gc: nothing to delete")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -123,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("-e", "--entry-point", choices=["both", "train", "evaluate"], default="both")
     run.add_argument("-P", "--param", action="append", default=[], help="key=value for the entry point")
+    sub.add_parser("backup", help="back up both databases now (the chart's backup CronJob)")
+    sub.add_parser("backups", help="list the complete backups, oldest first")
+    restore = sub.add_parser("restore", help="stop the server, restore a backup, start the server")
+    restore.add_argument("name", help="`latest`, or a name from `backups`")
+    sub.add_parser("gc", help="run the chart's gc CronJob now (mlflow gc --older-than <gc.olderThan>)")
     args = parser.parse_args(argv)
 
     stack = LocalStack(_config(args))
@@ -132,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         "status": cmd_status,
         "credentials": cmd_credentials,
         "run-project": cmd_run_project,
+        "backup": cmd_backup,
+        "backups": cmd_backups,
+        "restore": cmd_restore,
+        "gc": cmd_gc,
     }
     try:
         return handlers[args.command](stack, args)

@@ -352,6 +352,26 @@ def run_spec(
     return pod.process(pod_spec["containers"][0]), sorted(pod.dirs)
 
 
+def cronjob_spec(
+    repo_root: Path, objects: list[dict], task: str, state_dir: Path, python: str | None = None
+) -> tuple[ProcessSpec, list[Path], dict[Path, bytes]]:
+    """The container of mlflow_setup's `task` CronJob (`backup`, `gc`) as a local process, with the
+    directories and Secret files it needs."""
+    found = [
+        o
+        for o in objects
+        if o.get("kind") == "CronJob"
+        and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == task
+    ]
+    if len(found) != 1:
+        raise StackError(f"expected one {task} CronJob in {CHART}, found {len(found)}")
+    pod_spec = found[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    pod = _Pod(pod_spec, secrets_of(objects), state_dir, {IMAGE_APP_DIR: repo_root / IMAGE_SOURCE}, python)
+    [container] = pod_spec["containers"]
+    process = pod.process(container)
+    return process, sorted(pod.dirs), pod.files
+
+
 def local_values(
     *,
     server_port: int,
@@ -369,6 +389,7 @@ def local_values(
     storage_account: str,
     container: str,
     artifacts_path: str,
+    backups_container: str,
 ) -> dict:
     """The local overlay on the chart's values: loopback, local ports and the generated secrets."""
     return {
@@ -403,4 +424,7 @@ def local_values(
         },
         "project": {"volume": {"enabled": False}},
         "exposure": {"type": "private"},
+        "backup": {
+            "destination": f"wasbs://{backups_container}@{storage_account}.blob.core.windows.net/databases"
+        },
     }

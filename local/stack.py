@@ -66,6 +66,8 @@ class StackConfig:
     storage_account: str = "mlflowlocal"
     container: str = "mlflow-artifacts"
     artifacts_path: str = "artifacts"
+    #: Blob container the chart's backups go to (in Azurite, as on Azure in the data storage account).
+    backups_container: str = "mlflow-backups"
     admin_username: str = "admin"
     #: Non-admin basic-auth user the run Jobs log in as (the chart's init container creates it).
     run_username: str = "runner"
@@ -280,6 +282,7 @@ class LocalStack:
             storage_account=c.storage_account,
             container=c.container,
             artifacts_path=c.artifacts_path,
+            backups_container=c.backups_container,
         )
         return chart.deep_merge(overlay, c.values)
 
@@ -287,8 +290,63 @@ class LocalStack:
         """The server's processes from a fresh `helm template`, plus Azurite's connection string."""
         objects = chart.render(self.config.repo_root, self.chart_values(), helm=self.config.helm)
         spec = chart.server_spec(self.config.repo_root, objects, self.workdir / "server", self.config.python)
-        main = spec.main.with_env(AZURE_STORAGE_CONNECTION_STRING=self.azure_connection_string)
-        return dataclasses.replace(spec, main=main)
+        azure = {"AZURE_STORAGE_CONNECTION_STRING": self.azure_connection_string}
+        # The init container too: it backs up existing data to Azurite before a schema migration.
+        return dataclasses.replace(
+            spec, main=spec.main.with_env(**azure), init=[p.with_env(**azure) for p in spec.init]
+        )
+
+    # ----------------------------------------------------------------- backups and gc
+
+    def _task(self, task: str) -> chart.ProcessSpec:
+        """The chart's `task` CronJob container (backup, gc) as a local process, files and dirs in place."""
+        objects = chart.render(self.config.repo_root, self.chart_values(), helm=self.config.helm)
+        spec, dirs, files = chart.cronjob_spec(
+            self.config.repo_root, objects, task, self.workdir / task, self.config.python
+        )
+        self._write_files(chart.ServerSpec(init=[], main=spec, files=files, dirs=dirs, rendered_env_names=[]))
+        return spec.with_env(AZURE_STORAGE_CONNECTION_STRING=self.azure_connection_string)
+
+    def _run_task(self, task: str, argv: list[str] | None = None, timeout: float = 3600) -> dict:
+        spec = self._task(task)
+        done = subprocess.run(
+            argv or spec.argv, env=spec.env, cwd=spec.cwd, capture_output=True, text=True, check=False,
+            timeout=timeout,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise StackError(
+                f"{task} failed (exit {done.returncode}): {(done.stderr or done.stdout)[-2000:]}"
+            )
+        return json.loads(done.stdout) if task == "backup" else {"output": done.stdout + done.stderr}
+
+    def _backup_tool(self, *args: str) -> list[str]:
+        """backup.py with other arguments, from the backup CronJob's own command."""
+        python, script, *_ = self._task("backup").argv
+        return [python, script, *args]
+
+    def backup(self) -> dict:
+        """The chart's backup CronJob, run now: name, size, rows of the new backup."""
+        return self._run_task("backup")
+
+    def backups(self) -> list[dict]:
+        return self._run_task("backup", self._backup_tool("list"))["backups"]
+
+    def restore(self, name: str = "latest") -> dict:
+        """Stop the server, restore backup `name` (backup.py checks it first and backs up what is there),
+        then start the server again."""
+        with self._lock():
+            running = self._server_running()
+            if running:
+                self.stop_server()
+            try:
+                return self._run_task("backup", self._backup_tool("restore", name))
+            finally:
+                if running:
+                    self._start_server()
+
+    def collect_garbage(self) -> str:
+        """The chart's gc CronJob, run now (`mlflow gc --older-than <gc.olderThan>`)."""
+        return self._run_task("gc")["output"]
 
     # ----------------------------------------------------------------- whole stack
 
@@ -424,7 +482,8 @@ class LocalStack:
         proc = spawned or self._spawn_azurite()
         if proc is not None:
             azurite.wait_ready(proc, self.config.azurite_port)
-        azurite.ensure_container(self.azure_connection_string, self.config.container)
+        for container in (self.config.container, self.config.backups_container):
+            azurite.ensure_container(self.azure_connection_string, container)
 
     def stop_azurite(self) -> None:
         proc = self._proc("azurite")

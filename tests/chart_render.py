@@ -67,6 +67,7 @@ def setup_context(
         storage_resource_group="mlflow-data-rg",
         artifacts_container="mlflow-artifacts",
         projects_share="mlflow-projects",
+        backups_container="mlflow-backups",
         exposure=exposure,
         source_ranges=source_ranges,
         dns_label=dns_label,

@@ -446,7 +446,18 @@ def test_without_a_claim_mysql_provisions_its_disk_dynamically(setup_renders, he
     assert cr.of_kind(alone, "PersistentVolume") == [] and cr.of_kind(alone, "StatefulSet")
 
 
-def test_networkpolicy_admits_only_the_tracking_server_to_mysql(private_setup, project_renders):
+def cronjob_pod_labels(objects: list[dict], task: str) -> dict:
+    [cronjob] = [
+        o
+        for o in cr.of_kind(objects, "CronJob")
+        if o["metadata"]["labels"]["app.kubernetes.io/component"] == task
+    ]
+    return cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+
+
+def test_networkpolicy_admits_only_the_tracking_server_and_maintenance_to_mysql(
+    private_setup, project_renders
+):
     policy = cr.one(private_setup, "NetworkPolicy", chart_values.MYSQL_FULLNAME)
     mysql_labels = cr.one(private_setup, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     tracking_labels = tracking_deployment(private_setup)["spec"]["template"]["metadata"]["labels"]
@@ -455,17 +466,22 @@ def test_networkpolicy_admits_only_the_tracking_server_to_mysql(private_setup, p
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     [rule] = policy["spec"]["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 3306}]
-    [peer] = rule["from"]
-    assert set(peer) == {"podSelector"}  # no namespaceSelector / ipBlock: this namespace's pods only
-    admitted = peer["podSelector"]["matchLabels"]
-    assert labels_match(admitted, tracking_labels)
+    # No namespaceSelector / ipBlock: this namespace's pods only, the server and the backup and gc Jobs.
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"])
+    admitted = [peer["podSelector"]["matchLabels"] for peer in rule["from"]]
+    for labels in (
+        tracking_labels,
+        cronjob_pod_labels(private_setup, "backup"),
+        cronjob_pod_labels(private_setup, "gc"),
+    ):
+        assert any(labels_match(selector, labels) for selector in admitted), labels
     others = [
         o["spec"]["template"]["metadata"]["labels"]
         for r in project_renders.values()
         for o in cr.of_kind(r, "Job")
     ]
     others.append(cr.one(private_setup, "Pod")["metadata"]["labels"])
-    assert others and not any(labels_match(admitted, labels) for labels in others)
+    assert others and not any(labels_match(selector, labels) for selector in admitted for labels in others)
 
 
 def test_every_pod_has_a_networkpolicy_and_clients_accept_nothing(setup_renders, project_renders):
@@ -826,8 +842,9 @@ def test_external_database_instead_of_the_bundled_mysql(helm_bin, tmp_dir, tmp_p
     assert cr.lint(helm_bin, cr.SETUP_CHART, values, tmp_dir).returncode == 0
     objects = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_dir)
     assert not cr.of_kind(objects, "StatefulSet")
-    assert [p["metadata"]["name"] for p in cr.of_kind(objects, "NetworkPolicy")] == [
-        chart_values.TRACKING_SERVICE, f"{chart_values.TRACKING_SERVICE}-test"]  # fmt: skip
+    policies = [p["metadata"]["name"] for p in cr.of_kind(objects, "NetworkPolicy")]
+    tracking = chart_values.TRACKING_SERVICE
+    assert policies == [tracking, f"{tracking}-test", f"{chart_values.FULLNAME}-maintenance"]
     data = cr.secret_data(cr.one(objects, "Secret", chart_values.TRACKING_SERVICE))
     url = make_url(data["backend-store-uri"])
     assert (url.host, url.port, url.username, url.password, url.database) == (

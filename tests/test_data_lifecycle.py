@@ -16,7 +16,14 @@ from pulumi_mocks import SUBSCRIPTION_ID, ProgramRun, plain, run_program
 from components.data_guard import DataGuardProvider, DataReplacementRefused
 
 # Logical names of the data resources (component children) and the random suffix of the account name.
-DATA = ("groups-data", "storage-account", "storage-artifacts", "storage-projects", "mysql-disk-disk")
+DATA = (
+    "groups-data",
+    "storage-account",
+    "storage-artifacts",
+    "storage-backups",
+    "storage-projects",
+    "mysql-disk-disk",
+)
 SUFFIX = "storage-suffix"
 GUARD = "pulumi-python:dynamic/mlflow-aks:DataGuard"
 

@@ -39,7 +39,7 @@ CONFIGURATIONS = {
     "autoscale": {"systemNodeAutoscale": True, "systemNodeMinCount": 2, "systemNodeMaxCount": 5},
     "fixed-count": {"systemNodeAutoscale": False, "systemNodeCount": 4},
     "delete-data": {"dataRetention": "delete"},
-    "retain-data": {"dataRetention": "retain"},
+    "retain-data": {"dataRetention": "retain", "backupRetentionDays": 90},
     "custom": {
         "namePrefix": "mlops7",
         "location": "northeurope",
@@ -102,10 +102,11 @@ def test_declares_every_foundation_resource_once(case):
         "azuread:index/application:Application": 1,
         "azuread:index/servicePrincipal:ServicePrincipal": 1,
         "azuread:index/servicePrincipalPassword:ServicePrincipalPassword": 1,
-        ROLE_ASSIGNMENT: 6,
+        ROLE_ASSIGNMENT: 7,
         STORAGE_ACCOUNT: 1,
         DISK: 1,
-        "azure-native:storage:BlobContainer": 1,
+        "azure-native:storage:BlobContainer": 2,
+        "azure-native:storage:ManagementPolicy": 1,
         "azure-native:storage:FileShare": 1,
         "azure-native:managedidentity:UserAssignedIdentity": 1,
         "azure-native:managedidentity:FederatedIdentityCredential": 1,
@@ -134,7 +135,8 @@ def test_role_assignments_have_exact_role_principal_and_scope(case):
     cluster = run.one(CLUSTER)
     deployer_sp = run.one("azuread:index/servicePrincipal:ServicePrincipal").outputs["objectId"]
     tracking = run.one("azure-native:managedidentity:UserAssignedIdentity").outputs["principalId"]
-    container = run.one("azure-native:storage:BlobContainer")
+    container = run.named("storage-artifacts")
+    backups = run.named("storage-backups")
     disk = run.one(DISK)
 
     expected = sorted(
@@ -144,6 +146,8 @@ def test_role_assignments_have_exact_role_principal_and_scope(case):
             (role_definition("Contributor"), deployer_sp, registry.id),
             (role_definition("Azure Kubernetes Service Cluster User Role"), deployer_sp, cluster.id),
             (role_definition("Storage Blob Data Contributor"), tracking, container.id),
+            # The backup and gc Jobs run with the tracking server's identity: backups are written there.
+            (role_definition("Storage Blob Data Contributor"), tracking, backups.id),
             # The cluster's control-plane identity attaches the MySQL disk that lives outside the node
             # resource group: Contributor on that one disk, not on its resource group.
             (role_definition("Contributor"), CLUSTER_PRINCIPAL_ID, disk.id),
@@ -171,15 +175,33 @@ def test_storage_account_is_locked_down_and_globally_named(case):
     assert re.fullmatch(r"[a-z0-9]{3,24}", account["accountName"])
     assert suffix.inputs["upper"] is False and suffix.inputs["special"] is False
 
-    container = run.one("azure-native:storage:BlobContainer").inputs
-    assert container["publicAccess"] == "None"
+    containers = {
+        c.inputs["containerName"]: c.inputs for c in run.of_type("azure-native:storage:BlobContainer")
+    }
+    assert set(containers) == {"mlflow-artifacts", "mlflow-backups"}
+    assert {c["publicAccess"] for c in containers.values()} == {"None"}
     share = run.one("azure-native:storage:FileShare").inputs
     assert share["shareQuota"] == cfg["fileShareQuotaGib"]
     assert share["enabledProtocols"] == "SMB"
     data_group = run.named("groups-data").outputs["name"]
-    assert {account["resourceGroupName"], container["resourceGroupName"], share["resourceGroupName"]} == {
-        data_group
+    groups = {account["resourceGroupName"], share["resourceGroupName"]} | {
+        c["resourceGroupName"] for c in containers.values()
     }
+    assert groups == {data_group}
+
+
+@EVERY_CONFIGURATION
+def test_the_storage_account_deletes_backups_after_their_retention(case):
+    """The retention is the account's rule, not the backup job's good behaviour: it holds whatever runs."""
+    cfg, run = case
+    policy = run.one("azure-native:storage:ManagementPolicy").inputs
+    assert policy["accountName"] == run.one(STORAGE_ACCOUNT).outputs["name"]
+    assert policy["managementPolicyName"] == "default"
+    [rule] = policy["policy"]["rules"]
+    assert rule["enabled"] is True and rule["type"] == "Lifecycle"
+    assert rule["definition"]["filters"] == {"blobTypes": ["blockBlob"], "prefixMatch": ["mlflow-backups/"]}
+    delete = rule["definition"]["actions"]["baseBlob"]["delete"]
+    assert delete == {"daysAfterModificationGreaterThan": cfg["backupRetentionDays"]}
 
 
 @DEFAULT_AND_CUSTOM
@@ -295,6 +317,7 @@ def test_data_retention_decides_what_destroy_leaves(case):
         "groups-data",
         "storage-account",
         "storage-artifacts",
+        "storage-backups",
         "storage-projects",
         "mysql-disk-disk",
     }

@@ -19,6 +19,11 @@ recorded as a keyed hash in the auth database's table `mlflow_aks_platform`, nev
 
 Pods that start together would otherwise run the same migration at once; on MySQL/MariaDB a named
 lock (GET_LOCK) makes them take turns, and the second one finds nothing left to do.
+
+Before migrating existing data (either database's revision differs from this image's head), it takes a
+backup with backup.py to MLFLOW_AKS_BACKUP_DESTINATION. MLflow's migrations are not transactional, and
+MLflow's upgrade notes say to back up first. When the backup fails, or no destination is configured, it
+refuses to migrate, and the pod does not start. A new, empty database needs no backup.
 """
 
 from __future__ import annotations
@@ -111,6 +116,61 @@ def ensure_run_user(auth_uri: str, username: str, password: str) -> None:
         store.engine.dispose()
 
 
+def pending_migrations(tracking_uri: str, auth_uri: str) -> list[str]:
+    """Which existing databases this image would migrate: `<database>: <revision> -> <head>`."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from mlflow.server.auth.db import utils as auth_db
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    pending = []
+    for name, uri, version_table, head in (
+        ("tracking database", tracking_uri, "alembic_version", _get_latest_schema_revision),
+        (
+            "user database",
+            auth_uri,
+            "alembic_version_auth",
+            lambda: ScriptDirectory.from_config(auth_db._get_alembic_config(auth_uri)).get_current_head(),
+        ),
+    ):
+        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            tables = set(sqlalchemy.inspect(engine).get_table_names())
+            if not tables - {version_table}:
+                continue  # a new database: nothing in it to lose
+            with engine.connect() as conn:
+                current = MigrationContext.configure(
+                    conn, opts={"version_table": version_table}
+                ).get_current_revision()
+        finally:
+            engine.dispose()
+        if current != head():
+            pending.append(f"{name}: {current or 'unversioned'} -> {head()}")
+    return pending
+
+
+def backup_before_migrating(pending: list[str]) -> None:
+    """Back up both databases, or stop: the migration must not start without a backup."""
+    import backup  # beside this file (/app in the image)
+
+    destination = os.environ.get(backup.DESTINATION_ENV)
+    if not destination:
+        raise SystemExit(
+            f"migrate: refusing to migrate existing data ({'; '.join(pending)}) without a backup: "
+            f"{backup.DESTINATION_ENV} is not set"
+        )
+    log.info("backing up before migrating (%s)", "; ".join(pending))
+    try:
+        taken = backup.take(
+            backup.Destination(destination, dict(os.environ)),
+            backup.databases(dict(os.environ)),
+            "pre-migration",
+        )
+    except Exception as error:
+        raise SystemExit(f"migrate: refusing to migrate: the backup before it failed: {error}") from error
+    log.info("backup %s taken (%s rows, %s bytes)", taken["name"], taken["rows"], taken["bytes"])
+
+
 PLATFORM_TABLE = "mlflow_aks_platform"
 ADMIN_PASSWORD_APPLIED = "admin_password_applied"  # noqa: S105 - a row name, not a password
 
@@ -196,6 +256,8 @@ def main() -> int:
     auth_uri = read_auth_config().database_uri
 
     with migration_lock(tracking_uri):
+        if pending := pending_migrations(tracking_uri, auth_uri):
+            backup_before_migrating(pending)
         log.info("migrating the tracking database")
         upgrade_tracking_db.main([tracking_uri], standalone_mode=False)
         log.info("migrating the basic-auth database")

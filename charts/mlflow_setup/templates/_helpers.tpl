@@ -166,3 +166,10 @@ app.kubernetes.io/name: {{ include "mlflow-setup.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: test
 {{- end }}
+
+{{/* Selector labels of the backup and gc Job pods (MySQL's NetworkPolicy admits them). */}}
+{{- define "mlflow-setup.maintenance.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlflow-setup.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: maintenance
+{{- end }}

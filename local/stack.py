@@ -335,6 +335,8 @@ class LocalStack:
         """Stop the server, restore backup `name` (backup.py checks it first and backs up what is there),
         then start the server again."""
         with self._lock():
+            # A backup that is not whole is refused while the server still serves: nothing stops.
+            self._run_task("backup", self._backup_tool("verify", name))
             running = self._server_running()
             if running:
                 self.stop_server()

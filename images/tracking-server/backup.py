@@ -317,6 +317,11 @@ def check(destination: Destination, name: str, workdir: str) -> Checked:
         while block := raw.read(1024 * 1024):
             digest.update(block)
     metadata = backup["metadata"]
+    size = os.path.getsize(path)
+    if str(size) != metadata.get("bytes"):
+        raise BackupError(
+            f"{backup['name']}: {size} bytes, not the {metadata.get('bytes')} recorded: truncated"
+        )
     if digest.hexdigest() != metadata.get("sha256"):
         raise BackupError(f"{backup['name']}: its SHA-256 is not the one recorded when it was taken: corrupt")
     found: dict[str, int] = {}

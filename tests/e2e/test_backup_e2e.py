@@ -1,0 +1,352 @@
+"""Backups, restores, schema upgrades and garbage collection on the real local stack (MariaDB + Azurite).
+
+`LocalStack.backup()`, `.restore()` and `.collect_garbage()` run the chart's own backup and gc CronJob
+containers (`helm template`, then their command and environment as local processes), and the server's
+start runs the chart's migrate init container, which backs up before migrating. These tests use a stack
+of their own: they drop and restore its databases.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pymysql
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from local import LocalStack, StackConfig, StackError, free_ports
+from local import mariadb as local_mariadb
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MLFLOW2_PYTHON = REPO_ROOT / ".venv-mlflow2" / "bin" / "python"
+
+
+def _new_stack(helm_bin: str, workdir: Path, **values) -> LocalStack:
+    server, mysql, azurite = free_ports(3)
+    return LocalStack(
+        StackConfig(
+            workdir=workdir / "stack", server_port=server, mysql_port=mysql, azurite_port=azurite,
+            storage_account="backupacct", helm=helm_bin, values=values,
+        )
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    # Not pytest's tmp_path: MariaDB runs as user `mysql`, who cannot enter /tmp/pytest-of-root (0700).
+    directory = Path(tempfile.mkdtemp(prefix="mlflow-aks-backup-"))
+    os.chmod(directory, 0o755)  # noqa: S103 (secrets inside are 0600)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack(helm_bin: str, workdir: Path) -> Iterator[LocalStack]:
+    local_stack = _new_stack(helm_bin, workdir / "main", gc={"olderThan": "0s"})
+    try:
+        local_stack.start()
+        yield local_stack
+    finally:
+        local_stack.stop()
+
+
+@pytest.fixture
+def admin(stack: LocalStack) -> Iterator[None]:
+    saved = {
+        k: os.environ.get(k)
+        for k in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    }
+    os.environ.update(stack.client_env())
+    import mlflow
+
+    mlflow.set_tracking_uri(stack.tracking_uri)
+    yield
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def _sql(stack: LocalStack, statements: str) -> None:
+    local_mariadb.sql(local_mariadb.MariaDBPaths(stack.workdir / "mariadb"), statements)
+
+
+def _count(stack: LocalStack, query: str, *args) -> int:
+    with pymysql.connect(**stack.database_settings()) as conn, conn.cursor() as cursor:
+        cursor.execute(query, args)
+        return cursor.fetchone()[0]
+
+
+def _drop_databases(stack: LocalStack) -> None:
+    c = stack.config
+    _sql(stack, f"DROP DATABASE `{c.database}`; DROP DATABASE `{c.auth_database}`; "
+                f"CREATE DATABASE `{c.database}`; CREATE DATABASE `{c.auth_database}`;")  # fmt: skip
+
+
+def test_restore_brings_back_runs_metrics_models_users_and_permissions(stack, admin, tmp_path):
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+
+    client = MlflowClient(stack.tracking_uri)
+    experiment_id = client.create_experiment(f"history-{uuid.uuid4().hex[:6]}")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params({"C": "0.5", "odd": "x'y\\z\n,(),("})
+        for step in range(50):
+            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        model = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1]))
+        mlflow.sklearn.log_model(model, name="model", registered_model_name="restored-model")
+    auth = stack.admin_credentials()
+    with httpx.Client(base_url=stack.tracking_uri, auth=auth, timeout=30) as http:
+        assert (
+            http.post(
+                "/api/2.0/mlflow/users/create", json={"username": "bob", "password": "Bob-pass-123"}
+            ).status_code
+            == 200
+        )
+        grant = {"username": "bob", "resource_type": "experiment", "resource_id": experiment_id}
+        granted = http.post("/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": "EDIT"})
+        assert granted.status_code == 200, granted.text
+
+    taken = stack.backup()
+    assert taken["name"].endswith("-scheduled.sql.gz") and int(taken["rows"]) > 50
+
+    stack.stop_server()
+    _drop_databases(stack)
+    assert (
+        _count(
+            stack,
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s",
+            stack.config.database,
+        )
+        == 0
+    )
+    stack.start_server()  # an empty database: the server starts on it, as after a disk loss
+    assert _count(stack, "SELECT COUNT(*) FROM runs") == 0
+
+    restored = stack.restore("latest")
+    assert restored["restored"] == taken["name"] and restored["safety_backup"]
+    run_back = client.get_run(run.info.run_id)
+    assert run_back.data.params == {"C": "0.5", "odd": "x'y\\z\n,(),("}
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [
+        1.0 / (s + 1) for s in range(50)
+    ]
+    loaded = mlflow.pyfunc.load_model("models:/restored-model/1")
+    assert list(loaded.predict(np.array([[0.0], [3.0]]))) == [0, 1]
+    assert client.get_experiment("0").name == "Default"  # id 0 kept (no auto-increment renumbering)
+    with httpx.Client(base_url=stack.tracking_uri, timeout=30) as http:
+        assert (
+            http.get(
+                "/api/2.0/mlflow/experiments/search?max_results=1", auth=("bob", "Bob-pass-123")
+            ).status_code
+            == 200
+        )
+        permission = http.get(
+            "/api/3.0/mlflow/users/permissions/get",
+            params={"username": "bob", "resource_type": "experiment", "resource_id": experiment_id},
+            auth=auth,
+        )
+        assert permission.json()["permission"] == "EDIT"
+
+
+def test_a_backup_taken_while_clients_log_restores_to_a_consistent_state(stack, admin):
+    """One snapshot: each log_batch (100 metrics, one transaction) is in the backup whole or not at all."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(stack.tracking_uri)
+    experiment_id = client.create_experiment(f"busy-{uuid.uuid4().hex[:6]}")
+    runs = [client.create_run(experiment_id).info.run_id for _ in range(3)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def log(run_id: str) -> None:
+        try:
+            batch = 0
+            while not stop.is_set():
+                client.log_batch(run_id, metrics=[Metric(f"m{i:03d}", batch, 0, batch) for i in range(100)])
+                batch += 1
+        except BaseException as error:
+            errors.append(error)
+
+    writers = [threading.Thread(target=log, args=(r,)) for r in runs]
+    for writer in writers:
+        writer.start()
+    time.sleep(2)
+    taken = stack.backup()
+    time.sleep(1)
+    stop.set()
+    for writer in writers:
+        writer.join()
+    assert not errors
+    stack.restore(taken["name"])
+    for run_id in runs:
+        per_key = {}
+        with pymysql.connect(**stack.database_settings()) as conn, conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT `key`, COUNT(*) FROM metrics WHERE run_uuid = %s GROUP BY `key`", (run_id,)
+            )
+            per_key = dict(cursor.fetchall())
+        assert len(per_key) == 100, "every metric key of the batches is there"
+        assert len(set(per_key.values())) == 1, (
+            f"a half-written batch in run {run_id}: {set(per_key.values())}"
+        )
+
+
+def test_a_truncated_or_corrupt_backup_is_refused_before_the_database_is_touched(stack, admin):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(stack.tracking_uri)
+    marker = client.create_experiment(f"still-here-{uuid.uuid4().hex[:6]}")
+    taken = stack.backup()
+    container = BlobServiceClient.from_connection_string(stack.azure_connection_string).get_container_client(
+        stack.config.backups_container
+    )
+    blob = container.get_blob_client(f"databases/{taken['name']}")
+    original = blob.download_blob().readall()
+    metadata = blob.get_blob_properties().metadata
+    experiments_before = _count(stack, "SELECT COUNT(*) FROM experiments")
+    for damaged, why in (
+        (original[: len(original) // 2], "truncated"),
+        (original[:100] + bytes([original[100] ^ 0xFF]) + original[101:], "corrupt"),
+    ):
+        blob.upload_blob(damaged, overwrite=True, metadata=metadata)
+        with pytest.raises(StackError, match=why):
+            stack.restore(taken["name"])
+        assert _count(stack, "SELECT COUNT(*) FROM experiments") == experiments_before
+        assert client.get_experiment(marker).name.startswith("still-here-")
+    # A backup whose gzip is whole but whose end marker is missing (cut at a line) is refused too.
+    text = gzip.decompress(original).decode()
+    cut = gzip.compress(text[: text.rindex("-- end ")].encode())
+    recorded = {**metadata, "sha256": hashlib.sha256(cut).hexdigest(), "bytes": str(len(cut))}
+    blob.upload_blob(cut, overwrite=True, metadata=recorded)
+    with pytest.raises(StackError, match="no end marker"):
+        stack.restore(taken["name"])
+    assert client.get_experiment(marker).name.startswith("still-here-")
+
+
+def test_gc_deletes_a_deleted_runs_artifacts_and_keeps_everyone_elses(stack, admin, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(stack.tracking_uri)
+    experiment_id = client.create_experiment(f"gc-{uuid.uuid4().hex[:6]}")
+    deleted, kept = (client.create_run(experiment_id).info.run_id for _ in range(2))
+    artifact = tmp_path / "weights.bin"
+    artifact.write_bytes(os.urandom(4096))
+    for run_id in (deleted, kept):
+        client.log_artifact(run_id, str(artifact))
+    client.delete_run(deleted)
+    container = BlobServiceClient.from_connection_string(stack.azure_connection_string).get_container_client(
+        stack.config.container
+    )
+
+    def blobs_of(run_id: str) -> list[str]:
+        return [
+            b.name
+            for b in container.list_blobs(name_starts_with=f"{stack.config.artifacts_path}/")
+            if f"/{run_id}/" in b.name
+        ]
+
+    assert blobs_of(deleted) and blobs_of(kept)
+    output = stack.collect_garbage()  # the chart's gc CronJob, with gc.olderThan 0s here
+    assert f"Run with ID {deleted} has been permanently deleted" in output
+    assert blobs_of(deleted) == []
+    assert blobs_of(kept)
+    assert _count(stack, "SELECT COUNT(*) FROM runs WHERE run_uuid = %s", deleted) == 0
+    assert client.get_run(kept).info.lifecycle_stage == "active"
+
+
+LEGACY_SCRIPT = """
+import sys
+from mlflow.entities import Metric, Param
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+import mlflow
+store = SqlAlchemyStore(sys.argv[1], "mlflow-artifacts:/")
+experiment = store.create_experiment("legacy")
+for index in range(5):
+    run = store.create_run(experiment, "old-user", 1700000000000 + index, [], f"legacy-{index}")
+    store.log_batch(run.info.run_id, [Metric("acc", index / 10, 1700000000000, step) for step in range(3)],
+                    [Param("index", str(index))], [])
+print(mlflow.__version__)
+"""
+
+
+def test_an_old_mlflow_2_database_is_backed_up_then_upgraded_with_every_run_intact(helm_bin, workdir):
+    """A tracking database made by MLflow 2.0.0 (its oldest 2.x release): the current server's start
+    backs it up, then migrates it; every run, param and metric is there afterwards."""
+    assert MLFLOW2_PYTHON.exists(), "scripts/bootstrap installs MLflow 2.0.0 into .venv-mlflow2"
+    legacy = _new_stack(helm_bin, workdir / "legacy")
+    try:
+        legacy.start()
+        legacy.stop_server()
+        _drop_databases(legacy)
+        db = legacy.database_settings()
+        uri = f"mysql+pymysql://{db['user']}:{db['password']}@{db['host']}:{db['port']}/{db['database']}"
+        made = subprocess.run(
+            [str(MLFLOW2_PYTHON), "-c", LEGACY_SCRIPT, uri], capture_output=True, text=True, check=False
+        )
+        assert made.returncode == 0, made.stderr[-3000:]
+        assert made.stdout.strip().splitlines()[-1] == "2.0.0"
+        with pymysql.connect(**db) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT version_num FROM alembic_version")
+            old_revision = cursor.fetchone()[0]
+        legacy.start_server()  # the migrate init container: backup, then upgrade
+        log = (legacy.workdir / "server" / "server.log").read_text()
+        log = log[log.rindex("--- init container migrate") :]  # this start's, not the first one's
+        assert "backing up before migrating (tracking database: " + old_revision in log
+        [backup] = legacy.backups()
+        assert backup["name"].endswith("-pre-migration.sql.gz")
+        assert log.index("backup " + backup["name"]) < log.index("migrating the tracking database")
+        from mlflow.tracking import MlflowClient
+
+        os.environ.update(legacy.client_env())
+        client = MlflowClient(legacy.tracking_uri)
+        [experiment] = [e for e in client.search_experiments() if e.name == "legacy"]
+        runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+        assert [r.data.params for r in runs] == [{"index": str(i)} for i in range(5)]
+        for index, run in enumerate(runs):
+            history = client.get_metric_history(run.info.run_id, "acc")
+            assert [(m.step, m.value) for m in history] == [(s, index / 10) for s in range(3)]
+    finally:
+        legacy.stop()
+
+
+def test_a_migration_that_cannot_back_up_first_is_refused(helm_bin, workdir):
+    """Existing data of an older schema and a backup that fails (its container is gone): the init
+    container refuses to migrate, the server does not start, and the database keeps its old schema."""
+    legacy = _new_stack(helm_bin, workdir / "refused")
+    try:
+        legacy.start()
+        legacy.stop_server()
+        _drop_databases(legacy)
+        db = legacy.database_settings()
+        uri = f"mysql+pymysql://{db['user']}:{db['password']}@{db['host']}:{db['port']}/{db['database']}"
+        made = subprocess.run(
+            [str(MLFLOW2_PYTHON), "-c", LEGACY_SCRIPT, uri], capture_output=True, text=True, check=False
+        )
+        assert made.returncode == 0, made.stderr[-3000:]
+        with pymysql.connect(**db) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT version_num FROM alembic_version")
+            old_revision = cursor.fetchone()[0]
+        BlobServiceClient.from_connection_string(legacy.azure_connection_string).delete_container(
+            legacy.config.backups_container
+        )
+        with pytest.raises(StackError, match="refusing to migrate: the backup before it failed"):
+            legacy.start_server(timeout=120)
+        with pymysql.connect(**db) as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM runs")
+            assert cursor.fetchone()[0] == 5
+            cursor.execute("SELECT version_num FROM alembic_version")
+            assert cursor.fetchone()[0] == old_revision, "not migrated"
+    finally:
+        legacy.stop()

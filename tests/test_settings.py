@@ -56,6 +56,13 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"dataStorageAccount": "mlflowdata_0a1b"}, "dataStorageAccount"),
     ({"dataStorageAccount": "mlflowdata" + "x" * 20}, "dataStorageAccount"),
     ({"allowDataReplacement": "yes"}, "allowDataReplacement"),
+    ({"backupSchedule": "daily"}, "backupSchedule"),
+    ({"backupSchedule": "0 2 * *"}, "backupSchedule"),
+    ({"backupRetentionDays": 0}, "backupRetentionDays"),
+    ({"gcSchedule": "@daily now"}, "gcSchedule"),
+    ({"gcOlderThan": "30 days"}, "gcOlderThan"),
+    ({"gcOlderThan": "2h1d"}, "gcOlderThan"),
+    ({"gcOlderThan": ""}, "gcOlderThan"),
 ]
 
 

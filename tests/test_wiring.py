@@ -71,7 +71,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "mysqlDiskSizeGib": 64,
         "runs": [TRAIN],
     },
-    "no-runs": {},
+    "no-runs": {"backupSchedule": "15 1 * * 0", "gcSchedule": "0 4 * * *", "gcOlderThan": "7d12h"},
 }
 
 
@@ -276,6 +276,28 @@ def test_mysql_data_is_a_volume_on_the_retained_disk_outside_the_release(case):
     assert values["mysql"]["persistence"] == {"existingClaim": "mlflow-mysql-data"}
     assert any(
         urn.endswith("::mlflow-mysql-volume-claim") for urn in setup_release(run).options["dependencies"]
+    )
+
+
+def test_backups_and_gc_are_scheduled_from_config_into_the_data_account(case):
+    config, run = case
+    values = plain(setup_release(run).inputs["values"])
+    account = run.one("azure-native:storage:StorageAccount").outputs["name"]
+    container = run.named("storage-backups").outputs["name"]
+    assert values["backup"] == {
+        "schedule": setting(config, "backupSchedule", "0 2 * * *"),
+        "destination": f"wasbs://{container}@{account}.blob.core.windows.net/databases",
+    }
+    assert values["gc"] == {
+        "schedule": setting(config, "gcSchedule", "30 3 * * *"),
+        "olderThan": setting(config, "gcOlderThan", "30d"),
+    }
+    # The identity the backup Job writes with may write there (before the release installs).
+    grant = run.named("tracking-identity-backups-data-contributor")
+    assert grant.inputs["scope"] == run.named("storage-backups").id
+    assert any(
+        urn.endswith("::tracking-identity-backups-data-contributor")
+        for urn in setup_release(run).options["dependencies"]
     )
 
 

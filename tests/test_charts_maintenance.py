@@ -1,0 +1,153 @@
+"""charts/mlflow_setup's maintenance: the backup and gc CronJobs, the backup before a schema migration,
+and the switch to Recreate when the MLflow version changes (so two versions never write one schema)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import chart_values
+from components.chart_values import setup_values
+from tests import chart_render as cr
+from tests.fake_kube_api import FakeKubeApi
+
+IMAGE_REQUIREMENTS = cr.REPO_ROOT / "images" / "tracking-server" / "requirements.txt"
+TRACKING = f"/apis/apps/v1/namespaces/{cr.NAMESPACE}/deployments/{chart_values.TRACKING_SERVICE}"
+VERSION_ANNOTATION = "mlflow-aks/mlflow-version"
+
+
+@pytest.fixture(scope="module")
+def objects(helm_bin, tmp_path_factory) -> list[dict]:
+    return cr.render(
+        helm_bin,
+        cr.SETUP_CHART,
+        cr.SETUP_RELEASE,
+        setup_values(cr.SETUP_CONTEXTS["private"]),
+        tmp_path_factory.mktemp("m"),
+    )
+
+
+def cronjob(objects: list[dict], task: str) -> dict:
+    [found] = [
+        o
+        for o in cr.of_kind(objects, "CronJob")
+        if o["metadata"]["labels"]["app.kubernetes.io/component"] == task
+    ]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("task", "command"),
+    [
+        ("backup", ["python", "/app/backup.py", "backup", "--reason", "scheduled"]),
+        ("gc", ["python", "/app/collect_garbage.py", "--older-than", "30d"]),
+    ],
+)
+def test_maintenance_cronjobs_run_with_the_servers_image_identity_and_settings(objects, task, command):
+    ctx = cr.SETUP_CONTEXTS["private"]
+    job = cronjob(objects, task)
+    spec = job["spec"]
+    assert spec["schedule"] == {"backup": ctx.backup_schedule, "gc": ctx.gc_schedule}[task]
+    assert spec["timeZone"] == "Etc/UTC" and spec["concurrencyPolicy"] == "Forbid"
+    assert spec["failedJobsHistoryLimit"] >= 1, "a failed run stays visible in `kubectl get jobs`"
+    pod = spec["jobTemplate"]["spec"]["template"]
+    assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] > 0
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert pod["spec"]["serviceAccountName"] == ctx.tracking_service_account  # the federated identity
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    [container] = pod["spec"]["containers"]
+    server = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == server["image"]
+    assert container["command"] == command
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]["key"] == "backend-store-uri"
+    if task == "backup":
+        assert env["MLFLOW_AKS_BACKUP_DESTINATION"]["value"] == ctx.backup_destination()
+        assert (
+            ctx.backup_destination()
+            == f"wasbs://mlflow-backups@{ctx.storage_account}.blob.core.windows.net/databases"
+        )
+    else:
+        server_args = server["args"]
+        assert (
+            env["MLFLOW_AKS_ARTIFACTS_DESTINATION"]["value"]
+            == server_args[server_args.index("--artifacts-destination") + 1]
+        )
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_migration_backs_up_to_the_same_place_first(objects):
+    migrate = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["initContainers"][0]
+    env = {e["name"]: e.get("value") for e in migrate["env"]}
+    assert env["MLFLOW_AKS_BACKUP_DESTINATION"] == cr.SETUP_CONTEXTS["private"].backup_destination()
+
+
+def test_the_image_s_mlflow_version_is_the_charts_app_version(objects):
+    """The Recreate switch below compares the chart's appVersion: it must be the image's MLflow."""
+    pinned = re.search(r"^mlflow\[auth\]==(\S+)$", IMAGE_REQUIREMENTS.read_text(), re.M).group(1)
+    for chart in (cr.SETUP_CHART, cr.PROJECT_CHART):
+        assert yaml.safe_load((chart / "Chart.yaml").read_text())["appVersion"] == pinned, chart.name
+    annotations = cr.one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[VERSION_ANNOTATION] == pinned
+
+
+def _upgrade_render(helm_bin: str, tmp_path: Path, running_version: str | None) -> dict:
+    """The tracking Deployment as `helm upgrade` renders it over pods of `running_version`."""
+    api = FakeKubeApi()
+    try:
+        if running_version is not None:
+            api.objects[TRACKING] = {
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": chart_values.TRACKING_SERVICE, "namespace": cr.NAMESPACE},
+                "spec": {"template": {"metadata": {"annotations": {VERSION_ANNOTATION: running_version}}}},
+            }  # fmt: skip
+        values = tmp_path / "values.yaml"
+        values.write_text(yaml.safe_dump(setup_values(cr.SETUP_CONTEXTS["private"])))
+        done = subprocess.run(
+            [helm_bin, "template", cr.SETUP_RELEASE, str(cr.SETUP_CHART), "-f", str(values),
+             "--namespace", cr.NAMESPACE, "--dry-run=server", "--kubeconfig", str(api.kubeconfig(tmp_path))],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert TRACKING in api.requests, "the chart looked the running Deployment up"
+    finally:
+        api.close()
+    return cr.one([d for d in yaml.safe_load_all(done.stdout) if d], "Deployment")
+
+
+@pytest.mark.parametrize(
+    ("running", "strategy"),
+    [(None, "RollingUpdate"), ("3.17.2", "RollingUpdate"), ("3.16.0", "Recreate"), ("2.22.1", "Recreate")],
+    ids=["first-install", "same-version", "older-version", "much-older-version"],
+)
+def test_a_new_mlflow_version_replaces_every_pod_before_the_new_ones_migrate(
+    helm_bin, tmp_path, running, strategy
+):
+    """Over running pods of another MLflow version, the upgrade stops them all first (Recreate), so the
+    new pods' init container backs up and migrates with no old server writing; otherwise pods roll."""
+    deployment = _upgrade_render(helm_bin, tmp_path, running)
+    assert deployment["spec"]["strategy"]["type"] == strategy
+    if strategy == "RollingUpdate":
+        assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"backup": {"destination": ""}}, "destination"),
+        ({"backup": {"schedule": "daily"}}, "schedule"),
+        ({"gc": {"olderThan": "a month"}}, "olderThan"),
+        ({"backup": {"destination": "https://acct.blob.core.windows.net/backups"}}, "destination"),
+    ],
+)
+def test_maintenance_values_are_checked(helm_bin, tmp_path, change, key):
+    values = setup_values(cr.SETUP_CONTEXTS["private"])
+    for section, settings in change.items():
+        values[section] = {**values[section], **settings}
+    result = cr.template(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_path)
+    assert result.returncode != 0
+    assert key in result.stderr

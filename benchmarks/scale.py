@@ -13,7 +13,8 @@ same variant as benchmarks/tracking_server.py):
   100 per page, filtered on a param and a metric (`params.p00 = 'a' and metrics.m00 > 0.5`, about 1
   run in 8);
 - **the long metric**: `MlflowClient.get_metric_history` of the 100,000 points, all pages;
-- the database's size (data and indexes, from information_schema).
+- the database's size (data and indexes, from information_schema);
+- the time to back both databases up and to restore that backup (the recovery time a restore costs).
 
 Requests log in as the chart's non-admin run user. Each query runs 3 unmeasured times, then `--repeat`
 times (30; 5 for the long history); the report gives p50 and p95 (nearest rank), the growth from 1,000 to
@@ -52,6 +53,9 @@ GOAL_GROWTH = 2.0
 class Point:
     runs: int
     db_mib: float = 0.0
+    backup_s: float = 0.0
+    backup_mib: float = 0.0
+    restore_s: float = 0.0
     page: dict[str, list[float]] = field(default_factory=dict)
     history: dict[str, list[float]] = field(default_factory=dict)
 
@@ -166,6 +170,16 @@ def render(
             f"| {p.runs:,} | {p.db_mib:.0f} | {cell(p.page['baseline'])} | {cell(p.page['project'])} "
             f"| {cell(p.history['baseline'])} | {cell(p.history['project'])} |"
         )
+    lines += [
+        "",
+        "Backup and restore (RTO), on the same data: `python -m local backup`, then `restore` of it, which",
+        "checks it, backs up what is there, replaces both databases and counts the rows again.",
+        "",
+        "| runs | backup (s) | backup size (MiB, gzip) | restore (s) |",
+        "|---|---|---|---|",
+    ]
+    for p in points:
+        lines.append(f"| {p.runs:,} | {p.backup_s:.1f} | {p.backup_mib:.1f} | {p.restore_s:.1f} |")
     if len(points) >= 2:
         first, last = points[0], points[-1]
         lines += ["", f"Growth from {first.runs:,} to {last.runs:,} runs (p95, last / first):", ""]
@@ -242,6 +256,18 @@ def main(argv: list[str] | None = None) -> int:
                 point.page[variant.name], point.history[variant.name] = page, history
                 log(f"{size:,} runs, {variant.name}: page p95 {percentile(page, 0.95) * 1000:.0f} ms, "
                     f"history p95 {percentile(history, 0.95) * 1000:.0f} ms ({count:,} points)")  # fmt: skip
+            log(
+                f"{size:,} runs: backup, then restore (the chart's backup CronJob, `python -m local restore`)"
+            )
+            started_backup = time.perf_counter()
+            taken = stack.backup()
+            point.backup_s, point.backup_mib = (
+                time.perf_counter() - started_backup,
+                int(taken["bytes"]) / 2**20,
+            )
+            started_restore = time.perf_counter()
+            stack.restore(taken["name"])  # check, safety backup, replace, count: the whole restore
+            point.restore_s = time.perf_counter() - started_restore
             points.append(point)
     finally:
         with contextlib.suppress(Exception):

@@ -305,19 +305,34 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# The widest source range a public tracking server accepts, per address family: /8 is 16 million IPv4
+# addresses, already far more than any team's networks; a wider one is the internet in all but name.
+MIN_SOURCE_PREFIX = {4: 8, 6: 32}
+
+
 def _cidr_problems(ranges: list[Any], exposure: Any) -> list[Problem]:
     key = "allowedSourceRanges"
     problems = []
+    networks = []
     for index, cidr in enumerate(ranges):
         try:
             network = ipaddress.ip_network(str(cidr), strict=False)
         except ValueError:
             problems.append(Problem(f"{key}[{index}]", "must be a CIDR range like 203.0.113.0/24", cidr))
             continue
-        if network.prefixlen == 0:
-            problems.append(
-                Problem(f"{key}[{index}]", "must not open the tracking server to the whole internet", cidr)
+        networks.append(network)
+        widest = MIN_SOURCE_PREFIX[network.version]
+        if network.prefixlen < widest:
+            rule = (
+                f"must not be wider than /{widest} (IPv{network.version}): a wider range opens the tracking "
+                "server to much of the internet"
             )
+            problems.append(Problem(f"{key}[{index}]", rule, cidr))
+    ipv4 = [n for n in networks if n.version == 4]
+    if ipv4 and list(ipaddress.collapse_addresses(ipv4)) == [ipaddress.ip_network("0.0.0.0/0")]:
+        problems.append(
+            Problem(key, "must not together cover the whole IPv4 internet (e.g. 0.0.0.0/1 + 128.0.0.0/1)", ranges)
+        )
     if exposure == "public" and not ranges:
         problems.append(Problem(key, "must list at least one CIDR range when exposure is public", ranges))
     return problems

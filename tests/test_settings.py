@@ -257,3 +257,31 @@ def test_after_is_kept_in_order_without_repeats():
         dict(EVALUATE_RUN, after=["train-big", "train-demo", "train-big"]),
     ]
     assert settings_from({"runs": runs}).runs[2].after == ("train-big", "train-demo")
+
+
+@pytest.mark.parametrize(
+    ("ranges", "keys"),
+    [
+        (["10.0.0.0/7"], ["allowedSourceRanges[0]"]),
+        (["203.0.113.0/24", "2001:db8::/16"], ["allowedSourceRanges[1]"]),
+        # Each half is refused for its width, and together they are the whole internet.
+        (
+            ["0.0.0.0/1", "128.0.0.0/1"],
+            ["allowedSourceRanges[0]", "allowedSourceRanges[1]", "allowedSourceRanges"],
+        ),
+        # 256 ranges of the widest allowed size still cannot add up to everything.
+        ([f"{first}.0.0.0/8" for first in range(256)], ["allowedSourceRanges"]),
+    ],
+    ids=["wider-than-/8", "ipv6-wider-than-/32", "two-halves", "every-/8"],
+)
+def test_source_ranges_that_mean_the_internet_are_refused(ranges, keys):
+    with pytest.raises(SettingsError) as raised:
+        settings_from({"exposure": "public", "allowedSourceRanges": ranges})
+    assert [p.key for p in raised.value.problems] == keys
+
+
+def test_narrow_source_ranges_are_accepted():
+    ranges = ["10.0.0.0/8", "203.0.113.7/32", "2001:db8::/32", *[f"{n}.0.0.0/8" for n in range(11, 120)]]
+    assert settings_from(
+        {"exposure": "public", "allowedSourceRanges": ranges}
+    ).allowed_source_ranges == tuple(ranges)

@@ -330,9 +330,8 @@ def _cidr_problems(ranges: list[Any], exposure: Any) -> list[Problem]:
             problems.append(Problem(f"{key}[{index}]", rule, cidr))
     ipv4 = [n for n in networks if n.version == 4]
     if ipv4 and list(ipaddress.collapse_addresses(ipv4)) == [ipaddress.ip_network("0.0.0.0/0")]:
-        problems.append(
-            Problem(key, "must not together cover the whole IPv4 internet (e.g. 0.0.0.0/1 + 128.0.0.0/1)", ranges)
-        )
+        rule = "must not together cover the whole IPv4 internet (e.g. 0.0.0.0/1 + 128.0.0.0/1)"
+        problems.append(Problem(key, rule, ranges))
     if exposure == "public" and not ranges:
         problems.append(Problem(key, "must list at least one CIDR range when exposure is public", ranges))
     return problems

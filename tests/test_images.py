@@ -8,6 +8,7 @@ The two venvs are built once per session, concurrently, under a session tmp dir 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import subprocess
 import sys
@@ -100,6 +101,33 @@ def test_tracking_server_requirements_have_what_issue_3_names():
     names = {re.split(r"[\[=]", line)[0].lower() for line in requirement_lines("tracking-server")}
     assert {"mlflow", "pymysql", "azure-storage-blob", "azure-identity"} <= names
     assert "mlflow[auth]==3.17.2" in requirement_lines("tracking-server")
+
+
+def _serve_module():
+    spec = importlib.util.spec_from_file_location("serve", IMAGES["tracking-server"] / "serve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_serve_py_is_tested_against_the_mlflow_the_image_pins():
+    serve = _serve_module()
+    assert f"mlflow[auth]=={serve.TESTED_MLFLOW_VERSION}" in requirement_lines("tracking-server")
+
+
+@pytest.mark.parametrize("installed", ["3.17.1", "3.18.0", "4.0.0"])
+def test_the_server_refuses_another_mlflow_naming_both_versions(installed, monkeypatch, capsys):
+    serve = _serve_module()
+    monkeypatch.setattr("importlib.metadata.version", lambda name: installed if name == "mlflow" else "0")
+    assert serve.main(["--port", "5000"]) == 2
+    message = capsys.readouterr().err
+    assert f"MLflow {serve.TESTED_MLFLOW_VERSION}" in message and f"MLflow {installed}" in message
+    assert "refusing to start" in message
+
+
+def test_the_tested_mlflow_passes_the_check():
+    serve = _serve_module()
+    assert serve.mlflow_version_problem(serve.TESTED_MLFLOW_VERSION) is None
 
 
 def test_project_requirements_hold_nothing_of_the_server():

@@ -50,6 +50,11 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    paths fail or spool). MLFLOW_AKS_STREAM_ARTIFACTS=false turns this off.
 9. Prometheus metrics (requests by endpoint and status, their latency, requests in flight) on their
    own port, MLFLOW_AKS_METRICS_PORT, which no Service exposes (metrics.py). Unset: no metrics.
+
+(5), (6), (7) and (8) reach into MLflow's private internals, which change between releases without
+notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION, the one they were
+written and tested against (tests/test_images.py keeps it equal to the image's pin): a new MLflow needs
+these patches re-read and re-tested first.
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ import time
 import urllib.parse
 from pathlib import Path
 from types import SimpleNamespace
+
+TESTED_MLFLOW_VERSION = "3.17.2"
 
 # Set in the environment of a uvicorn child that MLflow starts itself (job runner on), so that this
 # file, started in its place, runs uvicorn with the same changes.
@@ -476,7 +483,23 @@ def _worker_count(args: list[str]) -> int:
     return 4  # MLflow's default, never reached: with_default_workers() always sets it
 
 
+def mlflow_version_problem(installed: str) -> str | None:
+    """Why the server must not start with MLflow `installed`, or None when it is the tested one."""
+    if installed == TESTED_MLFLOW_VERSION:
+        return None
+    return (
+        f"serve.py: its patches of MLflow's internals were written and tested against MLflow "
+        f"{TESTED_MLFLOW_VERSION}, and this is MLflow {installed}: refusing to start. Re-check serve.py, "
+        f"stream_artifacts.py and their tests against {installed}, then set TESTED_MLFLOW_VERSION."
+    )
+
+
 def main(argv: list[str]) -> int:
+    from importlib.metadata import version
+
+    if problem := mlflow_version_problem(version("mlflow")):
+        print(problem, file=sys.stderr)
+        return 2
     if os.environ.pop(_UVICORN_CHILD, None) == "1":
         # Started by `mlflow server` in place of `python -m uvicorn` (job runner on).
         _patch_uvicorn_supervisor(_worker_count(argv))

@@ -111,6 +111,8 @@ def ensure_run_user(auth_uri: str, username: str, password: str) -> None:
             log.info("created the run user %r", username)
         elif not store.authenticate_user(username, password, use_primary=True):
             store.update_user(username, password=password)
+            ensure_platform_tables(store.engine)
+            record_user_change(store.engine, username)
             log.info("reset the password of the run user %r", username)
     finally:
         store.engine.dispose()
@@ -171,8 +173,40 @@ def backup_before_migrating(pending: list[str]) -> None:
     log.info("backup %s taken (%s rows, %s bytes)", taken["name"], taken["rows"], taken["bytes"])
 
 
-PLATFORM_TABLE = "mlflow_aks_platform"
+# The platform's own tables in the basic-auth database (created by `ensure_platform_tables`):
+# - mlflow_aks_platform: name -> value, e.g. the keyed hash of the last admin password applied;
+# - mlflow_aks_user_changes: an append-only log of users whose password, admin flag or existence
+#   changed. Each server process reads it every second and drops those users from its credential cache
+#   (serve.py, change 10), so a revocation on one replica holds on all of them within seconds.
+PLATFORM_METADATA = sqlalchemy.MetaData()
+PLATFORM = sqlalchemy.Table(
+    "mlflow_aks_platform",
+    PLATFORM_METADATA,
+    sqlalchemy.Column("name", sqlalchemy.String(64), primary_key=True),
+    sqlalchemy.Column("value", sqlalchemy.String(255), nullable=False),
+)
+USER_CHANGES = sqlalchemy.Table(
+    "mlflow_aks_user_changes",
+    PLATFORM_METADATA,
+    sqlalchemy.Column(
+        "id",
+        sqlalchemy.BigInteger().with_variant(sqlalchemy.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sqlalchemy.Column("username", sqlalchemy.String(255), nullable=False),
+)
 ADMIN_PASSWORD_APPLIED = "admin_password_applied"  # noqa: S105 - a row name, not a password
+
+
+def ensure_platform_tables(engine: sqlalchemy.engine.Engine) -> None:
+    PLATFORM_METADATA.create_all(engine, checkfirst=True)
+
+
+def record_user_change(engine: sqlalchemy.engine.Engine, username: str) -> None:
+    """Log that `username`'s credentials or rights changed: every server forgets its cached login."""
+    with engine.begin() as conn:
+        conn.execute(USER_CHANGES.insert().values(username=username))
 
 
 def _fingerprint(password: str) -> str:
@@ -182,28 +216,15 @@ def _fingerprint(password: str) -> str:
 
 def _applied(engine: sqlalchemy.engine.Engine) -> str | None:
     with engine.begin() as conn:
-        conn.execute(
-            sqlalchemy.text(
-                f"CREATE TABLE IF NOT EXISTS {PLATFORM_TABLE} "
-                "(name VARCHAR(64) NOT NULL PRIMARY KEY, value VARCHAR(255) NOT NULL)"
-            )
-        )
         return conn.execute(
-            sqlalchemy.text(f"SELECT value FROM {PLATFORM_TABLE} WHERE name = :name"),  # noqa: S608
-            {"name": ADMIN_PASSWORD_APPLIED},
+            sqlalchemy.select(PLATFORM.c.value).where(PLATFORM.c.name == ADMIN_PASSWORD_APPLIED)
         ).scalar()
 
 
 def _record_applied(engine: sqlalchemy.engine.Engine, fingerprint: str) -> None:
     with engine.begin() as conn:
-        conn.execute(
-            sqlalchemy.text(f"DELETE FROM {PLATFORM_TABLE} WHERE name = :name"),  # noqa: S608
-            {"name": ADMIN_PASSWORD_APPLIED},
-        )
-        conn.execute(
-            sqlalchemy.text(f"INSERT INTO {PLATFORM_TABLE} (name, value) VALUES (:name, :value)"),  # noqa: S608
-            {"name": ADMIN_PASSWORD_APPLIED, "value": fingerprint},
-        )
+        conn.execute(PLATFORM.delete().where(PLATFORM.c.name == ADMIN_PASSWORD_APPLIED))
+        conn.execute(PLATFORM.insert().values(name=ADMIN_PASSWORD_APPLIED, value=fingerprint))
 
 
 def ensure_admin(auth_uri: str, username: str, password: str) -> str:
@@ -218,6 +239,7 @@ def ensure_admin(auth_uri: str, username: str, password: str) -> str:
     store = SqlAlchemyStore()
     store.init_db(auth_uri)
     try:
+        ensure_platform_tables(store.engine)
         fingerprint = _fingerprint(password)
         applied = _applied(store.engine)
         if not store.has_user(username, use_primary=True):
@@ -225,6 +247,7 @@ def ensure_admin(auth_uri: str, username: str, password: str) -> str:
             outcome = "created"
         elif applied != fingerprint:
             store.update_user(username, password=password, is_admin=True)
+            record_user_change(store.engine, username)
             outcome = "aligned"
         else:
             outcome = "kept"
@@ -262,6 +285,11 @@ def main() -> int:
         upgrade_tracking_db.main([tracking_uri], standalone_mode=False)
         log.info("migrating the basic-auth database")
         upgrade_auth_db.main(["--url", auth_uri], standalone_mode=False)
+        engine = sqlalchemy.create_engine(auth_uri, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            ensure_platform_tables(engine)
+        finally:
+            engine.dispose()
         admin, admin_password = (
             os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME"),
             os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"),

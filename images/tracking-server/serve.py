@@ -50,8 +50,15 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    paths fail or spool). MLFLOW_AKS_STREAM_ARTIFACTS=false turns this off.
 9. Prometheus metrics (requests by endpoint and status, their latency, requests in flight) on their
    own port, MLFLOW_AKS_METRICS_PORT, which no Service exposes (metrics.py). Unset: no metrics.
+10. Revocations reach every replica within seconds. MLflow drops a user from the credential cache of the
+   process that changed their password or admin flag, or deleted them. Every other replica would
+   keep the cached login until its TTL expires, 60 s, which is also how long (6) keeps a removed
+   admin's rights there. Here each change is also logged in the auth database (migrate.py's
+   `mlflow_aks_user_changes`), and every serving process reads that log every
+   MLFLOW_AKS_USER_SYNC_SECONDS (1 s; 0 turns it off) and drops the users named there. That is one
+   small query per second per process, and nothing on a request's path.
 
-(5), (6), (7) and (8) reach into MLflow's private internals, which change between releases without
+(5), (6), (7), (8) and (10) reach into MLflow's private internals, which change between releases without
 notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION, the one they were
 written and tested against (tests/test_images.py keeps it equal to the image's pin): a new MLflow needs
 these patches re-read and re-tested first.
@@ -84,6 +91,7 @@ _REUSEPORT = "_MLFLOW_AKS_SERVE_REUSEPORT"
 RUN_EXPERIMENT_CACHE_SIZE = "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE"
 SHARE_REQUEST_USER = "MLFLOW_AKS_SHARE_REQUEST_USER"
 STREAM_ARTIFACTS = "MLFLOW_AKS_STREAM_ARTIFACTS"
+USER_SYNC_SECONDS = "MLFLOW_AKS_USER_SYNC_SECONDS"
 # (9) Where metrics.py serves; no port: no metrics.
 METRICS_PORT_ENV = "MLFLOW_AKS_METRICS_PORT"
 METRICS_HOST_ENV = "MLFLOW_AKS_METRICS_HOST"
@@ -343,6 +351,65 @@ def with_readiness(app, secret_key: str):
     return readiness_app
 
 
+def _sync_user_changes(interval: float) -> None:
+    """(10) Log this process's user changes; drop every user another process changed from the cache."""
+    import logging
+
+    import migrate  # beside this file: the platform tables' definitions
+    import mlflow.server.auth as auth
+    import sqlalchemy
+
+    if getattr(auth, "_mlflow_aks_user_sync", False) or auth._USER_AUTH_CACHE is None or interval <= 0:
+        return
+    engine, changes = auth.store.engine, migrate.USER_CHANGES
+    original_update, original_delete = auth.store.update_user, auth.store.delete_user
+
+    def update_user(username, *args, **kwargs):
+        result = original_update(username, *args, **kwargs)
+        migrate.record_user_change(engine, username)
+        return result
+
+    def delete_user(username, *args, **kwargs):
+        result = original_delete(username, *args, **kwargs)
+        migrate.record_user_change(engine, username)
+        return result
+
+    def newest() -> int:
+        with engine.connect() as conn:
+            return conn.execute(sqlalchemy.select(sqlalchemy.func.max(changes.c.id))).scalar() or 0
+
+    # What changed before this process started does not matter: its cache started empty.
+    seen = newest()
+
+    def follow() -> None:
+        nonlocal seen
+        while True:
+            time.sleep(interval)
+            try:
+                with engine.connect() as conn:
+                    rows = conn.execute(
+                        sqlalchemy.select(changes.c.id, changes.c.username).where(changes.c.id > seen)
+                    ).all()
+            except Exception as error:  # the database is away: try again at the next tick
+                logging.getLogger("mlflow_aks").warning("user-change sync: %s", _failure(error))
+                continue
+            for row_id, username in rows:
+                auth._invalidate_user_auth_cache(username)
+                seen = max(seen, row_id)
+
+    auth.store.update_user = update_user
+    auth.store.delete_user = delete_user
+    threading.Thread(target=follow, name="mlflow-aks-user-sync", daemon=True).start()
+    auth._mlflow_aks_user_sync = True
+
+
+def _user_sync_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get(USER_SYNC_SECONDS, "1")))
+    except ValueError:
+        return 1.0
+
+
 def _run_experiment_cache_size() -> int:
     try:
         return max(0, int(os.environ.get(RUN_EXPERIMENT_CACHE_SIZE, "10000")))
@@ -392,6 +459,7 @@ def _patch_uvicorn_worker() -> None:
                 _cache_run_experiments(size)
             if _share_request_user():
                 _share_authenticated_user()
+            _sync_user_changes(_user_sync_seconds())
         if sockets and os.environ.get(_REUSEPORT) == "1":
             own = []
             for shared in sockets:

@@ -1,6 +1,8 @@
-"""The tracking-server and project-runner images: built from images/ by `pulumi up` (local Docker
-engine) and pushed to ACR with the deployer service principal's credentials, never the ACR admin user.
-The charts reference each image by its repo digest, so a rebuilt image rolls the pods."""
+"""Every image the platform runs (tracking server, project runner, MySQL): built from images/ by
+`pulumi up` (local Docker engine) and pushed to ACR with the deployer service principal's credentials,
+never the ACR admin user. The charts reference each image by its repo digest, so a rebuilt image rolls
+the pods, and nothing is pulled from a public registry at run time. One more image is one more
+`ImageSource` in `SOURCES` (and its directory under images/); its ref is `Images.refs[directory]`."""
 
 from __future__ import annotations
 
@@ -15,10 +17,27 @@ from components.registry_access import RegistryPushAccess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = REPO_ROOT / "images"
-TRACKING_SERVER_REPOSITORY = "mlflow-tracking-server"
-PROJECT_REPOSITORY = "mlflow-project"
 # AKS nodes are x86_64; build for them even on an arm64 workstation.
 PLATFORM = "linux/amd64"
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image the program builds and pushes."""
+
+    directory: str
+    """Build context `images/<directory>` (its own `Dockerfile`); also the image resource's name suffix."""
+    repository: str
+    """ACR repository it is pushed to."""
+
+
+TRACKING_SERVER = ImageSource("tracking-server", "mlflow-tracking-server")
+PROJECT = ImageSource("project", "mlflow-project")
+# The official MySQL image by digest (images/mysql/Dockerfile), so the cluster pulls it from ACR too.
+MYSQL = ImageSource("mysql", "mlflow-mysql")
+# Caddy with the public endpoint's Caddyfile (images/tls-proxy): the TLS terminator sidecar.
+TLS_PROXY = ImageSource("tls-proxy", "mlflow-tls-proxy")
+SOURCES: tuple[ImageSource, ...] = (TRACKING_SERVER, PROJECT, MYSQL, TLS_PROXY)
 
 
 def context_tag(context: Path) -> str:
@@ -45,13 +64,19 @@ class ImagesArgs:
 
 class Images(pulumi.ComponentResource):
     push_access: RegistryPushAccess
-    """Exists once the deployer's credential may push to both repositories: the images wait for it."""
-    tracking_server: docker.Image
-    project: docker.Image
+    """Exists once the deployer's credential may push to every repository: the images wait for it."""
+    images: dict[str, docker.Image]
+    """Each `ImageSource`'s image, by directory."""
+    refs: dict[str, pulumi.Output[str]]
+    """`<acr>/<repository>@sha256:…` (the repo digest the charts use), by directory."""
     tracking_server_ref: pulumi.Output[str]
     """`<acr>/mlflow-tracking-server@sha256:…`"""
     project_ref: pulumi.Output[str]
     """`<acr>/mlflow-project@sha256:…`"""
+    mysql_ref: pulumi.Output[str]
+    """`<acr>/mlflow-mysql@sha256:…`"""
+    tls_proxy_ref: pulumi.Output[str]
+    """`<acr>/mlflow-tls-proxy@sha256:…`"""
 
     def __init__(self, name: str, args: ImagesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-aks:app:Images", name, None, opts)
@@ -69,15 +94,16 @@ class Images(pulumi.ComponentResource):
             login_server=args.login_server,
             username=args.username,
             password=args.password,
-            repositories=[TRACKING_SERVER_REPOSITORY, PROJECT_REPOSITORY],
+            repositories=[source.repository for source in SOURCES],
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.push_permissions),
         )
 
-        def build(suffix: str, repository: str, context: Path) -> docker.Image:
+        def build(source: ImageSource) -> docker.Image:
+            context = IMAGES_DIR / source.directory
             return docker.Image(
-                f"{name}-{suffix}",
+                f"{name}-{source.directory}",
                 image_name=pulumi.Output.concat(
-                    args.login_server, "/", repository, ":", context_tag(context)
+                    args.login_server, "/", source.repository, ":", context_tag(context)
                 ),
                 # Relative to the project directory, where `pulumi up` runs the program (and the Docker
                 # provider): the inputs are then the same in every checkout, so moving or re-cloning the
@@ -90,11 +116,11 @@ class Images(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.push_access]),
             )
 
-        self.tracking_server = build(
-            "tracking-server", TRACKING_SERVER_REPOSITORY, IMAGES_DIR / "tracking-server"
-        )
-        self.project = build("project", PROJECT_REPOSITORY, IMAGES_DIR / "project")
-        self.tracking_server_ref = self.tracking_server.repo_digest
-        self.project_ref = self.project.repo_digest
+        self.images = {source.directory: build(source) for source in SOURCES}
+        self.refs = {directory: image.repo_digest for directory, image in self.images.items()}
+        self.tracking_server_ref = self.refs[TRACKING_SERVER.directory]
+        self.project_ref = self.refs[PROJECT.directory]
+        self.mysql_ref = self.refs[MYSQL.directory]
+        self.tls_proxy_ref = self.refs[TLS_PROXY.directory]
 
-        self.register_outputs({"trackingServerRef": self.tracking_server_ref, "projectRef": self.project_ref})
+        self.register_outputs({"refs": self.refs})

@@ -108,7 +108,8 @@ def describe(answer: TokenAnswer, login_server: str, repositories: Sequence[str]
     if answer.status == 401:
         return (
             f"the deployer service principal's password is still rejected by {login_server} (HTTP 401): "
-            "the new credential is not effective in Entra ID yet, or deployerPasswordEndDate has passed"
+            "the new credential is not effective in Entra ID yet, or the password has expired "
+            "(deployerPasswordLifetimeDays; see docs/operations.md, Deployer password)"
         )
     if answer.status == 200 and not answer.detail:
         grants = "; ".join(

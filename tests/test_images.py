@@ -1,29 +1,47 @@
-"""images/tracking-server and images/project: Dockerfiles lint clean (hadolint) and follow the rules of
-issue 3, and each requirements file resolves on its own into a clean venv that imports and runs what
-the image runs. No Docker engine here, so the venv stands in for the image's `pip install`.
+"""The images the program builds (components/images.py SOURCES): Dockerfiles lint clean (hadolint),
+follow the rules of issue 3 and pin every base by tag and digest; the Python images install exactly
+their hash-checked lock (requirements.lock, written by scripts/lock-requirements from requirements.txt),
+and that lock installs on its own into a clean venv that imports and runs what the image runs. No Docker
+engine here, so the venv stands in for the image: it runs the Dockerfile's own `pip install` arguments.
 
-The two venvs are built once per session, concurrently, under a session tmp dir (pip's cache is warm).
+The venvs are built once per session, concurrently, under a session tmp dir.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
+
+from components.images import IMAGES_DIR, MYSQL, SOURCES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-IMAGES = {
-    "tracking-server": REPO_ROOT / "images" / "tracking-server",
-    "project": REPO_ROOT / "images" / "project",
-}
+# Every image `pulumi up` builds; those with a requirements.txt are the Python images.
+IMAGES = {source.directory: IMAGES_DIR / source.directory for source in SOURCES}
+PYTHON_IMAGES = [image for image, directory in IMAGES.items() if (directory / "requirements.txt").is_file()]
 HADOLINT = REPO_ROOT / ".venv" / "bin" / "hadolint"
 PIN = re.compile(r"^[A-Za-z0-9_.-]+(\[[A-Za-z0-9_,.-]+\])?==[A-Za-z0-9_.+-]+$")
+# `<name>:<tag>@sha256:<64 hex>`: the tag for readers, the digest for the build.
+PINNED_BASE = re.compile(
+    r"^(?P<name>[a-z0-9./_-]+):(?P<tag>[A-Za-z0-9_.-]+)@(?P<digest>sha256:[0-9a-f]{64})$"
+)
+LOCK_ENTRY = re.compile(
+    r"^(?P<name>[A-Za-z0-9_.-]+)==(?P<version>[A-Za-z0-9_.+!-]+)(?P<options>(\s+--hash=\S+)*)$"
+)
+# What the Dockerfiles' `pip install` must say, and the options the tests add to it: output
+# (`--quiet`, `--disable-pip-version-check`) and no .pyc files (`--no-compile`), which change neither
+# which files are installed nor how they are checked.
+REQUIRED_PIP_OPTIONS = ("--no-deps", "--require-hashes", "--only-binary=:all:")
+TEST_PIP_OPTIONS = ("--quiet", "--disable-pip-version-check", "--no-compile")
 SECRET_WORDS = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|ACCOUNT_?KEY|_KEY\b", re.IGNORECASE)
 
 
@@ -48,6 +66,59 @@ def instructions(image: str) -> list[tuple[str, str]]:
     return found
 
 
+def canonical(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_entries(image: str) -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock as {canonical name: (version, [hashes])}; anything else in it fails the test."""
+    text = re.sub(r"\\\n", " ", (IMAGES[image] / "requirements.lock").read_text())
+    entries: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = LOCK_ENTRY.match(line)
+        assert match, f"{image}/requirements.lock: {line[:120]!r} is not `name==version --hash=…`"
+        name = canonical(match["name"])
+        assert name not in entries, f"{image}/requirements.lock pins {name} twice"
+        entries[name] = (match["version"], [h.removeprefix("--hash=") for h in match["options"].split()])
+    return entries
+
+
+def copied_files(image: str) -> dict[str, Path]:
+    """Path in the image -> file of the build context, for every COPY (WORKDIR applied)."""
+    copied, workdir = {}, "/"
+    for word, args in instructions(image):
+        if word == "WORKDIR":
+            workdir = args if args.startswith("/") else f"{workdir.rstrip('/')}/{args}"
+        elif word == "COPY":
+            *sources, dest = args.split()
+            dest = dest if dest.startswith("/") else f"{workdir.rstrip('/')}/{dest}"
+            into_directory = len(sources) > 1 or dest.endswith("/")
+            for source in sources:
+                target = f"{dest.rstrip('/')}/{Path(source).name}" if into_directory else dest
+                copied[target] = IMAGES[image] / source
+    return copied
+
+
+def pip_install(image: str) -> list[str]:
+    """The arguments of the Dockerfile's one `pip install`, its requirements file mapped to the checkout."""
+    runs = [args for word, args in instructions(image) if word == "RUN" and re.search(r"\bpip3?\b", args)]
+    assert len(runs) == 1, f"{image}: expected exactly one RUN that uses pip, found {runs}"
+    argv = shlex.split(runs[0])
+    assert argv[:2] == ["pip", "install"], runs[0]
+    assert not {"&&", "||", ";", "|"} & set(argv), f"{image}: the pip RUN must run pip install alone"
+    args = argv[2:]
+    copied = copied_files(image)
+    for i, arg in enumerate(args):
+        if i > 0 and args[i - 1] == "-r":
+            assert arg in copied, f"{image}: -r {arg} is not a file the Dockerfile copies in"
+            args[i] = str(copied[arg])
+    return args
+
+
 # --- Dockerfiles -----------------------------------------------------------------------------------
 
 
@@ -61,11 +132,22 @@ def test_dockerfile_lints_clean(image):
 
 
 @pytest.mark.parametrize("image", list(IMAGES))
+def test_every_base_is_pinned_by_tag_and_digest(image):
+    """A re-pushed tag cannot change what is built: each FROM names its readable tag and its digest."""
+    bases = [args for word, args in instructions(image) if word == "FROM"]
+    assert bases
+    for base in bases:
+        match = PINNED_BASE.match(base)
+        assert match, f"{image}: FROM {base!r} is not <name>:<tag>@sha256:<64 hex>"
+        assert match["tag"] != "latest"
+
+
+@pytest.mark.parametrize("image", PYTHON_IMAGES)
 def test_dockerfile_pins_a_slim_base_and_runs_as_non_root(image):
     steps = instructions(image)
     [base] = [args for word, args in steps if word == "FROM"]
-    match = re.fullmatch(r"python:(\d+)\.(\d+)\.(\d+)-slim-[a-z]+", base)
-    assert match, f"base {base!r} is not a pinned python:X.Y.Z-slim-<release> tag"
+    match = re.fullmatch(r"python:(\d+)\.(\d+)\.(\d+)-slim-[a-z]+@sha256:[0-9a-f]{64}", base)
+    assert match, f"base {base!r} is not a pinned python:X.Y.Z-slim-<release>@sha256:<digest>"
     # The clean venv below proves the pins for this interpreter version: keep them the same.
     assert (int(match[1]), int(match[2])) == sys.version_info[:2]
     users = [args for word, args in steps if word == "USER"]
@@ -89,12 +171,65 @@ def test_no_credential_in_any_layer_or_build_arg(image):
             assert not any(SECRET_WORDS.search(s) or s.startswith(".") for s in sources), args
 
 
-@pytest.mark.parametrize("image", list(IMAGES))
+@pytest.mark.parametrize("image", PYTHON_IMAGES)
 def test_requirements_are_exact_pins(image):
     lines = requirement_lines(image)
     assert lines
     for line in lines:
         assert PIN.match(line), f"{image}: {line!r} is not an exact pin"
+
+
+@pytest.mark.parametrize("image", PYTHON_IMAGES)
+def test_the_lock_pins_every_requirement_at_its_version_with_hashes(image):
+    """requirements.lock is requirements.txt resolved: each top-level pin at the same version, and
+    every entry (transitive ones included) with at least one sha256 for pip to check."""
+    lock = lock_entries(image)
+    for line in requirement_lines(image):
+        name, version = re.split(r"[\[=]", line)[0], line.split("==")[1]
+        assert canonical(name) in lock, f"{image}: {name} is missing from requirements.lock"
+        assert lock[canonical(name)][0] == version, (
+            f"{image}: requirements.txt pins {name}=={version}, requirements.lock "
+            f"{lock[canonical(name)][0]}: run scripts/lock-requirements {image}"
+        )
+    assert len(lock) > len(requirement_lines(image)), "the lock holds the transitive dependencies too"
+    for name, (version, hashes) in lock.items():
+        assert hashes, f"{image}: {name}=={version} has no --hash"
+        for digest in hashes:
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{image}: {name}: {digest}"
+
+
+@pytest.mark.parametrize("image", PYTHON_IMAGES)
+def test_the_image_installs_only_its_lock_with_hashes(image):
+    """One `pip install`, of the copied lock, that installs nothing the lock does not list
+    (--no-deps), no file whose hash the lock does not list (--require-hashes) and runs no build code
+    (--only-binary=:all:). requirements.txt never enters the image."""
+    args = pip_install(image)
+    for option in REQUIRED_PIP_OPTIONS:
+        assert option in args, f"{image}: pip install lacks {option}"
+    assert args.count("-r") == 1 and args[args.index("-r") + 1] == str(IMAGES[image] / "requirements.lock")
+    assert [a for a in args if not a.startswith("--") and a != "-r"] == [args[args.index("-r") + 1]], (
+        "nothing is installed besides the lock"
+    )
+    assert IMAGES[image] / "requirements.txt" not in copied_files(image).values()
+
+
+def test_mysql_image_is_the_official_one_the_chart_defaults_to():
+    """images/mysql adds nothing to the official image, and the chart's own default (for `helm install`
+    by hand) is that same image by the same digest, at the chart's appVersion."""
+    steps = instructions(MYSQL.directory)
+    assert [word for word, _ in steps] == ["FROM"], "nothing is added to the official image"
+    match = PINNED_BASE.match(steps[0][1])
+    assert match and match["name"] == "mysql", steps[0][1]
+    chart = REPO_ROOT / "charts" / "mysql"
+    defaults = yaml.safe_load((chart / "values.yaml").read_text())["image"]
+    assert defaults == {
+        "registry": "docker.io",
+        "repository": "library/mysql",
+        "digest": match["digest"],
+        "pullPolicy": "IfNotPresent",
+    }
+    app_version = yaml.safe_load((chart / "Chart.yaml").read_text())["appVersion"]
+    assert app_version == match["tag"], f"charts/mysql appVersion {app_version}, images/mysql {match['tag']}"
 
 
 def test_tracking_server_requirements_have_what_issue_3_names():
@@ -141,25 +276,16 @@ def test_project_requirements_hold_nothing_of_the_server():
 
 @pytest.fixture(scope="session")
 def image_venvs(tmp_path_factory) -> dict[str, Path]:
-    """One clean venv per image with its requirements installed (a real resolve), built concurrently."""
+    """One clean venv per Python image, installed by the Dockerfile's own `pip install` arguments (the
+    lock, hash-checked, no dependency resolution), built concurrently."""
     root = tmp_path_factory.mktemp("image-venvs")
     pythons = {}
     jobs = {}
-    for image, directory in IMAGES.items():
+    for image in PYTHON_IMAGES:
         venv = root / image
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         pythons[image] = venv / "bin" / "python"
-        argv = [
-            str(pythons[image]),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-compile",
-            "--disable-pip-version-check",
-            "-r",
-            str(directory / "requirements.txt"),
-        ]
+        argv = [str(pythons[image]), "-m", "pip", "install", *TEST_PIP_OPTIONS, *pip_install(image)]
         jobs[image] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     failures = []
     for image, job in jobs.items():
@@ -176,10 +302,54 @@ def run_in(python: Path, *args: str, cwd: Path | None = None, env: dict | None =
     )
 
 
-@pytest.mark.parametrize("image", list(IMAGES))
+@pytest.mark.parametrize("image", PYTHON_IMAGES)
 def test_pins_are_consistent(image_venvs, image):
     done = run_in(image_venvs[image], "-m", "pip", "check")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# Run inside an image venv: walks requirements.txt's requirements through the installed metadata, extras
+# included (which `pip check` ignores), and prints the distributions they need, or what is missing.
+CLOSURE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from importlib import metadata
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    needed, problems, seen = set(), [], set()
+    todo = [Requirement(line) for line in json.loads(sys.argv[1])]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            problems.append(f"{req} is not installed")
+            continue
+        if not req.specifier.contains(dist.version, prereleases=True):
+            problems.append(f"{req} but {name} {dist.version} is installed")
+        needed.add(name)
+        for extra in ("", *sorted(req.extras)):
+            if (name, extra) in seen:
+                continue
+            seen.add((name, extra))
+            for spec in dist.requires or []:
+                dep = Requirement(spec)
+                if dep.marker is None or dep.marker.evaluate({"extra": extra}):
+                    todo.append(dep)
+    print(json.dumps({"needed": sorted(needed), "problems": problems}))
+""")
+
+
+@pytest.mark.parametrize("image", PYTHON_IMAGES)
+def test_the_lock_is_exactly_what_the_requirements_need(image_venvs, image):
+    """Installed from the lock alone (--no-deps), the venv satisfies requirements.txt with every extra
+    and transitive requirement at a matching version, and the lock holds nothing else: a lock that is
+    stale after an edit of requirements.txt fails here (run scripts/lock-requirements)."""
+    done = run_in(image_venvs[image], "-c", CLOSURE_SCRIPT, json.dumps(requirement_lines(image)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    closure = json.loads(done.stdout)
+    assert closure["problems"] == [], f"{image}: run scripts/lock-requirements {image}"
+    assert sorted(lock_entries(image)) == closure["needed"], f"{image}: run scripts/lock-requirements {image}"
 
 
 def test_tracking_image_imports_and_runs_its_entry_points(image_venvs, tmp_path):

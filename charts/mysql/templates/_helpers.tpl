@@ -29,13 +29,10 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/* The image by digest only: a tag can be re-pushed, a digest cannot. */}}
 {{- define "mysql.image" -}}
-{{- $repo := printf "%s/%s" .Values.image.registry .Values.image.repository -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" $repo .Values.image.digest -}}
-{{- else -}}
-{{- printf "%s:%s" $repo .Values.image.tag -}}
-{{- end -}}
+{{- $digest := required "image.digest is required (sha256:…): MySQL is pulled by digest" .Values.image.digest -}}
+{{- printf "%s/%s@%s" .Values.image.registry .Values.image.repository $digest -}}
 {{- end }}
 
 {{/* Where the StatefulSet mounts align.sql (the Secret's key of that name). */}}

@@ -1,15 +1,22 @@
-"""AKS cluster (managed identity, Kubernetes RBAC, OIDC issuer, workload identity, Container Insights),
-an optional `jobs` node pool for MLflow run Jobs, the kubeconfig and the `kubernetes.Provider` every
-Kubernetes and Helm resource of the program uses."""
+"""AKS cluster (managed identity, AKS-managed Entra ID with Azure RBAC and no local accounts, OIDC
+issuer, workload identity, Container Insights), an optional `jobs` node pool for MLflow run Jobs, the
+Entra ID kubeconfig and the `kubernetes.Provider` every Kubernetes and Helm resource of the program uses.
+The provider authenticates as the person running `pulumi up` (kubelogin, their `az login`), who gets
+"Azure Kubernetes Service RBAC Cluster Admin" on the cluster; it is ready once that role is effective."""
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
+import pulumi_azuread as azuread
 import pulumi_kubernetes as kubernetes
-from pulumi_azure_native import containerservice
+import yaml
+from pulumi_azure_native import authorization, containerservice
+
+from components import roles
+from components.cluster_access import ClusterAccess, entra_kubeconfig
 
 SYSTEM_POOL_NAME = "system"
 JOBS_POOL_NAME = "jobs"
@@ -48,11 +55,26 @@ class ClusterArgs:
     """VM size of the jobs pool."""
     jobs_node_max_count: int
     """Maximum nodes of the jobs pool."""
+    tenant_id: pulumi.Input[str]
+    """Entra ID tenant the cluster authenticates against (the deploying client's)."""
+    subscription_id: pulumi.Input[str]
+    """Subscription of the built-in role definitions."""
+    deploying_principal_id: pulumi.Input[str]
+    """Object id of whoever runs `pulumi up` (user or CI principal): gets AKS RBAC Cluster Admin."""
+    api_server_authorized_ip_ranges: tuple[str, ...]
+    """CIDRs that may reach the API server; empty for no IP restriction (Entra ID still required)."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """What the cluster is created after, and so deleted before: the public IP its load balancer holds
+    (components/public_endpoint.py), which Azure cannot delete while the load balancer uses it."""
 
 
 class Cluster(pulumi.ComponentResource):
     managed_cluster: containerservice.ManagedCluster
     jobs_pool: containerservice.AgentPool | None
+    admin_assignment: authorization.RoleAssignment
+    """AKS RBAC Cluster Admin of the principal running `pulumi up`, on the cluster."""
+    access: ClusterAccess
+    """Exists once that role is effective; the provider depends on it."""
     provider: kubernetes.Provider
     cluster_name: pulumi.Output[str]
     cluster_id: pulumi.Output[str]
@@ -61,7 +83,7 @@ class Cluster(pulumi.ComponentResource):
     """Principal of the cluster's (control-plane) system-assigned identity: it attaches Azure disks."""
     kubelet_object_id: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
-    """Cluster-user kubeconfig (secret)."""
+    """Entra ID kubeconfig (secret): kubelogin with the user's `az login`, no client certificate."""
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-aks:foundation:Cluster", name, None, opts)
@@ -87,6 +109,21 @@ class Cluster(pulumi.ComponentResource):
                 type=containerservice.ResourceIdentityType.SYSTEM_ASSIGNED,
             ),
             enable_rbac=True,
+            # Entra ID sign-in, authorized by Azure role assignments: access is granted and revoked in
+            # Azure, per person, and nobody holds a cluster credential that outlives its owner's account.
+            aad_profile=containerservice.ManagedClusterAADProfileArgs(
+                managed=True,
+                enable_azure_rbac=True,
+                tenant_id=args.tenant_id,
+            ),
+            # No static client certificates: listClusterAdminCredential is refused, and the only way in is
+            # Entra ID (https://learn.microsoft.com/azure/aks/manage-local-accounts-managed-azure-ad).
+            disable_local_accounts=True,
+            # Empty: no IP restriction (Entra ID sign-in is still required). Sent also when empty, so that
+            # removing the last range is a change Azure receives rather than an omitted property.
+            api_server_access_profile=containerservice.ManagedClusterAPIServerAccessProfileArgs(
+                authorized_ip_ranges=list(args.api_server_authorized_ip_ranges),
+            ),
             oidc_issuer_profile=containerservice.ManagedClusterOIDCIssuerProfileArgs(enabled=True),
             security_profile=containerservice.ManagedClusterSecurityProfileArgs(
                 workload_identity=containerservice.ManagedClusterSecurityProfileWorkloadIdentityArgs(
@@ -123,6 +160,7 @@ class Cluster(pulumi.ComponentResource):
             # `pulumi up --refresh` would otherwise try to reset the pool to its first size.
             opts=pulumi.ResourceOptions(
                 parent=self,
+                depends_on=args.depends_on,
                 ignore_changes=[SYSTEM_POOL_COUNT_PATH] if args.system_node_autoscale else None,
             ),
         )
@@ -151,19 +189,52 @@ class Cluster(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"]),
             )
 
+        # Whoever runs `pulumi up` installs the Helm releases with their own Entra ID identity: Kubernetes
+        # admin through Azure RBAC, on this cluster only. They may be a user or a CI service principal, and
+        # Azure refuses an assignment whose principalType does not match (UnmatchedPrincipalType, see
+        # hashicorp/terraform-provider-azurerm#4168): the type is read from Entra ID.
+        deploying_principal = azuread.get_directory_object_output(object_id=args.deploying_principal_id)
+        self.admin_assignment = roles.assign_role(
+            f"{name}-deployer-cluster-admin",
+            subscription_id=args.subscription_id,
+            role=roles.AKS_RBAC_CLUSTER_ADMIN,
+            principal_id=args.deploying_principal_id,
+            scope=self.managed_cluster.id,
+            parent=self,
+            principal_type=deploying_principal.type,
+        )
+
+        # Azure's cluster-user kubeconfig gives the server and its CA; its user (a device-code login) is
+        # replaced by kubelogin with the Azure CLI's login (components/cluster_access.py).
         credentials = containerservice.list_managed_cluster_user_credentials_output(
             resource_group_name=args.resource_group_name,
             resource_name=self.managed_cluster.name,
+            format="exec",
         )
-        self.kubeconfig = pulumi.Output.secret(
-            credentials.kubeconfigs[0].value.apply(lambda encoded: base64.b64decode(encoded).decode())
+        azure_kubeconfig = credentials.kubeconfigs[0].value.apply(
+            lambda encoded: base64.b64decode(encoded).decode()
+        )
+        self.kubeconfig = pulumi.Output.secret(azure_kubeconfig.apply(entra_kubeconfig))
+        api_server = azure_kubeconfig.apply(lambda text: yaml.safe_load(text)["clusters"][0]["cluster"])
+
+        # The role is seconds old here and takes minutes to become effective: the provider, and so every
+        # Kubernetes and Helm resource, waits until the API server allows what the deployment does.
+        self.access = ClusterAccess(
+            f"{name}-access",
+            server=api_server.apply(lambda cluster: cluster["server"]),
+            certificate_authority_data=api_server.apply(
+                lambda cluster: cluster.get("certificate-authority-data", "")
+            ),
+            principal_id=args.deploying_principal_id,
+            role_assignment_id=self.admin_assignment.id,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.admin_assignment]),
         )
         self.provider = kubernetes.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
             # Lets `pulumi destroy` finish when the cluster is already gone.
             delete_unreachable=True,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.access]),
         )
 
         self.cluster_name = self.managed_cluster.name

@@ -1,5 +1,6 @@
-"""The deployer service principal: what pushes the images to ACR (`AcrPush`, `Contributor` on the
-registry) and fetches cluster credentials (`Azure Kubernetes Service Cluster User Role` on the AKS)."""
+"""The deployer service principal: what pushes the images to ACR, with `AcrPush` on the registry and
+nothing else (least privilege: pushing an image needs no management-plane role on the registry, and
+the cluster is reached with the Entra ID identity of whoever runs `pulumi up`, not with this one)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,19 @@ import pulumi_azuread as azuread
 from pulumi_azure_native import authorization
 
 from components import roles
+from components.password_expiry import PasswordExpiry
 
 
 @dataclass
 class DeployerArgs:
     name_prefix: str
     """Prefix of the application's display name."""
-    password_end_date: str
-    """RFC 3339 expiry of the password."""
+    password_lifetime_days: int
+    """Days the password is valid from its creation (a new value rotates it)."""
     subscription_id: pulumi.Input[str]
     """Subscription of the built-in role definitions."""
     registry_id: pulumi.Input[str]
-    """Scope of AcrPush and Contributor."""
-    cluster_id: pulumi.Input[str]
-    """Scope of the AKS Cluster User Role."""
+    """Scope of AcrPush."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What must exist before the Entra ID application is created (the data guard)."""
 
@@ -31,8 +31,10 @@ class DeployerArgs:
 class Deployer(pulumi.ComponentResource):
     application: azuread.Application
     service_principal: azuread.ServicePrincipal
+    password_expiry: PasswordExpiry
+    """The password's end date, fixed when the password is created."""
     role_assignments: list[authorization.RoleAssignment]
-    """AcrPush, Contributor (registry) and AKS Cluster User: image pushes depend on them."""
+    """AcrPush on the registry: image pushes depend on it."""
     client_id: pulumi.Output[str]
     object_id: pulumi.Output[str]
     password: pulumi.Output[str]
@@ -55,28 +57,30 @@ class Deployer(pulumi.ComponentResource):
             owners=[current.object_id],
             opts=pulumi.ResourceOptions(parent=self),
         )
+        # A date computed once (components/password_expiry.py): the same lifetime on the next `pulumi up`
+        # is no change, so the password is not rotated on every run.
+        self.password_expiry = PasswordExpiry(
+            f"{name}-password-expiry",
+            lifetime_days=args.password_lifetime_days,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.service_principal]),
+        )
         password = azuread.ServicePrincipalPassword(
             f"{name}-password",
             service_principal_id=self.service_principal.id,
             display_name="pulumi",
-            end_date=args.password_end_date,
-            opts=pulumi.ResourceOptions(parent=self),
+            end_date=self.password_expiry.end_date,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.password_expiry]),
         )
 
         principal_id = self.service_principal.object_id
         self.role_assignments = [
             roles.assign_role(
-                f"{name}-{suffix}",
+                f"{name}-acr-push",
                 subscription_id=args.subscription_id,
-                role=role,
+                role=roles.ACR_PUSH,
                 principal_id=principal_id,
-                scope=scope,
+                scope=args.registry_id,
                 parent=self,
-            )
-            for suffix, role, scope in (
-                ("acr-push", roles.ACR_PUSH, args.registry_id),
-                ("acr-contributor", roles.CONTRIBUTOR, args.registry_id),
-                ("aks-cluster-user", roles.AKS_CLUSTER_USER, args.cluster_id),
             )
         ]
 

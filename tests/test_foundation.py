@@ -12,17 +12,24 @@ import re
 from typing import Any
 
 import pytest
+import yaml
 from pulumi_mocks import (
+    API_SERVER,
+    API_SERVER_CA,
     CLUSTER_PRINCIPAL_ID,
-    KUBECONFIG,
+    DEPLOYING_USER_OBJECT_ID,
     KUBELET_OBJECT_ID,
     OIDC_ISSUER_URL,
     SUBSCRIPTION_ID,
+    TENANT_ID,
     ProgramRun,
+    RecordingMocks,
     is_secret,
+    plain,
     run_program,
 )
 
+from components.cluster_access import ACCESS_CHECKS, ACCESS_TIMEOUT_SECONDS, AKS_SERVER_APP_ID
 from settings import declared_config
 
 BUILTIN_ROLES = {
@@ -30,6 +37,7 @@ BUILTIN_ROLES = {
     "AcrPush": "8311e382-0749-4cb8-b61a-304f252e45ec",
     "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
     "Azure Kubernetes Service Cluster User Role": "4abbcc35-e782-43d8-92c5-2d3f1bd2253f",
+    "Azure Kubernetes Service RBAC Cluster Admin": "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b",
     "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
 }
 
@@ -39,7 +47,7 @@ CONFIGURATIONS = {
     "autoscale": {"systemNodeAutoscale": True, "systemNodeMinCount": 2, "systemNodeMaxCount": 5},
     "fixed-count": {"systemNodeAutoscale": False, "systemNodeCount": 4},
     "delete-data": {"dataRetention": "delete"},
-    "retain-data": {"dataRetention": "retain", "backupRetentionDays": 90},
+    "retain-data": {"dataRetention": "retain", "backupRetentionDays": 90, "softDeleteRetentionDays": 365},
     "custom": {
         "namePrefix": "mlops7",
         "location": "northeurope",
@@ -54,6 +62,9 @@ CONFIGURATIONS = {
         "jobsNodeVmSize": "Standard_E8s_v5",
         "mysqlDiskSku": "Premium_ZRS",
         "mysqlDiskSizeGib": 128,
+        "apiServerAuthorizedIpRanges": ["203.0.113.0/24", "198.51.100.7"],
+        "deployerPasswordLifetimeDays": 90,
+        "exportDeployerPassword": True,
     },
 }
 # Tests whose subject varies with a setting run over every configuration; the rest over two.
@@ -67,6 +78,7 @@ STORAGE_ACCOUNT = "azure-native:storage:StorageAccount"
 REGISTRY = "azure-native:containerregistry:Registry"
 RESOURCE_GROUP = "azure-native:resources:ResourceGroup"
 DISK = "azure-native:compute:Disk"
+LOCK = "azure-native:authorization:ManagementLockAtResourceGroupLevel"
 
 
 def effective(config: dict[str, Any]) -> dict[str, Any]:
@@ -102,15 +114,18 @@ def test_declares_every_foundation_resource_once(case):
         "azuread:index/application:Application": 1,
         "azuread:index/servicePrincipal:ServicePrincipal": 1,
         "azuread:index/servicePrincipalPassword:ServicePrincipalPassword": 1,
-        ROLE_ASSIGNMENT: 7,
-        STORAGE_ACCOUNT: 1,
+        ROLE_ASSIGNMENT: 6,
+        # The data account (artifacts, backups) and the project files account.
+        STORAGE_ACCOUNT: 2,
         DISK: 1,
         "azure-native:storage:BlobContainer": 2,
+        "azure-native:storage:BlobServiceProperties": 1,
         "azure-native:storage:ManagementPolicy": 1,
         "azure-native:storage:FileShare": 1,
+        LOCK: 1 if cfg["dataRetention"] == "retain" else 0,
         "azure-native:managedidentity:UserAssignedIdentity": 1,
         "azure-native:managedidentity:FederatedIdentityCredential": 1,
-        "random:index/randomString:RandomString": 2,
+        "random:index/randomString:RandomString": 3,  # the two storage accounts' and the registry's suffixes
         "pulumi:providers:kubernetes": 1,
     }
     counts = run.type_counts()
@@ -142,9 +157,14 @@ def test_role_assignments_have_exact_role_principal_and_scope(case):
     expected = sorted(
         [
             (role_definition("AcrPull"), KUBELET_OBJECT_ID, registry.id),
+            # The deployer service principal only pushes images: AcrPush, nothing on the cluster.
             (role_definition("AcrPush"), deployer_sp, registry.id),
-            (role_definition("Contributor"), deployer_sp, registry.id),
-            (role_definition("Azure Kubernetes Service Cluster User Role"), deployer_sp, cluster.id),
+            # Whoever runs `pulumi up` installs the releases with their own Entra ID identity.
+            (
+                role_definition("Azure Kubernetes Service RBAC Cluster Admin"),
+                DEPLOYING_USER_OBJECT_ID,
+                cluster.id,
+            ),
             (role_definition("Storage Blob Data Contributor"), tracking, container.id),
             # The backup and gc Jobs run with the tracking server's identity: backups are written there.
             (role_definition("Storage Blob Data Contributor"), tracking, backups.id),
@@ -158,19 +178,48 @@ def test_role_assignments_have_exact_role_principal_and_scope(case):
         (a.inputs["roleDefinitionId"], a.inputs["principalId"], a.inputs["scope"]) for a in assignments
     )
     assert actual == expected
-    assert {a.inputs["principalType"] for a in assignments} == {"ServicePrincipal"}
+    # Identities the program creates are declared as service principals (no replication wait); the
+    # deploying principal has the type Entra ID gives it (a person here).
+    for assignment in assignments:
+        expected_type = (
+            "User" if assignment.inputs["principalId"] == DEPLOYING_USER_OBJECT_ID else "ServicePrincipal"
+        )
+        assert assignment.inputs["principalType"] == expected_type
+
+
+def test_a_ci_service_principal_running_pulumi_up_is_assigned_as_a_service_principal():
+    """Azure refuses an assignment whose principalType differs from the principal's (and the SDK would
+    send `User`): the type comes from Entra ID's directory object of the deploying principal."""
+    run = run_program({}, mocks=RecordingMocks(deploying_principal_type="ServicePrincipal"))
+    admin = run.named("cluster-deployer-cluster-admin")
+    assert admin.inputs["principalId"] == DEPLOYING_USER_OBJECT_ID
+    assert admin.inputs["principalType"] == "ServicePrincipal"
+    (lookup,) = [c for c in run.calls if c.token == "azuread:index/getDirectoryObject:getDirectoryObject"]
+    assert lookup.args["objectId"] == DEPLOYING_USER_OBJECT_ID
+
+
+def data_account(run: ProgramRun):
+    return run.named("storage-account")
+
+
+def files_account(run: ProgramRun):
+    return run.named("projects-account")
 
 
 @DEFAULT_AND_CUSTOM
 def test_storage_account_is_locked_down_and_globally_named(case):
     cfg, run = case
-    account = run.one(STORAGE_ACCOUNT).inputs
+    account = data_account(run).inputs
     suffix = run.named("storage-suffix")
     assert account["kind"] == "StorageV2"
     assert account["sku"] == {"name": cfg["storageSku"]}
     assert account["enableHttpsTrafficOnly"] is True
     assert account["minimumTlsVersion"] == "TLS1_2"
     assert account["allowBlobPublicAccess"] is False
+    # No account key (or SAS signed with one) reads or deletes an artifact or a backup: Entra ID only,
+    # also in the portal.
+    assert account["allowSharedKeyAccess"] is False
+    assert account["defaultToOAuthAuthentication"] is True
     assert account["accountName"] == f"{cfg['namePrefix']}data{suffix.outputs['result']}"
     assert re.fullmatch(r"[a-z0-9]{3,24}", account["accountName"])
     assert suffix.inputs["upper"] is False and suffix.inputs["special"] is False
@@ -180,31 +229,148 @@ def test_storage_account_is_locked_down_and_globally_named(case):
     }
     assert set(containers) == {"mlflow-artifacts", "mlflow-backups"}
     assert {c["publicAccess"] for c in containers.values()} == {"None"}
-    share = run.one("azure-native:storage:FileShare").inputs
-    assert share["shareQuota"] == cfg["fileShareQuotaGib"]
-    assert share["enabledProtocols"] == "SMB"
+    assert {c["accountName"] for c in containers.values()} == {data_account(run).outputs["name"]}
     data_group = run.named("groups-data").outputs["name"]
-    groups = {account["resourceGroupName"], share["resourceGroupName"]} | {
-        c["resourceGroupName"] for c in containers.values()
+    assert {account["resourceGroupName"]} | {c["resourceGroupName"] for c in containers.values()} == {
+        data_group
     }
-    assert groups == {data_group}
-
-
-@EVERY_CONFIGURATION
-def test_the_storage_account_deletes_backups_after_their_retention(case):
-    """The retention is the account's rule, not the backup job's good behaviour: it holds whatever runs."""
-    cfg, run = case
-    policy = run.one("azure-native:storage:ManagementPolicy").inputs
-    assert policy["accountName"] == run.one(STORAGE_ACCOUNT).outputs["name"]
-    assert policy["managementPolicyName"] == "default"
-    [rule] = policy["policy"]["rules"]
-    assert rule["enabled"] is True and rule["type"] == "Lifecycle"
-    assert rule["definition"]["filters"] == {"blobTypes": ["blockBlob"], "prefixMatch": ["mlflow-backups/"]}
-    delete = rule["definition"]["actions"]["baseBlob"]["delete"]
-    assert delete == {"daysAfterModificationGreaterThan": cfg["backupRetentionDays"]}
+    # Nothing lists this account's keys (the only key the program reads is the project files account's).
+    listed = [c.args["accountName"] for c in run.calls if c.token.endswith(":listStorageAccountKeys")]
+    assert listed == [files_account(run).outputs["name"]]
 
 
 @DEFAULT_AND_CUSTOM
+def test_the_project_share_has_an_account_of_its_own_in_the_platform_group(case):
+    """The share needs key-based SMB (the CSI mount, the upload): its account takes keys, holds nothing but
+    the share, and is not data: no retain, no protect, no import, no lock."""
+    cfg, run = case
+    account = files_account(run)
+    suffix = run.named("projects-suffix")
+    inputs = account.inputs
+    assert inputs["accountName"] == f"{cfg['namePrefix']}files{suffix.outputs['result']}"
+    assert re.fullmatch(r"[a-z0-9]{3,24}", inputs["accountName"])
+    assert inputs["accountName"] != data_account(run).inputs["accountName"]
+    assert inputs["resourceGroupName"] == run.named("groups-platform").outputs["name"]
+    assert inputs["kind"] == "StorageV2"
+    assert inputs["sku"] == {"name": cfg["storageSku"]}
+    assert inputs["allowSharedKeyAccess"] is True
+    assert inputs["enableHttpsTrafficOnly"] is True and inputs["minimumTlsVersion"] == "TLS1_2"
+    assert inputs["allowBlobPublicAccess"] is False
+    share = run.one("azure-native:storage:FileShare")
+    assert share.inputs["shareName"] == "mlflow-projects"
+    assert share.inputs["accountName"] == account.outputs["name"]
+    assert share.inputs["resourceGroupName"] == inputs["resourceGroupName"]
+    assert share.inputs["shareQuota"] == cfg["fileShareQuotaGib"]
+    assert share.inputs["enabledProtocols"] == "SMB"
+    for resource in (account, share, suffix):
+        options = resource.options
+        assert (options["retainOnDelete"], options["protect"], options["importId"]) == (False, False, ""), (
+            resource.name
+        )
+    assert run.exports["projectsStorageAccount"] == account.outputs["name"]
+    assert run.exports["projectsShare"] == "mlflow-projects"
+
+
+@EVERY_CONFIGURATION
+def test_deleted_and_overwritten_blobs_stay_recoverable_for_the_configured_days(case):
+    """Blob soft delete, container soft delete and versioning on the data account, with the days from
+    config (Azure's 1-365); deleting soft-deleted versions early stays off."""
+    cfg, run = case
+    days = cfg["softDeleteRetentionDays"]
+    service = run.one("azure-native:storage:BlobServiceProperties")
+    inputs = service.inputs
+    assert inputs["accountName"] == data_account(run).outputs["name"]
+    assert inputs["resourceGroupName"] == run.named("groups-data").outputs["name"]
+    assert inputs["blobServicesName"] == "default"
+    assert inputs["isVersioningEnabled"] is True
+    assert inputs["deleteRetentionPolicy"] == {"enabled": True, "days": days}
+    assert inputs["containerDeleteRetentionPolicy"] == {"enabled": True, "days": days}
+    assert "allowPermanentDelete" not in inputs["deleteRetentionPolicy"]
+    # Kept with the data: azure-native's delete would reset the properties (and so the protection).
+    keep = cfg["dataRetention"] == "retain"
+    assert service.options["retainOnDelete"] is keep
+    assert service.options["protect"] is (keep and not cfg["allowDataReplacement"])
+
+
+@EVERY_CONFIGURATION
+def test_the_lifecycle_policy_bounds_backups_and_previous_versions(case):
+    """The retention is the account's rule, not the backup job's good behaviour: it holds whatever runs.
+    With versioning on, deleting a blob only makes it a previous version, so each rule also deletes the
+    versions; every lifecycle delete is then soft-deleted for softDeleteRetentionDays, and gone after."""
+    cfg, run = case
+    policy = run.one("azure-native:storage:ManagementPolicy")
+    inputs = policy.inputs
+    assert inputs["accountName"] == data_account(run).outputs["name"]
+    assert inputs["managementPolicyName"] == "default"
+    rules = {rule["name"]: rule for rule in inputs["policy"]["rules"]}
+    assert set(rules) == {"expire-database-backups", "expire-replaced-artifacts"}
+    for rule in rules.values():
+        assert rule["enabled"] is True and rule["type"] == "Lifecycle"
+    backups = rules["expire-database-backups"]["definition"]
+    assert backups["filters"] == {"blobTypes": ["blockBlob"], "prefixMatch": ["mlflow-backups/"]}
+    assert backups["actions"] == {
+        "baseBlob": {"delete": {"daysAfterModificationGreaterThan": cfg["backupRetentionDays"]}},
+        "version": {"delete": {"daysAfterCreationGreaterThan": cfg["backupRetentionDays"]}},
+    }
+    artifacts = rules["expire-replaced-artifacts"]["definition"]
+    assert artifacts["filters"] == {"blobTypes": ["blockBlob"], "prefixMatch": ["mlflow-artifacts/"]}
+    # Current artifacts are MLflow's to delete (gc); only what was deleted or overwritten expires.
+    assert artifacts["actions"] == {
+        "version": {"delete": {"daysAfterCreationGreaterThan": cfg["softDeleteRetentionDays"]}}
+    }
+    # The same resource as before versions were expired (its old name), so no `pulumi up` replaces it.
+    assert policy.name == "storage-lifecycle"
+
+
+@EVERY_CONFIGURATION
+def test_the_data_group_is_locked_while_retained(case):
+    """CanNotDelete on the data group only with `retain`. The lock is not protected (switching to `delete`
+    removes it on the next `pulumi up`), but the protected storage account depends on it, so `pulumi
+    destroy --exclude-protected` keeps it (tests/test_data_lifecycle.py simulates that)."""
+    cfg, run = case
+    locks = run.of_type(LOCK)
+    if cfg["dataRetention"] != "retain":
+        assert locks == []
+        assert not any("data-lock" in urn for urn in data_account(run).options["dependencies"])
+        return
+    (lock,) = locks
+    assert lock.name == "groups-data-lock"
+    assert lock.inputs["level"] == "CanNotDelete"
+    assert lock.inputs["resourceGroupName"] == run.named("groups-data").outputs["name"]
+    assert lock.inputs["lockName"] == "mlflow-aks-keep-data"
+    assert "docs/operations.md" in lock.inputs["notes"] and len(lock.inputs["notes"]) <= 512
+    assert (
+        lock.id
+        == f"{run.named('groups-data').id}/providers/Microsoft.Authorization/locks/mlflow-aks-keep-data"
+    )
+    assert (lock.options["protect"], lock.options["retainOnDelete"]) == (False, False)
+    assert any(urn.endswith("::groups-data-lock") for urn in data_account(run).options["dependencies"])
+
+
+@EVERY_CONFIGURATION
+def test_role_assignments_inside_the_locked_group_are_left_on_destroy(case):
+    """A CanNotDelete lock refuses to delete role assignments at or under its scope (ScopeLocked). Every
+    assignment scoped inside the data group is therefore retained on delete while the lock is on, and only
+    then; the rest (registry, cluster) are deleted as before."""
+    cfg, run = case
+    locked = cfg["dataRetention"] == "retain"
+    data_group_id = run.named("groups-data").id
+    inside = set()
+    for assignment in run.of_type(ROLE_ASSIGNMENT):
+        scope = assignment.inputs["scope"]
+        if scope == data_group_id or scope.startswith(f"{data_group_id}/"):
+            inside.add(assignment.name)
+            assert assignment.options["retainOnDelete"] is locked, assignment.name
+        else:
+            assert assignment.options["retainOnDelete"] is False, assignment.name
+    assert inside == {
+        "tracking-identity-blob-data-contributor",
+        "tracking-identity-backups-data-contributor",
+        "mysql-disk-cluster-attach",
+    }
+
+
+@EVERY_CONFIGURATION
 def test_mysql_disk_is_in_the_data_group_and_attaches_to_the_nodes(case):
     cfg, run = case
     disk = run.one(DISK)
@@ -222,8 +388,11 @@ def test_mysql_disk_is_in_the_data_group_and_attaches_to_the_nodes(case):
     (system,) = run.one(CLUSTER).inputs["agentPoolProfiles"]
     pools = [system, *(pool.inputs for pool in run.of_type(AGENT_POOL))]
     assert all("availabilityZones" not in pool for pool in pools)
-    # With dataRetention delete, destroy removes the disk only after the cluster that has it attached.
-    assert any(urn.endswith(f"::{run.one(CLUSTER).name}") for urn in disk.options["dependencies"])
+    # With dataRetention delete, destroy removes the disk only after the cluster that has it attached. A
+    # retained disk must not depend on the cluster: `pulumi destroy --exclude-protected` keeps every
+    # dependency of a protected resource, and would keep the cluster running.
+    on_cluster = any(urn.endswith(f"::{run.one(CLUSTER).name}") for urn in disk.options["dependencies"])
+    assert on_cluster is (cfg["dataRetention"] == "delete")
 
 
 @DEFAULT_AND_CUSTOM
@@ -318,8 +487,13 @@ def test_data_retention_decides_what_destroy_leaves(case):
         "storage-account",
         "storage-artifacts",
         "storage-backups",
-        "storage-projects",
+        "storage-blob-service",
+        "storage-lifecycle",
         "mysql-disk-disk",
+        # Scoped inside the locked data group, where Azure refuses to delete them (see above).
+        "tracking-identity-blob-data-contributor",
+        "tracking-identity-backups-data-contributor",
+        "mysql-disk-cluster-attach",
     }
     for resource in run.resources:
         expected = keep and resource.name in data_resources
@@ -337,36 +511,117 @@ def test_exports_are_complete_and_secrets_stay_secret(case):
         "acrLoginServer",
         "storageAccount",
         "artifactsContainer",
+        "projectsStorageAccount",
         "projectsShare",
         "deployerClientId",
-        "deployerPassword",
         "trackingIdentityClientId",
         "tenantId",
     }
-    assert {"kubeconfig", "deployerPassword"} <= run.secret_exports
+    assert "kubeconfig" in run.secret_exports
     assert not run.secret_exports & {"clusterName", "acrLoginServer", "storageAccount", "deployerClientId"}
-    assert run.exports["kubeconfig"] == KUBECONFIG
-    assert run.exports["deployerPassword"] == run.named("deployer-password").outputs["value"]
     assert run.exports["dataResourceGroup"] == f"{cfg['namePrefix']}-data"
     assert run.exports["platformResourceGroup"] == f"{cfg['namePrefix']}-platform"
+    # The deployer's password leaves the stack only when asked for, and then as a secret.
+    if cfg["exportDeployerPassword"]:
+        assert "deployerPassword" in run.secret_exports
+        assert run.exports["deployerPassword"] == run.named("deployer-password").outputs["value"]
+    else:
+        assert "deployerPassword" not in run.exports
+    password = run.named("deployer-password").outputs["value"]
+    for key, value in run.exports.items():
+        if key not in run.secret_exports:
+            assert password not in repr(value), key
 
 
 @DEFAULT_AND_CUSTOM
-def test_kubernetes_provider_gets_the_kubeconfig_as_a_secret(case):
+def test_cluster_signs_in_through_entra_id_with_azure_rbac_and_no_local_accounts(case):
+    cfg, run = case
+    cluster = run.one(CLUSTER).inputs
+    assert cluster["aadProfile"] == {"managed": True, "enableAzureRBAC": True, "tenantID": TENANT_ID}
+    assert cluster["disableLocalAccounts"] is True
+    # A single address is sent as /32, the form AKS stores; empty means no IP restriction.
+    expected = [r if "/" in r else f"{r}/32" for r in cfg["apiServerAuthorizedIpRanges"]]
+    assert cluster["apiServerAccessProfile"] == {"authorizedIPRanges": expected}
+
+
+@DEFAULT_AND_CUSTOM
+def test_kubeconfig_is_an_entra_kubelogin_kubeconfig_without_any_credential(case):
+    """The exported kubeconfig and the provider's: the cluster's server and CA from Azure, and one user,
+    kubelogin with the Azure CLI's login. No client certificate, key or token anywhere; still a secret."""
     _, run = case
     provider = run.one("pulumi:providers:kubernetes").inputs
     assert is_secret(provider["kubeconfig"])
-    assert provider["kubeconfig"]["value"] == KUBECONFIG
+    assert provider["kubeconfig"]["value"] == run.exports["kubeconfig"]
+    assert "kubeconfig" in run.secret_exports
+    config = yaml.safe_load(run.exports["kubeconfig"])
+    assert config["clusters"] == [
+        {"name": "mlflow-aks", "cluster": {"server": API_SERVER, "certificate-authority-data": API_SERVER_CA}}
+    ]
+    (user,) = config["users"]
+    assert user["user"] == {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": "kubelogin",
+            "args": ["get-token", "--login", "azurecli", "--server-id", AKS_SERVER_APP_ID],
+            "env": None,
+            "installHint": "kubelogin is not on PATH: install it with `az aks install-cli`",
+            "provideClusterInfo": False,
+        }
+    }
+    for credential in ("client-certificate", "client-key", "token:", "password", "devicecode"):
+        assert credential not in run.exports["kubeconfig"]
+    (credentials_call,) = [
+        c for c in run.calls if c.token == "azure-native:containerservice:listManagedClusterUserCredentials"
+    ]
+    assert credentials_call.args["format"] == "exec"
 
 
 @DEFAULT_AND_CUSTOM
-def test_deployer_password_expires_when_configured(case):
+def test_kubernetes_waits_until_the_deploying_principal_may_deploy(case):
+    """The provider, and through it every Kubernetes and Helm resource, depends on the access check;
+    the check polls the cluster's API server as the deploying principal, once its role assignment exists."""
+    _, run = case
+    access = run.one("pulumi-python:dynamic/mlflow-aks:ClusterAccess")
+    admin = run.named("cluster-deployer-cluster-admin")
+    inputs = plain(access.inputs)
+    assert inputs["server"] == API_SERVER
+    assert inputs["certificate_authority_data"] == API_SERVER_CA
+    assert inputs["principal_id"] == DEPLOYING_USER_OBJECT_ID == admin.inputs["principalId"]
+    assert inputs["role_assignment_id"] == admin.id
+    assert inputs["checks"] == [dict(check) for check in ACCESS_CHECKS]
+    assert inputs["timeout_seconds"] == ACCESS_TIMEOUT_SECONDS
+    assert any(urn.endswith("::cluster-deployer-cluster-admin") for urn in access.options["dependencies"])
+    provider = run.one("pulumi:providers:kubernetes")
+    assert any(urn.endswith(f"::{access.name}") for urn in provider.options["dependencies"])
+    kubernetes_resources = [r for r in run.resources if r.type.startswith("kubernetes:")]
+    assert kubernetes_resources
+    assert all(r.provider and f"::{provider.name}::" in r.provider for r in kubernetes_resources)
+
+
+@DEFAULT_AND_CUSTOM
+def test_deployer_password_lives_the_configured_days_from_its_creation(case):
+    """The end date is the PasswordExpiry resource's output (computed once, when it is created), never a
+    date the program computes: the same config gives the same inputs, and the password is kept."""
     cfg, run = case
-    password = run.one("azuread:index/servicePrincipalPassword:ServicePrincipalPassword").inputs
-    assert password["endDate"] == cfg["deployerPasswordEndDate"]
+    expiry = run.one("pulumi-python:dynamic/mlflow-aks:PasswordExpiry")
+    assert plain(expiry.inputs)["lifetime_days"] == cfg["deployerPasswordLifetimeDays"] <= 365
+    assert any(urn.endswith("::deployer-sp") for urn in expiry.options["dependencies"])
+    password = run.one("azuread:index/servicePrincipalPassword:ServicePrincipalPassword")
+    assert any(urn.endswith(f"::{expiry.name}") for urn in password.options["dependencies"])
     sp = run.one("azuread:index/servicePrincipal:ServicePrincipal")
-    assert password["servicePrincipalId"] == sp.outputs["id"]
+    assert password.inputs["servicePrincipalId"] == sp.outputs["id"]
     assert sp.inputs["clientId"] == run.one("azuread:index/application:Application").outputs["clientId"]
+
+
+def test_the_password_end_date_is_the_one_the_expiry_resource_computed():
+    end_date = "2027-05-29T09:15:42Z"
+
+    def expiry_output(args):
+        return {"end_date": end_date} if args.typ.endswith(":PasswordExpiry") else {}
+
+    run = run_program({}, mocks=RecordingMocks(extra_outputs=expiry_output))
+    password = run.one("azuread:index/servicePrincipalPassword:ServicePrincipalPassword")
+    assert password.inputs["endDate"] == end_date
 
 
 @DEFAULT_AND_CUSTOM

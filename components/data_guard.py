@@ -1,7 +1,7 @@
 """A config change never replaces the team's data by accident.
 
-The data resource group, the storage account (artifacts, project files), its container and share, and the
-MySQL disk (runs, metrics, users) are replaced, that is deleted and created empty, when their names or
+The data resource group, the storage account with its artifacts and backups containers, and the MySQL
+disk (runs, metrics, users) are replaced, that is deleted and created empty, when their names or
 region change: `namePrefix`, `location`, or the adopted `dataStorageAccount`. `DataGuard` is the first
 resource the program declares, and every other one depends on it. Its inputs are exactly those
 identities; on a stack that already holds them, its provider's diff compares them with the state and
@@ -10,7 +10,8 @@ diff fails `pulumi preview` and the preview of `pulumi up`, before anything chan
 `--skip-preview`, nothing else is registered before the guard's step has passed).
 
 `protect` on the data resources (while `dataRetention: retain`) is the second line: the engine refuses
-to delete or replace a protected resource whatever the reason.
+to delete or replace a protected resource whatever the reason. The data group's CanNotDelete lock
+(components/resource_groups.py) is the third: Azure refuses the delete, whoever asks.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class DataIdentity:
 _AT_RISK = {
     "namePrefix": "the data resource group, storage account and MySQL disk (their names start with it)",
     "location": "every data resource (a resource's region cannot change in place)",
-    "dataStorageAccount": "the storage account, its artifacts container and projects share",
+    "dataStorageAccount": "the storage account with its artifacts and backups containers",
     "dataResourceGroup": "the data resource group and all it holds",
     "mysqlDisk": "the MySQL disk (runs, metrics, models, users and permissions)",
 }
@@ -59,8 +60,9 @@ def refusal(old: dict[str, Any], new: dict[str, Any]) -> str:
         + "\n".join(lines)
         + f"\nThe data in the resource group {old.get('dataResourceGroup')!r} stays as it is. Put the keys "
         "back, or, to move to new (empty) data resources on purpose: `pulumi config set allowDataReplacement "
-        "true` (and `dataRetention delete` to let Pulumi delete the old ones), run `pulumi up`, then set it "
-        "back to false."
+        "true`, run `pulumi up`, then set it back to false. To let Pulumi delete the old ones, first switch "
+        "to `dataRetention delete` and run `pulumi up` with the old values (that lifts the delete lock); "
+        "docs/operations.md says how."
     )
 
 

@@ -38,8 +38,9 @@ class DatabaseDiskArgs:
     cluster_principal_id: pulumi.Input[str]
     """Principal of the AKS cluster's control-plane identity, which attaches the disk to a node."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
-    """The cluster: with `dataRetention: delete`, destroy then deletes the disk only after the cluster (and
-    so once nothing has it attached any more)."""
+    """With `dataRetention: delete`, the cluster: destroy then deletes the disk only after the cluster (and
+    so once nothing has it attached any more). Nothing with `retain`: `pulumi destroy --exclude-protected`
+    keeps every dependency of the protected disk, and would keep the cluster too."""
 
 
 class DatabaseDisk(pulumi.ComponentResource):
@@ -84,6 +85,9 @@ class DatabaseDisk(pulumi.ComponentResource):
             principal_id=args.cluster_principal_id,
             scope=self.disk.id,
             parent=self,
+            # A retained disk sits under the data group's CanNotDelete lock, which refuses to delete this
+            # assignment: destroy forgets it instead (its principal, the cluster's identity, goes anyway).
+            retain_on_delete=args.retain_on_delete,
         )
 
         self.disk_id = self.disk.id

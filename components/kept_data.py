@@ -3,10 +3,13 @@
 `pulumi destroy --exclude-protected` keeps the data resources in Azure and in the stack's state, so the
 same stack's next `pulumi up` simply uses them. A *new* stack (or the same one after `pulumi stack rm`)
 adopts them with one config value, `dataStorageAccount` (the old stack's `storageAccount` output): the
-program then declares the data resource group, the storage account, its containers (artifacts, backups)
-and share and the MySQL disk with the `import` option and the same inputs as the stack that created
-them, so the first `pulumi up` imports them instead of creating them, and no later one replaces them
-(Pulumi keeps an imported resource whose id matches, pulumi/pulumi developer-docs/architecture/import.md).
+program then declares the data resource group with its lock, the storage account, its containers
+(artifacts, backups) and lifecycle policy, and the MySQL disk with the `import` option and the same
+inputs as the stack that created them, so the first `pulumi up` imports them instead of creating them,
+and no later one replaces them (Pulumi keeps an imported resource whose id matches, pulumi/pulumi
+developer-docs/architecture/import.md). The account's blob service properties (soft delete, versioning)
+are not imported: azure-native treats them as a singleton child, whose create is a plain PUT on the
+existing settings (pulumi/pulumi-azure-native#4738).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pulumi_azure_native import authorization
 from components.naming import (
     ARTIFACTS_CONTAINER,
     BACKUPS_CONTAINER,
-    PROJECTS_SHARE,
+    DATA_LOCK,
+    MANAGEMENT_POLICY,
     data_group_name,
     mysql_disk_name,
 )
@@ -54,8 +58,12 @@ class KeptData:
         return f"{self.storage_account_id}/blobServices/default/containers/{BACKUPS_CONTAINER}"
 
     @property
-    def share_id(self) -> str:
-        return f"{self.storage_account_id}/fileServices/default/shares/{PROJECTS_SHARE}"
+    def management_policy_id(self) -> str:
+        return f"{self.storage_account_id}/managementPolicies/{MANAGEMENT_POLICY}"
+
+    @property
+    def lock_id(self) -> str:
+        return f"{self.resource_group_id}/providers/Microsoft.Authorization/locks/{DATA_LOCK}"
 
     @property
     def disk_id(self) -> str:

@@ -12,6 +12,10 @@ GLOBAL_SUFFIX_LENGTH = 8
 ARTIFACTS_CONTAINER = "mlflow-artifacts"
 BACKUPS_CONTAINER = "mlflow-backups"
 PROJECTS_SHARE = "mlflow-projects"
+# The data group's CanNotDelete lock while `dataRetention: retain` (components/resource_groups.py).
+DATA_LOCK = "mlflow-aks-keep-data"
+# A storage account has one lifecycle management policy, and this is its name.
+MANAGEMENT_POLICY = "default"
 
 
 def platform_group_name(name_prefix: str) -> str:
@@ -29,6 +33,11 @@ def mysql_disk_name(name_prefix: str) -> str:
 def storage_account_prefix(name_prefix: str) -> str:
     """The storage account's name before its random suffix (3-24 lowercase letters and digits in all)."""
     return f"{name_prefix}data"
+
+
+def files_account_prefix(name_prefix: str) -> str:
+    """The project files account's name before its random suffix (components/project_share.py)."""
+    return f"{name_prefix}files"
 
 
 def global_name_suffix(name: str, parent: pulumi.Resource, *, protect: bool = False) -> pulumi.Output[str]:

@@ -2,10 +2,11 @@
 
 A Pulumi dynamic resource: its inputs carry every file's SHA-256 and content, so `pulumi up` diffs by
 content hash, uploads only what changed, and deletes remote files that were removed locally.
-`pulumi destroy` removes the uploaded files (the share itself belongs to the storage component).
+`pulumi destroy` removes the uploaded files (the share itself belongs to components/project_share.py).
 
-The provider talks to the share through `ShareClient` from azure-storage-file-share with the storage
-account key (a Pulumi secret, also kept secret in state). Tests give it a fake client instead.
+The provider talks to the share through `ShareClient` from azure-storage-file-share with the project
+files account's key (a Pulumi secret, also kept secret in state); that key opens no artifact. Tests give
+it a fake client instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent / "mlflow_project"
 # Local clutter that is never part of the project.
 _SKIPPED_PARTS = {"__pycache__", ".ipynb_checkpoints", "mlruns", ".pytest_cache"}
 _SKIPPED_SUFFIXES = {".pyc", ".pyo"}
+# What Azure Storage answers a key-signed request on an account with shared key access off.
+KEY_ACCESS_REFUSED = "KeyBasedAuthenticationNotPermitted"
 
 
 def collect_files(root: Path) -> dict[str, bytes]:
@@ -163,10 +166,20 @@ class ProjectFilesProvider(dynamic.ResourceProvider):
         return dynamic.UpdateResult(outs=self._outputs(news))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        from azure.core.exceptions import HttpResponseError
+
         share = self._client(props)
         paths = list(props.get("hashes", {}))
-        self._delete(share, props["directory"], paths)
-        self._remove_empty_directories(share, props["directory"], paths, [], root=True)
+        try:
+            self._delete(share, props["directory"], paths)
+            self._remove_empty_directories(share, props["directory"], paths, [], root=True)
+        except HttpResponseError as error:
+            # Files an earlier version uploaded to the share in the data account, which no longer takes
+            # its key (allowSharedKeyAccess false; error code from
+            # https://learn.microsoft.com/azure/storage/common/shared-key-authorization-prevent): they
+            # stay with that old share, which nothing mounts any more.
+            if str(getattr(error, "error_code", "")) != KEY_ACCESS_REFUSED:
+                raise
 
 
 class ProjectFiles(dynamic.Resource, module="mlflow-aks", name="ProjectFiles"):

@@ -1,10 +1,19 @@
-"""StorageV2 account (HTTPS only, TLS 1.2, no public blob access) with private blob containers for MLflow
-artifacts and for database backups, and a file share for MLflow project files. A lifecycle rule deletes
-backups older than their retention. With `dataRetention: retain` all of it survives `pulumi destroy`."""
+"""StorageV2 account for the team's blob data (HTTPS only, TLS 1.2, no public blob access): private
+containers for MLflow artifacts and for database backups.
+
+- Only Microsoft Entra ID reaches the data: shared key access is off, so no account key (or SAS made from
+  one) can read or delete an artifact. The tracking server and its Jobs use workload identity.
+- Deleted and overwritten blobs stay recoverable for `soft_delete_retention_days`: blob versioning, blob
+  soft delete and container soft delete. The lifecycle policy deletes backups after their retention and
+  old previous versions, so what is kept stays bounded.
+- With `dataRetention: retain` all of it survives `pulumi destroy`.
+
+The project file share is mounted with a key (SMB), so it has an account of its own
+(components/project_share.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_azure_native import storage
@@ -13,7 +22,7 @@ from components.kept_data import KeptData
 from components.naming import (
     ARTIFACTS_CONTAINER,
     BACKUPS_CONTAINER,
-    PROJECTS_SHARE,
+    MANAGEMENT_POLICY,
     global_name_suffix,
     storage_account_prefix,
 )
@@ -29,18 +38,44 @@ class StorageArgs:
     """Start of the account name; a random suffix makes it globally unique."""
     sku: str
     """Replication SKU, e.g. Standard_LRS."""
-    file_share_quota_gib: int
-    """Quota of the project file share."""
     retain_on_delete: bool
-    """Leave account, container and share in Azure on `pulumi destroy`."""
+    """Leave the account, its containers and its data protection settings in Azure on `pulumi destroy`."""
+    soft_delete_retention_days: int
+    """Days a deleted blob, a previous version or a deleted container stays recoverable."""
     protect: bool = False
-    """Protect account, container and share (and the name's suffix): Pulumi refuses to delete or replace
-    them."""
+    """Protect all of them (and the name's suffix): Pulumi refuses to delete or replace them."""
     kept_data: KeptData | None = None
-    """Data kept by an earlier stack: import its account, containers and share (same inputs) instead of
-    creating new ones."""
+    """Data kept by an earlier stack: import its account, containers and lifecycle policy (same inputs)
+    instead of creating new ones."""
     backup_retention_days: int = 30
     """Days a database backup is kept before the account's lifecycle rule deletes it."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """What the account waits for: the data group's lock, which `pulumi destroy --exclude-protected`
+    then keeps with the account."""
+
+
+def _expire(
+    rule: str, container: str, actions: storage.ManagementPolicyActionArgs
+) -> storage.ManagementPolicyRuleArgs:
+    """A lifecycle rule applying `actions` to the block blobs of one container."""
+    return storage.ManagementPolicyRuleArgs(
+        name=rule,
+        enabled=True,
+        type=storage.RuleType.LIFECYCLE,
+        definition=storage.ManagementPolicyDefinitionArgs(
+            filters=storage.ManagementPolicyFilterArgs(
+                blob_types=["blockBlob"], prefix_match=[f"{container}/"]
+            ),
+            actions=actions,
+        ),
+    )
+
+
+def _versions_older_than(days: int) -> storage.ManagementPolicyVersionArgs:
+    """Delete previous versions more than `days` days after they were created."""
+    return storage.ManagementPolicyVersionArgs(
+        delete=storage.DateAfterCreationArgs(days_after_creation_greater_than=days)
+    )
 
 
 class Storage(pulumi.ComponentResource):
@@ -51,14 +86,11 @@ class Storage(pulumi.ComponentResource):
     container_name: pulumi.Output[str]
     backups_container_id: pulumi.Output[str]
     backups_container_name: pulumi.Output[str]
-    share_name: pulumi.Output[str]
-    primary_key: pulumi.Output[str]
-    """First access key of the account (secret): mounts the file share and uploads project files."""
 
     def __init__(self, name: str, args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-aks:foundation:Storage", name, None, opts)
-        # The data outlives the platform: the account and both children are only forgotten on destroy,
-        # never deleted (deleting the container or share alone would already lose the data).
+        # The data outlives the platform: the account and its children are only forgotten on destroy,
+        # never deleted (deleting a container alone would already lose the data).
         kept = args.kept_data
 
         def keep(import_id: str | None) -> pulumi.ResourceOptions:
@@ -86,7 +118,18 @@ class Storage(pulumi.ComponentResource):
             enable_https_traffic_only=True,
             minimum_tls_version=storage.MinimumTlsVersion.TLS1_2,
             allow_blob_public_access=False,
-            opts=keep(kept and kept.storage_account_id),
+            # Entra ID only: an account key can no longer read or delete artifacts or backups. Nothing
+            # needs one: the server, backup and gc authenticate with workload identity
+            # (DefaultAzureCredential), and azure-native creates containers, policies and properties
+            # through Azure Resource Manager, not the blob endpoint (pulumi/pulumi-azure-native#29;
+            # only its storage.Blob, unused here, is data plane: pulumi/pulumi-azure-native#2015).
+            # https://learn.microsoft.com/azure/storage/common/shared-key-authorization-prevent
+            allow_shared_key_access=False,
+            # The portal then browses blobs with the signed-in user's Entra ID role, not a key.
+            default_to_o_auth_authentication=True,
+            opts=pulumi.ResourceOptions.merge(
+                keep(kept and kept.storage_account_id), pulumi.ResourceOptions(depends_on=args.depends_on)
+            ),
         )
         container = storage.BlobContainer(
             f"{name}-artifacts",
@@ -104,64 +147,78 @@ class Storage(pulumi.ComponentResource):
             public_access=storage.PublicAccess.NONE,
             opts=keep(kept and kept.backups_container_id),
         )
-        # The storage account enforces the backups' retention, whatever the backup job does: blobs in the
-        # backups container are deleted this many days after they were written.
-        storage.ManagementPolicy(
-            f"{name}-backup-retention",
+        # Recoverable for N days: an overwritten or deleted blob becomes a previous version (versioning), a
+        # deleted version or blob is soft-deleted for N days, and so is a deleted container. Permanent
+        # delete of soft-deleted versions stays off. The tracking identity's Storage Blob Data Contributor
+        # cannot delete versions either (that takes Storage Blob Data Owner:
+        # https://learn.microsoft.com/azure/storage/blobs/versioning-overview#authorize-operations-on-blob-versions).
+        # A singleton child of the account: creating it is a PUT, so adopted data needs no import.
+        retention = storage.DeleteRetentionPolicyArgs(enabled=True, days=args.soft_delete_retention_days)
+        storage.BlobServiceProperties(
+            f"{name}-blob-service",
             account_name=self.account.name,
             resource_group_name=args.resource_group_name,
-            management_policy_name="default",  # an account has one policy, and this is its name
+            blob_services_name="default",
+            is_versioning_enabled=True,
+            delete_retention_policy=retention,
+            container_delete_retention_policy=retention,
+            # Retained and protected with the data: azure-native "deletes" it by resetting the
+            # service's properties, which would switch the protection off on kept data.
+            opts=keep(None),
+        )
+        # The account enforces the retention, whatever the backup job or gc do, and bounds what versioning
+        # keeps: a lifecycle delete of a blob or version is itself soft-deleted for N days
+        # (https://learn.microsoft.com/azure/storage/blobs/lifecycle-management-policy-delete), and a
+        # version's age counts from its creation. So a backup goes R days after it was written (its
+        # version too), then stays N days soft-deleted; an artifact's previous version (overwritten, or
+        # deleted by gc) is deleted once it is N days old, then stays N days soft-deleted.
+        storage.ManagementPolicy(
+            f"{name}-lifecycle",
+            account_name=self.account.name,
+            resource_group_name=args.resource_group_name,
+            management_policy_name=MANAGEMENT_POLICY,
             policy=storage.ManagementPolicySchemaArgs(
                 rules=[
-                    storage.ManagementPolicyRuleArgs(
-                        name="expire-database-backups",
-                        enabled=True,
-                        type=storage.RuleType.LIFECYCLE,
-                        definition=storage.ManagementPolicyDefinitionArgs(
-                            filters=storage.ManagementPolicyFilterArgs(
-                                blob_types=["blockBlob"], prefix_match=[f"{BACKUPS_CONTAINER}/"]
-                            ),
-                            actions=storage.ManagementPolicyActionArgs(
-                                base_blob=storage.ManagementPolicyBaseBlobArgs(
-                                    delete=storage.DateAfterModificationArgs(
-                                        days_after_modification_greater_than=args.backup_retention_days
-                                    )
+                    _expire(
+                        "expire-database-backups",
+                        BACKUPS_CONTAINER,
+                        storage.ManagementPolicyActionArgs(
+                            base_blob=storage.ManagementPolicyBaseBlobArgs(
+                                delete=storage.DateAfterModificationArgs(
+                                    days_after_modification_greater_than=args.backup_retention_days
                                 )
                             ),
+                            version=_versions_older_than(args.backup_retention_days),
                         ),
-                    )
+                    ),
+                    _expire(
+                        "expire-replaced-artifacts",
+                        ARTIFACTS_CONTAINER,
+                        storage.ManagementPolicyActionArgs(
+                            version=_versions_older_than(args.soft_delete_retention_days)
+                        ),
+                    ),
                 ]
             ),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        share = storage.FileShare(
-            f"{name}-projects",
-            share_name=PROJECTS_SHARE,
-            account_name=self.account.name,
-            resource_group_name=args.resource_group_name,
-            share_quota=args.file_share_quota_gib,
-            enabled_protocols=storage.EnabledProtocols.SMB,
-            opts=keep(kept and kept.share_id),
+            # Kept with the data: the lock refuses its deletion, and it keeps bounding the kept data.
+            opts=pulumi.ResourceOptions.merge(
+                keep(kept and kept.management_policy_id),
+                # Its name before it expired versions too.
+                pulumi.ResourceOptions(aliases=[pulumi.Alias(name=f"{name}-backup-retention")]),
+            ),
         )
 
-        keys = storage.list_storage_account_keys_output(
-            account_name=self.account.name, resource_group_name=args.resource_group_name
-        )
-        self.primary_key = pulumi.Output.secret(keys.keys[0].value)
         self.account_id = self.account.id
         self.account_name = self.account.name
         self.container_id = container.id
         self.container_name = container.name
         self.backups_container_id = backups.id
         self.backups_container_name = backups.name
-        self.share_name = share.name
 
         self.register_outputs(
             {
                 "accountName": self.account_name,
                 "containerName": self.container_name,
                 "backupsContainerName": self.backups_container_name,
-                "shareName": self.share_name,
-                "primaryKey": self.primary_key,
             }
         )

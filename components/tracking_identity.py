@@ -34,6 +34,10 @@ class TrackingIdentityArgs:
     """Scope of Storage Blob Data Contributor (artifacts; gc deletes those of deleted runs)."""
     backups_container_id: pulumi.Input[str]
     """Scope of Storage Blob Data Contributor (database backups, written by the backup Job)."""
+    data_locked: bool = False
+    """Whether the containers' resource group has a CanNotDelete lock (`dataRetention: retain`). Azure then
+    refuses to delete the two assignments, so `pulumi destroy` forgets them instead; the identity they name
+    is deleted, and a later stack grants its own new identity afresh."""
 
 
 class TrackingIdentity(pulumi.ComponentResource):
@@ -71,6 +75,7 @@ class TrackingIdentity(pulumi.ComponentResource):
             principal_id=self.identity.principal_id,
             scope=args.artifacts_container_id,
             parent=self,
+            retain_on_delete=args.data_locked,
         )
         self.backup_access = roles.assign_role(
             f"{name}-backups-data-contributor",
@@ -79,6 +84,7 @@ class TrackingIdentity(pulumi.ComponentResource):
             principal_id=self.identity.principal_id,
             scope=args.backups_container_id,
             parent=self,
+            retain_on_delete=args.data_locked,
         )
 
         self.client_id = self.identity.client_id

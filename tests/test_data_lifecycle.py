@@ -1,7 +1,8 @@
 """The team's data across teardowns and config changes, under Pulumi mocks.
 
 - While `dataRetention: retain`, the data resources are protected (the engine refuses to delete or replace
-  them) as well as retained on destroy.
+  them) as well as retained on destroy, and the data group has a CanNotDelete lock. `pulumi destroy
+  --exclude-protected` keeps exactly the data and its lock, and sends Azure no delete the lock refuses.
 - `dataStorageAccount` adopts the data an earlier stack kept: the same resources, declared with the same
   inputs and the `import` option set to the ids Azure gave them, so nothing is created or replaced.
 - The data guard is declared first, everything that changes Azure, Entra ID or the cluster waits for it,
@@ -15,16 +16,22 @@ from pulumi_mocks import SUBSCRIPTION_ID, ProgramRun, plain, run_program
 
 from components.data_guard import DataGuardProvider, DataReplacementRefused
 
-# Logical names of the data resources (component children) and the random suffix of the account name.
+# Logical names of the data resources (component children) an adopting stack imports by id.
 DATA = (
     "groups-data",
     "storage-account",
     "storage-artifacts",
     "storage-backups",
-    "storage-projects",
+    "storage-lifecycle",
     "mysql-disk-disk",
 )
+LOCK = "groups-data-lock"
+# Protected with the data, but never imported: the random suffix of the account name (an adopted account
+# keeps its name), and the blob service properties (a singleton child: creating them is a PUT).
 SUFFIX = "storage-suffix"
+BLOB_SERVICE = "storage-blob-service"
+PROTECTED = (*DATA, SUFFIX, BLOB_SERVICE)
+IMPORTED = (*DATA, LOCK)
 GUARD = "pulumi-python:dynamic/mlflow-aks:DataGuard"
 
 
@@ -45,9 +52,9 @@ def by_name(run: ProgramRun) -> dict[str, object]:
 def test_data_resources_are_protected_while_retained(config, protected):
     run = run_program(config)
     resources = by_name(run)
-    for name in (*DATA, SUFFIX):
+    for name in PROTECTED:
         assert resources[name].options["protect"] is protected, name
-    others = [r.name for r in run.resources if r.name not in (*DATA, SUFFIX) and r.options["protect"]]
+    others = [r.name for r in run.resources if r.name not in PROTECTED and r.options["protect"]]
     assert others == [], "only the data is protected: everything else is removed by destroy"
 
 
@@ -68,7 +75,7 @@ def test_one_value_adopts_data_kept_under_another_prefix():
     kept = run_program({"namePrefix": "mlteam"})
     adopting = run_program({"dataStorageAccount": kept.exports["storageAccount"]})
     assert adopting.exports["dataResourceGroup"] == "mlteam-data"
-    for name in DATA:
+    for name in IMPORTED:
         assert by_name(adopting)[name].options["importId"] == by_name(kept)[name].id
         assert plain(by_name(adopting)[name].inputs) == plain(by_name(kept)[name].inputs)
 
@@ -81,7 +88,7 @@ def test_adoption_needs_only_the_kept_storage_account_name(created, adopted):
     assert adopted.exports["mysqlDiskId"] == created.exports["mysqlDiskId"]
 
 
-@pytest.mark.parametrize("name", DATA)
+@pytest.mark.parametrize("name", IMPORTED)
 def test_adopted_data_is_imported_by_id_with_the_inputs_it_has(created, adopted, name):
     """The same logical resource (type, name, parent: the same URN), the same inputs as the stack that
     created it (so the import's check finds no difference) and the id Azure gave it as the import id."""
@@ -91,13 +98,17 @@ def test_adopted_data_is_imported_by_id_with_the_inputs_it_has(created, adopted,
     assert before.options["importId"] == ""
     assert after.options["importId"] == before.id
     assert after.id.startswith(f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/mlflow-data")
-    assert after.options["protect"] is True and after.options["retainOnDelete"] is True
+    kept = name != LOCK  # the lock is neither protected nor retained: see test_foundation.py
+    assert after.options["protect"] is kept and after.options["retainOnDelete"] is kept
 
 
 def test_adoption_declares_no_new_name_and_imports_nothing_else(created, adopted):
     assert SUFFIX in by_name(created) and SUFFIX not in by_name(adopted)
     imported = {r.name for r in adopted.resources if r.options["importId"]}
-    assert imported == set(DATA)
+    assert imported == set(IMPORTED)
+    # The blob service properties are declared (and protected) all the same, with the same inputs.
+    assert plain(by_name(adopted)[BLOB_SERVICE].inputs) == plain(by_name(created)[BLOB_SERVICE].inputs)
+    assert by_name(adopted)[BLOB_SERVICE].options["protect"] is True
     # Everything else is declared exactly as in the stack that created the data.
     assert {(r.type, r.name) for r in adopted.resources} == {
         (r.type, r.name) for r in created.resources if r.name != SUFFIX
@@ -123,6 +134,81 @@ def _transitive_dependencies(run: ProgramRun) -> dict[str, set[str]]:
     for resource in run.resources:
         reach(resource.name)
     return closure
+
+
+def _kept_by_exclude_protected(run: ProgramRun) -> set[str]:
+    """What `pulumi destroy --exclude-protected` leaves alone: every protected resource and everything it
+    depends on, transitively: dependencies, provider and parent (getProtectedExcludes in pulumi/pulumi
+    pkg/cmd/pulumi/operations/destroy.go, over TransitiveDependenciesOf in pkg/resource/graph)."""
+    by_urn_name = {r.name: r for r in run.resources}
+    closure = _transitive_dependencies(run)
+    kept: set[str] = set()
+    for resource in run.resources:
+        if resource.options["protect"]:
+            kept |= {resource.name, *closure[resource.name]}
+    # Parents (components) of what is kept are kept too, up to the stack (not a registered resource here).
+    for name in list(kept):
+        parent = by_urn_name[name].options["parent"]
+        while parent and parent.rsplit("::", 1)[1] in by_urn_name:
+            kept.add(parent.rsplit("::", 1)[1])
+            parent = by_urn_name[parent.rsplit("::", 1)[1]].options["parent"]
+    return kept
+
+
+def _inside(run: ProgramRun, resource, group_id: str) -> bool:
+    """Whether deleting `resource` is a DELETE on Azure at or under the resource group `group_id`."""
+    if not resource.type.startswith("azure-native:"):
+        return False
+    where = resource.inputs.get("scope") if resource.type.endswith(":RoleAssignment") else resource.id
+    return isinstance(where, str) and (where == group_id or where.startswith(f"{group_id}/"))
+
+
+@pytest.mark.parametrize(
+    "config", [{}, {"dataStorageAccount": "mlflowdata0a1b2c3d"}], ids=["create", "adopt"]
+)
+def test_destroy_exclude_protected_keeps_the_data_and_its_lock_and_nothing_else(config):
+    run = run_program(config)
+    kept = _kept_by_exclude_protected(run)
+    azure_kept = {name for name in kept if by_name(run)[name].type.startswith("azure-native:")}
+    assert azure_kept == set(IMPORTED) | {BLOB_SERVICE}
+    # The platform goes: no dependency of the data drags the cluster or the platform group along.
+    for gone in ("cluster-aks", "groups-platform", "projects-account", "registry-acr"):
+        if gone in by_name(run):
+            assert gone not in kept, gone
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"dataStorageAccount": "mlflowdata0a1b2c3d"}, {"allowDataReplacement": True}],
+    ids=["create", "adopt", "retain-replacement-allowed"],
+)
+def test_destroy_sends_no_delete_the_lock_refuses(config):
+    """Under the CanNotDelete lock, Azure refuses every delete at or under the data group, role assignments
+    included (ScopeLocked). So everything `pulumi destroy` (with or without `--exclude-protected`) would
+    delete there is retained on delete instead; the lock itself is deleted last, after what depends on it."""
+    run = run_program(config)
+    group_id = by_name(run)["groups-data"].id
+    lock = by_name(run)[LOCK]
+    inside = [r for r in run.resources if r.name != LOCK and _inside(run, r, group_id)]
+    assert {r.type for r in inside} >= {
+        "azure-native:authorization:RoleAssignment",
+        "azure-native:storage:StorageAccount",
+        "azure-native:compute:Disk",
+    }
+    for resource in inside:
+        assert resource.options["retainOnDelete"] is True, resource.name
+    # Deleted after everything that depends on it: the account (and through it the containers) waits for it.
+    assert any(urn.endswith(f"::{LOCK}") for urn in by_name(run)["storage-account"].options["dependencies"])
+    assert lock.options["retainOnDelete"] is False
+
+
+def test_with_delete_there_is_no_lock_and_destroy_deletes_the_data():
+    """`dataRetention: delete`: no lock, nothing retained, so `pulumi destroy` removes all of it (and the
+    `pulumi up` that switches a retained stack to `delete` deletes the lock, which is not protected)."""
+    run = run_program({"dataRetention": "delete"})
+    assert LOCK not in by_name(run)
+    assert [r.name for r in run.resources if r.options["retainOnDelete"] or r.options["protect"]] == []
+    assert _kept_by_exclude_protected(run) == set()
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,13 @@ from pathlib import Path, PurePosixPath
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
-from components.project_files import ProjectFilesProvider, collect_files, content_hash, sha256
+from components.project_files import (
+    KEY_ACCESS_REFUSED,
+    ProjectFilesProvider,
+    collect_files,
+    content_hash,
+    sha256,
+)
 
 
 class FakeShare:
@@ -192,6 +198,30 @@ def test_delete_after_files_vanished_remotely_still_succeeds(provider, share):
     share.files.clear()
     provider.delete("id", outs)
     assert share.directories == set()
+
+
+def _refusing(error_code: str):
+    """A share whose every file call fails as Azure Storage does, with `error_code` (HTTP 403)."""
+
+    class Refusing(FakeShare):
+        def get_file_client(self, file_path: str):
+            error = HttpResponseError(f"{error_code}: Key based authentication is not permitted")
+            error.error_code = error_code
+            raise error
+
+    return Refusing()
+
+
+def test_delete_leaves_files_on_an_account_that_no_longer_takes_its_key(share):
+    """Upgrading a stack whose project share was in the data account: the replaced upload is deleted after
+    that account turned shared key access off. Its files stay on the old share, and `pulumi up` finishes."""
+    outs = ProjectFilesProvider(client_factory=share.factory).create(props(VERSION_1)).outs
+    refusing = _refusing(KEY_ACCESS_REFUSED)
+    ProjectFilesProvider(client_factory=refusing.factory).delete("id", outs)
+    # Any other refusal is still an error.
+    other = _refusing("AuthorizationFailure")
+    with pytest.raises(HttpResponseError):
+        ProjectFilesProvider(client_factory=other.factory).delete("id", outs)
 
 
 def test_collect_files_skips_caches_and_hidden_files(tmp_path: Path):

@@ -5,6 +5,7 @@ from pulumi_azure_native import authorization
 
 from components import chart_values
 from components.cluster import JOBS_POOL_LABEL, JOBS_POOL_TAINT, Cluster, ClusterArgs
+from components.cluster_access import require_tools
 from components.data_guard import DataGuard, DataIdentity
 from components.database_disk import DatabaseDisk, DatabaseDiskArgs
 from components.deployer import Deployer, DeployerArgs
@@ -13,6 +14,8 @@ from components.kept_data import KeptData
 from components.mlflow_releases import PROJECT_CHART, MlflowReleases, MlflowReleasesArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.naming import data_group_name, mysql_disk_name
+from components.project_share import ProjectShare, ProjectShareArgs
+from components.public_endpoint import PublicEndpoint, PublicEndpointArgs
 from components.registry import Registry, RegistryArgs
 from components.resource_groups import ResourceGroups, ResourceGroupsArgs
 from components.storage import Storage, StorageArgs
@@ -20,6 +23,8 @@ from components.tracking_identity import TrackingIdentity, TrackingIdentityArgs
 from settings import load_settings
 
 settings = load_settings()
+# The Kubernetes provider signs in through kubelogin and az: without them, stop before creating anything.
+require_tools()
 client = authorization.get_client_config_output()
 kept_data = (
     KeptData.in_current_subscription(settings.name_prefix, settings.data_storage_account)
@@ -59,6 +64,19 @@ monitoring = Monitoring(
         retention_days=settings.log_retention_days,
     ),
 )
+# The public address (and DNS name) exists before the cluster, whose load balancer takes it, and outlives it.
+public_endpoint = (
+    PublicEndpoint(
+        "public-endpoint",
+        PublicEndpointArgs(
+            resource_group_name=groups.platform_name,
+            location=settings.location,
+            name_prefix=settings.name_prefix,
+        ),
+    )
+    if settings.exposure == "public"
+    else None
+)
 cluster = Cluster(
     "cluster",
     ClusterArgs(
@@ -75,8 +93,19 @@ cluster = Cluster(
         jobs_node_pool=settings.jobs_node_pool,
         jobs_node_vm_size=settings.jobs_node_vm_size,
         jobs_node_max_count=settings.jobs_node_max_count,
+        tenant_id=client.tenant_id,
+        subscription_id=client.subscription_id,
+        deploying_principal_id=client.object_id,
+        api_server_authorized_ip_ranges=settings.api_server_authorized_ip_ranges,
+        depends_on=[public_endpoint.address] if public_endpoint else [],
     ),
 )
+if public_endpoint:
+    public_endpoint.grant_cluster(
+        subscription_id=client.subscription_id,
+        resource_group_id=groups.platform.id,
+        cluster_principal_id=cluster.identity_principal_id,
+    )
 registry = Registry(
     "registry",
     RegistryArgs(
@@ -92,10 +121,9 @@ deployer = Deployer(
     "deployer",
     DeployerArgs(
         name_prefix=settings.name_prefix,
-        password_end_date=settings.deployer_password_end_date,
+        password_lifetime_days=settings.deployer_password_lifetime_days,
         subscription_id=client.subscription_id,
         registry_id=registry.registry_id,
-        cluster_id=cluster.cluster_id,
         depends_on=[data_guard],
     ),
 )
@@ -106,11 +134,23 @@ storage = Storage(
         location=settings.location,
         name_prefix=settings.name_prefix,
         sku=settings.storage_sku,
-        file_share_quota_gib=settings.file_share_quota_gib,
         retain_on_delete=settings.retain_data,
         protect=settings.protect_data,
         kept_data=kept_data,
         backup_retention_days=settings.backup_retention_days,
+        soft_delete_retention_days=settings.soft_delete_retention_days,
+        depends_on=[groups.data_lock] if groups.data_lock else [],
+    ),
+)
+# Not data: mlflow_project/ is uploaded again on every `pulumi up`, so the share goes with the platform.
+project_share = ProjectShare(
+    "projects",
+    ProjectShareArgs(
+        resource_group_name=groups.platform_name,
+        location=settings.location,
+        name_prefix=settings.name_prefix,
+        sku=settings.storage_sku,
+        quota_gib=settings.file_share_quota_gib,
     ),
 )
 mysql_disk = DatabaseDisk(
@@ -126,7 +166,8 @@ mysql_disk = DatabaseDisk(
         kept_data=kept_data,
         subscription_id=client.subscription_id,
         cluster_principal_id=cluster.identity_principal_id,
-        depends_on=[cluster.managed_cluster],
+        # Only a disk Pulumi deletes waits for the cluster: `--exclude-protected` would keep the cluster.
+        depends_on=[] if settings.retain_data else [cluster.managed_cluster],
     ),
 )
 tracking_identity = TrackingIdentity(
@@ -140,6 +181,7 @@ tracking_identity = TrackingIdentity(
         subscription_id=client.subscription_id,
         artifacts_container_id=storage.container_id,
         backups_container_id=storage.backups_container_id,
+        data_locked=groups.data_lock is not None,
     ),
 )
 
@@ -157,8 +199,7 @@ mlflow = MlflowReleases(
     MlflowReleasesArgs(
         provider=cluster.provider,
         namespace=settings.namespace,
-        location=settings.location,
-        name_prefix=settings.name_prefix,
+        runs_namespace=settings.runs_namespace,
         exposure=settings.exposure,
         allowed_source_ranges=settings.allowed_source_ranges,
         tracking_replicas=settings.tracking_replicas,
@@ -168,16 +209,21 @@ mlflow = MlflowReleases(
         acr_login_server=registry.login_server,
         tracking_image=images.tracking_server_ref,
         project_image=images.project_ref,
+        mysql_image=images.mysql_ref,
+        tls_image=images.tls_proxy_ref,
+        public_endpoint=public_endpoint,
+        acme_directory=settings.acme_directory,
         tracking_identity_client_id=tracking_identity.client_id,
         storage_account=storage.account_name,
-        storage_resource_group=groups.data_name,
         artifacts_container=storage.container_name,
         backups_container=storage.backups_container_name,
         backup_schedule=settings.backup_schedule,
         gc_schedule=settings.gc_schedule,
         gc_older_than=settings.gc_older_than,
-        projects_share=storage.share_name,
-        storage_account_key=storage.primary_key,
+        projects_account=project_share.account_name,
+        projects_resource_group=groups.platform_name,
+        projects_share=project_share.share_name,
+        projects_account_key=project_share.account_key,
         mysql_disk_id=mysql_disk.disk_id,
         mysql_disk_size_gib=settings.mysql_disk_size_gib,
         jobs_pool_label=JOBS_POOL_LABEL if settings.jobs_node_pool else None,
@@ -189,6 +235,8 @@ mlflow = MlflowReleases(
             tracking_identity.blob_access,
             tracking_identity.backup_access,
             mysql_disk.attach_access,
+            # The load balancer takes the public IP only once the cluster identity may join it.
+            *([public_endpoint.join_access] if public_endpoint and public_endpoint.join_access else []),
         ],
     ),
 )
@@ -200,13 +248,16 @@ pulumi.export("kubeconfig", pulumi.Output.secret(cluster.kubeconfig))
 pulumi.export("acrLoginServer", registry.login_server)
 pulumi.export("storageAccount", storage.account_name)
 pulumi.export("artifactsContainer", storage.container_name)
-pulumi.export("projectsShare", storage.share_name)
+pulumi.export("projectsStorageAccount", project_share.account_name)
+pulumi.export("projectsShare", project_share.share_name)
 pulumi.export("mysqlDiskId", mysql_disk.disk_id)
 pulumi.export("deployerClientId", deployer.client_id)
-pulumi.export("deployerPassword", pulumi.Output.secret(deployer.password))
+if settings.export_deployer_password:  # off by default: the password stays inside the stack
+    pulumi.export("deployerPassword", pulumi.Output.secret(deployer.password))
 pulumi.export("trackingIdentityClientId", tracking_identity.client_id)
 pulumi.export("tenantId", client.tenant_id)
 pulumi.export("namespace", settings.namespace)
+pulumi.export("runsNamespace", settings.runs_namespace)
 pulumi.export("trackingUrl", mlflow.tracking_url)
 if settings.exposure == "private":
     pulumi.export(
@@ -218,7 +269,9 @@ pulumi.export("adminUser", settings.admin_username)
 pulumi.export("adminPassword", pulumi.Output.secret(mlflow.admin_password))
 pulumi.export("trackingServerImage", images.tracking_server_ref)
 pulumi.export("projectImage", images.project_ref)
+pulumi.export("mysqlImage", images.mysql_ref)
 pulumi.export("runs", list(mlflow.runs))
-# One more run by hand: `helm install <name> charts/mlflow_project -n <ns> -f <runValues> --set run.…`
+# One more run by hand:
+# `helm install <name> charts/mlflow_project -n <runsNamespace> -f <runValues> --set run.…`
 pulumi.export("runChart", PROJECT_CHART)
 pulumi.export("runValues", mlflow.run_values)

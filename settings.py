@@ -13,7 +13,6 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,8 @@ _STORAGE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
 _CRON_FIELD = r"[0-9*/,\-A-Za-z]+"
 _CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
 _DURATION = re.compile(r"^(?=.)(\d+(\.\d+)?d)?(\d+(\.\d+)?h)?(\d+(\.\d+)?m)?(\d+(\.\d+)?s)?$")
+# The chart schema accepts the same (charts/mlflow_setup/values.schema.json, tls.acmeDirectory).
+_HTTPS_URL = re.compile(r"^https://[^\s/]+(/\S*)?$")
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,16 @@ class Settings:
     name_prefix: str
     """Prefix of every Azure resource name (3-11 lowercase letters/digits)."""
     data_retention: str
-    """`retain`: `pulumi destroy` leaves the data resource group, storage account and MySQL disk; `delete`:
-    it doesn't."""
+    """`retain`: `pulumi destroy` leaves the data resource group, storage account and MySQL disk, and the
+    group is locked against deletion; `delete`: it doesn't."""
     data_storage_account: str | None
     """Storage account an earlier stack kept: adopt it and the rest of its data (None: create new data)."""
     allow_data_replacement: bool
     """Let a config change replace the data resources (off: the data guard stops it)."""
     kubernetes_version: str | None
     """AKS version, or None for the AKS default."""
+    api_server_authorized_ip_ranges: tuple[str, ...]
+    """IPv4 CIDRs that may reach the Kubernetes API server; empty: no IP restriction (Entra ID still)."""
     system_node_vm_size: str
     """VM size of the system node pool."""
     system_node_count: int
@@ -126,20 +129,29 @@ class Settings:
     """Cron schedule (UTC) of the database backup."""
     backup_retention_days: int
     """Days a backup is kept before the storage account deletes it."""
+    soft_delete_retention_days: int
+    """Days a deleted or overwritten artifact or backup, or a deleted container, stays recoverable."""
     gc_schedule: str
     """Cron schedule (UTC) of `mlflow gc`."""
     gc_older_than: str
     """`mlflow gc --older-than`: how long deleted runs stay restorable."""
     namespace: str
     """Kubernetes namespace of the platform."""
+    runs_namespace: str
+    """Kubernetes namespace of run Jobs (only the run credentials and the project volume)."""
     tracking_service_account: str
     """Kubernetes ServiceAccount name of the tracking server."""
-    deployer_password_end_date: str
-    """RFC 3339 expiry of the deployer service principal's password."""
+    deployer_password_lifetime_days: int
+    """Days the deployer service principal's password is valid from its creation."""
+    export_deployer_password: bool
+    """Export the deployer's password as the (secret) stack output `deployerPassword`."""
     exposure: str
-    """`private` (ClusterIP) or `public` (LoadBalancer limited to allowed_source_ranges)."""
+    """`private` (ClusterIP) or `public` (HTTPS through the TLS terminator, 443 limited to
+    allowed_source_ranges)."""
     allowed_source_ranges: tuple[str, ...]
     """CIDRs that may reach a public tracking server."""
+    acme_directory: str
+    """ACME directory of the public endpoint's certificate."""
     tracking_replicas: int
     """Tracking-server pods."""
     admin_username: str
@@ -242,14 +254,6 @@ def _matches(pattern: re.Pattern[str], rule: str) -> tuple[Callable[[Any], bool]
     return (lambda v: bool(pattern.fullmatch(v))), rule
 
 
-def _is_future_rfc3339(value: str) -> bool:
-    try:
-        end = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return False
-    return end > datetime.now(UTC)
-
-
 _VM_SIZE_RULE = _matches(_VM_SIZE, "must be an Azure VM size like Standard_D4s_v5")
 
 # One rule per key: (predicate over the typed value, what the rule says).
@@ -257,8 +261,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "location": _matches(_LOCATION, "must be an Azure region name like westeurope"),
     "namePrefix": _matches(
         _NAME_PREFIX,
-        "must be 3-11 lowercase letters or digits starting with a letter, so the storage account name "
-        "(prefix + 'data' + 8-character random suffix) stays within 24 characters",
+        "must be 3-11 lowercase letters or digits starting with a letter, so the storage account names "
+        "(prefix + 'data' or 'files' + 8-character random suffix) stay within 24 characters",
     ),
     "dataRetention": _one_of(DATA_RETENTION_MODES),
     "kubernetesVersion": (
@@ -282,18 +286,27 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be a DNS-1123 label: at most 63 lowercase letters, digits or '-', starting and ending "
         "with a letter or digit",
     ),
+    "runsNamespace": _matches(
+        _DNS1123_LABEL,
+        "must be a DNS-1123 label: at most 63 lowercase letters, digits or '-', starting and ending "
+        "with a letter or digit",
+    ),
     "trackingServiceAccount": _matches(
         _DNS1123_SUBDOMAIN,
         "must be a DNS-1123 subdomain: lowercase letters, digits, '-' or '.', starting and ending "
         "with a letter or digit",
     ),
-    "deployerPasswordEndDate": (
-        _is_future_rfc3339,
-        "must be an RFC 3339 UTC time in the future, like 2027-11-30T00:00:00Z",
-    ),
+    # At most a year, as Microsoft recommends for client secrets; a new value rotates the password.
+    "deployerPasswordLifetimeDays": _between(1, 365),
     "exposure": _one_of(EXPOSURES),
+    "acmeDirectory": _matches(
+        _HTTPS_URL, "must be an https:// URL of an ACME directory (e.g. Let's Encrypt's, or its staging)"
+    ),
     "backupSchedule": _matches(_CRON, "must be a cron schedule of five fields, like '0 2 * * *'"),
     "backupRetentionDays": _between(1, 3650),
+    # Azure's range for blob and container soft delete
+    # (https://learn.microsoft.com/azure/storage/blobs/soft-delete-blob-overview#how-blob-soft-delete-works).
+    "softDeleteRetentionDays": _between(1, 365),
     "gcSchedule": _matches(_CRON, "must be a cron schedule of five fields, like '30 3 * * *'"),
     "gcOlderThan": _matches(
         _DURATION, "must be a duration like 30d, 12h or 1d2h (days, hours, minutes, seconds)"
@@ -334,6 +347,40 @@ def _cidr_problems(ranges: list[Any], exposure: Any) -> list[Problem]:
         problems.append(Problem(key, rule, ranges))
     if exposure == "public" and not ranges:
         problems.append(Problem(key, "must list at least one CIDR range when exposure is public", ranges))
+    return problems
+
+
+# AKS takes at most 200 authorized ranges (https://learn.microsoft.com/azure/aks/api-server-authorized-ip-ranges).
+MAX_API_SERVER_RANGES = 200
+
+
+def _api_server_range_problems(ranges: list[Any]) -> list[Problem]:
+    """apiServerAuthorizedIpRanges: IPv4 CIDRs (what AKS accepts), none absurdly wide. Empty is allowed:
+    no IP restriction, the API server still demands an Entra ID token with an Azure role."""
+    key = "apiServerAuthorizedIpRanges"
+    problems = []
+    for index, cidr in enumerate(ranges):
+        at = f"{key}[{index}]"
+        try:
+            # strict: AKS wants the range's first address (Azure/azure-cli-extensions#675).
+            network = ipaddress.ip_network(str(cidr), strict=True)
+        except ValueError:
+            rule = "must be an IPv4 CIDR range starting at its first address, like 203.0.113.0/24"
+            problems.append(Problem(at, rule, cidr))
+            continue
+        if network.version != 4:
+            problems.append(Problem(at, "must be IPv4: AKS authorizes IPv4 ranges only", cidr))
+        elif network.prefixlen < MIN_SOURCE_PREFIX[4]:
+            rule = f"must not be wider than /{MIN_SOURCE_PREFIX[4]}: a wider range is much of the internet"
+            problems.append(Problem(at, rule, cidr))
+        elif network.network_address.is_unspecified:
+            # No client has 0.0.0.0, and AKS treats 0.0.0.0/32 specially: it refuses it beside other
+            # ranges ("not allowed with other IP ranges", Azure/terraform-azurerm-aks#378).
+            problems.append(Problem(at, "must not start at 0.0.0.0, which no client has", cidr))
+    # At most 200 ranges of at most /8 cannot add up to the whole IPv4 internet (256 /8s).
+    if len(ranges) > MAX_API_SERVER_RANGES:
+        rule = f"must list at most {MAX_API_SERVER_RANGES} ranges (AKS's limit)"
+        problems.append(Problem(key, rule, ranges))
     return problems
 
 
@@ -538,11 +585,25 @@ def _validate(typed: dict[str, Any], problems: list[Problem], mlproject: Path) -
         problems.append(Problem("systemNodeMinCount", f"must not exceed systemNodeMaxCount ({high})", low))
     if "allowedSourceRanges" in typed:
         problems.extend(_cidr_problems(typed["allowedSourceRanges"], typed.get("exposure")))
+    if "apiServerAuthorizedIpRanges" in typed:
+        problems.extend(_api_server_range_problems(typed["apiServerAuthorizedIpRanges"]))
+    if typed.get("runsNamespace") is not None and typed.get("runsNamespace") == typed.get("namespace"):
+        rule = "must differ from namespace: run Jobs never share a namespace with the platform's secrets"
+        problems.append(Problem("runsNamespace", rule, typed["runsNamespace"]))
     if "runs" not in typed:
         return ()
     run_problems, runs = _run_problems(typed["runs"], mlproject)
     problems.extend(run_problems)
     return runs
+
+
+# Keys earlier versions read -> what to do instead. Set on a stack, they would be silently ignored.
+RETIRED_KEYS = {
+    "deployerPasswordEndDate": (
+        "the password now lives deployerPasswordLifetimeDays days (at most 365) from its creation; "
+        "`pulumi config rm deployerPasswordEndDate`"
+    ),
+}
 
 
 _KEPT_ACCOUNT = re.compile(r"^(?P<prefix>[a-z][a-z0-9]{2,10})data[a-z0-9]{8}$")
@@ -574,6 +635,9 @@ def load_settings(
     if config.get("namePrefix") is None and (prefix := _kept_prefix(typed.get("dataStorageAccount"))):
         # Adopting kept data with the one value copied from the old stack: its prefix is in the name.
         typed["namePrefix"] = prefix
+    for key, replacement in RETIRED_KEYS.items():
+        if config.get(key) is not None:
+            problems.append(Problem(key, f"is no longer read: {replacement}", config.get(key)))
     runs = _validate(typed, problems, mlproject)
     if problems:
         raise SettingsError(problems)
@@ -582,5 +646,9 @@ def load_settings(
     fields["kubernetes_version"] = fields["kubernetes_version"] or None
     fields["data_storage_account"] = fields["data_storage_account"] or None
     fields["allowed_source_ranges"] = tuple(str(cidr) for cidr in fields["allowed_source_ranges"])
+    # Canonical form: a single address becomes /32, as AKS stores it.
+    fields["api_server_authorized_ip_ranges"] = tuple(
+        str(ipaddress.ip_network(str(cidr))) for cidr in fields["api_server_authorized_ip_ranges"]
+    )
     fields["runs"] = runs
     return Settings(**fields)

@@ -45,6 +45,8 @@ BACKUPS_PATH = "databases"
 # disk must hold at least that much.
 MYSQL_DATA_CLAIM = f"{MYSQL_FULLNAME}-data"
 MYSQL_CLAIM_GIB = 8
+# Where the public endpoint's certificate comes from unless config says otherwise (acmeDirectory).
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 
 _IMAGE_REF = re.compile(
     r"^(?P<registry>[a-z0-9.-]+(:[0-9]+)?)/(?P<repository>[a-z0-9]+([._/-][a-z0-9]+)*)"
@@ -85,20 +87,24 @@ class SetupContext:
     """ACR login server, e.g. `mlflowacr1a2b.azurecr.io`."""
     tracking_image: str
     """Tracking-server image by digest (`pulumi_docker.Image.repo_digest`), in that ACR."""
+    mysql_image: str
+    """MySQL image by digest (images/mysql, `pulumi_docker.Image.repo_digest`), in that ACR."""
     tracking_identity_client_id: str
     """Client id of the tracking server's user-assigned identity (workload identity)."""
     storage_account: str
-    """Storage account name (artifact container and project share)."""
-    storage_resource_group: str
-    """Resource group of the storage account (part of the Azure Files volume handle)."""
+    """Storage account of the artifact and backup containers (Entra ID only: no key opens it)."""
     artifacts_container: str
     """Blob container of MLflow artifacts."""
+    projects_account: str
+    """Storage account of the project file share (an account of its own: the share is mounted with a key)."""
+    projects_resource_group: str
+    """Resource group of the project files account (part of the Azure Files volume handle)."""
     projects_share: str
     """File share holding MLflow projects."""
     backups_container: str
-    """Blob container of database backups (in the same storage account)."""
-    storage_account_key: str
-    """Storage account key that mounts the share (secret)."""
+    """Blob container of database backups (in the artifacts' storage account)."""
+    projects_account_key: str
+    """Key of the project files account, which mounts the share (secret)."""
     mysql_root_password: str
     """MySQL root password (secret, generated)."""
     mysql_password: str
@@ -108,19 +114,28 @@ class SetupContext:
     flask_secret_key: str
     """Flask secret key shared by the tracking replicas (secret, generated, at least 16 characters)."""
     exposure: str = "private"
-    """`private` (ClusterIP) or `public` (LoadBalancer limited to `source_ranges`)."""
+    """`private` (ClusterIP) or `public` (HTTPS through the TLS terminator; port 443 limited to
+    `source_ranges`)."""
     source_ranges: tuple[str, ...] = ()
     """CIDR ranges allowed to reach a public tracking server (required when public)."""
-    dns_label: str = ""
-    """DNS label of the public IP: the server answers at `<label>.<location>.cloudapp.azure.com`."""
-    location: str = ""
-    """Azure region (for the public DNS name)."""
+    public_hostname: str = ""
+    """DNS name of the public IP (`<label>.<region>.cloudapp.azure.com`): certificate name and Host."""
+    public_ip_name: str = ""
+    """Static public IP the public Services share (components/public_endpoint.py)."""
+    public_ip_resource_group: str = ""
+    """Resource group of that public IP."""
+    tls_image: str = ""
+    """TLS terminator image by digest (images/tls-proxy), in the stack's ACR; required when public."""
+    acme_directory: str = LETS_ENCRYPT_DIRECTORY
+    """ACME directory of the public certificate."""
     extra_allowed_hosts: tuple[str, ...] = ()
-    """More Host headers the server accepts (e.g. a static public IP)."""
+    """More Host headers the server accepts."""
     tracking_service_account: str = "mlflow-tracking"
     """ServiceAccount the identity's federated credential names."""
     run_service_account: str = "mlflow-run"
     """ServiceAccount of run Jobs."""
+    runs_namespace: str = ""
+    """Namespace of run Jobs, their credentials and the project volume (empty: `namespace`)."""
     admin_username: str = "admin"
     """MLflow admin user name."""
     artifacts_path: str = "artifacts"
@@ -152,10 +167,9 @@ class SetupContext:
         digest = hmac.new(self.flask_secret_key.encode(), b"mlflow-aks run user", hashlib.sha256)
         return digest.hexdigest()[:32]
 
-    def public_hostname(self) -> str | None:
-        if self.exposure == "public" and self.dns_label and self.location:
-            return f"{self.dns_label}.{self.location}.cloudapp.azure.com"
-        return None
+    def public_url(self) -> str | None:
+        """The tracking URL from outside the cluster (HTTPS on 443), or None when private."""
+        return f"https://{self.public_hostname}" if self.exposure == "public" else None
 
 
 @dataclass(frozen=True)
@@ -240,18 +254,28 @@ def setup_values(ctx: SetupContext) -> dict[str, Any]:
     """Values of charts/mlflow_setup."""
     if ctx.exposure not in ("private", "public"):
         raise ValueError(f"exposure must be 'private' or 'public', got {ctx.exposure!r}")
-    if ctx.exposure == "public" and not ctx.source_ranges:
-        raise ValueError("public exposure needs at least one source range (CIDR)")
+    tls_image = None
+    if ctx.exposure == "public":
+        if not ctx.source_ranges:
+            raise ValueError("public exposure needs at least one source range (CIDR)")
+        missing = [
+            name
+            for name in ("public_hostname", "public_ip_name", "public_ip_resource_group", "tls_image")
+            if not getattr(ctx, name)
+        ]
+        if missing:
+            raise ValueError(f"public exposure needs {', '.join(missing)}")
+        tls_image = ImageRef.parse(ctx.tls_image, ctx.acr_login_server)
+    # The chart adds the public name itself (charts/mlflow_setup/templates/_helpers.tpl).
     allowed_hosts = list(ctx.extra_allowed_hosts)
-    hostname = ctx.public_hostname()
-    if hostname:
-        allowed_hosts[:0] = [hostname, f"{hostname}:{TRACKING_SERVICE_PORT}"]
     return _render(
         "mlflow_setup.values.yaml.j2",
         ctx=ctx,
         fullname=FULLNAME,
         mysql_fullname=MYSQL_FULLNAME,
         tracking_image=ImageRef.parse(ctx.tracking_image, ctx.acr_login_server),
+        mysql_image=ImageRef.parse(ctx.mysql_image, ctx.acr_login_server),
+        tls_image=tls_image,
         allowed_hosts=list(dict.fromkeys(allowed_hosts)),
         run_username=RUN_USERNAME,
         run_password=ctx.effective_run_password(),

@@ -23,6 +23,7 @@ import yaml
 from components import chart_values
 from components.database_volume import DatabaseVolume, DatabaseVolumeArgs
 from components.project_files import ProjectFiles
+from components.public_endpoint import PublicEndpoint
 from settings import REPO_ROOT, SETUP_RELEASE, RunSpec
 
 SETUP_CHART = "charts/mlflow_setup"
@@ -73,20 +74,27 @@ def chart_digest(chart: Path) -> str:
     return digest.hexdigest()
 
 
+# Pod Security Standards: every pod of the platform and of runs meets "restricted" (tests/test_policy.py
+# checks the rendered charts), so the namespaces enforce it.
+POD_SECURITY_RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/audit": "restricted",
+}
+
+
 @dataclass
 class MlflowReleasesArgs:
     provider: kubernetes.Provider
     """The cluster's Kubernetes provider; every Kubernetes and Helm resource here uses it."""
     namespace: str
     """Namespace created for the platform."""
-    location: str
-    """Azure region (the public DNS name lives under it)."""
-    name_prefix: str
-    """Prefix of the public DNS label."""
+    runs_namespace: str
+    """Namespace created for run Jobs: their credentials and the project volume, nothing else."""
     exposure: str
     """`private` or `public`."""
     allowed_source_ranges: tuple[str, ...]
-    """CIDRs that may reach a public server."""
+    """CIDRs that may reach a public server's HTTPS."""
     tracking_replicas: int
     """Tracking-server pods."""
     tracking_service_account: str
@@ -96,17 +104,17 @@ class MlflowReleasesArgs:
     runs: tuple[RunSpec, ...]
     """One `mlflow_project` release each."""
     acr_login_server: pulumi.Input[str]
-    """Registry of both images."""
+    """Registry of the images."""
     tracking_image: pulumi.Input[str]
     """Tracking-server image by digest."""
     project_image: pulumi.Input[str]
     """Project-runner image by digest."""
+    mysql_image: pulumi.Input[str]
+    """MySQL image by digest (the stack's copy of the official image)."""
     tracking_identity_client_id: pulumi.Input[str]
     """Client id of the tracking server's managed identity."""
     storage_account: pulumi.Input[str]
-    """Storage account of artifacts and project files."""
-    storage_resource_group: pulumi.Input[str]
-    """Its resource group."""
+    """Storage account of artifacts and backups (the tracking identity's, with no key access)."""
     artifacts_container: pulumi.Input[str]
     """Blob container of artifacts."""
     backups_container: pulumi.Input[str]
@@ -117,10 +125,14 @@ class MlflowReleasesArgs:
     """Cron schedule (UTC) of the gc CronJob."""
     gc_older_than: str
     """`mlflow gc --older-than`."""
+    projects_account: pulumi.Input[str]
+    """Storage account of the project file share (components/project_share.py)."""
+    projects_resource_group: pulumi.Input[str]
+    """Its resource group."""
     projects_share: pulumi.Input[str]
     """File share of project files."""
-    storage_account_key: pulumi.Input[str]
-    """Account key (secret): mounts the share and uploads the project."""
+    projects_account_key: pulumi.Input[str]
+    """The project files account's key (secret): mounts the share and uploads the project."""
     mysql_disk_id: pulumi.Input[str]
     """Resource id of the Azure managed disk MySQL keeps its data on (in the data resource group)."""
     mysql_disk_size_gib: int
@@ -129,6 +141,12 @@ class MlflowReleasesArgs:
     """Node label of the jobs pool, or None without one."""
     jobs_pool_taint: str | None
     """Taint of the jobs pool, or None without one."""
+    public_endpoint: PublicEndpoint | None = None
+    """The public IP and DNS name (`exposure: public`, components/public_endpoint.py)."""
+    tls_image: pulumi.Input[str] = ""
+    """TLS terminator image by digest (required when public)."""
+    acme_directory: str = chart_values.LETS_ENCRYPT_DIRECTORY
+    """ACME directory of the public certificate."""
     run_depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What run Jobs need besides the setup release: the jobs pool they are scheduled on. A pool that
     failed to create then fails its runs at once instead of leaving them Pending until their timeout."""
@@ -146,6 +164,7 @@ def _password(name: str, parent: pulumi.Resource, length: int) -> random.RandomP
 
 class MlflowReleases(pulumi.ComponentResource):
     namespace: kubernetes.core.v1.Namespace
+    runs_namespace: kubernetes.core.v1.Namespace
     mysql_volume: DatabaseVolume
     setup: kubernetes.helm.v3.Release
     runs: dict[str, kubernetes.helm.v3.Release]
@@ -163,29 +182,38 @@ class MlflowReleases(pulumi.ComponentResource):
             f"{name}-namespace",
             metadata=kubernetes.meta.v1.ObjectMetaArgs(
                 name=args.namespace,
-                labels={
-                    # MySQL's image starts as root; everything else also meets "restricted".
-                    "pod-security.kubernetes.io/enforce": "baseline",
-                    "pod-security.kubernetes.io/warn": "restricted",
-                },
+                labels=POD_SECURITY_RESTRICTED,
             ),
             opts=k8s,
         )
         namespace = self.namespace.metadata.apply(lambda metadata: metadata.name)
+        # Runs get a namespace of their own: a project's code never shares one with the platform's secrets
+        # (mlflow_setup puts the run credentials and the project volume there, and confines its pods).
+        self.runs_namespace = kubernetes.core.v1.Namespace(
+            f"{name}-runs-namespace",
+            metadata=kubernetes.meta.v1.ObjectMetaArgs(
+                name=args.runs_namespace,
+                labels=POD_SECURITY_RESTRICTED,
+            ),
+            opts=k8s,
+        )
+        runs_namespace = self.runs_namespace.metadata.apply(lambda metadata: metadata.name)
 
         mysql_root_password = _password(f"{name}-mysql-root-password", self, 32)
         mysql_password = _password(f"{name}-mysql-password", self, 32)
         admin_password = _password(f"{name}-admin-password", self, 24)
         flask_secret_key = _password(f"{name}-flask-secret-key", self, 64)
 
-        dns_label: pulumi.Input[str] = ""
+        public: dict[str, pulumi.Input[str]] = {}
         if args.exposure == "public":
-            # Public IP DNS labels are unique per region: the prefix plus a random suffix.
-            suffix = random.RandomString(
-                f"{name}-dns-suffix", length=6, upper=False, special=False,
-                opts=pulumi.ResourceOptions(parent=self),
-            )  # fmt: skip
-            dns_label = suffix.result.apply(lambda s: f"{args.name_prefix}-mlflow-{s}")
+            if args.public_endpoint is None:
+                raise ValueError("public exposure needs the public endpoint (components/public_endpoint.py)")
+            public = {
+                "public_hostname": args.public_endpoint.hostname,
+                "public_ip_name": args.public_endpoint.ip_name,
+                "public_ip_resource_group": args.public_endpoint.resource_group_name,
+                "tls_image": args.tls_image,
+            }
 
         # MySQL's volume and claim on the retained disk, outside the release (see database_volume.py).
         self.mysql_volume = DatabaseVolume(
@@ -201,9 +229,9 @@ class MlflowReleases(pulumi.ComponentResource):
 
         project_files = ProjectFiles(
             f"{name}-project-files",
-            account_name=args.storage_account,
+            account_name=args.projects_account,
             share_name=args.projects_share,
-            account_key=args.storage_account_key,
+            account_key=args.projects_account_key,
             directory=PROJECT_DIRECTORY,
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -214,19 +242,22 @@ class MlflowReleases(pulumi.ComponentResource):
             namespace=namespace,
             acr_login_server=args.acr_login_server,
             tracking_image=args.tracking_image,
+            mysql_image=args.mysql_image,
             tracking_identity_client_id=args.tracking_identity_client_id,
             storage_account=args.storage_account,
-            storage_resource_group=args.storage_resource_group,
             artifacts_container=args.artifacts_container,
             backups_container=args.backups_container,
+            projects_account=args.projects_account,
+            projects_resource_group=args.projects_resource_group,
             projects_share=args.projects_share,
-            storage_account_key=args.storage_account_key,
+            projects_account_key=args.projects_account_key,
             mysql_existing_claim=self.mysql_volume.claim_name,
             mysql_root_password=mysql_root_password.result,
             mysql_password=mysql_password.result,
             admin_password=admin_password.result,
             flask_secret_key=flask_secret_key.result,
-            dns_label=dns_label,
+            **public,
+            runs_namespace=runs_namespace,
         ).apply(
             lambda outputs: chart_values.setup_values(
                 chart_values.SetupContext(
@@ -237,7 +268,7 @@ class MlflowReleases(pulumi.ComponentResource):
                     gc_schedule=args.gc_schedule,
                     gc_older_than=args.gc_older_than,
                     source_ranges=args.allowed_source_ranges,
-                    location=args.location,
+                    acme_directory=args.acme_directory,
                     tracking_service_account=args.tracking_service_account,
                     admin_username=args.admin_username,
                     tracking_replicas=args.tracking_replicas,
@@ -260,7 +291,10 @@ class MlflowReleases(pulumi.ComponentResource):
             timeout=SETUP_TIMEOUT_SECONDS,
             max_history=10,
             opts=pulumi.ResourceOptions.merge(
-                k8s, pulumi.ResourceOptions(depends_on=[*args.depends_on, self.mysql_volume.claim])
+                k8s,
+                pulumi.ResourceOptions(
+                    depends_on=[*args.depends_on, self.mysql_volume.claim, self.runs_namespace]
+                ),
             ),
         )
 
@@ -288,7 +322,7 @@ class MlflowReleases(pulumi.ComponentResource):
                 f"{name}-run-{spec.name}",
                 name=spec.name,
                 chart=PROJECT_CHART,
-                namespace=namespace,
+                namespace=runs_namespace,
                 values=run_inputs.apply(
                     lambda outputs, run=run: chart_values.project_values(run_context(outputs, run))
                 ),
@@ -328,12 +362,9 @@ class MlflowReleases(pulumi.ComponentResource):
                 if key != "run"
             }
         )
-        if args.exposure == "public":
-            self.tracking_url = pulumi.Output.concat(
-                "http://",
-                dns_label,
-                f".{args.location}.cloudapp.azure.com:{chart_values.TRACKING_SERVICE_PORT}",
-            )
+        if args.public_endpoint is not None and args.exposure == "public":
+            # HTTPS on 443 only: port 80 redirects here, and the server's own port is in-cluster only.
+            self.tracking_url = pulumi.Output.concat("https://", args.public_endpoint.hostname)
         else:
             self.tracking_url = namespace.apply(chart_values.tracking_url)
         self.admin_password = pulumi.Output.secret(admin_password.result)

@@ -26,6 +26,10 @@ def _config(args: argparse.Namespace) -> StackConfig:
         "azurite", config.azurite_port
     )
     config.server_port = getattr(args, "server_port", None) or remembered.get("server", config.server_port)
+    # HTTPS, once asked for, is remembered too (its ports are in the state while it runs).
+    config.https = bool(getattr(args, "https", False)) or "tls" in remembered
+    config.https_port = getattr(args, "https_port", None) or remembered.get("tls", config.https_port)
+    config.acme_port = getattr(args, "acme_port", None) or remembered.get("acme", config.acme_port)
     return config
 
 
@@ -33,10 +37,16 @@ def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
     missing = missing_prerequisites(stack.config.repo_root, stack.config.helm)
     if missing:
         raise StackError("missing prerequisites: " + "; ".join(missing))
-    print(f"starting MariaDB, Azurite and the tracking server under {stack.workdir} ...", flush=True)
+    extra = " and the TLS terminator (with a local ACME CA)" if stack.config.https else ""
+    print(f"starting MariaDB, Azurite, the tracking server{extra} under {stack.workdir} ...", flush=True)
     stack.start()
     user, _ = stack.admin_credentials()
-    print(f"MLflow UI and API: {stack.tracking_uri}  (log in as {user!r}; `python -m local credentials`)")
+    print(f"MLflow UI and API: {stack.public_uri}  (log in as {user!r}; `python -m local credentials`)")
+    if stack.config.https:
+        print(
+            f"HTTPS: certificate from the local ACME CA; clients trust {stack.ca_bundle} "
+            "(MLFLOW_TRACKING_SERVER_CERT_PATH)"
+        )
     print(f"artifacts: {stack.artifacts_destination} -> Azurite on 127.0.0.1:{stack.config.azurite_port}")
     print(f"database:  MariaDB on 127.0.0.1:{stack.config.mysql_port}")
     return 0
@@ -58,7 +68,7 @@ def cmd_status(stack: LocalStack, args: argparse.Namespace) -> int:
         state = f"running, pid {info['pid']}" if info["running"] else "stopped"
         print(f"{name:8} {state:22} 127.0.0.1:{info['port']}")
     if status["server"]["running"]:
-        print(f"MLflow: {stack.tracking_uri}")
+        print(f"MLflow: {stack.public_uri}")
     return 0 if all(info["running"] for info in status.values()) else 3
 
 
@@ -149,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--server-port", type=int, help="tracking server port (default 5000)")
     up.add_argument("--mysql-port", type=int, help="MariaDB port (default 13306)")
     up.add_argument("--azurite-port", type=int, help="Azurite blob port (default 10000)")
+    up.add_argument(
+        "--https",
+        action="store_true",
+        help="serve HTTPS through the chart's TLS terminator, as `exposure: public` does (Caddy, Pebble)",
+    )
+    up.add_argument("--https-port", type=int, help="HTTPS port with --https (default 5443)")
+    up.add_argument("--acme-port", type=int, help="local ACME CA port with --https (default 14000)")
     down = sub.add_parser("down", help="stop everything the stack started")
     down.add_argument("--purge", action="store_true", help="also delete the working directory (all data)")
     sub.add_parser("status", help="what is running (exit 3 if not everything)")

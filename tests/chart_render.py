@@ -28,10 +28,18 @@ MYSQL_CHART = REPO_ROOT / "charts" / "mysql"
 # The cluster's Kubernetes version (AKS default when kubernetesVersion is empty).
 KUBERNETES_VERSION = "1.32.0"
 NAMESPACE = "mlflow"
+# Run Jobs' own namespace (config runsNamespace), as the program gives them.
+RUNS_NAMESPACE = "mlflow-runs"
 SETUP_RELEASE = "mlflow"
 ACR = "mlflowacr7f3k.azurecr.io"
 TRACKING_IMAGE = f"{ACR}/mlflow-tracking-server@sha256:{'3a' * 32}"
 PROJECT_IMAGE = f"{ACR}/mlflow-project@sha256:{'5c' * 32}"
+MYSQL_IMAGE = f"{ACR}/mlflow-mysql@sha256:{'9d' * 32}"
+TLS_IMAGE = f"{ACR}/mlflow-tls-proxy@sha256:{'7e' * 32}"
+# The public endpoint (components/public_endpoint.py): a static IP with a DNS label, in the platform group.
+PUBLIC_HOSTNAME = "mlflow-mlflow-x7k2qz.westeurope.cloudapp.azure.com"
+PUBLIC_IP_NAME = "mlflow-tracking-ip"
+PUBLIC_IP_RESOURCE_GROUP = "mlflow-platform"
 # The managed disk Pulumi keeps in the data resource group for MySQL, and the claim Pulumi binds to it
 # (components/database_volume.py), which the chart mounts.
 MYSQL_CLAIM = "mlflow-mysql-data"
@@ -44,7 +52,7 @@ JOBS_POOL_TAINT = "mlflow-aks/pool=jobs:NoSchedule"
 
 # Secret values chosen to be awkward: URL-, YAML- and configparser-special characters.
 SECRETS = {
-    "storage_account_key": "c3RvcmFnZS1rZXk+Zm9yLXRlc3Rz/QQ==",
+    "projects_account_key": "c3RvcmFnZS1rZXk+Zm9yLXRlc3Rz/QQ==",
     "mysql_root_password": "root-Pw%with@odd:chars",
     "mysql_password": "Db#pass/word%41&x=y",
     "admin_password": "Admin'pass\"word: 1234",
@@ -55,24 +63,34 @@ SECRETS = {
 def setup_context(
     exposure: str = "private",
     source_ranges: tuple[str, ...] = (),
-    dns_label: str = "",
     mysql_existing_claim: str = MYSQL_CLAIM,
 ) -> SetupContext:
+    public = {}
+    if exposure == "public":
+        public = {
+            "public_hostname": PUBLIC_HOSTNAME,
+            "public_ip_name": PUBLIC_IP_NAME,
+            "public_ip_resource_group": PUBLIC_IP_RESOURCE_GROUP,
+            "tls_image": TLS_IMAGE,
+        }
     return SetupContext(
         namespace=NAMESPACE,
+        runs_namespace=RUNS_NAMESPACE,
         acr_login_server=ACR,
         tracking_image=TRACKING_IMAGE,
+        mysql_image=MYSQL_IMAGE,
         tracking_identity_client_id="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
         storage_account="mlflowst7f3k",
-        storage_resource_group="mlflow-data-rg",
         artifacts_container="mlflow-artifacts",
+        # The share has a storage account of its own in the platform group (components/project_share.py).
+        projects_account="mlflowfiles7f3k",
+        projects_resource_group="mlflow-platform",
         projects_share="mlflow-projects",
         backups_container="mlflow-backups",
         exposure=exposure,
         source_ranges=source_ranges,
-        dns_label=dns_label,
-        location="westeurope",
         mysql_existing_claim=mysql_existing_claim,
+        **public,
         **SECRETS,
     )
 
@@ -80,7 +98,7 @@ def setup_context(
 SETUP_CONTEXTS = {
     "private": setup_context(),
     "private-own-run-password": replace(setup_context(), run_password="Run-user pass:word%2F"),
-    "public-one-range": setup_context("public", ("203.0.113.0/24",), dns_label="mlflow-demo"),
+    "public-one-range": setup_context("public", ("203.0.113.0/24",)),
     "public-two-ranges": setup_context("public", ("198.51.100.7/32", "192.0.2.0/28")),
     # No static disk: the MySQL claim provisions one dynamically (the chart's behaviour before the disk).
     "private-dynamic-disk": setup_context(mysql_existing_claim=""),
@@ -189,12 +207,34 @@ def pod_specs(objects: Iterable[dict]) -> Iterator[tuple[dict, dict]]:
     for obj in objects:
         if obj["kind"] in ("Deployment", "StatefulSet", "Job", "DaemonSet"):
             yield obj, obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "CronJob":
+            yield obj, obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         elif obj["kind"] == "Pod":
             yield obj, obj["spec"]
 
 
 def containers(pod: dict) -> list[dict]:
     return [*(pod.get("initContainers") or []), *pod["containers"]]
+
+
+def every_container(objects: Iterable[dict]) -> Iterator[tuple[dict, dict]]:
+    """(object, container) of every container list anywhere in the objects, whatever their kind (a
+    CronJob's job template, a helm test Pod, init and ephemeral containers): nothing is left out."""
+
+    def walk(value: Any) -> Iterator[dict]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("containers", "initContainers", "ephemeralContainers") and isinstance(item, list):
+                    yield from item
+                else:
+                    yield from walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from walk(item)
+
+    for obj in objects:
+        for container in walk(obj):
+            yield obj, container
 
 
 def secret_data(secret: dict) -> dict[str, str]:

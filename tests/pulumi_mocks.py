@@ -15,7 +15,7 @@ import base64
 import hashlib
 import json
 import runpy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,33 @@ OIDC_ISSUER_URL = "https://westeurope.oic.prod-aks.azure.com/tenant/issuer/"
 KUBELET_OBJECT_ID = "00000000-0000-0000-0000-00000000c0be"
 CLUSTER_PRINCIPAL_ID = "00000000-0000-0000-0000-0000000c1a57"
 STORAGE_KEY = "bW9jay1zdG9yYWdlLWtleQ=="
-KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n"
+
+API_SERVER = "https://mlflow-abc123.hcp.westeurope.azmk8s.io:443"
+API_SERVER_CA = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCm1vY2sKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="
+# What listClusterUserCredential returns for an Entra ID cluster: the exec format with a device-code
+# login (pulumi/pulumi-azure-native#2399). The program keeps only the cluster entry.
+KUBECONFIG = f"""apiVersion: v1
+kind: Config
+clusters:
+- name: mlflow-aks
+  cluster:
+    server: {API_SERVER}
+    certificate-authority-data: {API_SERVER_CA}
+contexts:
+- name: mlflow-aks
+  context: {{cluster: mlflow-aks, user: clusterUser_mlflow-platform_mlflow-aks}}
+current-context: mlflow-aks
+users:
+- name: clusterUser_mlflow-platform_mlflow-aks
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1beta1
+      command: kubelogin
+      args: [get-token, --environment, AzurePublicCloud, --server-id, 6dae42f8-4368-4678-94ff-3960e28e3630,
+             --client-id, 80faf920-1908-4b52-b5ef-a8e7bedfc67a, --tenant-id, {TENANT_ID}, --login, devicecode]
+"""
+# The tools `pulumi up` needs on PATH (components/cluster_access.py), as a mocked run finds them.
+TOOLS_ON_PATH = ("kubelogin", "az")
 
 # The input that carries each azure-native resource's explicit Azure name.
 _NAME_KEYS = {
@@ -52,7 +78,17 @@ _NAME_KEYS = {
     "azure-native:managedidentity:UserAssignedIdentity": "resourceName",
     "azure-native:managedidentity:FederatedIdentityCredential": "federatedIdentityCredentialResourceName",
     "azure-native:compute:Disk": "diskName",
+    "azure-native:storage:ManagementPolicy": "managementPolicyName",
+    "azure-native:storage:BlobServiceProperties": "blobServicesName",
+    "azure-native:authorization:ManagementLockAtResourceGroupLevel": "lockName",
+    "azure-native:network:PublicIPAddress": "publicIpAddressName",
 }
+
+
+def storage_key(account_name: str) -> str:
+    """The key listStorageAccountKeys returns for `account_name`: each account has its own, so a test can
+    tell which account's key went where."""
+    return base64.b64encode(f"{STORAGE_KEY}:{account_name}".encode()).decode()
 
 
 def _guid(seed: str) -> str:
@@ -157,6 +193,15 @@ def _computed_outputs(type_: str, name: str, inputs: dict[str, Any], id_: str) -
         out["id"] = f"{account_id}/fileServices/default/shares/{out['name']}"
     elif type_ == "azure-native:compute:Disk":
         out["id"] = f"{group_id}/providers/Microsoft.Compute/disks/{out['name']}"
+    elif type_ == "azure-native:storage:ManagementPolicy":
+        out["id"] = f"{account_id}/managementPolicies/{out['name']}"
+    elif type_ == "azure-native:storage:BlobServiceProperties":
+        out["id"] = f"{account_id}/blobServices/{out['name']}"
+    elif type_ == "azure-native:authorization:ManagementLockAtResourceGroupLevel":
+        out["id"] = f"{group_id}/providers/Microsoft.Authorization/locks/{out['name']}"
+    elif type_ == "azure-native:network:PublicIPAddress":
+        out["id"] = f"{group_id}/providers/Microsoft.Network/publicIPAddresses/{out['name']}"
+        out["ipAddress"] = "203.0.113.80"
     if type_ == "azure-native:containerservice:ManagedCluster":
         out["identity"] = {**plain(inputs.get("identity", {})), "principalId": CLUSTER_PRINCIPAL_ID}
         out["oidcIssuerProfile"] = {"enabled": True, "issuerURL": OIDC_ISSUER_URL}
@@ -194,10 +239,16 @@ def _computed_outputs(type_: str, name: str, inputs: dict[str, Any], id_: str) -
 class RecordingMocks(pulumi.runtime.Mocks):
     """Echo inputs back, add computed outputs, and record every resource and invoke."""
 
-    def __init__(self, extra_outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None):
+    def __init__(
+        self,
+        extra_outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None,
+        deploying_principal_type: str = "User",
+    ):
         self.resources: list[Registered] = []
         self.calls: list[pulumi_mocks.MockCallArgs] = []
         self._extra_outputs = extra_outputs
+        # What Entra ID says the principal running `pulumi up` is: a person, or a CI service principal.
+        self.deploying_principal_type = deploying_principal_type
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
         id_ = f"{args.name}-id"
@@ -232,11 +283,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "objectId": DEPLOYING_USER_OBJECT_ID,
                 "tenantId": TENANT_ID,
             }
+        if args.token == "azuread:index/getDirectoryObject:getDirectoryObject":
+            object_id = args.args["objectId"]
+            assert object_id == DEPLOYING_USER_OBJECT_ID, f"unexpected directory lookup of {object_id}"
+            return {"id": object_id, "objectId": object_id, "type": self.deploying_principal_type}
         if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
             encoded = base64.b64encode(KUBECONFIG.encode()).decode()
             return {"kubeconfigs": [{"name": "clusterUser", "value": encoded}]}
         if args.token == "azure-native:storage:listStorageAccountKeys":
-            return {"keys": [{"keyName": "key1", "value": STORAGE_KEY, "permissions": "FULL"}]}
+            value = storage_key(args.args["accountName"])
+            return {"keys": [{"keyName": "key1", "value": value, "permissions": "FULL"}]}
         raise AssertionError(f"unexpected invoke {args.token} in the mocked program")
 
 
@@ -259,6 +315,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             "additionalSecretOutputs": list(request.additionalSecretOutputs),
             "dependencies": list(request.dependencies),
             "parent": request.parent,
+            # Earlier names of the resource (URNs, or parent+name specs), so that a move keeps its state.
+            "aliases": [*request.aliasURNs, *(str(a) for a in request.aliases)],
         }
         return super().RegisterResource(request)
 
@@ -283,8 +341,15 @@ def run_program(
     program: Path = REPO_ROOT / "__main__.py",
     mocks: RecordingMocks | None = None,
     preview: bool = False,
+    tools_on_path: Collection[str] = TOOLS_ON_PATH,
 ) -> ProgramRun:
-    """Run `program` once in a fresh mock runtime with `config` as the stack config."""
+    """Run `program` once in a fresh mock runtime with `config` as the stack config.
+
+    `tools_on_path`: what the program's prerequisite check finds on PATH (nothing is looked up for real,
+    so the tests need no kubelogin or az).
+    """
+    from components import cluster_access  # the program's own module (program_snapshot puts it first)
+
     mocks = mocks or RecordingMocks()
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_all_config(config_values(config or {}), secret_keys=[])
@@ -293,7 +358,12 @@ def run_program(
     pulumi_settings.SETTINGS.rpc_manager.clear()
     pulumi_settings.SETTINGS.outputs.clear()
 
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
+    real_find_tool = cluster_access.find_tool
+    cluster_access.find_tool = lambda tool: f"/usr/local/bin/{tool}" if tool in tools_on_path else None
+    try:
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
+    finally:
+        cluster_access.find_tool = real_find_tool
 
     for resource in mocks.resources:
         resource.options = monitor.options[(resource.type, resource.name)]

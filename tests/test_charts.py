@@ -106,6 +106,20 @@ def test_mysql_chart_lints_strict(helm_bin, tmp_dir, claim):
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
 
 
+def test_mysql_chart_alone_pulls_the_official_image_by_digest_only(helm_bin, tmp_dir):
+    """`helm install` of charts/mysql by hand: its default is the official image by the digest
+    images/mysql/Dockerfile builds from, never a tag; a missing or tag-like digest is refused."""
+    values = {"auth": {"rootPassword": "r" * 16, "password": "p" * 16}}
+    [(_, container)] = list(cr.every_container(cr.render(helm_bin, cr.MYSQL_CHART, "db", values, tmp_dir)))
+    base = (cr.REPO_ROOT / "images" / "mysql" / "Dockerfile").read_text()
+    [digest] = re.findall(r"^FROM mysql:[\w.-]+@(sha256:[0-9a-f]{64})$", base, flags=re.MULTILINE)
+    assert container["image"] == f"docker.io/library/mysql@{digest}"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    for bad in ("", "8.4.6", "latest", "sha256:abc"):
+        result = cr.template(helm_bin, cr.MYSQL_CHART, "db", {**values, "image": {"digest": bad}}, tmp_dir)
+        assert result.returncode != 0 and "digest" in result.stderr, (bad, result.stderr)
+
+
 def test_every_object_is_valid_kubernetes(setup_renders, project_renders):
     objects = [o for r in [*setup_renders.values(), *project_renders.values()] for o in r]
     assert len(objects) > 20
@@ -134,26 +148,23 @@ def test_setup_renders_what_issue_3_lists(private_setup):
         assert kind in kinds
     for obj in private_setup:
         if obj["kind"] != "PersistentVolume":
-            assert obj["metadata"]["namespace"] == cr.NAMESPACE, obj["metadata"]["name"]
+            # The platform's namespace, or the runs' own for what runs use (tests/test_runs_isolation.py).
+            assert obj["metadata"]["namespace"] in (cr.NAMESPACE, cr.RUNS_NAMESPACE), obj["metadata"]["name"]
 
 
 # --- images, hardening, probes --------------------------------------------------------------------
 
 
 def test_our_images_are_acr_by_digest(setup_renders, project_renders):
+    """Every container of every object (CronJobs, init containers and the helm test pod included), MySQL's
+    too, runs one of the stack's images from its ACR by digest: nothing comes from a public registry."""
     images = set()
     for objects in [*setup_renders.values(), *project_renders.values()]:
-        for obj, pod in cr.pod_specs(objects):
-            for container in cr.containers(pod):
-                image = container["image"]
-                if obj["kind"] == "StatefulSet":  # the official MySQL image, pinned to an 8.x tag
-                    assert re.fullmatch(
-                        r"docker\.io/library/mysql(:8\.\d+\.\d+|@sha256:[0-9a-f]{64})", image
-                    ), image
-                    continue
-                ImageRef.parse(image, cr.ACR)  # raises unless <acr>/<repo>@sha256:<hex>
-                images.add(image)
-    assert images == {cr.TRACKING_IMAGE, cr.PROJECT_IMAGE}
+        for _, container in cr.every_container(objects):
+            image = container["image"]
+            ImageRef.parse(image, cr.ACR)  # raises unless <acr>/<repo>@sha256:<hex>
+            images.add(image)
+    assert images == {cr.TRACKING_IMAGE, cr.PROJECT_IMAGE, cr.MYSQL_IMAGE, cr.TLS_IMAGE}
 
 
 def test_every_container_is_hardened_and_sized(setup_renders, project_renders):
@@ -245,8 +256,10 @@ def test_allowed_hosts_cover_cluster_names_and_public_name(setup_renders):
         svc = chart_values.TRACKING_SERVICE
         assert {svc, f"{svc}.{ctx.namespace}", f"{svc}.{ctx.namespace}.svc.cluster.local"} <= set(hosts)
         assert "*" not in hosts
-        if ctx.public_hostname():
-            assert ctx.public_hostname() in hosts
+        if ctx.exposure == "public":
+            # The terminator passes the client's Host on: the bare name (HTTPS on 443), no port.
+            assert ctx.public_hostname in hosts
+            assert not [h for h in hosts if h.startswith(f"{ctx.public_hostname}:")]
 
 
 def test_backend_and_auth_database_uris_survive_odd_passwords(private_setup, tmp_path, monkeypatch):
@@ -306,12 +319,14 @@ def test_run_jobs_log_in_as_a_non_admin_user(setup_renders, name):
     assert run_secret["username"] != ctx.admin_username and run_secret["password"] != ctx.admin_password
     if ctx.run_password:
         assert run_secret["password"] == ctx.run_password
-    # The init container creates that user (migrate.py), from the same Secret.
+    # The init container creates that user (migrate.py) with the same password, from the tracking
+    # Secret in its own namespace (a Secret cannot be read across namespaces).
     migrate = tracking_deployment(objects)["spec"]["template"]["spec"]["initContainers"][0]
     env = {e["name"]: e for e in migrate["env"]}
     assert env["MLFLOW_RUN_USERNAME"]["value"] == chart_values.RUN_USERNAME
     ref = env["MLFLOW_RUN_PASSWORD"]["valueFrom"]["secretKeyRef"]
-    assert (ref["name"], ref["key"]) == (chart_values.RUN_CREDENTIALS_SECRET, "password")
+    assert ref["name"] == chart_values.TRACKING_SERVICE
+    assert cr.secret_data(cr.one(objects, "Secret", ref["name"]))[ref["key"]] == run_secret["password"]
 
 
 def test_without_a_run_password_runs_use_the_admin(helm_bin, tmp_dir):
@@ -333,7 +348,14 @@ def test_files_the_pod_runs_are_in_the_image(private_setup):
             words = [*c.get("command", []), *c.get("args", [])]
             words += c.get("readinessProbe", {}).get("exec", {}).get("command", [])
             referenced |= {w for w in words if w.startswith("/app/")}
-    assert referenced == {"/app/serve.py", "/app/migrate.py", "/app/ready.py"}
+    # The server, its init container and probe, the helm test, and the backup and gc CronJobs.
+    assert referenced == {
+        "/app/serve.py",
+        "/app/migrate.py",
+        "/app/ready.py",
+        "/app/backup.py",
+        "/app/collect_garbage.py",
+    }
     copy_line = next(line for line in dockerfile.splitlines() if line.startswith("COPY serve.py"))
     for path in referenced:
         assert (IMAGE_DIR / Path(path).name).is_file()
@@ -385,8 +407,13 @@ def test_helm_test_checks_health_and_an_authenticated_call(private_setup):
     command = pod["spec"]["containers"][0]["command"]
     assert command[:2] == ["python", "/app/ready.py"]
     assert command[command.index("--url") + 1] == chart_values.tracking_url(cr.NAMESPACE)
-    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["spec"]["containers"][0]["env"]}
-    assert env["MLFLOW_TRACKING_PASSWORD"]["name"] == chart_values.RUN_CREDENTIALS_SECRET
+    # As the run user, with the password from the tracking Secret of its own namespace (the run
+    # credentials Secret lives in the runs namespace).
+    env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_USERNAME"]["value"] == chart_values.RUN_USERNAME
+    ref = env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == (chart_values.TRACKING_SERVICE, "run-password")
+    assert "serviceAccountName" not in pod["spec"]  # not the runs' account, which is elsewhere
 
 
 # --- MySQL and its NetworkPolicy ------------------------------------------------------------------
@@ -484,22 +511,79 @@ def test_networkpolicy_admits_only_the_tracking_server_and_maintenance_to_mysql(
     assert others and not any(labels_match(selector, labels) for selector in admitted for labels in others)
 
 
+def _pod_labels(obj: dict) -> dict:
+    if obj["kind"] == "Pod":
+        return obj["metadata"]["labels"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    return obj["spec"]["template"]["metadata"]["labels"]
+
+
+def policies_for(objects: list[dict], obj: dict) -> list[dict]:
+    """The NetworkPolicies of `obj`'s namespace that select its pods."""
+    namespace = obj["metadata"].get("namespace")
+    return [
+        p
+        for p in cr.of_kind(objects, "NetworkPolicy")
+        if p["metadata"].get("namespace") == namespace
+        and labels_match(p["spec"]["podSelector"].get("matchLabels", {}), _pod_labels(obj))
+    ]
+
+
+def rules(policies: list[dict], direction: str) -> list[dict] | None:
+    """The union of `direction` ("ingress"/"egress") rules, or None when no policy isolates that way."""
+    isolating = [p for p in policies if direction.capitalize() in p["spec"]["policyTypes"]]
+    if not isolating:
+        return None
+    return [rule for p in isolating for rule in p["spec"].get(direction, [])]
+
+
 def test_every_pod_has_a_networkpolicy_and_clients_accept_nothing(setup_renders, project_renders):
-    for objects in [*setup_renders.values(), *project_renders.values()]:
-        policies = cr.of_kind(objects, "NetworkPolicy")
+    release_egress = [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        },
+        {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": cr.SETUP_RELEASE}}}]},
+        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32", "168.63.129.16/32"]}}]},
+    ]
+    for name, objects in setup_renders.items():
+        ctx = cr.SETUP_CONTEXTS[name]
         for obj, pod in cr.pod_specs(objects):
-            labels = (obj["spec"]["template"]["metadata"] if obj["kind"] != "Pod" else obj["metadata"])[
-                "labels"
-            ]
-            [policy] = [p for p in policies if labels_match(p["spec"]["podSelector"]["matchLabels"], labels)]
-            ingress = policy["spec"].get("ingress", [])
-            if obj["kind"] in ("Job", "Pod"):  # run Jobs and the helm test pod are clients only
-                assert policy["spec"]["policyTypes"] == ["Ingress"] and ingress == []
-            elif obj["kind"] == "Deployment":  # the tracking server: its HTTP port; metrics from kube-system
-                ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
-                assert ingress == [
-                    {"ports": [{"protocol": "TCP", "port": ports["http"]}]},
+            where = f"{name}: {obj['kind']}/{obj['metadata']['name']}"
+            policies = policies_for(objects, obj)
+            ingress = rules(policies, "ingress")
+            # Every pod of the platform: no IMDS, no Azure host address (issue 10.4), else open.
+            assert rules(policies, "egress") == release_egress, where
+            if obj["kind"] in ("CronJob", "Pod"):  # backup, gc, the helm test pod: clients only
+                assert ingress == [], where
+            elif obj["kind"] == "StatefulSet":  # MySQL: the tracking and maintenance pods, 3306
+                assert [r["ports"] for r in ingress] == [[{"protocol": "TCP", "port": 3306}]], where
+            elif obj["kind"] == "Deployment":  # the tracking server
+                ports = {p["name"]: p["containerPort"] for c in pod["containers"] for p in c.get("ports", [])}
+                expected = [
+                    # Its plain HTTP port from pods in the cluster only (no ipBlock: nothing outside).
                     {
+                        "from": [{"namespaceSelector": {}}],
+                        "ports": [{"protocol": "TCP", "port": ports["http"]}],
+                    }
+                ]
+                if "tls" in [c["name"] for c in pod["containers"]]:
+                    expected += [
+                        # HTTPS from the allowed ranges; the terminator's HTTP (challenge, redirect) from all.
+                        {
+                            "from": [{"ipBlock": {"cidr": cidr}} for cidr in ctx.source_ranges],
+                            "ports": [{"protocol": "TCP", "port": ports["tls-https"]}],
+                        },
+                        {"ports": [{"protocol": "TCP", "port": ports["tls-http"]}]},
+                    ]
+                expected.append(
+                    {  # metrics from kube-system only
                         "from": [
                             {
                                 "namespaceSelector": {
@@ -514,8 +598,16 @@ def test_every_pod_has_a_networkpolicy_and_clients_accept_nothing(setup_renders,
                             }
                         ],
                         "ports": [{"protocol": "TCP", "port": ports["metrics"]}],
-                    },
-                ]
+                    }
+                )
+                assert ingress == expected, where
+            else:
+                raise AssertionError(f"unexpected workload {where}")
+    for objects in project_renders.values():
+        for obj, _ in cr.pod_specs(objects):
+            # The run chart's own policy: nothing connects to a run (its egress: mlflow_setup's policy
+            # for run pods, tests/test_runs_isolation.py).
+            assert rules(policies_for(objects, obj), "ingress") == []
 
 
 def test_metrics_are_served_on_their_own_port_that_no_service_exposes(setup_renders):
@@ -541,18 +633,34 @@ def test_metrics_are_served_on_their_own_port_that_no_service_exposes(setup_rend
 @pytest.mark.parametrize("name", list(cr.SETUP_CONTEXTS))
 def test_exposure_follows_config(setup_renders, name):
     ctx = cr.SETUP_CONTEXTS[name]
-    service = cr.one(setup_renders[name], "Service", chart_values.TRACKING_SERVICE)
+    objects = setup_renders[name]
+    # In-cluster clients always have the plain HTTP ClusterIP Service, never a load balancer.
+    service = cr.one(objects, "Service", chart_values.TRACKING_SERVICE)
+    assert service["spec"]["type"] == "ClusterIP"
+    assert [p["port"] for p in service["spec"]["ports"]] == [chart_values.TRACKING_SERVICE_PORT]
+    balancers = [s for s in cr.of_kind(objects, "Service") if s["spec"]["type"] == "LoadBalancer"]
     if ctx.exposure == "private":
-        assert service["spec"]["type"] == "ClusterIP"
-        assert "loadBalancerSourceRanges" not in service["spec"]
-    else:
-        assert service["spec"]["type"] == "LoadBalancer"
-        assert service["spec"]["loadBalancerSourceRanges"] == list(ctx.source_ranges)
-        annotations = service["metadata"].get("annotations", {})
-        if ctx.dns_label:
-            assert annotations["service.beta.kubernetes.io/azure-dns-label-name"] == ctx.dns_label
-        else:
-            assert "service.beta.kubernetes.io/azure-dns-label-name" not in annotations
+        assert balancers == []
+        return
+    by_port = {s["spec"]["ports"][0]["port"]: s for s in balancers}
+    assert sorted(by_port) == [80, 443] and all(len(s["spec"]["ports"]) == 1 for s in balancers)
+    https, http = by_port[443], by_port[80]
+    # HTTPS admits the configured ranges only; port 80 (ACME HTTP-01 and the redirect) admits everyone.
+    assert https["spec"]["loadBalancerSourceRanges"] == list(ctx.source_ranges)
+    assert "loadBalancerSourceRanges" not in http["spec"]
+    assert https["spec"]["ports"][0]["targetPort"] == "tls-https"
+    assert http["spec"]["ports"][0]["targetPort"] == "tls-http"
+    for balancer in balancers:
+        # Both share the one static IP Pulumi owns (and its DNS name); client addresses are kept.
+        annotations = balancer["metadata"]["annotations"]
+        assert annotations["service.beta.kubernetes.io/azure-pip-name"] == cr.PUBLIC_IP_NAME
+        assert annotations["service.beta.kubernetes.io/azure-load-balancer-resource-group"] == (
+            cr.PUBLIC_IP_RESOURCE_GROUP
+        )
+        assert "service.beta.kubernetes.io/azure-dns-label-name" not in annotations
+        assert balancer["spec"]["externalTrafficPolicy"] == "Local"
+        # Nothing public reaches the server's own port.
+        assert balancer["spec"]["ports"][0]["targetPort"] != "http"
 
 
 # --- project volume --------------------------------------------------------------------------------
@@ -570,10 +678,17 @@ def test_project_volume_is_static_azure_files_rwx_retain(private_setup):
     assert csi["driver"] == "file.csi.azure.com"
     assert csi["volumeAttributes"]["shareName"] == ctx.projects_share
     secret = cr.secret_data(cr.one(private_setup, "Secret", csi["nodeStageSecretRef"]["name"]))
+    # The project files account, never the artifacts account (which takes no key at all).
     assert secret == {
-        "azurestorageaccountname": ctx.storage_account,
-        "azurestorageaccountkey": ctx.storage_account_key,
+        "azurestorageaccountname": ctx.projects_account,
+        "azurestorageaccountkey": ctx.projects_account_key,
     }
+    assert ctx.projects_account != ctx.storage_account
+    assert csi["volumeHandle"].split("#")[:3] == [
+        ctx.projects_resource_group,
+        ctx.projects_account,
+        ctx.projects_share,
+    ]
 
 
 # --- secrets never leak ----------------------------------------------------------------------------
@@ -738,7 +853,7 @@ def test_project_schema_rejects(helm_bin, tmp_dir, case):
 def test_values_templates_keep_hostile_strings_intact():
     hostile = "x\"y'z: {{ .Values }}\n- item # not a comment %s \\ \u00e9"
     ctx = cr.setup_context()
-    ctx = SetupContext(**{**ctx.__dict__, "admin_password": hostile, "storage_account_key": hostile})
+    ctx = SetupContext(**{**ctx.__dict__, "admin_password": hostile, "projects_account_key": hostile})
     values = setup_values(ctx)
     assert values["tracking"]["auth"]["adminPassword"] == hostile
     assert values["project"]["volume"]["storageAccountKey"] == hostile
@@ -844,7 +959,14 @@ def test_external_database_instead_of_the_bundled_mysql(helm_bin, tmp_dir, tmp_p
     assert not cr.of_kind(objects, "StatefulSet")
     policies = [p["metadata"]["name"] for p in cr.of_kind(objects, "NetworkPolicy")]
     tracking = chart_values.TRACKING_SERVICE
-    assert policies == [tracking, f"{tracking}-test", f"{chart_values.FULLNAME}-maintenance"]
+    assert policies == [
+        f"{chart_values.FULLNAME}-runs",
+        f"{chart_values.FULLNAME}-runs-default-deny",
+        tracking,
+        f"{tracking}-test",
+        f"{chart_values.FULLNAME}-maintenance",
+        f"{chart_values.FULLNAME}-egress",
+    ]
     data = cr.secret_data(cr.one(objects, "Secret", chart_values.TRACKING_SERVICE))
     url = make_url(data["backend-store-uri"])
     assert (url.host, url.port, url.username, url.password, url.database) == (

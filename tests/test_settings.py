@@ -48,8 +48,13 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"mysqlDiskSizeGib": "64GiB"}, "mysqlDiskSizeGib"),
     ({"dataRetention": "keep"}, "dataRetention"),
     ({"location": "West Europe"}, "location"),
-    ({"deployerPasswordEndDate": "next year"}, "deployerPasswordEndDate"),
-    ({"deployerPasswordEndDate": "2001-01-01T00:00:00Z"}, "deployerPasswordEndDate"),
+    # At most a year (and at least a day); a key the program no longer reads is named, not ignored.
+    ({"deployerPasswordLifetimeDays": 0}, "deployerPasswordLifetimeDays"),
+    ({"deployerPasswordLifetimeDays": 366}, "deployerPasswordLifetimeDays"),
+    ({"deployerPasswordLifetimeDays": "a year"}, "deployerPasswordLifetimeDays"),
+    ({"deployerPasswordEndDate": "2027-11-30T00:00:00Z"}, "deployerPasswordEndDate"),
+    ({"exportDeployerPassword": "yes"}, "exportDeployerPassword"),
+    ({"apiServerAuthorizedIpRanges": "203.0.113.0/24"}, "apiServerAuthorizedIpRanges"),
     # Kept data is found by the prefix its account name starts with: another prefix's account, or no
     # storage account name at all, cannot be adopted.
     ({"namePrefix": "mlflow", "dataStorageAccount": "otherdata0a1b2c3d"}, "dataStorageAccount"),
@@ -59,10 +64,22 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"backupSchedule": "daily"}, "backupSchedule"),
     ({"backupSchedule": "0 2 * *"}, "backupSchedule"),
     ({"backupRetentionDays": 0}, "backupRetentionDays"),
+    # Azure's range for blob and container soft delete is 1-365 days.
+    ({"softDeleteRetentionDays": 0}, "softDeleteRetentionDays"),
+    ({"softDeleteRetentionDays": 366}, "softDeleteRetentionDays"),
+    ({"softDeleteRetentionDays": -7}, "softDeleteRetentionDays"),
+    ({"softDeleteRetentionDays": "two weeks"}, "softDeleteRetentionDays"),
+    ({"softDeleteRetentionDays": True}, "softDeleteRetentionDays"),
     ({"gcSchedule": "@daily now"}, "gcSchedule"),
     ({"gcOlderThan": "30 days"}, "gcOlderThan"),
     ({"gcOlderThan": "2h1d"}, "gcOlderThan"),
     ({"gcOlderThan": ""}, "gcOlderThan"),
+    ({"runsNamespace": "mlflow"}, "runsNamespace"),
+    ({"runsNamespace": "Runs_NS"}, "runsNamespace"),
+    # The certificate's CA is reached over HTTPS only, and must be a URL at all.
+    ({"acmeDirectory": "http://acme-v02.api.letsencrypt.org/directory"}, "acmeDirectory"),
+    ({"acmeDirectory": "letsencrypt"}, "acmeDirectory"),
+    ({"acmeDirectory": ""}, "acmeDirectory"),
 ]
 
 
@@ -141,6 +158,8 @@ def test_declared_defaults_are_valid_and_become_the_settings():
         ({"kubernetesVersion": ""}, "kubernetes_version", None),
         ({"namePrefix": "abc"}, "name_prefix", "abc"),
         ({"mysqlDiskSizeGib": "64"}, "mysql_disk_size_gib", 64),
+        ({"softDeleteRetentionDays": "1"}, "soft_delete_retention_days", 1),
+        ({"softDeleteRetentionDays": 365}, "soft_delete_retention_days", 365),
         ({"dataStorageAccount": "mlflowdatak3p9x2ab"}, "data_storage_account", "mlflowdatak3p9x2ab"),
         (
             {"namePrefix": "team7", "dataStorageAccount": "team7data0a1b2c3d"},
@@ -151,6 +170,9 @@ def test_declared_defaults_are_valid_and_become_the_settings():
         # Only the kept account given: its prefix is the stack's.
         ({"dataStorageAccount": "mlteamdata0a1b2c3d"}, "name_prefix", "mlteam"),
         ({"mysqlDiskSku": "Premium_ZRS"}, "mysql_disk_sku", "Premium_ZRS"),
+        ({"deployerPasswordLifetimeDays": "365"}, "deployer_password_lifetime_days", 365),
+        ({"exportDeployerPassword": "true"}, "export_deployer_password", True),
+        ({"apiServerAuthorizedIpRanges": []}, "api_server_authorized_ip_ranges", ()),
         ({"namePrefix": "abcdefghijk"}, "name_prefix", "abcdefghijk"),
         (
             {"systemNodeAutoscale": False, "systemNodeMinCount": 5, "systemNodeMaxCount": 2},
@@ -285,3 +307,55 @@ def test_narrow_source_ranges_are_accepted():
     assert settings_from(
         {"exposure": "public", "allowedSourceRanges": ranges}
     ).allowed_source_ranges == tuple(ranges)
+
+
+# apiServerAuthorizedIpRanges: (ranges, the keys the problems name, what the first rule says).
+BAD_API_SERVER_RANGES: dict[str, tuple[list[Any], list[str], str]] = {
+    "not-a-cidr": (["203.0.113.0/24", "office"], ["apiServerAuthorizedIpRanges[1]"], "IPv4 CIDR"),
+    "host-bits-set": (
+        ["203.0.113.7/24"],
+        ["apiServerAuthorizedIpRanges[0]"],
+        "starting at its first address",
+    ),
+    "ipv6": (["2001:db8::/48"], ["apiServerAuthorizedIpRanges[0]"], "IPv4 ranges only"),
+    "the-internet": (["0.0.0.0/0"], ["apiServerAuthorizedIpRanges[0]"], "wider than /8"),
+    "wider-than-/8": (["10.0.0.0/7"], ["apiServerAuthorizedIpRanges[0]"], "wider than /8"),
+    "unspecified": (["0.0.0.0/32"], ["apiServerAuthorizedIpRanges[0]"], "no client has"),
+    "more-than-200": (
+        [f"198.51.{n // 256}.{n % 256}/32" for n in range(201)],
+        ["apiServerAuthorizedIpRanges"],
+        "at most 200",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_API_SERVER_RANGES))
+def test_api_server_ranges_that_azure_refuses_or_mean_the_internet_are_refused(case):
+    ranges, keys, says = BAD_API_SERVER_RANGES[case]
+    with pytest.raises(SettingsError) as raised:
+        settings_from({"apiServerAuthorizedIpRanges": ranges})
+    assert [p.key for p in raised.value.problems] == keys
+    assert says in raised.value.problems[0].rule
+    assert keys[0] in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("ranges", "expected"),
+    [
+        ([], ()),  # no IP restriction: Entra ID sign-in with an Azure role is still required
+        (["203.0.113.0/24"], ("203.0.113.0/24",)),
+        (["203.0.113.7"], ("203.0.113.7/32",)),  # one address: /32, as AKS stores it
+        (["10.0.0.0/8", "198.51.100.0/28"], ("10.0.0.0/8", "198.51.100.0/28")),
+        ([f"198.51.100.{n}/32" for n in range(200)], tuple(f"198.51.100.{n}/32" for n in range(200))),
+    ],
+    ids=["empty", "one-range", "one-address", "two-ranges", "200-ranges"],
+)
+def test_api_server_ranges_are_accepted_in_canonical_form(ranges, expected):
+    assert settings_from({"apiServerAuthorizedIpRanges": ranges}).api_server_authorized_ip_ranges == expected
+
+
+def test_the_retired_password_end_date_says_what_replaced_it():
+    with pytest.raises(SettingsError) as raised:
+        settings_from({"deployerPasswordEndDate": "2027-11-30T00:00:00Z"})
+    (problem,) = raised.value.problems
+    assert "deployerPasswordLifetimeDays" in problem.rule and "pulumi config rm" in problem.rule

@@ -15,13 +15,13 @@ import pytest
 import yaml
 from pulumi_mocks import (
     REPO_ROOT,
-    STORAGE_KEY,
     ProgramRun,
     RecordingMocks,
     contains_secret,
     is_secret,
     plain,
     run_program,
+    storage_key,
 )
 
 from components.mlflow_releases import (
@@ -107,10 +107,20 @@ def test_images_are_built_and_pushed_with_the_deployer_principal(case):
     }
 
     images = {image.name: image for image in run.of_type(IMAGE)}
-    assert set(images) == {"images-tracking-server", "images-project"}
+    assert set(images) == {"images-tracking-server", "images-project", "images-mysql", "images-tls-proxy"}
     for image, (repository, context) in zip(
-        (images["images-tracking-server"], images["images-project"]),
-        (("mlflow-tracking-server", "tracking-server"), ("mlflow-project", "project")),
+        (
+            images["images-tracking-server"],
+            images["images-project"],
+            images["images-mysql"],
+            images["images-tls-proxy"],
+        ),
+        (
+            ("mlflow-tracking-server", "tracking-server"),
+            ("mlflow-project", "project"),
+            ("mlflow-mysql", "mysql"),
+            ("mlflow-tls-proxy", "tls-proxy"),
+        ),
         strict=True,
     ):
         registry = image.inputs["registry"]
@@ -131,13 +141,18 @@ def test_images_are_built_and_pushed_with_the_deployer_principal(case):
         # Pushed only once the push-access check has seen the credential get a push token.
         assert [dep for dep in image.options["dependencies"] if dep.endswith("::images-push-access")]
     assert run.one("azure-native:containerregistry:Registry").inputs["adminUserEnabled"] is False
-    # That check uses the same credential, asks for both repositories, starts once AcrPush is assigned
+    # That check uses the same credential, asks for every repository, starts once AcrPush is assigned
     # and waits a bounded time (components/registry_access.py).
     access = run.one(PUSH_ACCESS)
     assert is_secret(access.inputs["password"]) and plain(access.inputs["password"]) == sp_password
     assert access.inputs["login_server"] == login_server
     assert access.inputs["username"] == deployer_client_id
-    assert access.inputs["repositories"] == ["mlflow-tracking-server", "mlflow-project"]
+    assert access.inputs["repositories"] == [
+        "mlflow-tracking-server",
+        "mlflow-project",
+        "mlflow-mysql",
+        "mlflow-tls-proxy",
+    ]
     assert access.inputs["timeout_seconds"] == PUSH_ACCESS_TIMEOUT_SECONDS
     assert any(name in dep for dep in access.options["dependencies"] for name in push_grants)
 
@@ -154,13 +169,29 @@ def test_every_kubernetes_resource_uses_the_cluster_provider(case):
         assert resource.provider.endswith(f"::{provider.name}::{provider.id}"), resource.name
 
 
-def test_namespace_is_created_by_the_program(case):
+def test_namespaces_are_created_by_the_program_and_runs_get_their_own(case):
     config, run = case
-    namespace = run.one("kubernetes:core/v1:Namespace").inputs["metadata"]
-    assert namespace["name"] == setting(config, "namespace", "mlflow")
-    assert namespace["labels"]["pod-security.kubernetes.io/enforce"] in ("baseline", "restricted")
-    for release in run.of_type(RELEASE):
-        assert release.inputs["namespace"] == namespace["name"]
+    namespaces = {n.name: n.inputs["metadata"] for n in run.of_type("kubernetes:core/v1:Namespace")}
+    platform, runs = namespaces.pop("mlflow-namespace"), namespaces.pop("mlflow-runs-namespace")
+    assert namespaces == {}
+    assert platform["name"] == setting(config, "namespace", "mlflow")
+    assert runs["name"] == setting(config, "runsNamespace", "mlflow-runs") != platform["name"]
+    for namespace in (platform, runs):
+        # Every pod of the charts meets "restricted" (tests/test_pod_security.py): enforced, not warned.
+        for mode in ("enforce", "warn", "audit"):
+            assert namespace["labels"][f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    setup = setup_release(run)
+    assert setup.inputs["namespace"] == platform["name"]
+    # mlflow_setup puts the run credentials and the project volume in the runs namespace...
+    assert plain(setup.inputs["values"])["project"]["namespace"] == runs["name"]
+    assert any(dep.endswith("::mlflow-runs-namespace") for dep in setup.options["dependencies"])
+    # ...and every run Job runs there, against the tracking server's in-cluster URL in the platform one.
+    for release in run_releases(run).values():
+        assert release.inputs["namespace"] == runs["name"]
+        assert release.inputs["values"]["tracking"]["uri"] == (
+            f"http://mlflow-tracking.{platform['name']}.svc.cluster.local:5000"
+        )
+    assert run.exports["runsNamespace"] == runs["name"]
 
 
 def test_generated_secrets_come_from_pulumi_random(case):
@@ -204,6 +235,24 @@ def test_setup_release_installs_atomically_with_secret_values(case):
         assert any(dependency in urn for urn in setup.options["dependencies"]), dependency
 
 
+def test_mysql_is_pulled_by_digest_from_the_stacks_registry(case):
+    """The MySQL image the program pushed (images/mysql) is what the setup release's MySQL runs: the
+    stack's ACR, by the pushed image's digest; nothing points at Docker Hub."""
+    _, run = case
+    values = plain(setup_release(run).inputs["values"])
+    login_server = run.one("azure-native:containerregistry:Registry").outputs["loginServer"]
+    pushed = run.named("images-mysql").outputs["repoDigest"]
+    assert pushed.startswith(f"{login_server}/mlflow-mysql@sha256:")
+    _, _, digest = pushed.partition("@")
+    assert values["mysql"]["image"] == {
+        "registry": login_server,
+        "repository": "mlflow-mysql",
+        "digest": digest,
+    }
+    assert run.exports["mysqlImage"] == pushed
+    assert "docker.io" not in yaml.safe_dump(values)
+
+
 def test_setup_values_come_from_stack_outputs(case):
     config, run = case
     values = plain(setup_release(run).inputs["values"])
@@ -228,14 +277,18 @@ def test_setup_values_come_from_stack_outputs(case):
         "rootPassword": generated(run, "mysql-root-password"),
         "password": generated(run, "mysql-password"),
     }
-    account = run.one("azure-native:storage:StorageAccount").outputs["name"]
+    account = run.named("storage-account").outputs["name"]
     assert values["tracking"]["artifacts"]["storageAccount"] == account
     assert values["tracking"]["artifacts"]["container"] == "mlflow-artifacts"
+    # The project volume mounts the share in its own account, with that account's key: the key of the
+    # artifacts account never reaches the cluster (that account takes no key anyway).
+    files = run.named("projects-account").outputs["name"]
     volume = values["project"]["volume"]
-    assert volume["storageAccount"] == account
+    assert volume["storageAccount"] == files
     assert volume["shareName"] == "mlflow-projects"
-    assert volume["resourceGroup"] == run.named("groups-data").outputs["name"]
-    assert volume["storageAccountKey"] == STORAGE_KEY
+    assert volume["resourceGroup"] == run.named("groups-platform").outputs["name"]
+    assert volume["storageAccountKey"] == storage_key(files)
+    assert storage_key(account) not in repr(values)
 
 
 def test_mysql_data_is_a_volume_on_the_retained_disk_outside_the_release(case):
@@ -282,7 +335,7 @@ def test_mysql_data_is_a_volume_on_the_retained_disk_outside_the_release(case):
 def test_backups_and_gc_are_scheduled_from_config_into_the_data_account(case):
     config, run = case
     values = plain(setup_release(run).inputs["values"])
-    account = run.one("azure-native:storage:StorageAccount").outputs["name"]
+    account = run.named("storage-account").outputs["name"]
     container = run.named("storage-backups").outputs["name"]
     assert values["backup"] == {
         "schedule": setting(config, "backupSchedule", "0 2 * * *"),
@@ -308,15 +361,25 @@ def test_exposure_follows_config(case):
     if setting(config, "exposure", "private") == "public":
         assert exposure["type"] == "public"
         assert exposure["loadBalancerSourceRanges"] == config["allowedSourceRanges"]
-        label = exposure["dnsLabel"]
+        # The static public IP Pulumi owns: its DNS label makes the hostname the chart and the URL use.
+        ip = run.one("azure-native:network:PublicIPAddress")
+        label = ip.inputs["dnsSettings"]["domainNameLabel"]
         assert label.startswith("mlflow-mlflow-")
         host = f"{label}.westeurope.cloudapp.azure.com"
-        assert host in values["tracking"]["allowedHosts"]
-        assert run.exports["trackingUrl"] == f"http://{host}:5000"
+        assert exposure["hostname"] == host
+        assert exposure["publicIP"] == {"name": ip.outputs["name"], "resourceGroup": "mlflow-platform"}
+        assert values["tls"]["image"]["repository"] == "mlflow-tls-proxy"
+        assert values["tls"]["acmeDirectory"] == setting(
+            config, "acmeDirectory", "https://acme-v02.api.letsencrypt.org/directory"
+        )
+        # HTTPS only: no port (443), no plain-HTTP URL.
+        assert run.exports["trackingUrl"] == f"https://{host}"
         assert "portForward" not in run.exports
     else:
         assert exposure["type"] == "private"
         assert exposure["loadBalancerSourceRanges"] == []
+        assert "tls" not in values and "hostname" not in exposure
+        assert run.of_type("azure-native:network:PublicIPAddress") == []
         namespace = setting(config, "namespace", "mlflow")
         assert run.exports["trackingUrl"] == f"http://mlflow-tracking.{namespace}.svc.cluster.local:5000"
         assert run.exports["portForward"].startswith(f"kubectl --namespace {namespace} port-forward service/")
@@ -401,10 +464,11 @@ def test_project_files_are_synced_from_disk_with_a_secret_key(case):
     _, run = case
     sync = run.one(PROJECT_FILES)
     inputs = sync.inputs
-    assert inputs["account_name"] == run.one("azure-native:storage:StorageAccount").outputs["name"]
+    files = run.named("projects-account").outputs["name"]
+    assert inputs["account_name"] == files
     assert inputs["share_name"] == "mlflow-projects"
     assert inputs["directory"] == "mlflow_project"
-    assert is_secret(inputs["account_key"]) and plain(inputs["account_key"]) == STORAGE_KEY
+    assert is_secret(inputs["account_key"]) and plain(inputs["account_key"]) == storage_key(files)
     on_disk = collect_files(REPO_ROOT / "mlflow_project")
     assert "MLproject" in on_disk
     assert inputs["hashes"] == {path: sha256(content) for path, content in on_disk.items()}
@@ -425,10 +489,11 @@ def test_exports_for_users_and_for_a_run_by_hand(case):
     assert set(manual) >= {"image", "tracking", "projectVolume", "serviceAccountName", "jobsPool"}
     assert "run" not in manual
     secrets = {generated(run, s) for s in ("admin-password", "mysql-password", "mysql-root-password")}
-    assert not any(secret in repr(manual) for secret in secrets | {STORAGE_KEY})
+    keys = {storage_key(run.named(f"{a}-account").outputs["name"]) for a in ("storage", "projects")}
+    assert not any(secret in repr(manual) for secret in secrets | keys)
     for key, value in run.exports.items():
         if key not in run.secret_exports:
-            assert not any(secret in repr(value) for secret in secrets | {STORAGE_KEY}), key
+            assert not any(secret in repr(value) for secret in secrets | keys), key
 
 
 # (config, key the error must start with). Each is rejected before any resource exists.

@@ -15,6 +15,9 @@ import pytest
 import yaml
 from pulumi_mocks import REPO_ROOT, ProgramRun, plain, run_program
 
+from components.chart_values import ImageRef
+from tests.chart_render import every_container
+
 KUBERNETES_VERSION = "1.32.0"
 RUNS = [
     {"name": "train-demo", "entryPoint": "train", "experiment": "demo", "parameters": {"C": 0.5}},
@@ -88,10 +91,35 @@ def test_setup_chart_renders_with_the_program_values(program, helm_bin, tmp_path
     } <= kinds
     tracking_image = program.named("images-tracking-server").outputs["repoDigest"]
     images = {c["image"] for c in containers(objects, "Deployment")}
-    assert images == {tracking_image}
+    if plain(setup["values"])["exposure"]["type"] == "public":
+        # The public endpoint's TLS terminator runs beside each server.
+        assert images == {tracking_image, program.named("images-tls-proxy").outputs["repoDigest"]}
+    else:
+        assert images == {tracking_image}
     assert {obj["metadata"].get("namespace") for obj in objects if obj["kind"] == "Deployment"} == {
         setup["namespace"]
     }
+
+
+def test_every_image_the_charts_run_is_one_the_program_pushed(program, helm_bin, tmp_path):
+    """Both charts rendered with the program's values (the setup release, MySQL included, and every
+    run): each container of each object (CronJobs, init containers, the helm test pod) runs an image
+    the program built and pushed, from the stack's ACR by digest. None is pulled from Docker Hub or
+    by a tag."""
+    login_server = program.one("azure-native:containerregistry:Registry").outputs["loginServer"]
+    pushed = {image.outputs["repoDigest"] for image in program.of_type("docker:index/image:Image")}
+    releases = [r.inputs for r in program.of_type("kubernetes:helm.sh/v3:Release")]
+    assert {release["chart"] for release in releases} == {"charts/mlflow_setup", "charts/mlflow_project"}
+    used = {}
+    for release in releases:
+        for obj, container in every_container(helm_template(helm_bin, release, tmp_path)):
+            image = container["image"]
+            ImageRef.parse(image, login_server)  # raises unless <acr>/<repository>@sha256:<hex>
+            assert image in pushed, f"{obj['kind']}/{obj['metadata']['name']}: {image} was not pushed"
+            assert container.get("imagePullPolicy", "IfNotPresent") == "IfNotPresent"
+            used.setdefault(obj["kind"], set()).add(image)
+    assert used["StatefulSet"] == {program.named("images-mysql").outputs["repoDigest"]}
+    assert program.named("images-tracking-server").outputs["repoDigest"] in used["CronJob"]
 
 
 def test_every_run_chart_renders_its_job(program, helm_bin, tmp_path):

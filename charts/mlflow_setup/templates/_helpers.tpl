@@ -67,6 +67,24 @@ app.kubernetes.io/component: tracking
 {{- printf "%s/%s@%s" $registry .Values.tracking.image.repository $digest -}}
 {{- end }}
 
+{{- define "mlflow-setup.tls.image" -}}
+{{- $registry := required "tls.image.registry is required when exposure.type is public (the ACR login server)" .Values.tls.image.registry -}}
+{{- $digest := required "tls.image.digest is required when exposure.type is public (sha256:…)" .Values.tls.image.digest -}}
+{{- printf "%s/%s@%s" $registry .Values.tls.image.repository $digest -}}
+{{- end }}
+
+{{/* The TLS terminator's certificate storage claim, and the public Services' shared annotations. */}}
+{{- define "mlflow-setup.tls.claimName" -}}
+{{- printf "%s-tls" (include "mlflow-setup.tracking.fullname" .) }}
+{{- end }}
+{{- define "mlflow-setup.tracking.publicAnnotations" -}}
+service.beta.kubernetes.io/azure-pip-name: {{ required "exposure.publicIP.name is required when exposure.type is public" .Values.exposure.publicIP.name | quote }}
+service.beta.kubernetes.io/azure-load-balancer-resource-group: {{ required "exposure.publicIP.resourceGroup is required when exposure.type is public" .Values.exposure.publicIP.resourceGroup | quote }}
+{{- with .Values.tracking.service.annotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* In-cluster DNS names of the tracking Service, shortest first. */}}
 {{- define "mlflow-setup.tracking.dnsNames" -}}
 {{- $svc := include "mlflow-setup.tracking.fullname" . -}}
@@ -76,8 +94,8 @@ app.kubernetes.io/component: tracking
 
 {{/*
 `--allowed-hosts`: MLflow >= 3.5 answers 403 to any other Host header. The Service's DNS names with and
-without port, localhost on any port (kubectl port-forward, the readiness check), then the configured
-extra hosts (the public name or IP).
+without port, localhost on any port (kubectl port-forward, the readiness check), the public name when
+public (the terminator passes the client's Host on), then the configured extra hosts.
 */}}
 {{- define "mlflow-setup.tracking.allowedHosts" -}}
 {{- $port := .Values.tracking.service.port | toString -}}
@@ -87,6 +105,9 @@ extra hosts (the public name or IP).
 {{- $hosts = append $hosts (printf "%s:%s" . $port) -}}
 {{- end -}}
 {{- $hosts = concat $hosts (list "localhost" "localhost:*" "127.0.0.1" "127.0.0.1:*") -}}
+{{- if eq .Values.exposure.type "public" -}}
+{{- $hosts = append $hosts .Values.exposure.hostname -}}
+{{- end -}}
 {{- $hosts = concat $hosts .Values.tracking.allowedHosts -}}
 {{- $hosts | uniq | join "," -}}
 {{- end }}
@@ -154,6 +175,27 @@ capabilities:
 {{- end }}
 {{- define "mlflow-setup.project.secretName" -}}
 {{- printf "%s-project-share" (include "mlflow-setup.fullname" .) }}
+{{- end }}
+
+{{/* Egress to the cluster DNS (CoreDNS in kube-system), for the NetworkPolicies that limit egress. */}}
+{{- define "mlflow-setup.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: kube-system
+      podSelector:
+        matchLabels:
+          k8s-app: kube-dns
+  ports:
+    - protocol: UDP
+      port: 53
+    - protocol: TCP
+      port: 53
+{{- end }}
+
+{{/* Namespace of run Jobs and what they use (credentials, project volume): its own, or the release's. */}}
+{{- define "mlflow-setup.project.namespace" -}}
+{{- .Values.project.namespace | default .Release.Namespace -}}
 {{- end }}
 
 {{- define "mlflow-setup.project.labels" -}}

@@ -25,16 +25,16 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.common import log, new_stack, write_report
 from benchmarks.procs import tree_memory_mib
 from benchmarks.tracking_server import REPO_ROOT, machine_info
-from local import LocalStack, StackConfig, free_ports
+from local import LocalStack
 
 MIB = 1024 * 1024
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "artifacts.md"
@@ -280,16 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         DEFAULT_OUTPUT.with_name("artifacts-smoke.md.tmp") if args.smoke else DEFAULT_OUTPUT
     )
 
-    def log(message: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlflow-aks-artifacts-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(workdir, 0o755)  # noqa: S103 - MariaDB (user mysql) enters it; secrets inside are 0600
-    server, mysql, azurite = free_ports(3)
-    stack = LocalStack(
-        StackConfig(workdir=workdir / "stack", server_port=server, mysql_port=mysql, azurite_port=azurite)
-    )
+    workdir, stack = new_stack("mlflow-aks-artifacts-", args.workdir)
     started = time.monotonic()
     try:
         log(f"starting the local stack under {workdir}")
@@ -303,9 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     report = render(results, machine_info(), time.monotonic() - started, args.smoke)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report)
-    print(report)
+    write_report(output, report)
     return 0
 
 

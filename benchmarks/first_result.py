@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import log, write_report
 from benchmarks.tracking_server import REPO_ROOT, machine_info
 from local import free_ports
 
@@ -134,15 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    def log(message: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
     rounds = [one_round(log) for _ in range(args.rounds)]
     report = render(rounds, machine_info())
     output = args.output or DEFAULT_OUTPUT
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report)
-    print(report)
+    write_report(output, report)
     return 0
 
 

@@ -30,13 +30,13 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.common import log, new_stack, write_report
 from benchmarks.tracking_server import REPO_ROOT, build_variants, machine_info, start_variant
-from local import LocalStack, StackConfig, free_ports
+from local import LocalStack
 from local.procs import stop
 
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "scale.md"
@@ -215,16 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     repeat, history_repeat = (2, 1) if args.smoke else (args.repeat, 5)
     output = args.output or (DEFAULT_OUTPUT.with_name("scale-smoke.md.tmp") if args.smoke else DEFAULT_OUTPUT)
 
-    def log(message: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlflow-aks-scale-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(workdir, 0o755)  # noqa: S103 - MariaDB (user mysql) enters it; secrets inside are 0600
-    server, mysql, azurite = free_ports(3)
-    stack = LocalStack(
-        StackConfig(workdir=workdir / "stack", server_port=server, mysql_port=mysql, azurite_port=azurite)
-    )
+    workdir, stack = new_stack("mlflow-aks-scale-", args.workdir)
     started, points = time.monotonic(), []
     rng = random.Random(12)  # noqa: S311 - test data, the same every run
     try:
@@ -275,9 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     report = render(points, history_points, machine_info(), time.monotonic() - started, args.smoke)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report)
-    print(report)
+    write_report(output, report)
     return 0
 
 

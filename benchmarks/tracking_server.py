@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks.common import log, write_report
 from benchmarks.loadgen import OpResult, basic_auth_header, new_session, run_op
 from benchmarks.procs import connections_per_process, tree_cpu_seconds, tree_memory_mib
 from benchmarks.workload import SEARCH_RUNS, Workload, seed_search_experiment
@@ -662,9 +663,6 @@ def main(argv: list[str] | None = None) -> int:
     extra = [v for v in args.variants.split(",") if v] + (ABLATION if args.ablation else [])
     names = ["baseline", "project", *dict.fromkeys(extra)]
 
-    def log(message: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlflow-aks-bench-"))
     server_port, mysql_port, azurite_port = free_ports(3)
     config = StackConfig(
@@ -713,9 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         time.monotonic() - t0,
         args.smoke,
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report)
-    print(report)
+    write_report(output, report)
     log(f"written to {output}")
     return 0
 

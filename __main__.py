@@ -18,6 +18,7 @@ from components.project_share import ProjectShare, ProjectShareArgs
 from components.public_endpoint import PublicEndpoint, PublicEndpointArgs
 from components.registry import Registry, RegistryArgs
 from components.resource_groups import ResourceGroups, ResourceGroupsArgs
+from components.sign_in import SignIn, SignInArgs
 from components.storage import Storage, StorageArgs
 from components.tracking_identity import TrackingIdentity, TrackingIdentityArgs
 from settings import load_settings
@@ -127,6 +128,20 @@ deployer = Deployer(
         depends_on=[data_guard],
     ),
 )
+# `auth: entra`: the Entra ID application people and scripts sign in with.
+sign_in = (
+    SignIn(
+        "sign-in",
+        SignInArgs(
+            name_prefix=settings.name_prefix,
+            secret_lifetime_days=settings.sign_in_secret_lifetime_days,
+            public_hostname=public_endpoint.hostname if public_endpoint else None,
+            depends_on=[data_guard],
+        ),
+    )
+    if settings.entra_sign_in
+    else None
+)
 storage = Storage(
     "storage",
     StorageArgs(
@@ -213,6 +228,11 @@ mlflow = MlflowReleases(
         tls_image=images.tls_proxy_ref,
         public_endpoint=public_endpoint,
         acme_directory=settings.acme_directory,
+        default_permission=settings.default_permission,
+        sign_in=sign_in,
+        allowed_groups=settings.entra_allowed_groups,
+        admin_groups=settings.entra_admin_groups,
+        run_token_issuer=cluster.oidc_issuer_url,
         tracking_identity_client_id=tracking_identity.client_id,
         storage_account=storage.account_name,
         artifacts_container=storage.container_name,
@@ -263,8 +283,11 @@ if settings.exposure == "private":
     pulumi.export(
         "portForward",
         f"kubectl --namespace {settings.namespace} port-forward service/{chart_values.TRACKING_SERVICE} "
-        f"5000:{chart_values.TRACKING_SERVICE_PORT}",
+        f"{chart_values.PORT_FORWARD_PORT}:{chart_values.TRACKING_SERVICE_PORT}",
     )
+if sign_in:  # what `az account get-access-token --scope <signInScope>` needs; nothing secret
+    pulumi.export("signInClientId", sign_in.client_id)
+    pulumi.export("signInScope", sign_in.scope)
 pulumi.export("adminUser", settings.admin_username)
 pulumi.export("adminPassword", pulumi.Output.secret(mlflow.admin_password))
 pulumi.export("trackingServerImage", images.tracking_server_ref)

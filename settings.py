@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import json
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import pulumi
 import yaml
 
+from components.chart_values import MLFLOW_PERMISSIONS
 from components.naming import storage_account_prefix
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -29,6 +31,10 @@ SETUP_RELEASE = "mlflow"
 # A run's Job is `<name>-mlflow-project` and must stay within 63 characters.
 RUN_NAME_MAX = 63 - len("-mlflow-project")
 EXPOSURES = ("private", "public")
+# `basic`: MLflow's own users and passwords; `entra`: people sign in with Entra ID (components/sign_in.py).
+AUTH_MODES = ("basic", "entra")
+# Keys read only with `auth: entra`: set with `basic`, they would be silently ignored.
+ENTRA_ONLY_KEYS = ("entraAllowedGroups", "entraAdminGroups", "signInSecretLifetimeDays")
 
 ACR_SKUS = ("Basic", "Standard", "Premium")
 STORAGE_SKUS = (
@@ -60,6 +66,8 @@ _CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
 _DURATION = re.compile(r"^(?=.)(\d+(\.\d+)?d)?(\d+(\.\d+)?h)?(\d+(\.\d+)?m)?(\d+(\.\d+)?s)?$")
 # The chart schema accepts the same (charts/mlflow_setup/values.schema.json, tls.acmeDirectory).
 _HTTPS_URL = re.compile(r"^https://[^\s/]+(/\S*)?$")
+# An Entra ID object id as the portal and `az ad group show --query id` print it.
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,17 @@ class Settings:
     """Tracking-server pods."""
     admin_username: str
     """MLflow admin user."""
+    auth: str
+    """`basic` (MLflow users and passwords) or `entra` (sign-in with Entra ID, run Jobs with their
+    ServiceAccount token)."""
+    entra_allowed_groups: tuple[str, ...]
+    """Object ids (lower case) of the Entra ID groups whose members may sign in (`auth: entra`)."""
+    entra_admin_groups: tuple[str, ...]
+    """Object ids (lower case) of the Entra ID groups whose members are MLflow admins (`auth: entra`)."""
+    default_permission: str
+    """MLflow permission every user has on experiments and models they did not create (both modes)."""
+    sign_in_secret_lifetime_days: int
+    """Days the sign-in application's client secret is valid from its creation (`auth: entra`)."""
     runs: tuple[RunSpec, ...]
     """MLflow project runs, one `mlflow_project` release each."""
 
@@ -167,6 +186,11 @@ class Settings:
     def protect_data(self) -> bool:
         """Data resources are `protect`ed while retained, unless their replacement is allowed."""
         return self.retain_data and not self.allow_data_replacement
+
+    @property
+    def entra_sign_in(self) -> bool:
+        """People sign in with Entra ID (the program registers the application, components/sign_in.py)."""
+        return self.auth == "entra"
 
     @property
     def tracking_identity_subject(self) -> str:
@@ -231,6 +255,14 @@ def _parse(raw: Any, declared_type: str) -> Any:
             raise ValueError("must be a list")
         return value
     raise ValueError(f"unsupported declared type {declared_type!r}")
+
+
+def _is_default(key: str, typed: dict[str, Any], declared: dict[str, dict[str, Any]]) -> bool:
+    """Whether a key's typed value is its declared default (set or not: the CLI cannot tell them apart)."""
+    try:
+        return typed[key] == _parse(declared[key]["default"], declared[key]["type"])
+    except (ValueError, json.JSONDecodeError):
+        return False
 
 
 def _raw_values(config: pulumi.Config, declared: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -315,6 +347,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "adminUsername": _matches(
         _ADMIN_USERNAME, "must be 3-64 letters, digits, '_', '.' or '-', starting with a letter"
     ),
+    "auth": _one_of(AUTH_MODES),
+    "defaultPermission": _one_of(MLFLOW_PERMISSIONS),
+    # At most a year, as for the deployer's password; a new value rotates the secret.
+    "signInSecretLifetimeDays": _between(1, 365),
 }
 
 
@@ -382,6 +418,30 @@ def _api_server_range_problems(ranges: list[Any]) -> list[Problem]:
         rule = f"must list at most {MAX_API_SERVER_RANGES} ranges (AKS's limit)"
         problems.append(Problem(key, rule, ranges))
     return problems
+
+
+def _group_problems(key: str, groups: list[Any], auth: Any) -> list[Problem]:
+    """entraAllowedGroups / entraAdminGroups: Entra ID group object ids, at least one with `auth: entra`.
+
+    The token's `groups` claim lists object ids, never display names (which are not unique either)."""
+    problems = []
+    for index, group in enumerate(groups):
+        if not (isinstance(group, str) and _GUID.fullmatch(group)):
+            rule = (
+                "must be an Entra ID group's object id (a GUID like 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0), "
+                "not its display name: tokens name groups by object id "
+                "(`az ad group show --group <name> --query id -o tsv`)"
+            )
+            problems.append(Problem(f"{key}[{index}]", rule, group))
+    if auth == "entra" and not groups:
+        rule = "must list at least one Entra ID group object id when auth is entra"
+        problems.append(Problem(key, rule, groups))
+    return problems
+
+
+def _canonical_guids(groups: list[str]) -> tuple[str, ...]:
+    """Lower case (as the `groups` claim carries them), without repeats, in the order given."""
+    return tuple(dict.fromkeys(str(uuid.UUID(group)) for group in groups))
 
 
 def read_entry_points(mlproject: Path = MLPROJECT_FILE) -> dict[str, dict[str, bool]]:
@@ -563,8 +623,12 @@ def _run_problems(runs: list[Any], mlproject: Path) -> tuple[list[Problem], tupl
     return problems, tuple(specs)
 
 
-def _validate(typed: dict[str, Any], problems: list[Problem], mlproject: Path) -> tuple[RunSpec, ...]:
-    """Apply RULES and the cross-key rules to every key that parsed; append one Problem per broken rule."""
+def _validate(
+    typed: dict[str, Any], problems: list[Problem], mlproject: Path, given: frozenset[str] = frozenset()
+) -> tuple[RunSpec, ...]:
+    """Apply RULES and the cross-key rules to every key that parsed; append one Problem per broken rule.
+
+    `given`: the keys whose value is not their Pulumi.yaml default."""
     for key, (ok, rule) in RULES.items():
         if key in typed and not ok(typed[key]):
             problems.append(Problem(key, rule, typed[key]))
@@ -587,6 +651,16 @@ def _validate(typed: dict[str, Any], problems: list[Problem], mlproject: Path) -
         problems.extend(_cidr_problems(typed["allowedSourceRanges"], typed.get("exposure")))
     if "apiServerAuthorizedIpRanges" in typed:
         problems.extend(_api_server_range_problems(typed["apiServerAuthorizedIpRanges"]))
+    auth = typed.get("auth")
+    if auth == "basic":
+        for key in ENTRA_ONLY_KEYS:
+            if key in given:
+                rule = f"is read only with auth: entra; set auth to entra, or `pulumi config rm {key}`"
+                problems.append(Problem(key, rule, typed.get(key)))
+    else:
+        for key in ("entraAllowedGroups", "entraAdminGroups"):
+            if key in typed:
+                problems.extend(_group_problems(key, typed[key], auth))
     if typed.get("runsNamespace") is not None and typed.get("runsNamespace") == typed.get("namespace"):
         rule = "must differ from namespace: run Jobs never share a namespace with the platform's secrets"
         problems.append(Problem("runsNamespace", rule, typed["runsNamespace"]))
@@ -632,13 +706,16 @@ def load_settings(
             typed[key] = _parse(value, declared[key]["type"])
         except (ValueError, json.JSONDecodeError) as error:
             problems.append(Problem(key, f"{error} ({declared[key]['type']})", value))
-    if config.get("namePrefix") is None and (prefix := _kept_prefix(typed.get("dataStorageAccount"))):
+    # Keys whose value is not the Pulumi.yaml default. (`config.get` cannot tell: the Pulumi CLI hands the
+    # program every project default as if the stack had set it, ValidateStackConfigAndApplyProjectConfig.)
+    given = frozenset(key for key in typed if not _is_default(key, typed, declared))
+    if "namePrefix" not in given and (prefix := _kept_prefix(typed.get("dataStorageAccount"))):
         # Adopting kept data with the one value copied from the old stack: its prefix is in the name.
         typed["namePrefix"] = prefix
     for key, replacement in RETIRED_KEYS.items():
         if config.get(key) is not None:
             problems.append(Problem(key, f"is no longer read: {replacement}", config.get(key)))
-    runs = _validate(typed, problems, mlproject)
+    runs = _validate(typed, problems, mlproject, given)
     if problems:
         raise SettingsError(problems)
 
@@ -650,5 +727,7 @@ def load_settings(
     fields["api_server_authorized_ip_ranges"] = tuple(
         str(ipaddress.ip_network(str(cidr))) for cidr in fields["api_server_authorized_ip_ranges"]
     )
+    fields["entra_allowed_groups"] = _canonical_guids(fields["entra_allowed_groups"])
+    fields["entra_admin_groups"] = _canonical_guids(fields["entra_admin_groups"])
     fields["runs"] = runs
     return Settings(**fields)

@@ -11,7 +11,10 @@ against the same database and artifact store, on the same port:
 - baseline: `mlflow server` with MLflow's defaults (4 uvicorn workers, job runner on, no credential
   cache) and the same functional settings: basic-auth, MariaDB, the Azurite artifact proxy, allowed hosts;
 - project: the server exactly as the chart renders it (`python images/tracking-server/serve.py …`
-  with the chart's arguments, environment and basic-auth configuration).
+  with the chart's arguments, environment and basic-auth configuration);
+- with `--sign-in` (issue 13), project:sign-in: the chart's server in single sign-on mode
+  (`tracking.auth.mode: oidc`, mlflow-oidc-auth), the local OpenID provider running, the load signing
+  in as run Jobs do there: a projected ServiceAccount token as bearer, checked against cached keys.
 
 For each: throughput and p50/p95 latency of single `log_metric`, `log_batch` (100 metrics),
 `search_runs` and a 1 MiB artifact upload through the `mlflow-artifacts` proxy, at 1 client and at 8
@@ -39,6 +42,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,6 +92,8 @@ class Variant:
     cwd: Path
     # basic_auth.ini content to use instead of the chart's (written under the run's directory).
     auth_ini: str | None = None
+    # The load's credentials (headers), made when the variant starts. None: the run user's basic auth.
+    headers: Callable[[], dict[str, str]] | None = None
 
 
 def _strip_option(args: list[str], option: str) -> list[str]:
@@ -239,6 +245,43 @@ def _option_value(args: list[str], option: str) -> str | None:
     return None
 
 
+SIGN_IN = "project:sign-in"
+# Issue 13: single sign-on's authenticated log_metric at 1 client, against MLflow's basic-auth defaults.
+SIGN_IN_TARGET = 10.0
+
+
+def sign_in_variant(stack: LocalStack, rundir: Path) -> Variant:
+    """The chart's server with `tracking.auth.mode: oidc`, rendered for this stack; its init containers
+    (the sign-in database's schema) run here, once. The local OpenID provider must be running."""
+    saved = stack.config.sign_in
+    stack.config.sign_in = True
+    try:
+        spec = stack.server_spec()
+    finally:
+        stack.config.sign_in = saved
+    stack._write_files(spec)
+    for init in spec.init:
+        stack._run_init(init, rundir / "sign-in-init.log")
+    [runs] = [p for p in json.loads(spec.main.env["AUTH_PROVIDERS"]) if p["type"] == "k8s"]
+
+    def run_job_token() -> dict[str, str]:
+        # What the kubelet mounts in a run Job (charts/mlflow_project, serviceAccountToken).
+        token = stack.service_account_token(
+            runs["namespace_allowlist"][0], "mlflow-run", runs["audience"], 3600
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    return Variant(
+        SIGN_IN,
+        "as the chart renders it with tracking.auth.mode oidc (mlflow-oidc-auth); the load signs in with a "
+        "run Job's ServiceAccount token",
+        spec.main.argv,
+        dict(spec.main.env),
+        spec.main.cwd,
+        headers=run_job_token,
+    )
+
+
 ABLATION = [
     "project:no-auth-cache",
     "project:no-run-experiment-cache",
@@ -388,15 +431,18 @@ def start_variant(
     server_log = rundir / f"{variant.name.replace(':', '-')}.log"
     proc = spawn(variant.name, variant.argv, env=env, log=server_log, cwd=variant.cwd)
     try:
-        headers = basic_auth_header(*client_credentials(stack))
-        return proc, wait_ready(stack.tracking_uri, headers, proc, ready_timeout)
+        return proc, wait_ready(stack.tracking_uri, load_headers(variant, stack), proc, ready_timeout)
     except BaseException:
         stop(proc, timeout=30)
         raise
 
 
+def load_headers(variant: Variant, stack: LocalStack) -> dict[str, str]:
+    return variant.headers() if variant.headers else basic_auth_header(*client_credentials(stack))
+
+
 def run_variant(variant: Variant, stack: LocalStack, rundir: Path, settings: Settings, log) -> VariantResult:
-    headers = basic_auth_header(*client_credentials(stack))
+    headers = load_headers(variant, stack)
     result = VariantResult(variant)
     log(f"[{variant.name}] starting: {variant.description}")
     proc, result.ready_s = start_variant(variant, stack, rundir, settings.ready_timeout)
@@ -598,6 +644,31 @@ def render_report(
     ]
     for name, met, value in targets(base, proj):
         out.append(f"- {name}: {value} — {'met' if met else 'NOT met'}")
+    sign_in = next((r for r in results if r.variant.name == SIGN_IN), None)
+    if sign_in is not None:
+        b, p = base.ops[("log_metric", 1)], sign_in.ops[("log_metric", 1)]
+        ratio = p.throughput / b.throughput if b.throughput else float("nan")
+        out += [
+            "",
+            f"Single sign-on (issue 13): {sign_in.variant.description}.",
+            "",
+            "| log_metric, 1 client | baseline (basic-auth defaults) | sign-in | sign-in / baseline |",
+            "|---|---|---|---|",
+            f"| throughput (req/s) | {_num(b.throughput)} | {_num(p.throughput)} "
+            f"| **{_ratio(p.throughput, b.throughput)}** |",
+            f"| p50 / p95 latency (ms) | {_num(b.p50)} / {_num(b.p95)} | {_num(p.p50)} / {_num(p.p95)} | - |",
+            f"| server CPU per request (ms) | {_num(b.cpu_ms_per_request)} | {_num(p.cpu_ms_per_request)} "
+            f"| {_ratio(p.cpu_ms_per_request, b.cpu_ms_per_request)} |",
+            "",
+            f"- sign-in 1 client log_metric ≥ {SIGN_IN_TARGET:g}x baseline: {ratio:.2f}x — "
+            f"{'met' if ratio >= SIGN_IN_TARGET else 'NOT met'}",
+            "",
+            "Failed requests (sign-in): "
+            + (
+                "; ".join(f"{op}x{c}: {r.errors}" for (op, c), r in sign_in.ops.items() if r.errors)
+                or "none."
+            ),
+        ]
     if len(results) > 2:
         out += [
             "",
@@ -627,6 +698,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds per measurement (default 10; smoke 0.3)")
     parser.add_argument("--max-requests", type=int, help="request cap per measurement (default 50000)")
     parser.add_argument("--ablation", action="store_true", help="also run each choice undone (variants)")
+    parser.add_argument(
+        "--sign-in", action="store_true", help="also the single sign-on server (local OpenID provider)"
+    )
     parser.add_argument(
         "--variants", help="comma-separated variants after baseline and project (see --ablation)", default=""
     )
@@ -693,6 +767,10 @@ def main(argv: list[str] | None = None) -> int:
         variants = build_variants(
             spec.main.argv, dict(spec.main.env), spec.main.cwd, names, args.auth_ini_set
         )
+        if args.sign_in:
+            log("starting the local OpenID provider for the sign-in server")
+            stack.start_oidc()
+            variants.insert(2, sign_in_variant(stack, rundir))
         for variant in variants:
             results.append(run_variant(variant, stack, rundir, settings, log))
     finally:

@@ -10,6 +10,8 @@ go straight to the `helm.v3.Release` and never touch the disk:
 - `project_values(ProjectContext)` -> values of charts/mlflow_project for one run;
 - `tracking_url(namespace)`, `RUN_CREDENTIALS_SECRET`, `PROJECTS_CLAIM`: the names mlflow_setup
   gives its objects, which run Jobs (and users installing a run by hand) refer to.
+- `sign_in_callback(hostname)`: where Entra ID sends the browser back (`auth: entra`), shared with the
+  application's redirect URIs (components/sign_in.py).
 
 Each template interpolates every value through `tojson` (JSON is valid YAML), so a stack output can
 never change the structure of the values document; the charts' values.schema.json then checks them.
@@ -47,6 +49,17 @@ MYSQL_DATA_CLAIM = f"{MYSQL_FULLNAME}-data"
 MYSQL_CLAIM_GIB = 8
 # Where the public endpoint's certificate comes from unless config says otherwise (acmeDirectory).
 LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+# Local port of `kubectl port-forward` (the stack's `portForward` output) on the user's machine.
+PORT_FORWARD_PORT = 5000
+# Where the sign-in provider sends the browser back to the tracking server (`auth: entra`).
+SIGN_IN_CALLBACK_PATH = "/callback"
+# Audience of run Jobs' projected ServiceAccount tokens (`auth: entra`): only the tracking server takes them.
+RUN_TOKEN_AUDIENCE = "mlflow-tracking"  # noqa: S105 - an audience, not a password
+# MLflow's permissions (mlflow.server.auth.permissions), the choices of `tracking.auth.defaultPermission`
+# (config defaultPermission).
+MLFLOW_PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+# How a run Job signs in to the tracking server (charts/mlflow_project `tracking.auth`).
+RUN_AUTH_MODES = ("password", "serviceAccountToken")
 
 _IMAGE_REF = re.compile(
     r"^(?P<registry>[a-z0-9.-]+(:[0-9]+)?)/(?P<repository>[a-z0-9]+([._/-][a-z0-9]+)*)"
@@ -75,6 +88,38 @@ class ImageRef:
         if registry is not None and image.registry != registry:
             raise ValueError(f"image {ref!r} is not in the registry {registry!r}")
         return image
+
+
+def sign_in_callback(public_hostname: str = "") -> str:
+    """The sign-in redirect URI: the public name over HTTPS, or (no name) the port-forward on localhost."""
+    if public_hostname:
+        return f"https://{public_hostname}{SIGN_IN_CALLBACK_PATH}"
+    return f"http://localhost:{PORT_FORWARD_PORT}{SIGN_IN_CALLBACK_PATH}"
+
+
+@dataclass(frozen=True)
+class OidcContext:
+    """Sign-in through an OpenID Connect provider (config `auth: entra`, components/sign_in.py):
+    charts/mlflow_setup's `tracking.auth.oidc`."""
+
+    discovery_url: str
+    """The provider's OpenID discovery document (`<issuer>/.well-known/openid-configuration`)."""
+    issuer: str
+    """Issuer (`iss`) of the provider's tokens, pinned."""
+    client_id: str
+    """Client id of the registered application."""
+    client_secret: str
+    """Its client secret (secret)."""
+    allowed_groups: tuple[str, ...]
+    """`groups` claim values (Entra ID group object ids) allowed to sign in."""
+    admin_groups: tuple[str, ...]
+    """`groups` claim values that make a user an MLflow admin."""
+    run_token_issuer: str
+    """Issuer of the cluster's ServiceAccount tokens (the AKS OIDC issuer URL), which run Jobs present."""
+    audience: str = ""
+    """Audience bearer tokens must carry; empty: the client id (Entra ID v2 tokens for the app's scope)."""
+    run_token_audience: str = RUN_TOKEN_AUDIENCE
+    """Audience of run Jobs' projected tokens."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +201,10 @@ class SetupContext:
     """Cron schedule (UTC) of the gc CronJob."""
     gc_older_than: str = "30d"
     """`mlflow gc --older-than`."""
+    default_permission: str = "READ"
+    """MLflow permission every user has on what they did not create (config defaultPermission)."""
+    oidc: OidcContext | None = None
+    """Sign-in with Entra ID (`tracking.auth.mode: oidc`); None: MLflow's basic auth."""
 
     def backup_destination(self) -> str:
         """Where the backup Job and the pre-migration backup write (backup.py's wasbs URI)."""
@@ -170,6 +219,11 @@ class SetupContext:
     def public_url(self) -> str | None:
         """The tracking URL from outside the cluster (HTTPS on 443), or None when private."""
         return f"https://{self.public_hostname}" if self.exposure == "public" else None
+
+    def sign_in_redirect_uri(self) -> str:
+        """`tracking.auth.oidc.redirectUri`: the public callback, or empty when private (the chart then
+        uses the port-forward's `http://localhost:<port>/callback`)."""
+        return sign_in_callback(self.public_hostname) if self.exposure == "public" else ""
 
 
 @dataclass(frozen=True)
@@ -205,6 +259,11 @@ class ProjectContext:
     """Taint `key=value:Effect` of the jobs pool, tolerated by run Jobs."""
     chart_digest: str = ""
     """SHA-256 of charts/mlflow_project's files (`chartDigest`): a changed chart changes the values."""
+    auth: str = "password"
+    """How the run signs in: `password` (mlflow_setup's run credentials) or `serviceAccountToken` (its
+    projected ServiceAccount token, for a server with Entra ID sign-in)."""
+    token_audience: str = RUN_TOKEN_AUDIENCE
+    """Audience of the projected token (`serviceAccountToken`)."""
 
 
 def tracking_url(namespace: str) -> str:
@@ -266,6 +325,24 @@ def setup_values(ctx: SetupContext) -> dict[str, Any]:
         if missing:
             raise ValueError(f"public exposure needs {', '.join(missing)}")
         tls_image = ImageRef.parse(ctx.tls_image, ctx.acr_login_server)
+    if ctx.default_permission not in MLFLOW_PERMISSIONS:
+        raise ValueError(f"default permission must be one of {', '.join(MLFLOW_PERMISSIONS)}")
+    if ctx.oidc is not None:
+        missing = [
+            name
+            for name in (
+                "discovery_url",
+                "issuer",
+                "client_id",
+                "client_secret",
+                "allowed_groups",
+                "admin_groups",
+                "run_token_issuer",
+            )
+            if not getattr(ctx.oidc, name)
+        ]
+        if missing:
+            raise ValueError(f"sign-in with Entra ID needs {', '.join(missing)}")
     # The chart adds the public name itself (charts/mlflow_setup/templates/_helpers.tpl).
     allowed_hosts = list(ctx.extra_allowed_hosts)
     return _render(
@@ -284,6 +361,8 @@ def setup_values(ctx: SetupContext) -> dict[str, Any]:
 
 def project_values(ctx: ProjectContext) -> dict[str, Any]:
     """Values of charts/mlflow_project for `ctx.run` (install it as release `ctx.run.name`)."""
+    if ctx.auth not in RUN_AUTH_MODES:
+        raise ValueError(f"run auth must be one of {', '.join(RUN_AUTH_MODES)}, got {ctx.auth!r}")
     jobs_pool = None
     if ctx.jobs_pool_label is not None:
         if ctx.jobs_pool_taint is None:

@@ -24,6 +24,7 @@ from components import chart_values
 from components.database_volume import DatabaseVolume, DatabaseVolumeArgs
 from components.project_files import ProjectFiles
 from components.public_endpoint import PublicEndpoint
+from components.sign_in import SignIn
 from settings import REPO_ROOT, SETUP_RELEASE, RunSpec
 
 SETUP_CHART = "charts/mlflow_setup"
@@ -147,6 +148,17 @@ class MlflowReleasesArgs:
     """TLS terminator image by digest (required when public)."""
     acme_directory: str = chart_values.LETS_ENCRYPT_DIRECTORY
     """ACME directory of the public certificate."""
+    default_permission: str = "READ"
+    """MLflow permission every user has on what they did not create."""
+    sign_in: SignIn | None = None
+    """The Entra ID application people sign in with (`auth: entra`, components/sign_in.py); None: basic
+    auth. With it, run Jobs sign in with their ServiceAccount token instead of a password."""
+    allowed_groups: tuple[str, ...] = ()
+    """Object ids of the Entra ID groups allowed to sign in (with `sign_in`)."""
+    admin_groups: tuple[str, ...] = ()
+    """Object ids of the Entra ID groups of MLflow admins (with `sign_in`)."""
+    run_token_issuer: pulumi.Input[str] = ""
+    """The cluster's OIDC issuer URL: the server checks run Jobs' tokens against its keys (with `sign_in`)."""
     run_depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What run Jobs need besides the setup release: the jobs pool they are scheduled on. A pool that
     failed to create then fails its runs at once instead of leaving them Pending until their timeout."""
@@ -236,6 +248,25 @@ class MlflowReleases(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
+        oidc: dict[str, pulumi.Input[Any]] = {}
+        if args.sign_in is not None:
+            oidc = {
+                "oidc": pulumi.Output.all(
+                    discovery_url=args.sign_in.discovery_url,
+                    issuer=args.sign_in.issuer,
+                    client_id=args.sign_in.client_id,
+                    client_secret=args.sign_in.client_secret,
+                    run_token_issuer=args.run_token_issuer,
+                )
+            }
+
+        def oidc_context(resolved: dict[str, Any] | None) -> chart_values.OidcContext | None:
+            if resolved is None:
+                return None
+            return chart_values.OidcContext(
+                **resolved, allowed_groups=args.allowed_groups, admin_groups=args.admin_groups
+            )
+
         setup_chart_digest = chart_digest(REPO_ROOT / SETUP_CHART)
         project_chart_digest = chart_digest(REPO_ROOT / PROJECT_CHART)
         setup_values = pulumi.Output.all(
@@ -257,11 +288,14 @@ class MlflowReleases(pulumi.ComponentResource):
             admin_password=admin_password.result,
             flask_secret_key=flask_secret_key.result,
             **public,
+            **oidc,
             runs_namespace=runs_namespace,
         ).apply(
             lambda outputs: chart_values.setup_values(
                 chart_values.SetupContext(
-                    **outputs,
+                    **{key: value for key, value in outputs.items() if key != "oidc"},
+                    oidc=oidc_context(outputs.get("oidc")),
+                    default_permission=args.default_permission,
                     chart_digest=setup_chart_digest,
                     exposure=args.exposure,
                     backup_schedule=args.backup_schedule,
@@ -308,6 +342,8 @@ class MlflowReleases(pulumi.ComponentResource):
                 chart_digest=project_chart_digest,
                 jobs_pool_label=args.jobs_pool_label,
                 jobs_pool_taint=args.jobs_pool_taint,
+                # With Entra ID sign-in, a run presents its own short-lived ServiceAccount token.
+                auth="password" if args.sign_in is None else "serviceAccountToken",
             )
 
         run_inputs = pulumi.Output.all(

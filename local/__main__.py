@@ -1,4 +1,4 @@
-"""`python -m local up|down|status|credentials|run-project`: the local stack from the command line.
+"""`python -m local up|down|status|credentials|token|run-project`: the local stack from the command line.
 
 Ports given to `up` are remembered in the working directory's state, so the other commands find
 the running stack without repeating them.
@@ -30,18 +30,31 @@ def _config(args: argparse.Namespace) -> StackConfig:
     config.https = bool(getattr(args, "https", False)) or "tls" in remembered
     config.https_port = getattr(args, "https_port", None) or remembered.get("tls", config.https_port)
     config.acme_port = getattr(args, "acme_port", None) or remembered.get("acme", config.acme_port)
+    # So is single sign-on (the local OpenID provider's port is in the state while it runs).
+    config.sign_in = bool(getattr(args, "sign_in", False)) or "oidc" in remembered
+    config.oidc_port = getattr(args, "oidc_port", None) or remembered.get("oidc", config.oidc_port)
     return config
 
 
 def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
-    missing = missing_prerequisites(stack.config.repo_root, stack.config.helm)
+    missing = missing_prerequisites(
+        stack.config.repo_root, stack.config.helm, https=stack.config.https, sign_in=stack.config.sign_in
+    )
     if missing:
         raise StackError("missing prerequisites: " + "; ".join(missing))
     extra = " and the TLS terminator (with a local ACME CA)" if stack.config.https else ""
     print(f"starting MariaDB, Azurite, the tracking server{extra} under {stack.workdir} ...", flush=True)
     stack.start()
-    user, _ = stack.admin_credentials()
-    print(f"MLflow UI and API: {stack.public_uri}  (log in as {user!r}; `python -m local credentials`)")
+    if stack.config.sign_in:
+        from local import oidc
+
+        print(f"MLflow UI and API: {stack.public_uri}  (sign in through the local OpenID provider as one of:")
+        for line in oidc.users_summary():
+            print(f"  {line}")
+        print(")  scripts: `export MLFLOW_TRACKING_TOKEN=$(python -m local token admin@local)`")
+    else:
+        user, _ = stack.admin_credentials()
+        print(f"MLflow UI and API: {stack.public_uri}  (log in as {user!r}; `python -m local credentials`)")
     if stack.config.https:
         print(
             f"HTTPS: certificate from the local ACME CA; clients trust {stack.ca_bundle} "
@@ -149,6 +162,12 @@ def cmd_gc(stack: LocalStack, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(stack: LocalStack, args: argparse.Namespace) -> int:
+    """A bearer token of the local OpenID provider (sign-in mode), for MLFLOW_TRACKING_TOKEN."""
+    print(stack.bearer_token(args.user))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -166,10 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.add_argument("--https-port", type=int, help="HTTPS port with --https (default 5443)")
     up.add_argument("--acme-port", type=int, help="local ACME CA port with --https (default 14000)")
+    up.add_argument(
+        "--sign-in",
+        action="store_true",
+        help="single sign-on (auth: entra) with a local OpenID provider in place of Entra ID",
+    )
+    up.add_argument("--oidc-port", type=int, help="local OpenID provider port with --sign-in (default 9400)")
     down = sub.add_parser("down", help="stop everything the stack started")
     down.add_argument("--purge", action="store_true", help="also delete the working directory (all data)")
     sub.add_parser("status", help="what is running (exit 3 if not everything)")
     sub.add_parser("credentials", help="print the admin user and password")
+    token = sub.add_parser("token", help="with --sign-in: a user's bearer token (MLFLOW_TRACKING_TOKEN)")
+    token.add_argument("user", nargs="?", default="admin@local", help="a local user (default admin@local)")
     run = sub.add_parser("run-project", help="mlflow run the project's train, then evaluate, on the stack")
     run.add_argument(
         "--experiment", default="local-demo", help="training experiment (evaluate uses <name>_eval)"
@@ -189,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "down": cmd_down,
         "status": cmd_status,
         "credentials": cmd_credentials,
+        "token": cmd_token,
         "run-project": cmd_run_project,
         "backup": cmd_backup,
         "backups": cmd_backups,

@@ -22,7 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -220,8 +220,12 @@ class _Pod:
         state_dir: Path,
         path_map: dict[str, Path],
         python: str | None,
+        service_account_token: Callable[[str, str, str, int], str] | None = None,
+        identity: tuple[str, str] = (NAMESPACE, "default"),
     ):
         self.pod = pod
+        self.service_account_token = service_account_token
+        self.identity = identity
         self.secrets = secrets
         self.state_dir = state_dir
         self.path_map = path_map
@@ -247,8 +251,16 @@ class _Pod:
             items = volume["secret"].get("items") or [{"key": k, "path": k} for k in source]
             for item in items:
                 self.files[target / item["path"]] = source[item["key"]].encode()
+        elif "projected" in volume:
+            for source in volume["projected"]["sources"]:
+                token = source.get("serviceAccountToken")
+                if token is None or self.service_account_token is None:
+                    raise StackError(f"volume {name!r}: only ServiceAccount token projections run locally")
+                self.files[target / token["path"]] = self.service_account_token(
+                    *self.identity, token["audience"], int(token.get("expirationSeconds", 3600))
+                ).encode()
         elif "emptyDir" not in volume:
-            raise StackError(f"volume {name!r}: only secret and emptyDir volumes run locally")
+            raise StackError(f"volume {name!r}: only secret, token and emptyDir volumes run locally")
         return target
 
     def process(self, container: dict) -> ProcessSpec:
@@ -344,9 +356,11 @@ def render_run(
     parameters: Mapping[str, Any],
     tracking_uri: str,
     credentials_secret: str,
+    service_account_token: bool = False,
     helm: str | None = None,
 ) -> list[dict]:
-    """`helm template` of charts/mlflow_project for one run, as the Pulumi program installs it."""
+    """`helm template` of charts/mlflow_project for one run, as the Pulumi program installs it
+    (`service_account_token`: the run signs in with its ServiceAccount token, for the sign-in mode)."""
     values = {
         "image": {"registry": "local.invalid", "digest": "sha256:" + "0" * 64},
         "run": {
@@ -356,10 +370,21 @@ def render_run(
             # Strings, as the Pulumi program passes them (`-P key=value` is text anyway).
             "parameters": {str(k): str(v) for k, v in parameters.items()},
         },
-        "tracking": {"uri": tracking_uri, "credentialsSecret": credentials_secret},
+        "tracking": {
+            "uri": tracking_uri,
+            "credentialsSecret": credentials_secret,
+            "auth": "serviceAccountToken" if service_account_token else "password",
+        },
         "projectVolume": {"claimName": "local-projects"},
     }
     return render(repo_root, values, helm=helm, chart_dir=RUN_CHART, release="local-run")
+
+
+#: Where Kubernetes clients, MLflow's `kubernetes` request-auth provider among them, read the pod's token.
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: local/pod_paths/sitecustomize.py points MLflow's provider at the local copy of that directory.
+POD_PATHS_SHIM = Path(__file__).resolve().parent / "pod_paths"
+LOCAL_SERVICE_ACCOUNT_DIR_ENV = "MLFLOW_AKS_LOCAL_SERVICE_ACCOUNT_DIR"
 
 
 def run_spec(
@@ -368,19 +393,37 @@ def run_spec(
     projects_dir: Path,
     state_dir: Path,
     python: str | None = None,
-) -> tuple[ProcessSpec, list[Path]]:
-    """The run Job's container as a local process: /projects is `projects_dir` (read as is)."""
+    *,
+    service_account_token: Callable[[str, str, str, int], str] | None = None,
+) -> tuple[ProcessSpec, list[Path], dict[Path, bytes]]:
+    """The run Job's container as a local process: /projects is `projects_dir` (read as is).
+
+    A projected ServiceAccount token volume gets the token `service_account_token(namespace, service
+    account, audience, expirationSeconds)` returns, as the kubelet writes one; mounted at the standard
+    path, MLflow's provider is pointed at the local copy (the only translation of place that cannot go
+    through argv or env: the provider's path is a constant). Returns the process, its directories and
+    the files to write (0600)."""
     jobs = [o for o in run_objects if o.get("kind") == "Job"]
     if len(jobs) != 1:
         raise StackError(f"expected one Job in {RUN_CHART}, found {len(jobs)}")
-    pod_spec = jobs[0]["spec"]["template"]["spec"]
+    job = jobs[0]
+    pod_spec = job["spec"]["template"]["spec"]
     project_volumes = {
         v["name"]: projects_dir for v in pod_spec.get("volumes") or [] if "persistentVolumeClaim" in v
     }
-    pod = _Pod(pod_spec, setup_secrets, state_dir, project_volumes, python)
+    identity = (job["metadata"].get("namespace", NAMESPACE), pod_spec.get("serviceAccountName", "default"))
+    pod = _Pod(pod_spec, setup_secrets, state_dir, project_volumes, python, service_account_token, identity)
     if len(pod_spec["containers"]) != 1:
         raise StackError(f"expected one container in the Job of {RUN_CHART}")
-    return pod.process(pod_spec["containers"][0]), sorted(pod.dirs)
+    [container] = pod_spec["containers"]
+    process = pod.process(container)
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts") or []}
+    if SERVICE_ACCOUNT_DIR in mounts:
+        local_dir = state_dir / "volumes" / mounts[SERVICE_ACCOUNT_DIR]
+        process = process.with_env(
+            PYTHONPATH=str(POD_PATHS_SHIM), **{LOCAL_SERVICE_ACCOUNT_DIR_ENV: str(local_dir)}
+        )
+    return process, sorted(pod.dirs), pod.files
 
 
 def cronjob_spec(
@@ -422,6 +465,7 @@ def local_values(
     artifacts_path: str,
     backups_container: str,
     https: Mapping[str, Any] | None = None,
+    sign_in: Mapping[str, Any] | None = None,
 ) -> dict:
     """The local overlay on the chart's values: loopback, local ports and the generated secrets.
 
@@ -444,6 +488,27 @@ def local_values(
             "httpPort": https["http_port"],
             "httpsPort": https["https_port"],
         }
+    auth: dict[str, Any] = {
+        "adminUsername": admin_username,
+        "adminPassword": admin_password,
+        # Run Jobs log in as the chart's non-admin run user, as on the cluster.
+        "runUsername": run_username,
+        "runPassword": run_password,
+        "flaskSecretKey": flask_secret_key,
+    }
+    if sign_in is not None:
+        auth["mode"] = "oidc"
+        auth["oidc"] = {
+            "discoveryUrl": sign_in["discovery_url"],
+            "issuer": sign_in["issuer"],
+            "clientId": sign_in["client_id"],
+            "clientSecret": sign_in["client_secret"],
+            "redirectUri": sign_in["redirect_uri"],
+            "allowedGroups": list(sign_in["allowed_groups"]),
+            "adminGroups": list(sign_in["admin_groups"]),
+            # The cluster's issuer is local too: its keys come inline instead of from discovery.
+            "runTokens": {"issuer": sign_in["run_token_issuer"], "jwks": sign_in["run_token_jwks"]},
+        }
     return {
         "fullnameOverride": RELEASE,
         "tracking": {
@@ -455,14 +520,7 @@ def local_values(
             "service": {"port": server_port},
             "metrics": {"host": "127.0.0.1", "port": metrics_port},
             "serviceAccount": {"workloadIdentityClientId": "00000000-0000-0000-0000-000000000000"},
-            "auth": {
-                "adminUsername": admin_username,
-                "adminPassword": admin_password,
-                # Run Jobs log in as the chart's non-admin run user, as on the cluster.
-                "runUsername": run_username,
-                "runPassword": run_password,
-                "flaskSecretKey": flask_secret_key,
-            },
+            "auth": auth,
             "artifacts": {"storageAccount": storage_account, "container": container, "path": artifacts_path},
         },
         "mysql": {"enabled": False},
@@ -473,6 +531,7 @@ def local_values(
             "password": db_password,
             "database": database,
             "authDatabase": auth_database,
+            **({"oidcDatabase": sign_in["database"]} if sign_in is not None else {}),
         },
         "project": {"volume": {"enabled": False}},
         "exposure": exposure,

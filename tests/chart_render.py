@@ -7,7 +7,9 @@ rendered with the values that module produces, so the tests cover templates + va
 from __future__ import annotations
 
 import base64
+import json
 import os
+import shutil
 import subprocess
 import tempfile
 import urllib.parse
@@ -245,3 +247,24 @@ def secret_data(secret: dict) -> dict[str, str]:
 
 def with_run(ctx: ProjectContext, **changes: Any) -> ProjectContext:
     return replace(ctx, run=replace(ctx.run, **changes))
+
+
+def notes(helm: str, values: Mapping[str, Any], tmp_dir: Path, label: str) -> str:
+    """charts/mlflow_setup's NOTES.txt as `helm install` prints it: `helm template` never renders it, so it
+    is rendered as a ConfigMap's data in a copy of the chart."""
+    chart = tmp_dir / f"notes-{label}"
+    shutil.rmtree(chart, ignore_errors=True)
+    shutil.copytree(SETUP_CHART, chart)  # the mysql subchart symlink becomes a copy
+    body = "\n".join("    " + line for line in (chart / "templates" / "NOTES.txt").read_text().splitlines())
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |\n{body}\n"
+    )
+    values_file = tmp_dir / f"notes-{label}.json"
+    values_file.write_text(json.dumps(values))
+    done = subprocess.run(
+        [helm, "template", SETUP_RELEASE, str(chart), "-n", NAMESPACE, "-f", str(values_file),
+         "--show-only", "templates/zz-notes.yaml"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)["data"]["notes"]

@@ -6,7 +6,7 @@ and the stack exports resolved together with their secretness. Nothing carries o
 
 The mocks echo inputs back as outputs (camelCase keys, as the engine would) and add the few computed
 outputs the program reads: ids, names, the cluster's OIDC issuer and kubelet identity, login server,
-client ids, passwords, random strings, image digests.
+client ids, passwords and client secrets, random strings and UUIDs, image digests.
 """
 
 from __future__ import annotations
@@ -225,6 +225,10 @@ def _computed_outputs(type_: str, name: str, inputs: dict[str, Any], id_: str) -
         out.update(objectId=object_id, id=f"/servicePrincipals/{object_id}")
     elif type_ == "azuread:index/servicePrincipalPassword:ServicePrincipalPassword":
         out["value"] = f"sp-password-{_guid(name)}"
+    elif type_ == "azuread:index/applicationPassword:ApplicationPassword":
+        out["value"] = f"app-secret-{_guid(name)}"
+    elif type_ == "random:index/randomUuid:RandomUuid":
+        out["result"] = _guid(f"{name}-uuid")
     elif type_ in ("random:index/randomString:RandomString", "random:index/randomPassword:RandomPassword"):
         length = int(plain(inputs.get("length", 16)))
         out["result"] = (hashlib.sha256(name.encode()).hexdigest() * 4)[:length]

@@ -50,6 +50,7 @@ def test_benchmark_smoke_runs_and_prints_its_table(repo_root: Path, helm_bin: st
                 "-m",
                 "benchmarks.tracking_server",
                 "--smoke",
+                "--sign-in",
                 "--output",
                 str(report_file),
                 "--workdir",
@@ -79,6 +80,10 @@ def test_benchmark_smoke_runs_and_prints_its_table(repo_root: Path, helm_bin: st
         assert f"| {label}" in report
     # Every request of the smoke run succeeded, against both servers.
     assert "Failed requests: none." in report
+    # And against the single sign-on server, signed in with a run Job's ServiceAccount token (issue 13).
+    assert re.search(r"^\| throughput \(req/s\) \| [0-9.]+ \| [0-9.]+ \| \*\*[0-9.]+x\*\* \|$", report, re.M)
+    assert "sign-in 1 client log_metric ≥ 10x baseline" in report
+    assert "Failed requests (sign-in): none." in report
     assert written == report.rstrip("\n") + "\n"
 
 

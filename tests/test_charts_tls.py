@@ -8,15 +8,11 @@ same Caddyfile and env run for real in tests/e2e/test_tls_e2e.py.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import yaml
 
 from components import chart_values
 from components.chart_values import setup_values
@@ -139,24 +135,8 @@ def test_tls_image_must_come_from_the_stack_registry():
 
 @pytest.mark.parametrize("name", ["public-one-range", "private"])
 def test_notes_give_the_url_users_reach(helm_bin, tmp_dir, name):
-    """NOTES.txt as `helm install` prints it (rendered here as a template of a copy of the chart)."""
-    chart = tmp_dir / f"notes-{name}"
-    shutil.rmtree(chart, ignore_errors=True)
-    shutil.copytree(cr.SETUP_CHART, chart)  # the mysql subchart symlink becomes a copy
-    notes = (chart / "templates" / "NOTES.txt").read_text()
-    body = "\n".join("    " + line for line in notes.splitlines())
-    (chart / "templates" / "zz-notes.yaml").write_text(
-        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: |\n{body}\n"
-    )
-    values = tmp_dir / f"notes-{name}.json"
-    values.write_text(json.dumps(setup_values(cr.SETUP_CONTEXTS[name])))
-    done = subprocess.run(
-        [helm_bin, "template", "mlflow", str(chart), "-n", cr.NAMESPACE, "-f", str(values),
-         "--show-only", "templates/zz-notes.yaml"],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    text = yaml.safe_load(done.stdout)["data"]["notes"]
+    """NOTES.txt as `helm install` prints it."""
+    text = cr.notes(helm_bin, setup_values(cr.SETUP_CONTEXTS[name]), tmp_dir, name)
     assert f"Run Jobs go to namespace {cr.RUNS_NAMESPACE}" in text
     if name == "private":
         assert "port-forward service/mlflow-tracking" in text and "https://" not in text

@@ -265,6 +265,91 @@ def test_the_tested_mlflow_passes_the_check():
     assert serve.mlflow_version_problem(serve.TESTED_MLFLOW_VERSION) is None
 
 
+def test_serve_py_is_tested_against_the_sign_in_plugin_the_image_pins():
+    serve = _serve_module()
+    assert f"mlflow-oidc-auth=={serve.TESTED_OIDC_AUTH_VERSION}" in requirement_lines("tracking-server")
+
+
+@pytest.mark.parametrize("installed", ["10.1.3", "11.0.2", None])
+def test_the_sign_in_server_refuses_another_plugin_naming_both_versions(installed, monkeypatch, capsys):
+    from importlib.metadata import PackageNotFoundError
+
+    serve = _serve_module()
+
+    def version(name: str) -> str:
+        if name == "mlflow":
+            return serve.TESTED_MLFLOW_VERSION
+        if installed is None:
+            raise PackageNotFoundError(name)
+        return installed
+
+    monkeypatch.setattr("importlib.metadata.version", version)
+    assert serve.main(["--port", "5000", "--app-name", "oidc-auth"]) == 2
+    message = capsys.readouterr().err
+    assert f"mlflow-oidc-auth {serve.TESTED_OIDC_AUTH_VERSION}" in message and "refusing to start" in message
+    assert (f"mlflow-oidc-auth {installed}" if installed else "no mlflow-oidc-auth") in message
+    assert serve.oidc_auth_version_problem(serve.TESTED_OIDC_AUTH_VERSION) is None
+
+
+def _jwt(claims: dict) -> str:
+    import base64
+
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    ("authorization", "passes"),
+    [
+        (None, True),  # no token: the plugin decides (session cookie, or 401)
+        (f"Bearer {_jwt({'iss': 'https://people', 'groups': ['users', 'x']})}", True),
+        (f"bearer {_jwt({'iss': 'https://people', 'groups': ['users']})}", True),
+        (f"Bearer {_jwt({'iss': 'https://people', 'groups': ['another-team']})}", False),
+        (f"Bearer {_jwt({'iss': 'https://people', 'groups': 'users'})}", False),  # not a list
+        (f"Bearer {_jwt({'iss': 'https://people'})}", False),  # no groups claim
+        # Run Jobs' tokens (another issuer) and anything that is not a JWT: the plugin's to check.
+        (f"Bearer {_jwt({'iss': 'https://cluster', 'sub': 'system:serviceaccount:runs:run'})}", True),
+        ("Bearer opaque-token", True),
+        ("Bearer a.!!!.c", True),
+        ("Basic dXNlcjpwYXNz", True),
+    ],
+)
+def test_the_group_gate_refuses_only_people_tokens_without_an_allowed_group(authorization, passes):
+    import asyncio
+
+    serve = _serve_module()
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(scope)
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(b"host", b"mlflow")] + ([(b"authorization", authorization.encode())] if authorization else [])
+    gate = serve.with_group_gate(app, "https://people", {"users"})
+    asyncio.run(gate({"type": "http", "headers": headers}, None, send))
+    assert bool(reached) is passes
+    if not passes:
+        assert sent[0]["status"] == 403 and b"PERMISSION_DENIED" in sent[1]["body"]
+        assert authorization.encode()[7:] not in sent[1]["body"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--app-name", "oidc-auth"], "oidc-auth"),
+        (["--host", "127.0.0.1", "--app-name=basic-auth"], "basic-auth"),
+        (["--port", "5000"], None),
+        (["--app-name"], None),
+    ],
+)
+def test_the_app_name_is_read_from_the_server_arguments(args, expected):
+    assert _serve_module().app_name(args) == expected
+
+
 def test_project_requirements_hold_nothing_of_the_server():
     names = {re.split(r"[\[=]", line)[0].lower() for line in requirement_lines("project")}
     assert not names & {"pymysql", "azure-storage-blob", "azure-identity", "mysqlclient"}
@@ -462,3 +547,60 @@ def test_project_image_imports_what_the_project_runs(image_venvs):
     # The Job's command: `mlflow run ... --env-manager local`.
     done = run_in(python, "-m", "mlflow", "run", "--help")
     assert done.returncode == 0 and "--env-manager" in done.stdout, done.stderr[-3000:]
+
+
+def test_project_image_signs_in_with_its_service_account_token(image_venvs, tmp_path):
+    """MLFLOW_TRACKING_AUTH=kubernetes (the Job with a sign-in server): MLflow's provider, with the
+    Kubernetes client it needs, sends the projected token as the bearer credential."""
+    token = tmp_path / "token"
+    token.write_text("header.payload.signature\n")
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        import requests
+        import mlflow.tracking.request_auth.kubernetes_request_auth_provider as provider
+        from mlflow.tracking.request_auth.registry import fetch_auth
+        from mlflow.utils.credentials import get_default_host_creds
+        provider._SERVICE_ACCOUNT_TOKEN_PATH = Path({str(token)!r})
+        creds = get_default_host_creds("https://mlflow.example")
+        prepared = fetch_auth(creds.auth)(requests.Request("GET", "https://mlflow.example/api").prepare())
+        print(prepared.headers["Authorization"])
+    """)
+    done = run_in(
+        image_venvs["project"],
+        "-c",
+        script,
+        env={"MLFLOW_TRACKING_AUTH": "kubernetes", "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "Bearer header.payload.signature"
+
+
+def test_tracking_image_migrates_the_sign_in_database(image_venvs, tmp_path):
+    """With OIDC_USERS_DB_URI (sign-in mode), migrate.py creates the plugin's schema too, and the image
+    has the plugin's app."""
+    python, app = image_venvs["tracking-server"], IMAGES["tracking-server"]
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path}/auth.db\n"
+        "admin_username = admin\n"
+    )
+    env = {
+        "PATH": str(python.parent),
+        "HOME": str(tmp_path),
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "OIDC_USERS_DB_URI": f"sqlite:///{tmp_path}/sign-in.db",
+    }
+    done = run_in(python, str(app / "migrate.py"), cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "migrating the sign-in database" in done.stderr
+    script = textwrap.dedent(f"""
+        import sqlalchemy
+        from mlflow.utils.plugins import get_entry_points
+        assert "oidc-auth" in [e.name for e in get_entry_points("mlflow.app")]
+        engine = sqlalchemy.create_engine("sqlite:///{tmp_path}/sign-in.db")
+        names = set(sqlalchemy.inspect(engine).get_table_names())
+        assert {{"users", "groups", "user_groups", "experiment_permissions", "auth_sessions"}} <= names, names
+    """)
+    done = run_in(python, "-c", script, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]

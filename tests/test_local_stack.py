@@ -89,7 +89,8 @@ def test_run_job_command_is_the_charts(local_stack: LocalStack, repo_root: Path,
         credentials_secret=chart.run_secret_name(setup),
         helm=helm_bin,
     )
-    spec, _ = chart.run_spec(objects, chart.secrets_of(setup), repo_root, local_stack.workdir / "runs")
+    spec, _, files = chart.run_spec(objects, chart.secrets_of(setup), repo_root, local_stack.workdir / "runs")
+    assert files == {}  # password auth: no token to write
     assert spec.argv == [
         "mlflow", "run", str(repo_root / "mlflow_project"), "-e", "train", "--env-manager", "local",
         "--experiment-name", "exp", "-P", "n_samples=100", "-P", "seed=3",

@@ -56,8 +56,9 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"exportDeployerPassword": "yes"}, "exportDeployerPassword"),
     ({"apiServerAuthorizedIpRanges": "203.0.113.0/24"}, "apiServerAuthorizedIpRanges"),
     # Kept data is found by the prefix its account name starts with: another prefix's account, or no
-    # storage account name at all, cannot be adopted.
-    ({"namePrefix": "mlflow", "dataStorageAccount": "otherdata0a1b2c3d"}, "dataStorageAccount"),
+    # storage account name at all, cannot be adopted. (A namePrefix equal to its default is indistinguishable
+    # from an unset one, which the Pulumi CLI also passes as the default: then the account's prefix wins.)
+    ({"namePrefix": "team", "dataStorageAccount": "otherdata0a1b2c3d"}, "dataStorageAccount"),
     ({"dataStorageAccount": "mlflowdata_0a1b"}, "dataStorageAccount"),
     ({"dataStorageAccount": "mlflowdata" + "x" * 20}, "dataStorageAccount"),
     ({"allowDataReplacement": "yes"}, "allowDataReplacement"),
@@ -128,6 +129,9 @@ def test_settings_fields_and_declared_keys_are_the_same_set():
     assert fields == set(declared_config())
 
 
+ENTRA_GROUP = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+
+
 def settings_from(config: dict[str, Any]) -> Settings:
     """Settings as the program would read them from this stack config (no program run)."""
     pulumi.runtime.set_all_config(config_values(config), secret_keys=[])
@@ -145,6 +149,24 @@ def test_declared_defaults_are_valid_and_become_the_settings():
         value = getattr(settings, field.name)
         assert (list(value) if isinstance(value, tuple) else value) == default, field.name
     assert run_program({}).resources, "the defaults must deploy"
+
+
+def _with_every_default(config: dict[str, Any]) -> dict[str, Any]:
+    """Stack config as the Pulumi CLI hands it to the program: each Pulumi.yaml default the stack does not
+    set is passed as if the stack had set it (ValidateStackConfigAndApplyProjectConfig)."""
+    defaults = {key: d["default"] for key, d in declared_config().items() if d["default"] not in ("", None)}
+    return {**defaults, **config}
+
+
+def test_the_cli_passing_every_default_changes_nothing():
+    """Keys only read in another mode (entra-only keys under basic) are refused when set to something, not
+    when the CLI passes their default; and a kept account's prefix still replaces the default namePrefix."""
+    assert settings_from(_with_every_default({})) == settings_from({})
+    kept = {"dataStorageAccount": "teamdatad4f2a1b9"}
+    assert settings_from(_with_every_default(kept)).name_prefix == settings_from(kept).name_prefix == "team"
+    with pytest.raises(SettingsError) as raised:
+        settings_from(_with_every_default({"signInSecretLifetimeDays": 90}))
+    assert [p.key for p in raised.value.problems] == ["signInSecretLifetimeDays"]
 
 
 @pytest.mark.parametrize(
@@ -174,6 +196,23 @@ def test_declared_defaults_are_valid_and_become_the_settings():
         ({"exportDeployerPassword": "true"}, "export_deployer_password", True),
         ({"apiServerAuthorizedIpRanges": []}, "api_server_authorized_ip_ranges", ()),
         ({"namePrefix": "abcdefghijk"}, "name_prefix", "abcdefghijk"),
+        ({"defaultPermission": "NO_PERMISSIONS"}, "default_permission", "NO_PERMISSIONS"),
+        # Sign-in with Entra ID: group object ids in lower case (as tokens carry them), once each.
+        (
+            {
+                "auth": "entra",
+                "entraAllowedGroups": [ENTRA_GROUP.upper(), ENTRA_GROUP],
+                "entraAdminGroups": [ENTRA_GROUP],
+                "signInSecretLifetimeDays": "365",
+            },
+            "entra_allowed_groups",
+            (ENTRA_GROUP,),
+        ),
+        (
+            {"auth": "entra", "entraAllowedGroups": [ENTRA_GROUP], "entraAdminGroups": [ENTRA_GROUP]},
+            "sign_in_secret_lifetime_days",
+            180,
+        ),
         (
             {"systemNodeAutoscale": False, "systemNodeMinCount": 5, "systemNodeMaxCount": 2},
             "system_node_min_count",

@@ -3,20 +3,22 @@
 One tool for the cluster and the local stack (the chart's backup CronJob, the schema-migration init
 container and `python -m local backup|restore` all run this file with the same environment as the
 server): MLFLOW_BACKEND_STORE_URI (the tracking database), the basic-auth database from the file at
-MLFLOW_AUTH_CONFIG_PATH, and MLFLOW_AKS_BACKUP_DESTINATION, a `wasbs://<container>@<account>.blob...
+MLFLOW_AUTH_CONFIG_PATH, the sign-in plugin's database from OIDC_USERS_DB_URI when single sign-on is on,
+and MLFLOW_AKS_BACKUP_DESTINATION, a `wasbs://<container>@<account>.blob...
 /<prefix>` URI reached with the pod's workload identity (no storage key), or with
 AZURE_STORAGE_CONNECTION_STRING where one is set (the local stack's Azurite).
 
-**A backup** is one consistent logical dump of both databases: one connection, one InnoDB snapshot
+**A backup** is one consistent logical dump of the server's databases (tracking, users and, with single
+sign-on, the sign-in plugin's): one connection, one InnoDB snapshot
 (`START TRANSACTION WITH CONSISTENT SNAPSHOT`), so a batch of metrics being written is in it whole or
-not at all, and the two databases agree with each other. Rows are streamed (an unbuffered cursor), the
+not at all, and the databases agree with each other. Rows are streamed (an unbuffered cursor), the
 dump is gzip-compressed as it is produced and uploaded as it is compressed, so memory and disk stay
 small whatever the database's size. The blob is committed once complete, then marked complete (its
 SHA-256, size and row counts in its metadata); `list` and `latest` only see complete backups.
 
 **The format**: gzip of SQL text, one statement per line. It starts with a header naming each database
-by its role (`tracking`, `auth`), holds `DROP TABLE`/`CREATE TABLE`/`INSERT` statements, and ends with a
-trailer holding the row count of every table.
+by its role (`tracking`, `auth`, `sign-in`), holds `DROP TABLE`/`CREATE TABLE`/`INSERT` statements, and
+ends with a trailer holding the row count of every table.
 
 **A restore** first downloads and checks the whole backup, before it touches anything:
 - its SHA-256 matches the one recorded;
@@ -24,8 +26,8 @@ trailer holding the row count of every table.
 - the trailer is there;
 - the rows it holds are the rows the trailer counts.
 
-Then it takes a backup of the current databases (`pre-restore`), replaces every table of both
-databases with the backup's, and checks the row counts again. Stop the tracking servers first: the
+Then it takes a backup of the current databases (`pre-restore`), replaces every table of the
+backup's databases with the backup's, and checks the row counts again. Stop the tracking servers first: the
 local stack does it for you, on the cluster `kubectl scale` does (docs/backup-and-restore.md).
 """
 
@@ -66,12 +68,17 @@ class BackupError(Exception):
 @dataclass(frozen=True)
 class Database:
     role: str
-    """`tracking` or `auth`: a backup restores by role, whatever the databases are called."""
+    """`tracking`, `auth` or `sign-in`: a backup restores by role, whatever the databases are called."""
     name: str
     host: str
     port: int
     user: str
     password: str
+
+
+# Databases a server may not have: the sign-in plugin's, only with single sign-on. A backup holding one is
+# restored without it on a server without it; any other missing database refuses the restore.
+OPTIONAL_ROLES = {"sign-in"}
 
 
 def _database(role: str, uri: str) -> Database:
@@ -91,7 +98,7 @@ def _database(role: str, uri: str) -> Database:
 
 
 def databases(environ: dict[str, str]) -> list[Database]:
-    """The tracking and the basic-auth database, as the server reaches them (one server, one user)."""
+    """The tracking, the basic-auth and (with sign-in) the plugin's database, as the server reaches them."""
     tracking = environ.get("MLFLOW_BACKEND_STORE_URI")
     if not tracking:
         raise BackupError("MLFLOW_BACKEND_STORE_URI is not set")
@@ -100,10 +107,12 @@ def databases(environ: dict[str, str]) -> list[Database]:
         parser = configparser.ConfigParser()
         parser.read(ini)
         found.append(_database("auth", parser["mlflow"]["database_uri"]))
+    if sign_in := environ.get("OIDC_USERS_DB_URI"):  # single sign-on: the plugin's user store
+        found.append(_database("sign-in", sign_in))
     first = found[0]
     for other in found[1:]:
         if (other.host, other.port, other.user) != (first.host, first.port, first.user):
-            raise BackupError("both databases must be on one server, with one user: one snapshot covers both")
+            raise BackupError("the databases must be on one server, with one user: one snapshot covers all")
     return found
 
 
@@ -351,15 +360,18 @@ def check(destination: Destination, name: str, workdir: str) -> Checked:
 def restore(
     destination: Destination, targets: list[Database], name: str, *, safety_backup: bool = True
 ) -> dict:
-    """Replace both databases with backup `name` (after checking it, and backing up what is there)."""
+    """Replace the backup's databases with backup `name` (after checking it, and backing up what is there)."""
     with tempfile.TemporaryDirectory(prefix="mlflow-restore-") as workdir:
         checked = check(destination, name, workdir)
         by_role = {d.role: d for d in targets}
         missing = set(checked.databases) - set(by_role)
-        if missing:
+        if missing - OPTIONAL_ROLES:
             raise BackupError(
                 f"the backup holds the {sorted(missing)} database(s), which this server does not have"
             )
+        # A backup taken with single sign-on, restored after switching back to basic auth: the sign-in
+        # users are left out (the server has no use for them), everything else is restored.
+        roles = [role for role in checked.databases if role in by_role]
         safety = take(destination, targets, "pre-restore") if safety_backup else None
         started = time.monotonic()
         conn = connect(targets[0], autocommit=True)
@@ -370,7 +382,7 @@ def restore(
                 # A stored 0 in an AUTO_INCREMENT column (MLflow's Default experiment is id 0) stays 0,
                 # instead of taking the next id (what mysqldump's header does too).
                 cursor.execute("SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
-                for role in checked.databases:
+                for role in roles:
                     target = by_role[role]
                     cursor.execute(
                         "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
@@ -383,24 +395,27 @@ def restore(
                 for line in _statements(checked.path):
                     if line.startswith("-- database "):
                         role = line[len("-- database ") :].strip()
-                        cursor.execute(f"USE {_ident(by_role[role].name)}")
-                    elif not line.startswith("--") and line.strip():
+                        if role in by_role:
+                            cursor.execute(f"USE {_ident(by_role[role].name)}")
+                    elif role in by_role and not line.startswith("--") and line.strip():
                         cursor.execute(line.rstrip("\n").rstrip(";"))
                 cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
                 restored = {}
-                for key in checked.counts:
+                expected = {k: v for k, v in checked.counts.items() if k.split(".", 1)[0] in by_role}
+                for key in expected:
                     role, table = key.split(".", 1)
                     cursor.execute(f"SELECT COUNT(*) FROM {_ident(by_role[role].name)}.{_ident(table)}")  # noqa: S608
                     restored[key] = cursor.fetchone()[0]
         finally:
             conn.close()
-        if restored != checked.counts:
+        if restored != expected:
             raise BackupError("after the restore, the tables do not hold the backup's rows")
         return {
             "restored": os.path.basename(checked.path),
             "rows": sum(restored.values()),
             "seconds": round(time.monotonic() - started, 1),
             "safety_backup": safety["name"] if safety else None,
+            "left_out": sorted(missing),
         }
 
 
@@ -416,7 +431,7 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     commands.add_parser("list", help="complete backups, oldest first")
     verify_cmd = commands.add_parser("verify", help="download a backup and check it, changing nothing")
     verify_cmd.add_argument("name", help="a backup's name, or `latest`")
-    restore_cmd = commands.add_parser("restore", help="replace both databases with a backup")
+    restore_cmd = commands.add_parser("restore", help="replace the databases with a backup")
     restore_cmd.add_argument("name", help="a backup's name, or `latest`")
     restore_cmd.add_argument(
         "--no-safety-backup", action="store_true", help="do not back up the current data first"

@@ -6,6 +6,10 @@ initialises a fresh tracking database or upgrades it to this image's MLflow vers
 same settings as the server: MLFLOW_BACKEND_STORE_URI, and the auth database URI from the file at
 MLFLOW_AUTH_CONFIG_PATH.
 
+With OIDC_USERS_DB_URI set (single sign-on, `tracking.auth.mode: oidc`), the sign-in plugin's user store
+(mlflow-oidc-auth) is migrated too, under the same lock and after the same backup: the plugin would
+otherwise migrate it from every server process at once on first use.
+
 With MLFLOW_RUN_USERNAME and MLFLOW_RUN_PASSWORD set, it then makes sure that basic-auth user exists
 as a non-admin with that password: the identity of run Jobs, which so never hold the admin password.
 The platform owns that password: it is set to the stack's at every start.
@@ -118,15 +122,26 @@ def ensure_run_user(auth_uri: str, username: str, password: str) -> None:
         store.engine.dispose()
 
 
-def pending_migrations(tracking_uri: str, auth_uri: str) -> list[str]:
+SIGN_IN_DB_ENV = "OIDC_USERS_DB_URI"
+# The plugin's version table (its OIDC_ALEMBIC_VERSION_TABLE, left at the default).
+SIGN_IN_VERSION_TABLE = "alembic_version"
+
+
+def _sign_in_head(uri: str) -> str:
+    from alembic.script import ScriptDirectory
+    from mlflow_oidc_auth.db import utils as sign_in_db
+
+    return ScriptDirectory.from_config(sign_in_db._get_alembic_config(uri)).get_current_head()
+
+
+def pending_migrations(tracking_uri: str, auth_uri: str, sign_in_uri: str | None = None) -> list[str]:
     """Which existing databases this image would migrate: `<database>: <revision> -> <head>`."""
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
     from mlflow.server.auth.db import utils as auth_db
     from mlflow.store.db.utils import _get_latest_schema_revision
 
-    pending = []
-    for name, uri, version_table, head in (
+    databases = [
         ("tracking database", tracking_uri, "alembic_version", _get_latest_schema_revision),
         (
             "user database",
@@ -134,7 +149,13 @@ def pending_migrations(tracking_uri: str, auth_uri: str) -> list[str]:
             "alembic_version_auth",
             lambda: ScriptDirectory.from_config(auth_db._get_alembic_config(auth_uri)).get_current_head(),
         ),
-    ):
+    ]
+    if sign_in_uri:
+        databases.append(
+            ("sign-in database", sign_in_uri, SIGN_IN_VERSION_TABLE, lambda: _sign_in_head(sign_in_uri))
+        )
+    pending = []
+    for name, uri, version_table, head in databases:
         engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
         try:
             tables = set(sqlalchemy.inspect(engine).get_table_names())
@@ -277,9 +298,10 @@ def main() -> int:
         print("migrate: MLFLOW_BACKEND_STORE_URI is not set", file=sys.stderr)
         return 2
     auth_uri = read_auth_config().database_uri
+    sign_in_uri = os.environ.get(SIGN_IN_DB_ENV)
 
     with migration_lock(tracking_uri):
-        if pending := pending_migrations(tracking_uri, auth_uri):
+        if pending := pending_migrations(tracking_uri, auth_uri, sign_in_uri):
             backup_before_migrating(pending)
         log.info("migrating the tracking database")
         upgrade_tracking_db.main([tracking_uri], standalone_mode=False)
@@ -290,6 +312,15 @@ def main() -> int:
             ensure_platform_tables(engine)
         finally:
             engine.dispose()
+        if sign_in_uri:
+            from mlflow_oidc_auth.db import utils as sign_in_db
+
+            log.info("migrating the sign-in database")
+            engine = sqlalchemy.create_engine(sign_in_uri, poolclass=sqlalchemy.pool.NullPool)
+            try:
+                sign_in_db.migrate(engine, "head")
+            finally:
+                engine.dispose()
         admin, admin_password = (
             os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME"),
             os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"),

@@ -58,10 +58,17 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    MLFLOW_AKS_USER_SYNC_SECONDS (1 s; 0 turns it off) and drops the users named there. That is one
    small query per second per process, and nothing on a request's path.
 
+11. Single sign-on: with `--app-name oidc-auth`, MLflow runs the mlflow-oidc-auth plugin's app (OIDC_*
+   settings from the environment) instead of basic-auth. (5), (6) and (10) patch basic-auth, so they stay
+   off; (7) checks the plugin's user store in place of basic-auth's, and (8) and (9) work as before. One
+   addition: a person's bearer token must name an allowed group on every request (`with_group_gate`),
+   which the plugin checks only when the token's first use creates the user.
+
 (5), (6), (7), (8) and (10) reach into MLflow's private internals, which change between releases without
 notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION, the one they were
 written and tested against (tests/test_images.py keeps it equal to the image's pin): a new MLflow needs
-these patches re-read and re-tested first.
+these patches re-read and re-tested first. The sign-in plugin reaches into MLflow's internals too, so with
+`--app-name oidc-auth` it must be TESTED_OIDC_AUTH_VERSION as well.
 """
 
 from __future__ import annotations
@@ -82,6 +89,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 TESTED_MLFLOW_VERSION = "3.17.2"
+# (11) The mlflow-oidc-auth release tested with that MLflow (tests/test_images.py: equal to the image's pin).
+TESTED_OIDC_AUTH_VERSION = "10.2.0"
+OIDC_APP = "oidc-auth"
+# The `--app-name` of this server, for its worker processes (they do not see the arguments).
+_AUTH_APP = "_MLFLOW_AKS_AUTH_APP"
 
 # Set in the environment of a uvicorn child that MLflow starts itself (job runner on), so that this
 # file, started in its place, runs uvicorn with the same changes.
@@ -296,7 +308,11 @@ def check_stores(timeout: float) -> dict[str, str]:
     from mlflow.server import handlers
 
     checks = {"tracking database": lambda: handlers._get_tracking_store().search_experiments(max_results=1)}
-    if "mlflow.server.auth" in sys.modules:
+    if _sign_in():
+        from mlflow_oidc_auth.store import store as sign_in_store
+
+        checks["user store"] = lambda: _raise_unless(sign_in_store.ping(), "the user store does not answer")
+    elif _basic_auth():
         import mlflow.server.auth as auth
 
         checks["user store"] = lambda: auth.store.has_user("mlflow-aks-readiness")
@@ -319,6 +335,81 @@ def check_stores(timeout: float) -> dict[str, str]:
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     return {name: results.get(name, f"no answer within {timeout:.0f}s") for name in checks}
+
+
+def _raise_unless(ok: bool, problem: str) -> None:
+    if not ok:
+        raise ConnectionError(problem)
+
+
+def _sign_in() -> bool:
+    """(11) This server runs the sign-in plugin's app."""
+    return os.environ.get(_AUTH_APP) == OIDC_APP
+
+
+def _basic_auth() -> bool:
+    """This server runs MLflow's basic-auth app (loaded with it: the patches (5), (6), (10) apply)."""
+    return "mlflow.server.auth" in sys.modules and not _sign_in()
+
+
+def app_name(args: list[str]) -> str | None:
+    """The `--app-name` among `mlflow server` arguments."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--app-name="):
+            return arg.split("=", 1)[1]
+        if arg == "--app-name" and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def bearer_claims(headers: list[tuple[bytes, bytes]]) -> dict | None:
+    """The claims of a request's `Authorization: Bearer <JWT>`, NOT verified (None: no such header, or not
+    a JWT). Only for refusing more than the plugin does; the plugin verifies every token it accepts."""
+    import base64
+
+    value = dict(headers).get(b"authorization", b"")
+    if value[:7].lower() != b"bearer ":
+        return None
+    parts = value[7:].strip().split(b".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + b"=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def with_group_gate(app, issuer: str, allowed: set[str], groups_claim: str = "groups"):
+    """(11) Bearer tokens of the people's provider must name an allowed group on every request.
+
+    The plugin checks a bearer token's groups only when the token's first use creates the user; after that
+    any valid token of that user is accepted. So someone removed from the allowed groups would keep API
+    access with new tokens. Here a token of `issuer` whose groups claim names none of `allowed` is refused
+    before the plugin sees it (run Jobs' tokens have another issuer, and the plugin allowlists their
+    namespace). It only ever refuses: a token this lets through is still verified by the plugin."""
+
+    async def refuse(send) -> None:
+        body = json.dumps(
+            {
+                "error_code": "PERMISSION_DENIED",
+                "message": "The token names none of the groups allowed to sign in",
+            }
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 403, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def gated(scope, receive, send):
+        if scope["type"] == "http" and (claims := bearer_claims(scope.get("headers") or [])) is not None:
+            groups = claims.get(groups_claim)
+            if claims.get("iss") == issuer and not (
+                isinstance(groups, list) and allowed & set(map(str, groups))
+            ):
+                return await refuse(send)
+        return await app(scope, receive, send)
+
+    return gated
 
 
 def with_readiness(app, secret_key: str):
@@ -448,13 +539,17 @@ def _patch_uvicorn_worker() -> None:
             import stream_artifacts  # beside this file (/app in the image)
 
             stream_artifacts.install(fastapi_app)
+        if _sign_in() and (issuer := os.environ.get("OIDC_ISSUER")):
+            allowed = {g.strip() for g in os.environ.get("OIDC_GROUP_NAME", "").split(",") if g.strip()}
+            groups_claim = os.environ.get("OIDC_GROUPS_ATTRIBUTE", "groups")
+            self.config.loaded_app = with_group_gate(self.config.loaded_app, issuer, allowed, groups_claim)
         if secret_key := os.environ.get(READINESS_KEY_ENV):
             self.config.loaded_app = with_readiness(self.config.loaded_app, secret_key)
         if os.environ.get(METRICS_PORT_ENV):
             import metrics  # beside this file (/app in the image)
 
             self.config.loaded_app = metrics.instrument(self.config.loaded_app)
-        if "mlflow.server.auth" in sys.modules:
+        if _basic_auth():
             if size := _run_experiment_cache_size():
                 _cache_run_experiments(size)
             if _share_request_user():
@@ -562,12 +657,33 @@ def mlflow_version_problem(installed: str) -> str | None:
     )
 
 
+def oidc_auth_version_problem(installed: str | None) -> str | None:
+    """(11) Why the server must not start the sign-in plugin `installed` (None: missing), or None."""
+    if installed == TESTED_OIDC_AUTH_VERSION:
+        return None
+    found = f"mlflow-oidc-auth {installed}" if installed else "no mlflow-oidc-auth"
+    return (
+        f"serve.py: --app-name {OIDC_APP} was tested with mlflow-oidc-auth {TESTED_OIDC_AUTH_VERSION} on "
+        f"MLflow {TESTED_MLFLOW_VERSION}, and this is {found}: refusing to start. Test the pair, then set "
+        f"TESTED_OIDC_AUTH_VERSION."
+    )
+
+
 def main(argv: list[str]) -> int:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     if problem := mlflow_version_problem(version("mlflow")):
         print(problem, file=sys.stderr)
         return 2
+    if app_name(argv) == OIDC_APP:
+        try:
+            plugin = version("mlflow-oidc-auth")
+        except PackageNotFoundError:
+            plugin = None
+        if problem := oidc_auth_version_problem(plugin):
+            print(problem, file=sys.stderr)
+            return 2
+        os.environ[_AUTH_APP] = OIDC_APP
     if os.environ.pop(_UVICORN_CHILD, None) == "1":
         # Started by `mlflow server` in place of `python -m uvicorn` (job runner on).
         _patch_uvicorn_supervisor(_worker_count(argv))

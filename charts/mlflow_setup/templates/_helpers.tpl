@@ -138,6 +138,7 @@ user: {{ $auth.username }}
 password: {{ required "mysql.auth.password is required" $auth.password | quote }}
 database: {{ $auth.database }}
 authDatabase: {{ first $auth.extraDatabases }}
+oidcDatabase: {{ if gt (len $auth.extraDatabases) 1 }}{{ index $auth.extraDatabases 1 }}{{ end }}
 {{- else -}}
 {{- $db := .Values.externalDatabase -}}
 host: {{ required "externalDatabase.host is required when mysql.enabled is false" $db.host | quote }}
@@ -146,6 +147,7 @@ user: {{ $db.user | quote }}
 password: {{ required "externalDatabase.password is required" $db.password | quote }}
 database: {{ $db.database | quote }}
 authDatabase: {{ $db.authDatabase | quote }}
+oidcDatabase: {{ $db.oidcDatabase | quote }}
 {{- end -}}
 {{- end }}
 
@@ -214,4 +216,51 @@ app.kubernetes.io/component: test
 app.kubernetes.io/name: {{ include "mlflow-setup.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: maintenance
+{{- end }}
+
+{{/* With `tracking.auth.mode: oidc`: the sign-in settings, checked, with their defaults applied, as a dict. */}}
+{{- define "mlflow-setup.oidc" -}}
+{{- $oidc := .Values.tracking.auth.oidc -}}
+{{- if not (include "mlflow-setup.database" . | fromYaml).oidcDatabase }}
+{{- fail "tracking.auth.mode oidc needs the sign-in database: a second entry of mysql.auth.extraDatabases (or externalDatabase.oidcDatabase)" }}
+{{- end }}
+{{- $public := eq .Values.exposure.type "public" -}}
+discoveryUrl: {{ required "tracking.auth.oidc.discoveryUrl is required with tracking.auth.mode oidc" $oidc.discoveryUrl | quote }}
+issuer: {{ required "tracking.auth.oidc.issuer is required with tracking.auth.mode oidc" $oidc.issuer | quote }}
+clientId: {{ required "tracking.auth.oidc.clientId is required with tracking.auth.mode oidc" $oidc.clientId | quote }}
+audience: {{ $oidc.audience | default $oidc.clientId | quote }}
+{{- if $oidc.redirectUri }}
+redirectUri: {{ $oidc.redirectUri | quote }}
+{{- else if $public }}
+redirectUri: {{ printf "https://%s/callback" (required "exposure.hostname is required when exposure.type is public" .Values.exposure.hostname) | quote }}
+{{- else }}
+redirectUri: {{ printf "http://localhost:%v/callback" .Values.tracking.service.port | quote }}
+{{- end }}
+{{- if not $oidc.allowedGroups }}
+{{- fail "tracking.auth.oidc.allowedGroups must name at least one group with tracking.auth.mode oidc" }}
+{{- end }}
+{{- if not $oidc.adminGroups }}
+{{- fail "tracking.auth.oidc.adminGroups must name at least one group with tracking.auth.mode oidc" }}
+{{- end }}
+allowedGroups: {{ join "," $oidc.allowedGroups | quote }}
+adminGroups: {{ join "," $oidc.adminGroups | quote }}
+{{- end }}
+
+{{/* The sign-in plugin's provider registry (AUTH_PROVIDERS, JSON): the OpenID provider people sign in
+with, and the cluster's ServiceAccount issuer for run Jobs' tokens (only from the runs namespace). */}}
+{{- define "mlflow-setup.oidc.providers" -}}
+{{- $oidc := .Values.tracking.auth.oidc -}}
+{{- $settings := include "mlflow-setup.oidc" . | fromYaml -}}
+{{- $people := dict "id" "default" "type" "oidc" "discovery_url" $settings.discoveryUrl "client_id" $settings.clientId "audience" $settings.audience "issuer" $settings.issuer -}}
+{{- $providers := list $people -}}
+{{- with $oidc.runTokens.issuer -}}
+{{- $runs := dict "id" "runs" "type" "k8s" "issuer" . "audience" $oidc.runTokens.audience "namespace_allowlist" (list (include "mlflow-setup.project.namespace" $)) -}}
+{{- if $oidc.runTokens.jwks -}}
+{{- $_ := set $runs "jwks_inline" $oidc.runTokens.jwks -}}
+{{- else -}}
+{{- $_ := set $runs "discovery_url" ($oidc.runTokens.discoveryUrl | default (printf "%s/.well-known/openid-configuration" (trimSuffix "/" .))) -}}
+{{- end -}}
+{{- $providers = append $providers $runs -}}
+{{- end -}}
+{{- toJson $providers -}}
 {{- end }}

@@ -1,0 +1,322 @@
+"""Single sign-on for real (issue 13): the chart's `tracking.auth.mode: oidc` server (mlflow-oidc-auth,
+as pinned in the image) behind the chart's TLS terminator, signing people in through a local OpenID
+provider (in place of Entra ID), and run Jobs through their projected ServiceAccount token (signed by
+the local stand-in of the cluster's issuer).
+
+Browser sign-in and its session cookie, group mapping (allowed, admin, outsider), sign-out, bearer
+tokens for scripts and the CLI, the default permission, a run Job with no password, refused tokens
+(expired, foreign issuer, forged signature, wrong audience or namespace), tokens validated with cached
+keys (the provider down, requests still served), and no token in any log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from local import LocalStack, StackConfig, free_ports, oidc
+from local.stack import SIGN_IN_SERVICES
+
+# Every credential a test handles: none may appear in a log (checked last).
+SEEN_CREDENTIALS: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def sso_stack(helm_bin: str) -> Iterator[LocalStack]:
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-aks-sso-e2e-"))
+    os.chmod(workdir, 0o755)  # noqa: S103 (MariaDB's user enters it; secrets inside are 0600)
+    server, mysql, azurite, https, http, acme_port, acme_management, oidc_port = free_ports(8)
+    stack = LocalStack(
+        StackConfig(
+            workdir=workdir / "stack",
+            server_port=server,
+            mysql_port=mysql,
+            azurite_port=azurite,
+            https=True,
+            https_port=https,
+            http_port=http,
+            acme_port=acme_port,
+            acme_management_port=acme_management,
+            sign_in=True,
+            oidc_port=oidc_port,
+            helm=helm_bin,
+        )
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        recorded = [p for n in stack.config.services if (p := stack._proc(n)) is not None]
+        stack.stop()
+        leftovers = [p for p in recorded if p.group_pids()]
+        shutil.rmtree(workdir, ignore_errors=True)
+        assert not leftovers, f"processes left behind: {leftovers}"
+
+
+def browser(stack: LocalStack) -> httpx.Client:
+    trust = ssl.create_default_context(cafile=str(stack.ca_bundle))
+    return httpx.Client(base_url=stack.public_uri, verify=trust, timeout=30)
+
+
+def sign_in(stack: LocalStack, user: str) -> tuple[httpx.Client, httpx.Response]:
+    """What a browser does: the server's /login, the provider's form, back to the server's callback."""
+    client = browser(stack)
+    started = client.get("/login")
+    assert started.status_code == 302, started.text
+    authorize = started.headers["location"]
+    assert authorize.startswith(oidc.issuer(stack.config.oidc_port) + "/oauth2/authorize?")
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(authorize).query)
+    assert query["redirect_uri"] == [stack.redirect_uri] and query["client_id"] == [oidc.CLIENT_ID]
+    callback = oidc.sign_in_at_provider(authorize, user)
+    assert callback.startswith(stack.redirect_uri + "?")
+    finished = client.get(callback)
+    return client, finished
+
+
+def session_cookie(response: httpx.Response) -> str:
+    [cookie] = [c for c in response.headers.get_list("set-cookie") if c.startswith("session=")]
+    SEEN_CREDENTIALS.append(cookie.split(";")[0].split("=", 1)[1])
+    return cookie
+
+
+def current_user(client: httpx.Client, **kwargs) -> httpx.Response:
+    return client.get("/api/2.0/mlflow/users/current", **kwargs)
+
+
+def bearer(token: str) -> dict[str, str]:
+    SEEN_CREDENTIALS.append(token)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_browser_sign_in_gives_a_secure_httponly_samesite_session(sso_stack):
+    client, finished = sign_in(sso_stack, "alice@local")
+    assert finished.status_code == 302, finished.text
+    attributes = [part.strip().lower() for part in session_cookie(finished).split(";")]
+    assert "secure" in attributes and "httponly" in attributes and "samesite=lax" in attributes
+    me = current_user(client)
+    assert me.status_code == 200, me.text
+    assert me.json()["username"] == "alice@local" and me.json()["is_admin"] is False
+    assert {g["group_name"] for g in me.json()["groups"]} == {oidc.USERS_GROUP}
+    # The same API without the session: refused.
+    assert current_user(browser(sso_stack)).status_code == 401
+
+
+def test_groups_decide_who_signs_in_and_who_is_admin(sso_stack):
+    admin, _ = sign_in(sso_stack, "admin@local")
+    assert current_user(admin).json()["is_admin"] is True
+    outsider, finished = sign_in(sso_stack, "outsider@local")
+    # Signed in at the provider, but in no allowed group: no session at the server.
+    assert current_user(outsider).status_code == 401, finished.text
+    users = admin.get("/api/2.0/mlflow/users").json()
+    names = {u["username"] if isinstance(u, dict) else u for u in users}
+    assert "outsider@local" not in names and "admin@local" in names
+
+
+def test_sign_out_revokes_the_session(sso_stack):
+    client, finished = sign_in(sso_stack, "bob@local")
+    cookie = session_cookie(finished).split(";")[0]
+    assert current_user(client).status_code == 200
+    logout = client.get("/logout")
+    assert logout.status_code == 302
+    # A copy of the cookie kept from before (a stolen one, or another tab) no longer works either.
+    replay = browser(sso_stack)
+    assert current_user(replay, headers={"Cookie": cookie}).status_code == 401
+    assert current_user(client).status_code == 401
+
+
+def test_scripts_use_bearer_tokens_with_the_default_permission(sso_stack, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(sso_stack.ca_bundle))
+    # Other e2e modules' basic-auth credentials (the package's client_env) would win over the token.
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    alice_token, bob_token = sso_stack.bearer_token("alice@local"), sso_stack.bearer_token("bob@local")
+    bearer(alice_token), bearer(bob_token)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", alice_token)
+    alice = MlflowClient(tracking_uri=sso_stack.public_uri)
+    experiment = alice.create_experiment(f"sso-alice-{time.time_ns()}")
+    run = alice.create_run(experiment)
+    alice.log_metric(run.info.run_id, "loss", 0.5, step=1)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", bob_token)
+    bob = MlflowClient(tracking_uri=sso_stack.public_uri)
+    # READ by default (the chart's defaultPermission): Bob sees Alice's run, and cannot write to it.
+    assert bob.get_run(run.info.run_id).data.metrics["loss"] == 0.5
+    with pytest.raises(MlflowException, match="Permission denied"):
+        bob.log_metric(run.info.run_id, "loss", 0.1, step=2)
+    denied = browser(sso_stack).post(
+        "/api/2.0/mlflow/runs/log-metric",
+        json={"run_id": run.info.run_id, "key": "loss", "value": 0.1, "timestamp": 0, "step": 2},
+        headers={"Authorization": f"Bearer {bob_token}"},
+    )
+    assert denied.status_code == 403, denied.text
+    assert [m.step for m in bob.get_metric_history(run.info.run_id, "loss")] == [1]
+    # His own experiments are his to write.
+    own = bob.create_experiment(f"sso-bob-{time.time_ns()}")
+    bob.log_metric(bob.create_run(own).info.run_id, "loss", 0.2)
+
+
+def test_leaving_the_allowed_groups_ends_api_access(sso_stack):
+    """The plugin checks a bearer token's groups only when it creates the user; serve.py checks them on
+    every request, so someone removed from the groups cannot go on with a fresh token."""
+    port, user = sso_stack.config.oidc_port, f"carol-{time.time_ns()}@local"
+    oidc.set_user(port, user, {"email": user, "groups": [oidc.USERS_GROUP]})
+    assert _status(sso_stack, sso_stack.bearer_token(user)) == 200  # created on first use
+    oidc.set_user(port, user, {"email": user, "groups": ["another-team"]})
+    after = sso_stack.bearer_token(user)
+    refused = httpx.get(
+        f"{sso_stack.tracking_uri}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        headers=bearer(after),
+        timeout=10,
+    )
+    assert refused.status_code == 403 and "PERMISSION_DENIED" in refused.text
+    # No groups claim at all is no group either.
+    oidc.set_user(port, user, {"email": user})
+    assert _status(sso_stack, sso_stack.bearer_token(user)) == 403
+
+
+def test_run_job_signs_in_with_its_service_account_token_and_no_password(sso_stack):
+    result = sso_stack.run_project("train", f"sso-runs-{time.time_ns()}", {"n_samples": 300})
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.run_id
+    token = (sso_stack.workdir / "runs" / "volumes" / "tracking-token" / "token").read_text()
+    claims = json.loads(_segment(token, 1))
+    assert claims["aud"] == ["mlflow-tracking"] and claims["exp"] - claims["iat"] == 3600
+    me = httpx.get(
+        f"{sso_stack.tracking_uri}/api/2.0/mlflow/users/current", headers=bearer(token), timeout=10
+    ).json()
+    namespace, account = claims["sub"].split(":")[2:]
+    assert me["username"] == f"{account}.{namespace}@serviceaccount.cluster.local"
+    assert me["is_service_account"] is True and me["is_admin"] is False
+    # The run is the Job's: it wrote it, with no password anywhere in its environment.
+    admin = httpx.Client(base_url=sso_stack.tracking_uri, headers=bearer(sso_stack.bearer_token()))
+    run = admin.get("/api/2.0/mlflow/runs/get", params={"run_id": result.run_id}).json()["run"]
+    assert {m["key"] for m in run["data"]["metrics"]} >= {"accuracy", "f1"}
+
+
+def _segment(token: str, index: int) -> str:
+    import base64
+
+    part = token.split(".")[index]
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()
+
+
+def _status(stack: LocalStack, token: str) -> int:
+    return httpx.get(
+        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        headers=bearer(token),
+        timeout=10,
+    ).status_code
+
+
+def test_expired_foreign_forged_and_misdirected_tokens_are_status(sso_stack):
+    key = sso_stack.secrets["run_token_key"]
+    valid = dict(namespace="mlflow", service_account="mlflow-run", audience="mlflow-tracking")
+    assert _status(sso_stack, oidc.service_account_token(key, **valid, expiration_seconds=600)) == 200
+    expired = oidc.service_account_token(key, **valid, expiration_seconds=600, now=time.time() - 7200)
+    assert _status(sso_stack, expired) == 401
+    foreign_issuer = oidc.service_account_token(
+        key, **valid, expiration_seconds=600, issuer_url="https://attacker.example"
+    )
+    assert _status(sso_stack, foreign_issuer) == 401
+    # The right issuer, signed with a key that is not the issuer's.
+    forged = oidc.service_account_token(oidc.new_signing_key(), **valid, expiration_seconds=600)
+    assert _status(sso_stack, forged) == 401
+    wrong_audience = oidc.service_account_token(
+        key, **{**valid, "audience": "https://kubernetes.default.svc"}, expiration_seconds=600
+    )
+    assert _status(sso_stack, wrong_audience) == 401
+    # Only the runs namespace's ServiceAccounts are run identities.
+    other_namespace = oidc.service_account_token(
+        key, **{**valid, "namespace": "kube-system"}, expiration_seconds=600
+    )
+    assert _status(sso_stack, other_namespace) == 401
+    # A person's token with its signature altered.
+    person = sso_stack.bearer_token("alice@local")
+    header, payload, signature = person.split(".")
+    tampered = f"{header}.{payload}.{signature[:-4]}{'AAAA' if not signature.endswith('AAAA') else 'BBBB'}"
+    assert _status(sso_stack, tampered) == 401
+
+
+def test_tokens_are_checked_with_cached_keys_not_a_call_to_the_provider(sso_stack):
+    token = sso_stack.bearer_token("alice@local")
+    assert _status(sso_stack, token) == 200
+    assert SIGN_IN_SERVICES == ("oidc",)
+    sso_stack.stop_oidc()  # the provider goes away: Entra ID unreachable
+    try:
+        started = time.monotonic()
+        statuses = [_status(sso_stack, token) for _ in range(20)]
+        elapsed = time.monotonic() - started
+        assert statuses == [200] * 20
+        assert elapsed < 10, f"20 requests took {elapsed:.1f}s with the provider down"
+    finally:
+        sso_stack.start_oidc()
+
+
+def test_backups_hold_the_sign_in_database(sso_stack):
+    """Users, groups and grants of the sign-in mode live in its own database: backed up and restored
+    with the tracking database, in one snapshot."""
+    import pymysql
+
+    def sign_in_users() -> set[str]:
+        settings = {**sso_stack.database_settings(), "database": sso_stack.config.oidc_database}
+        connection = pymysql.connect(**settings)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT username FROM users")
+                return {row[0] for row in cursor.fetchall()}
+        finally:
+            connection.close()
+
+    before = sign_in_users()
+    assert {"alice@local", "bob@local", "admin@local"} <= before
+    taken = sso_stack.backup()
+    assert int(taken["tables"]) > 20
+    admin = browser(sso_stack)
+    admin.headers.update(bearer(sso_stack.bearer_token()))
+    deleted = admin.request("DELETE", "/api/2.0/mlflow/users", json={"username": "bob@local"})
+    assert deleted.status_code == 200, deleted.text
+    assert "bob@local" not in sign_in_users()
+    restored = sso_stack.restore(taken["name"])
+    assert restored["restored"] == taken["name"] and restored["left_out"] == []
+    assert sign_in_users() == before
+
+    # Back on basic auth (no sign-in database configured), the same backup restores everything else and
+    # says it left the sign-in users out, instead of refusing.
+    assert admin.request("DELETE", "/api/2.0/mlflow/users", json={"username": "bob@local"}).status_code == 200
+    with sso_stack._lock():
+        sso_stack.stop_server()
+        sso_stack.config.sign_in = False
+        try:
+            basic = sso_stack._run_task("backup", sso_stack._backup_tool("restore", taken["name"]))
+        finally:
+            sso_stack.config.sign_in = True
+        sso_stack._start_server()
+    assert basic["restored"] == taken["name"] and basic["left_out"] == ["sign-in"], basic
+    assert "bob@local" not in sign_in_users()  # left as it was
+
+
+def test_no_token_or_session_is_ever_logged(sso_stack):
+    assert len(SEEN_CREDENTIALS) >= 5
+    logs = [p for p in sso_stack.workdir.rglob("*.log*") if p.is_file()]
+    assert any(p.name == "server.log" for p in logs)
+    for log in logs:
+        text = log.read_text(errors="replace")
+        for credential in SEEN_CREDENTIALS:
+            # Any 24 characters of it (a JWT's signature, a cookie's value) would be a leak.
+            assert credential[-24:] not in text, f"a credential is in {log}"

@@ -7,6 +7,7 @@ teardown then checks that none of its processes is left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -28,12 +30,9 @@ TRAIN_PARAMS = {"n_samples": 600, "n_features": 8, "seed": 7, "C": 0.5, "max_ite
 
 @pytest.fixture(scope="package")
 def stack(helm_bin: str) -> Iterator[LocalStack]:
-    # Not pytest's tmp_path: MariaDB runs as user `mysql`, who cannot enter /tmp/pytest-of-root (0700).
-    workdir = Path(tempfile.mkdtemp(prefix="mlflow-aks-e2e-"))
-    os.chmod(workdir, 0o755)  # noqa: S103 (secrets inside are 0600)
     server_port, mysql_port, azurite_port = free_ports(3)
-    config = StackConfig(
-        workdir=workdir / "stack",
+    with own_stack(
+        "mlflow-aks-e2e-",
         server_port=server_port,
         mysql_port=mysql_port,
         azurite_port=azurite_port,
@@ -41,15 +40,29 @@ def stack(helm_bin: str) -> Iterator[LocalStack]:
         container="e2e-artifacts",
         artifacts_path="mlflow/artifacts",
         helm=helm_bin,
-    )
-    local_stack = LocalStack(config)
+    ) as local_stack:
+        yield local_stack
+
+
+@contextlib.contextmanager
+def own_stack(prefix: str, **config: Any) -> Iterator[LocalStack]:
+    """A started stack of a test module's own (other settings than the package's `stack`), in a fresh
+    directory; stopped at the end, and nothing it started may be left behind."""
+    # Not pytest's tmp_path: MariaDB runs as user `mysql`, who cannot enter /tmp/pytest-of-root (0700).
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(workdir, 0o755)  # noqa: S103 (secrets inside are 0600)
+    local_stack = LocalStack(StackConfig(workdir=workdir / "stack", **config))
+
+    def procs() -> list[Proc]:
+        return [p for n in local_stack.config.services if (p := local_stack._proc(n)) is not None]
+
     started: list[Proc] = []
     try:
         local_stack.start()
-        started = [p for n in ("mariadb", "azurite", "server") if (p := local_stack._proc(n)) is not None]
+        started = procs()  # tests may stop and start services: these must be gone too
         yield local_stack
     finally:
-        recorded = [p for n in ("mariadb", "azurite", "server") if (p := local_stack._proc(n)) is not None]
+        recorded = procs()
         local_stack.stop()
         leftovers = [p for p in {*started, *recorded} if p.group_pids()]
         shutil.rmtree(workdir, ignore_errors=True)

@@ -12,20 +12,17 @@ keys (the provider down, requests still served), and no token in any log.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import ssl
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from local import LocalStack, StackConfig, free_ports, oidc
+from local import LocalStack, free_ports, oidc
 from local.stack import SIGN_IN_SERVICES
+from tests.e2e.conftest import own_stack
 
 # Every credential a test handles: none may appear in a log (checked last).
 SEEN_CREDENTIALS: list[str] = []
@@ -33,34 +30,22 @@ SEEN_CREDENTIALS: list[str] = []
 
 @pytest.fixture(scope="module")
 def sso_stack(helm_bin: str) -> Iterator[LocalStack]:
-    workdir = Path(tempfile.mkdtemp(prefix="mlflow-aks-sso-e2e-"))
-    os.chmod(workdir, 0o755)  # noqa: S103 (MariaDB's user enters it; secrets inside are 0600)
     server, mysql, azurite, https, http, acme_port, acme_management, oidc_port = free_ports(8)
-    stack = LocalStack(
-        StackConfig(
-            workdir=workdir / "stack",
-            server_port=server,
-            mysql_port=mysql,
-            azurite_port=azurite,
-            https=True,
-            https_port=https,
-            http_port=http,
-            acme_port=acme_port,
-            acme_management_port=acme_management,
-            sign_in=True,
-            oidc_port=oidc_port,
-            helm=helm_bin,
-        )
-    )
-    try:
-        stack.start()
+    with own_stack(
+        "mlflow-aks-sso-e2e-",
+        server_port=server,
+        mysql_port=mysql,
+        azurite_port=azurite,
+        https=True,
+        https_port=https,
+        http_port=http,
+        acme_port=acme_port,
+        acme_management_port=acme_management,
+        sign_in=True,
+        oidc_port=oidc_port,
+        helm=helm_bin,
+    ) as stack:
         yield stack
-    finally:
-        recorded = [p for n in stack.config.services if (p := stack._proc(n)) is not None]
-        stack.stop()
-        leftovers = [p for p in recorded if p.group_pids()]
-        shutil.rmtree(workdir, ignore_errors=True)
-        assert not leftovers, f"processes left behind: {leftovers}"
 
 
 def browser(stack: LocalStack) -> httpx.Client:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import socket
 import ssl
 import tempfile
@@ -22,8 +21,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from local import LocalStack, StackConfig, acme, free_ports
+from local import LocalStack, acme, free_ports
 from local.procs import spawn, stop, wait_until
+from tests.e2e.conftest import own_stack
 
 # Multi-GiB, as the issue asks: more than any buffer or default body limit on the way.
 ARTIFACT_BYTES = 2 * 1024**3 + 12345
@@ -32,32 +32,20 @@ CHUNK = 8 * 1024**2
 
 @pytest.fixture(scope="module")
 def https_stack(helm_bin: str) -> Iterator[LocalStack]:
-    workdir = Path(tempfile.mkdtemp(prefix="mlflow-aks-tls-e2e-"))
-    os.chmod(workdir, 0o755)  # noqa: S103 (MariaDB's user enters it; secrets inside are 0600)
     server, mysql, azurite, https, http, acme_port, acme_management = free_ports(7)
-    stack = LocalStack(
-        StackConfig(
-            workdir=workdir / "stack",
-            server_port=server,
-            mysql_port=mysql,
-            azurite_port=azurite,
-            https=True,
-            https_port=https,
-            http_port=http,
-            acme_port=acme_port,
-            acme_management_port=acme_management,
-            helm=helm_bin,
-        )
-    )
-    try:
-        stack.start()
+    with own_stack(
+        "mlflow-aks-tls-e2e-",
+        server_port=server,
+        mysql_port=mysql,
+        azurite_port=azurite,
+        https=True,
+        https_port=https,
+        http_port=http,
+        acme_port=acme_port,
+        acme_management_port=acme_management,
+        helm=helm_bin,
+    ) as stack:
         yield stack
-    finally:
-        recorded = [p for n in stack.config.services if (p := stack._proc(n)) is not None]
-        stack.stop()
-        leftovers = [p for p in recorded if p.group_pids()]
-        shutil.rmtree(workdir, ignore_errors=True)
-        assert not leftovers, f"processes left behind: {leftovers}"
 
 
 @pytest.fixture

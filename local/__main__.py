@@ -48,7 +48,10 @@ def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
     if stack.config.sign_in:
         from local import oidc
 
-        print(f"MLflow UI and API: {stack.public_uri}  (sign in through the local OpenID provider as one of:")
+        # The browser comes back to the redirect URI's host (localhost): start there, so the session
+        # cookie is the one it keeps (browsers accept a Secure cookie from http://localhost).
+        ui = stack.redirect_uri.removesuffix("/callback")
+        print(f"MLflow UI and API: {ui}  (sign in through the local OpenID provider as one of:")
         for line in oidc.users_summary():
             print(f"  {line}")
         print(")  scripts: `export MLFLOW_TRACKING_TOKEN=$(python -m local token admin@local)`")

@@ -330,7 +330,13 @@ def test_the_group_gate_refuses_only_people_tokens_without_an_allowed_group(auth
 
     headers = [(b"host", b"mlflow")] + ([(b"authorization", authorization.encode())] if authorization else [])
     gate = serve.with_group_gate(app, "https://people", {"users"})
-    asyncio.run(gate({"type": "http", "headers": headers}, None, send))
+    # A loop of its own: asyncio.run() would unset the thread's event loop, which the Pulumi mocks of the
+    # tests that follow need.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(gate({"type": "http", "headers": headers}, None, send))
+    finally:
+        loop.close()
     assert bool(reached) is passes
     if not passes:
         assert sent[0]["status"] == 403 and b"PERMISSION_DENIED" in sent[1]["body"]

@@ -43,6 +43,8 @@ def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
     if missing:
         raise StackError("missing prerequisites: " + "; ".join(missing))
     extra = " and the TLS terminator (with a local ACME CA)" if stack.config.https else ""
+    if stack.config.sign_in:
+        extra += " with single sign-on (a local OpenID provider)"
     print(f"starting MariaDB, Azurite, the tracking server{extra} under {stack.workdir} ...", flush=True)
     stack.start()
     if stack.config.sign_in:

@@ -443,6 +443,22 @@ def test_the_lock_is_exactly_what_the_requirements_need(image_venvs, image):
     assert sorted(lock_entries(image)) == closure["needed"], f"{image}: run scripts/lock-requirements {image}"
 
 
+def migrate_env(python: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """migrate.py's environment in an image venv, SQLite standing in for MySQL (auth.db, mlflow.db)."""
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path}/auth.db\n"
+        "admin_username = admin\n"
+    )
+    return {
+        "PATH": str(python.parent),
+        "HOME": str(tmp_path),
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        **extra,
+    }
+
+
 def test_tracking_image_imports_and_runs_its_entry_points(image_venvs, tmp_path):
     python = image_venvs["tracking-server"]
     app = IMAGES["tracking-server"]
@@ -460,19 +476,7 @@ def test_tracking_image_imports_and_runs_its_entry_points(image_venvs, tmp_path)
     done = run_in(python, str(app / "ready.py"), "--help")
     assert done.returncode == 0 and "--port" in done.stdout
     # migrate.py really initialises both schemas (SQLite stands in for MySQL here).
-    ini = tmp_path / "basic_auth.ini"
-    ini.write_text(
-        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path}/auth.db\n"
-        "admin_username = admin\n"
-    )
-    env = {
-        "PATH": str(python.parent),
-        "HOME": str(tmp_path),
-        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/mlflow.db",
-        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
-        "MLFLOW_RUN_USERNAME": "runner",
-        "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
-    }
+    env = migrate_env(python, tmp_path, MLFLOW_RUN_USERNAME="runner", MLFLOW_AUTH_ADMIN_USERNAME="admin")
     # One interpreter (MLflow takes seconds to import): migrate.py as the init container runs it, then
     # again with a new run password (nothing left to migrate; the run user's password is reset), then
     # what the server imports and what migrate.py left behind. Between runs the admin changes their
@@ -585,18 +589,7 @@ def test_tracking_image_migrates_the_sign_in_database(image_venvs, tmp_path):
     """With OIDC_USERS_DB_URI (sign-in mode), migrate.py creates the plugin's schema too, and the image
     has the plugin's app."""
     python, app = image_venvs["tracking-server"], IMAGES["tracking-server"]
-    ini = tmp_path / "basic_auth.ini"
-    ini.write_text(
-        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path}/auth.db\n"
-        "admin_username = admin\n"
-    )
-    env = {
-        "PATH": str(python.parent),
-        "HOME": str(tmp_path),
-        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/mlflow.db",
-        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
-        "OIDC_USERS_DB_URI": f"sqlite:///{tmp_path}/sign-in.db",
-    }
+    env = migrate_env(python, tmp_path, OIDC_USERS_DB_URI=f"sqlite:///{tmp_path}/sign-in.db")
     done = run_in(python, str(app / "migrate.py"), cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "migrating the sign-in database" in done.stderr

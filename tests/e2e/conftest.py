@@ -30,12 +30,8 @@ TRAIN_PARAMS = {"n_samples": 600, "n_features": 8, "seed": 7, "C": 0.5, "max_ite
 
 @pytest.fixture(scope="package")
 def stack(helm_bin: str) -> Iterator[LocalStack]:
-    server_port, mysql_port, azurite_port = free_ports(3)
     with own_stack(
         "mlflow-aks-e2e-",
-        server_port=server_port,
-        mysql_port=mysql_port,
-        azurite_port=azurite_port,
         storage_account="e2eaccount",
         container="e2e-artifacts",
         artifacts_path="mlflow/artifacts",
@@ -44,10 +40,20 @@ def stack(helm_bin: str) -> Iterator[LocalStack]:
         yield local_stack
 
 
+# StackConfig's ports: a stack of its own gets free ones (those of services it does not run stay unused).
+PORT_SETTINGS = (
+    "server_port", "mysql_port", "azurite_port", "https_port", "http_port", "acme_port",
+    "acme_management_port", "oidc_port",
+)  # fmt: skip
+
+
 @contextlib.contextmanager
 def own_stack(prefix: str, **config: Any) -> Iterator[LocalStack]:
     """A started stack of a test module's own (other settings than the package's `stack`), in a fresh
-    directory; stopped at the end, and nothing it started may be left behind."""
+    directory, every port a free one unless `config` names it; stopped at the end, and nothing it started
+    may be left behind."""
+    for name, port in zip(PORT_SETTINGS, free_ports(len(PORT_SETTINGS)), strict=True):
+        config.setdefault(name, port)
     # Not pytest's tmp_path: MariaDB runs as user `mysql`, who cannot enter /tmp/pytest-of-root (0700).
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(workdir, 0o755)  # noqa: S103 (secrets inside are 0600)

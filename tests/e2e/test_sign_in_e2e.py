@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from local import LocalStack, free_ports, oidc
+from local import LocalStack, oidc
 from local.stack import SIGN_IN_SERVICES
 from tests.e2e.conftest import own_stack
 
@@ -30,19 +30,10 @@ SEEN_CREDENTIALS: list[str] = []
 
 @pytest.fixture(scope="module")
 def sso_stack(helm_bin: str) -> Iterator[LocalStack]:
-    server, mysql, azurite, https, http, acme_port, acme_management, oidc_port = free_ports(8)
     with own_stack(
         "mlflow-aks-sso-e2e-",
-        server_port=server,
-        mysql_port=mysql,
-        azurite_port=azurite,
         https=True,
-        https_port=https,
-        http_port=http,
-        acme_port=acme_port,
-        acme_management_port=acme_management,
         sign_in=True,
-        oidc_port=oidc_port,
         helm=helm_bin,
     ) as stack:
         yield stack

@@ -32,17 +32,9 @@ CHUNK = 8 * 1024**2
 
 @pytest.fixture(scope="module")
 def https_stack(helm_bin: str) -> Iterator[LocalStack]:
-    server, mysql, azurite, https, http, acme_port, acme_management = free_ports(7)
     with own_stack(
         "mlflow-aks-tls-e2e-",
-        server_port=server,
-        mysql_port=mysql,
-        azurite_port=azurite,
         https=True,
-        https_port=https,
-        http_port=http,
-        acme_port=acme_port,
-        acme_management_port=acme_management,
         helm=helm_bin,
     ) as stack:
         yield stack

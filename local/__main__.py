@@ -139,7 +139,7 @@ def _require_running_database(stack: LocalStack) -> None:
 
 def cmd_backup(stack: LocalStack, args: argparse.Namespace) -> int:
     _require_running_database(stack)
-    taken = stack.backup()
+    taken = stack.backup("manual")
     print(f"backup {taken['name']}: {taken['rows']} rows, {taken['bytes']} bytes, {taken['seconds']} s")
     return 0
 
@@ -147,17 +147,21 @@ def cmd_backup(stack: LocalStack, args: argparse.Namespace) -> int:
 def cmd_backups(stack: LocalStack, args: argparse.Namespace) -> int:
     _require_running_database(stack)
     for backup in stack.backups():
-        print(f"{backup['name']}  {backup['size']:>12,} bytes  {backup['metadata'].get('rows', '?'):>9} rows")
+        rows = backup["metadata"].get("rows", "?")
+        print(f"{backup['name']}  {backup['kind']:<13} {backup['size']:>12,} bytes  {rows:>9} rows")
     return 0
 
 
 def cmd_restore(stack: LocalStack, args: argparse.Namespace) -> int:
-    _require_running_database(stack)
-    done = stack.restore(args.name)
-    print(
-        f"restored {done['restored']}: {done['rows']} rows in {done['seconds']} s "
-        f"(what was there before: {done['safety_backup']})"
-    )
+    done = stack.restore(args.name, force=args.force)
+    print(f"restored {done['restored']}: {done['runs']} runs, {done['rows']} rows in {done['seconds']} s")
+    if done["safety_backup"]:
+        print(f"what was there before is backup {done['safety_backup']} (restore it by name to undo)")
+    else:
+        print("the databases held no table before: nothing to keep")
+    if done["created"]:
+        print(f"created the missing database(s): {', '.join(done['created'])}")
+    print(f"MLflow: {stack.public_uri}")
     return 0
 
 
@@ -210,8 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-P", "--param", action="append", default=[], help="key=value for the entry point")
     sub.add_parser("backup", help="back up both databases now (the chart's backup CronJob)")
     sub.add_parser("backups", help="list the complete backups, oldest first")
-    restore = sub.add_parser("restore", help="stop the server, restore a backup, start the server")
-    restore.add_argument("name", help="`latest`, or a name from `backups`")
+    restore = sub.add_parser(
+        "restore", help="restore a backup (from any state: databases dropped, server down) and serve it"
+    )
+    restore.add_argument(
+        "name", help="`latest` (the newest but pre-restore copies), or a name from `backups`"
+    )
+    restore.add_argument(
+        "--force", action="store_true", help="replace databases holding runs with a backup holding none"
+    )
     sub.add_parser("gc", help="run the chart's gc CronJob now (mlflow gc --older-than <gc.olderThan>)")
     args = parser.parse_args(argv)
 

@@ -187,8 +187,19 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+# A restore's staging databases beside each database (STAGING_SUFFIXES of images/tracking-server/backup.py,
+# granted on the cluster by charts/mysql's `mysql.restoreGrants`).
+RESTORE_STAGING_SUFFIXES = ("_restore", "_replaced")
+
+
+def _literal(database: str) -> str:
+    """A database name in a GRANT, `_` escaped: it names that one database, not a pattern."""
+    return database.replace("_", "\\_")
+
+
 def ensure_databases(paths: MariaDBPaths, user: str, password: str, databases: list[str]) -> None:
-    """Databases and the MLflow user (from 127.0.0.1 only), with the current generated password."""
+    """Databases and the MLflow user (from 127.0.0.1 only), with the current generated password, and its
+    rights on them and on a restore's staging databases (created by the restore itself)."""
     statements = [f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4;" for db in databases]
     account = f"{_quote(user)}@'127.0.0.1'"
     statements += [
@@ -196,5 +207,10 @@ def ensure_databases(paths: MariaDBPaths, user: str, password: str, databases: l
         f"ALTER USER {account} IDENTIFIED BY {_quote(password)};",
     ]
     statements += [f"GRANT ALL PRIVILEGES ON `{db}`.* TO {account};" for db in databases]
+    statements += [
+        f"GRANT ALL PRIVILEGES ON `{_literal(db + suffix)}`.* TO {account};"
+        for db in databases
+        for suffix in RESTORE_STAGING_SUFFIXES
+    ]
     statements.append("FLUSH PRIVILEGES;")
     sql(paths, "\n".join(statements))

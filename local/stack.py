@@ -423,13 +423,14 @@ class LocalStack:
 
     def _run_task(self, task: str, argv: list[str] | None = None, timeout: float = 3600) -> dict:
         spec = self._task(task)
+        argv = argv or spec.argv
         done = subprocess.run(
-            argv or spec.argv, env=spec.env, cwd=spec.cwd, capture_output=True, text=True, check=False,
-            timeout=timeout,
+            argv, env=spec.env, cwd=spec.cwd, capture_output=True, text=True, check=False, timeout=timeout,
         )  # fmt: skip
         if done.returncode != 0:
+            what = f"backup.py {argv[2]}" if task == "backup" else task
             raise StackError(
-                f"{task} failed (exit {done.returncode}): {(done.stderr or done.stdout)[-2000:]}"
+                f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout)[-2000:]}"
             )
         return json.loads(done.stdout) if task == "backup" else {"output": done.stdout + done.stderr}
 
@@ -438,27 +439,46 @@ class LocalStack:
         python, script, *_ = self._task("backup").argv
         return [python, script, *args]
 
-    def backup(self) -> dict:
-        """The chart's backup CronJob, run now: name, size, rows of the new backup."""
-        return self._run_task("backup")
+    def backup(self, reason: str = "manual") -> dict:
+        """The chart's backup CronJob's container, run now: name, size, rows of the new backup."""
+        return self._run_task("backup", self._backup_tool("backup", "--reason", reason))
 
     def backups(self) -> list[dict]:
+        """Complete backups, oldest first: name, kind (scheduled, manual, pre-migration, pre-restore)."""
         return self._run_task("backup", self._backup_tool("list"))["backups"]
 
-    def restore(self, name: str = "latest") -> dict:
-        """Stop the server, restore backup `name` (backup.py checks it first and backs up what is there),
-        then start the server again."""
+    def restore(self, name: str = "latest", *, force: bool = False) -> dict:
+        """Restore backup `name` from whatever state the stack is in, and end with the server serving.
+
+        MariaDB and Azurite are started if they are not. While the server still serves, the backup is
+        checked and the restore's refusals made (an empty backup over runs): a bad one stops nothing. Then
+        the server is stopped, whether it was serving, stopped or failing because its databases are gone;
+        backup.py restores (missing databases created; nothing changed unless the whole backup loads); the
+        server is started again, also after a failed restore, on the databases as they were. Raises
+        StackError saying what happened and what to do next."""
         with self._lock():
-            # A backup that is not whole is refused while the server still serves: nothing stops.
-            self._run_task("backup", self._backup_tool("verify", name))
-            running = self._server_running()
-            if running:
-                self.stop_server()
+            azurite_proc = self._spawn_azurite()
+            self._start_mariadb()
+            self._start_azurite(azurite_proc)
+            options = ["--force"] if force else []
+            self._run_task("backup", self._backup_tool("restore", name, *options, "--dry-run"))
+            self.stop_server()
+            failed: StackError | None = None
             try:
-                return self._run_task("backup", self._backup_tool("restore", name))
-            finally:
-                if running:
-                    self._start_server()
+                done = self._run_task("backup", self._backup_tool("restore", name, *options))
+            except StackError as error:
+                failed = error
+            try:
+                self._start_server()
+            except StackError as error:
+                raise StackError(
+                    f"{failed or 'the restore succeeded'}; but the tracking server does not start on the "
+                    f"databases as they are now: {error}\nNext: restore a backup that passes its checks "
+                    "(`python -m local backups`, then `python -m local restore <name>`)"
+                ) from error
+            if failed:
+                raise StackError(f"{failed}\nThe tracking server serves the databases as they were.")
+            return done
 
     def collect_garbage(self) -> str:
         """The chart's gc CronJob, run now (`mlflow gc --older-than <gc.olderThan>`)."""

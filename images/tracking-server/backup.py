@@ -26,9 +26,17 @@ ends with a trailer holding the row count of every table.
 - the trailer is there;
 - the rows it holds are the rows the trailer counts.
 
-Then it takes a backup of the current databases (`pre-restore`), replaces every table of the
-backup's databases with the backup's, and checks the row counts again. Stop the tracking servers first: the
-local stack does it for you, on the cluster `kubectl scale` does (docs/backup-and-restore.md).
+Then it backs up what is there (a `pre-restore` backup; skipped when the databases hold no table), loads
+the backup into staging databases (`<database>_restore`) and counts their rows, and only then swaps them
+in with one `RENAME TABLE` over every table of every database, which MySQL and MariaDB apply atomically:
+all or nothing. Until that statement, the live databases are untouched, so a restore that fails (a bad
+statement, the database server stopping, the pod killed) leaves them exactly as they were. Databases that
+are missing (dropped) are created first. Stop the tracking servers first: the local stack does it for
+you, on the cluster scripts/cluster-restore does.
+
+**Which backup.** `latest` is the newest backup of the team's data (`scheduled`, `manual` or
+`pre-migration`), never a `pre-restore` copy a restore took of what it replaced: restore one of those by
+name. Replacing databases that hold runs with a backup that holds none needs `--force`.
 """
 
 from __future__ import annotations
@@ -53,9 +61,17 @@ from datetime import UTC, datetime
 FORMAT = "mlflow-aks backup 1"
 DESTINATION_ENV = "MLFLOW_AKS_BACKUP_DESTINATION"
 SUFFIX = ".sql.gz"
+# A backup is complete once this empty blob exists beside it, its metadata holding the backup's checksum.
+MARKER = ".complete"
 ROWS_PER_INSERT = 500
 BYTES_PER_INSERT = 512 * 1024  # well under MySQL's and MariaDB's max_allowed_packet
 REASON = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# Kinds of backup (the reason in its name). A safety copy taken by a restore is never `latest`.
+SAFETY_KIND = "pre-restore"
+# Staging databases of a restore, beside each database: the backup is loaded into `<name>_restore`, and the
+# tables it replaces are moved to `<name>_replaced` by the swap, then dropped. The database user needs
+# every privilege on both (charts/mysql `mysql.alignSql`, local/mariadb.py grant them).
+STAGING_SUFFIXES = ("_restore", "_replaced")
 
 
 class BackupError(Exception):
@@ -119,10 +135,17 @@ def databases(environ: dict[str, str]) -> list[Database]:
 def connect(database: Database, **options):
     import pymysql
 
-    return pymysql.connect(
-        host=database.host, port=database.port, user=database.user, password=database.password,
-        charset="utf8mb4", **options,
-    )  # fmt: skip
+    try:
+        return pymysql.connect(
+            host=database.host, port=database.port, user=database.user, password=database.password,
+            charset="utf8mb4", **options,
+        )  # fmt: skip
+    except pymysql.err.OperationalError as error:
+        raise BackupError(
+            f"cannot reach the database server at {database.host}:{database.port} as {database.user!r} "
+            f"({error.args[-1]}): it must run first (cluster: `kubectl get pods -l "
+            "app.kubernetes.io/component=database`; local stack: `python -m local up`)"
+        ) from error
 
 
 def _ident(name: str) -> str:
@@ -130,6 +153,14 @@ def _ident(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ destination
+
+
+def kind_of(name: str, metadata: dict[str, str]) -> str:
+    """`scheduled`, `manual`, `pre-migration` or `pre-restore`: the reason it was taken."""
+    if reason := metadata.get("reason"):
+        return reason
+    match = re.fullmatch(r"mlflow-\d{8}T\d+Z-(.+)" + re.escape(SUFFIX), name)
+    return match.group(1) if match else "unknown"
 
 
 class Destination:
@@ -158,20 +189,34 @@ class Destination:
         return f"{self.prefix}/{name}" if self.prefix else name
 
     def list(self) -> list[dict]:
-        """Complete backups, oldest first: name, size, metadata."""
-        found = []
+        """Complete backups, oldest first: name, kind, size, metadata."""
+        blobs = {}
         for blob in self.container.list_blobs(name_starts_with=self._blob_name(""), include=["metadata"]):
             name = blob.name[len(self._blob_name("")) :]
-            if name.endswith(SUFFIX) and "/" not in name and (blob.metadata or {}).get("complete") == "true":
-                found.append({"name": name, "size": blob.size, "metadata": dict(blob.metadata)})
+            if "/" not in name:
+                blobs[name] = blob
+        found = []
+        for name, blob in blobs.items():
+            if not name.endswith(SUFFIX):
+                continue
+            marker = blobs.get(name + MARKER)
+            # Backups taken before markers existed carry `complete` in their own metadata.
+            metadata = dict(marker.metadata or {}) if marker else dict(blob.metadata or {})
+            if metadata.get("complete") == "true":
+                kind = kind_of(name, metadata)
+                found.append({"name": name, "kind": kind, "size": blob.size, "metadata": metadata})
         return sorted(found, key=lambda b: b["name"])
 
     def resolve(self, name: str) -> dict:
         backups = self.list()
-        if not backups:
-            raise BackupError(f"no complete backup in {self.where}")
         if name == "latest":
-            return backups[-1]
+            team = [b for b in backups if b["kind"] != SAFETY_KIND]
+            if not team:
+                raise BackupError(
+                    f"no complete backup of the team's data in {self.where}"
+                    + (f" (only {SAFETY_KIND} copies: restore one by name)" if backups else "")
+                )
+            return team[-1]
         for backup in backups:
             if backup["name"] == name:
                 return backup
@@ -182,8 +227,10 @@ class Destination:
         self.container.get_blob_client(self._blob_name(name)).upload_blob(iter(chunks), overwrite=False)
 
     def mark_complete(self, name: str, metadata: dict[str, str]) -> None:
-        self.container.get_blob_client(self._blob_name(name)).set_blob_metadata(
-            {**metadata, "complete": "true"}
+        """A marker blob beside the backup, holding its checksum, size and counts. A new blob, never a
+        change to the backup: the backups container may be immutable (write once, read many)."""
+        self.container.get_blob_client(self._blob_name(name + MARKER)).upload_blob(
+            b"", overwrite=False, metadata={**metadata, "complete": "true"}
         )
 
     def download(self, name: str, into: io.BufferedWriter) -> None:
@@ -197,6 +244,25 @@ def _value(conn, value) -> str:
     if isinstance(value, float) and value != value:  # NaN: MySQL stores none; never written by MLflow
         raise BackupError("a NaN value in the database cannot be dumped")
     return conn.escape(value)
+
+
+def _triggers(cursor, schema: str) -> list[dict[str, str]]:
+    """The triggers of `schema` (MLflow guards its `secrets` table with one), each as a CREATE TRIGGER
+    without a DEFINER: restored by whoever restores, so a backup moves between servers and users."""
+    cursor.execute(
+        "SELECT trigger_name, action_timing, event_manipulation, event_object_table, action_statement "
+        "FROM information_schema.triggers WHERE trigger_schema = %s ORDER BY trigger_name",
+        (schema,),
+    )
+    return [
+        {
+            "name": name,
+            "table": table,
+            "create": f"CREATE TRIGGER {_ident(name)} {timing} {event} ON {_ident(table)} "
+            f"FOR EACH ROW {body}",
+        }
+        for name, timing, event, table, body in cursor.fetchall()
+    ]
 
 
 def dump_lines(conn, targets: list[Database], counts: dict[str, int]) -> Iterator[str]:
@@ -241,6 +307,9 @@ def dump_lines(conn, targets: list[Database], counts: dict[str, int]) -> Iterato
                     yield insert + ",".join(batch) + ";\n"
             counts[f"{database.role}.{table}"] = rows
             yield f"-- rows {json.dumps({'table': table, 'rows': rows})}\n"
+        with conn.cursor() as cursor:
+            for trigger in _triggers(cursor, database.name):
+                yield "-- trigger " + json.dumps(trigger) + "\n"
     yield "-- end " + json.dumps({"tables": counts}, sort_keys=True) + "\n"
 
 
@@ -291,6 +360,7 @@ def take(destination: Destination, targets: list[Database], reason: str) -> dict
         "sha256": digest.hexdigest(),
         "bytes": str(size[0]),
         "rows": str(sum(counts.values())),
+        "runs": str(counts.get("tracking.runs", 0)),
         "tables": str(len(counts)),
         "reason": reason,
     }
@@ -357,12 +427,82 @@ def check(destination: Destination, name: str, workdir: str) -> Checked:
     return Checked(path, header, trailer)
 
 
+def _tables(cursor, schema: str) -> list[str]:
+    cursor.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+        "AND table_type = 'BASE TABLE' ORDER BY table_name",
+        (schema,),
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _schema_options(cursor, schema: str) -> tuple[bool, str]:
+    """Whether `schema` exists, and the CHARACTER SET / COLLATE clause to create its like with."""
+    cursor.execute(
+        "SELECT default_character_set_name, default_collation_name FROM information_schema.schemata "
+        "WHERE schema_name = %s",
+        (schema,),
+    )
+    row = cursor.fetchone()
+    # New databases as charts/mysql creates them.
+    charset, collation = row or ("utf8mb4", "utf8mb4_bin")
+    return row is not None, f"CHARACTER SET {charset} COLLATE {collation}"
+
+
+def _runs_in(cursor, tracking: Database | None) -> int:
+    """Runs in the live tracking database (0 when it, or its runs table, is gone)."""
+    if tracking is None or "runs" not in _tables(cursor, tracking.name):
+        return 0
+    cursor.execute(f"SELECT COUNT(*) FROM {_ident(tracking.name)}.`runs`")  # noqa: S608
+    return cursor.fetchone()[0]
+
+
+def _load(cursor, checked: Checked, staging: dict[str, str]) -> tuple[dict[str, int], dict[str, list[dict]]]:
+    """Load the backup's databases into the (empty) staging databases: the rows each table then holds, and
+    the triggers of each database, created only once the tables are in place (a table with a trigger
+    cannot move to another database)."""
+    role = None
+    triggers: dict[str, list[dict]] = {role: [] for role in staging}
+    for line in _statements(checked.path):
+        if line.startswith("-- database "):
+            role = line[len("-- database ") :].strip()
+            if role in staging:
+                cursor.execute(f"USE {_ident(staging[role])}")
+        elif line.startswith("-- trigger ") and role in staging:
+            triggers[role].append(json.loads(line[len("-- trigger ") :]))
+        elif role in staging and not line.startswith("--") and line.strip():
+            cursor.execute(line.rstrip("\n").rstrip(";"))
+    loaded = {}
+    for key in checked.counts:
+        role, table = key.split(".", 1)
+        if role in staging:
+            cursor.execute(f"SELECT COUNT(*) FROM {_ident(staging[role])}.{_ident(table)}")  # noqa: S608
+            loaded[key] = cursor.fetchone()[0]
+    return loaded, triggers
+
+
+def _create_triggers(cursor, schema: str, triggers: list[dict]) -> None:
+    cursor.execute(f"USE {_ident(schema)}")
+    for trigger in triggers:
+        cursor.execute(trigger["create"])
+
+
 def restore(
-    destination: Destination, targets: list[Database], name: str, *, safety_backup: bool = True
+    destination: Destination,
+    targets: list[Database],
+    name: str,
+    *,
+    safety_backup: bool = True,
+    force: bool = False,
+    dry_run: bool = False,
 ) -> dict:
-    """Replace the backup's databases with backup `name` (after checking it, and backing up what is there)."""
+    """Replace the backup's databases with backup `name`: check it, back up what is there, load it beside
+    the live databases, then swap it in at once. Any failure before the swap leaves the live databases
+    as they were; the error says so. `dry_run`: check the backup and whether the restore would go ahead
+    (the refusals below), and change nothing: what to run while the server still serves."""
     with tempfile.TemporaryDirectory(prefix="mlflow-restore-") as workdir:
         checked = check(destination, name, workdir)
+        backup_name = os.path.basename(checked.path)
         by_role = {d.role: d for d in targets}
         missing = set(checked.databases) - set(by_role)
         if missing - OPTIONAL_ROLES:
@@ -372,51 +512,145 @@ def restore(
         # A backup taken with single sign-on, restored after switching back to basic auth: the sign-in
         # users are left out (the server has no use for them), everything else is restored.
         roles = [role for role in checked.databases if role in by_role]
-        safety = take(destination, targets, "pre-restore") if safety_backup else None
-        started = time.monotonic()
+        live = {role: by_role[role].name for role in roles}
+        staging = {role: live[role] + STAGING_SUFFIXES[0] for role in roles}
+        replaced = {role: live[role] + STAGING_SUFFIXES[1] for role in roles}
         conn = connect(targets[0], autocommit=True)
         try:
             with conn.cursor() as cursor:
-                cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
-                cursor.execute("SET UNIQUE_CHECKS = 0")
-                # A stored 0 in an AUTO_INCREMENT column (MLflow's Default experiment is id 0) stays 0,
-                # instead of taking the next id (what mysqldump's header does too).
-                cursor.execute("SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
-                for role in roles:
-                    target = by_role[role]
+                present = {role: _tables(cursor, live[role]) for role in roles}
+                runs_now = _runs_in(cursor, by_role.get("tracking"))
+            runs_in_backup = checked.counts.get("tracking.runs", 0)
+            if not runs_in_backup and not force:
+                _refuse_empty(destination, backup_name, name, runs_now)
+            # Nothing to keep when every table is gone (the databases were dropped): no empty safety copy.
+            keep = safety_backup and any(present.values())
+            if dry_run:
+                return {"would_restore": backup_name, "runs": runs_in_backup, "runs_now": runs_now}
+            safety = take(destination, targets, SAFETY_KIND) if keep else None
+            started = time.monotonic()
+            created: list[str] = []
+            dropped_triggers: dict[str, list[dict]] = {}
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
+                    cursor.execute("SET UNIQUE_CHECKS = 0")
+                    # A stored 0 in an AUTO_INCREMENT column (MLflow's Default experiment is id 0) stays
+                    # 0, instead of taking the next id (what mysqldump's header does too).
                     cursor.execute(
-                        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
-                        "AND table_type = 'BASE TABLE'",
-                        (target.name,),
+                        "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_AUTO_VALUE_ON_ZERO')"
                     )
-                    for (table,) in cursor.fetchall():
-                        cursor.execute(f"DROP TABLE {_ident(target.name)}.{_ident(table)}")
-                role = None
-                for line in _statements(checked.path):
-                    if line.startswith("-- database "):
-                        role = line[len("-- database ") :].strip()
-                        if role in by_role:
-                            cursor.execute(f"USE {_ident(by_role[role].name)}")
-                    elif role in by_role and not line.startswith("--") and line.strip():
-                        cursor.execute(line.rstrip("\n").rstrip(";"))
-                cursor.execute("SET FOREIGN_KEY_CHECKS = 1")
-                restored = {}
-                expected = {k: v for k, v in checked.counts.items() if k.split(".", 1)[0] in by_role}
-                for key in expected:
-                    role, table = key.split(".", 1)
-                    cursor.execute(f"SELECT COUNT(*) FROM {_ident(by_role[role].name)}.{_ident(table)}")  # noqa: S608
-                    restored[key] = cursor.fetchone()[0]
+                    for role in roles:
+                        exists, options = _schema_options(cursor, live[role])
+                        # Leftovers of an interrupted restore go first.
+                        for schema in (staging[role], replaced[role]):
+                            cursor.execute(f"DROP DATABASE IF EXISTS {_ident(schema)}")
+                            cursor.execute(f"CREATE DATABASE {_ident(schema)} {options}")
+                        if not exists:
+                            cursor.execute(f"CREATE DATABASE {_ident(live[role])} {options}")
+                            created.append(live[role])
+                    loaded, triggers = _load(cursor, checked, staging)
+                    expected = {k: v for k, v in checked.counts.items() if k.split(".", 1)[0] in staging}
+                    if loaded != expected:
+                        raise BackupError("the loaded tables do not hold the backup's rows")
+                    # Live triggers keep their tables from moving: dropped just before the swap, made
+                    # again if it fails (below).
+                    live_triggers = {role: _triggers(cursor, live[role]) for role in roles}
+                    for role in roles:
+                        for trigger in live_triggers[role]:
+                            cursor.execute(f"DROP TRIGGER {_ident(live[role])}.{_ident(trigger['name'])}")
+                    dropped_triggers = live_triggers
+                    # The swap: one statement, applied whole or not at all (MySQL 8.4 reference manual,
+                    # "RENAME TABLE Statement": "If any errors occur during a RENAME TABLE, the statement
+                    # fails and no changes are made"; MariaDB: "The rename operation is done atomically").
+                    moves = [
+                        f"{_ident(live[r])}.{_ident(t)} TO {_ident(replaced[r])}.{_ident(t)}"
+                        for r in roles
+                        for t in present[r]
+                    ]
+                    moves += [
+                        f"{_ident(staging[r])}.{_ident(t)} TO {_ident(live[r])}.{_ident(t)}"
+                        for r in roles
+                        for t in _tables(cursor, staging[r])
+                    ]
+                    cursor.execute("RENAME TABLE " + ", ".join(moves))
+            except BaseException as error:
+                _restore_triggers_quietly(conn, live, dropped_triggers)
+                _drop_quietly(conn, [*staging.values(), *replaced.values(), *created])
+                if isinstance(error, Exception):
+                    raise BackupError(
+                        f"restoring {backup_name} failed ({error}); the databases are as they were before"
+                        + (f" (and backed up as {safety['name']})" if safety else "")
+                    ) from error
+                raise
+            try:
+                with conn.cursor() as cursor:
+                    for role in roles:
+                        _create_triggers(cursor, live[role], triggers[role])
+            except Exception as error:
+                raise BackupError(
+                    f"{backup_name} is restored, but its triggers could not be made again ({error}): "
+                    "run the same restore again"
+                ) from error
+            _drop_quietly(conn, [*staging.values(), *replaced.values()])
         finally:
             conn.close()
-        if restored != expected:
-            raise BackupError("after the restore, the tables do not hold the backup's rows")
         return {
-            "restored": os.path.basename(checked.path),
-            "rows": sum(restored.values()),
+            "restored": backup_name,
+            "rows": sum(loaded.values()),
+            "runs": runs_in_backup,
             "seconds": round(time.monotonic() - started, 1),
             "safety_backup": safety["name"] if safety else None,
+            "created": created,
             "left_out": sorted(missing),
         }
+
+
+def _refuse_empty(destination: Destination, backup_name: str, asked: str, runs_now: int) -> None:
+    """A backup without runs replaces runs only when forced: those in the databases, or, for `latest`
+    (say, a scheduled backup of the empty databases a server started on after a loss), those of an
+    older backup."""
+    if runs_now:
+        raise BackupError(
+            f"{backup_name} holds no runs, and the tracking database holds {runs_now}: restoring it would "
+            "replace them with nothing. Restore another backup, or pass --force if this is really what "
+            "you want; nothing was changed"
+        )
+    if asked == "latest":
+        older = [
+            b for b in destination.list()
+            if b["kind"] != SAFETY_KIND and int(b["metadata"].get("runs", "0")) > 0
+        ]  # fmt: skip
+        if older:
+            raise BackupError(
+                f"the latest backup, {backup_name}, holds no runs, but {older[-1]['name']} holds "
+                f"{older[-1]['metadata']['runs']}: restore that one by name, or pass --force to restore "
+                "the empty one; nothing was changed"
+            )
+
+
+def _restore_triggers_quietly(conn, live: dict[str, str], dropped: dict[str, list[dict]]) -> None:
+    """After a failed swap, the live tables get back the triggers dropped for it."""
+    import pymysql
+
+    try:
+        with conn.cursor() as cursor:
+            for role, triggers in dropped.items():
+                _create_triggers(cursor, live[role], triggers)
+    except pymysql.err.Error:
+        return
+
+
+def _drop_quietly(conn, schemas: list[str]) -> None:
+    """Drop what a restore made for itself; a database server that is gone leaves them for the next one."""
+    import pymysql
+
+    for schema in schemas:
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS {_ident(schema)}")
+        except pymysql.err.Error:
+            return
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -436,6 +670,14 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     restore_cmd.add_argument(
         "--no-safety-backup", action="store_true", help="do not back up the current data first"
     )
+    restore_cmd.add_argument(
+        "--force", action="store_true", help="replace databases that hold runs with a backup that holds none"
+    )
+    restore_cmd.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the backup and that the restore would go ahead; change nothing",
+    )
     args = parser.parse_args(argv)
     try:
         uri = environ.get(DESTINATION_ENV)
@@ -449,13 +691,25 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         elif args.command == "verify":
             with tempfile.TemporaryDirectory(prefix="mlflow-verify-") as workdir:
                 checked = check(destination, args.name, workdir)
-                result = {"verified": os.path.basename(checked.path), "rows": sum(checked.counts.values())}
+                result = {
+                    "verified": os.path.basename(checked.path),
+                    "runs": checked.counts.get("tracking.runs", 0),
+                    "rows": sum(checked.counts.values()),
+                }
         else:
             result = restore(
-                destination, databases(environ), args.name, safety_backup=not args.no_safety_backup
+                destination,
+                databases(environ),
+                args.name,
+                safety_backup=not args.no_safety_backup,
+                force=args.force,
+                dry_run=args.dry_run,
             )
     except BackupError as error:
         print(f"backup.py: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # the blob store or the database failing: one line, not a traceback
+        print(f"backup.py: {args.command} failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
     return 0

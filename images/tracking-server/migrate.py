@@ -46,17 +46,27 @@ import sqlalchemy
 LOCK_NAME = "mlflow_schema_migration"
 LOCK_TIMEOUT_SECONDS = 900
 CONNECT_DEADLINE_SECONDS = 300
+UNKNOWN_DATABASE = 1049  # MySQL's and MariaDB's ER_BAD_DB_ERROR
 
 log = logging.getLogger("migrate")
 
 
 def _connect_with_retry(engine: sqlalchemy.engine.Engine) -> sqlalchemy.engine.Connection:
-    """The database may still be starting (fresh install): retry for a while, then fail loudly."""
+    """The database may still be starting (fresh install): retry for a while, then fail loudly. A database
+    that does not exist was lost (MySQL creates every one on its first start): no retry, the way out."""
     deadline = time.monotonic() + CONNECT_DEADLINE_SECONDS
     while True:
         try:
             return engine.connect()
         except sqlalchemy.exc.OperationalError as e:
+            if getattr(e.orig, "args", (None,))[0] == UNKNOWN_DATABASE:
+                raise SystemExit(
+                    f"migrate: the database {engine.url.database!r} does not exist on "
+                    f"{engine.url.host}:{engine.url.port or 3306}: it was dropped or lost, and the server "
+                    "will not start on nothing. Restore a backup: `scripts/cluster-restore latest` on the "
+                    "cluster, `python -m local restore latest` on the local stack "
+                    "(docs/backup-and-restore.md)"
+                ) from e
             if time.monotonic() > deadline:
                 raise
             log.info("database not reachable yet (%s); retrying", e.orig)
@@ -300,6 +310,13 @@ def main() -> int:
     auth_uri = read_auth_config().database_uri
     sign_in_uri = os.environ.get(SIGN_IN_DB_ENV)
 
+    for uri in (tracking_uri, auth_uri, sign_in_uri):  # each one there, or the way out (a restore)
+        if uri and sqlalchemy.make_url(uri).get_backend_name() == "mysql":
+            engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+            try:
+                _connect_with_retry(engine).close()
+            finally:
+                engine.dispose()
     with migration_lock(tracking_uri):
         if pending := pending_migrations(tracking_uri, auth_uri, sign_in_uri):
             backup_before_migrating(pending)

@@ -8,9 +8,11 @@ of their own: they drop and restore its databases.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -86,13 +88,59 @@ def _count(stack: LocalStack, query: str, *args) -> int:
         return cursor.fetchone()[0]
 
 
-def _drop_databases(stack: LocalStack) -> None:
+def _drop_databases(stack: LocalStack, *, recreate: bool = True) -> None:
     c = stack.config
-    _sql(stack, f"DROP DATABASE `{c.database}`; DROP DATABASE `{c.auth_database}`; "
-                f"CREATE DATABASE `{c.database}`; CREATE DATABASE `{c.auth_database}`;")  # fmt: skip
+    _sql(stack, f"DROP DATABASE `{c.database}`; DROP DATABASE `{c.auth_database}`;")
+    if recreate:
+        _sql(stack, f"CREATE DATABASE `{c.database}`; CREATE DATABASE `{c.auth_database}`;")
 
 
-def test_restore_brings_back_runs_metrics_models_users_and_permissions(stack, admin, tmp_path):
+def _schemas(stack: LocalStack) -> set[str]:
+    with pymysql.connect(**{**stack.database_settings(), "database": None}) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT schema_name FROM information_schema.schemata")
+        return {row[0] for row in cursor.fetchall()}
+
+
+@contextlib.contextmanager
+def _restore_connection_killed(stack: LocalStack) -> Iterator[None]:
+    """The restore's database connection dies while it prepares its staging database: a leftover staging
+    database (as an interrupted restore leaves) is held locked, so dropping it waits; then that waiting
+    connection is killed, as a crashed database server or a killed Job would end it."""
+    staging = f"{stack.config.database}_restore"
+    holder = pymysql.connect(**{**stack.database_settings(), "database": None}, autocommit=True)
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{staging}`")
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS `{staging}`.held (id INT)")
+            cursor.execute(f"LOCK TABLES `{staging}`.held WRITE")
+
+        def kill_the_waiting_restore() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with holder.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT id FROM information_schema.processlist WHERE info LIKE %s",
+                        (f"DROP DATABASE IF EXISTS `{staging}`%",),
+                    )
+                    waiting = [row[0] for row in cursor.fetchall()]
+                    if waiting:
+                        for thread_id in waiting:
+                            cursor.execute(f"KILL {int(thread_id)}")
+                        return
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_the_waiting_restore)
+        killer.start()
+        yield
+        killer.join()
+    finally:
+        holder.close()
+
+
+def test_the_bad_day_drill_brings_everything_back_even_after_a_failed_restore(stack, admin, tmp_path):
+    """Log runs, a model, users. Back up. Drop both databases under the running server. A restore that fails
+    half-way changes nothing and says what to do next; `restore latest` then brings everything back. Then
+    one table dropped: restore brings it back too."""
     import mlflow
     import numpy as np
     from mlflow.tracking import MlflowClient
@@ -117,33 +165,60 @@ def test_restore_brings_back_runs_metrics_models_users_and_permissions(stack, ad
         grant = {"username": "bob", "resource_type": "experiment", "resource_id": experiment_id}
         granted = http.post("/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": "EDIT"})
         assert granted.status_code == 200, granted.text
+    runs_logged = _count(stack, "SELECT COUNT(*) FROM runs")
 
     taken = stack.backup()
-    assert taken["name"].endswith("-scheduled.sql.gz") and int(taken["rows"]) > 50
+    assert taken["name"].endswith("-manual.sql.gz") and int(taken["runs"]) == runs_logged
 
-    stack.stop_server()
-    _drop_databases(stack)
-    assert (
-        _count(
-            stack,
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s",
-            stack.config.database,
-        )
-        == 0
-    )
-    stack.start_server()  # an empty database: the server starts on it, as after a disk loss
-    assert _count(stack, "SELECT COUNT(*) FROM runs") == 0
+    # The disaster: both databases dropped while the server runs.
+    _drop_databases(stack, recreate=False)
+    assert {stack.config.database, stack.config.auth_database}.isdisjoint(_schemas(stack))
+
+    # A first attempt fails half-way: nothing changes, it says so, and names the way out.
+    with _restore_connection_killed(stack), pytest.raises(StackError) as failed:
+        stack.restore("latest")
+    message = str(failed.value)
+    assert "the databases are as they were before" in message, message
+    assert f"the database '{stack.config.database}' does not exist" in message, message
+    assert "python -m local restore" in message, message
+    assert {stack.config.database, stack.config.auth_database}.isdisjoint(_schemas(stack))
+    # The databases held nothing: no empty "pre-restore" copy was written, and `latest` is still the team's.
+    assert [b["name"] for b in stack.backups()][-1] == taken["name"]
 
     restored = stack.restore("latest")
-    assert restored["restored"] == taken["name"] and restored["safety_backup"]
-    run_back = client.get_run(run.info.run_id)
+    assert restored["restored"] == taken["name"] and restored["safety_backup"] is None
+    assert restored["runs"] == runs_logged
+    assert set(restored["created"]) == {stack.config.database, stack.config.auth_database}
+    assert not {f"{stack.config.database}_restore", f"{stack.config.database}_replaced"} & _schemas(stack)
+    _assert_everything_back(stack, client, run.info.run_id, experiment_id, auth)
+
+    # One table lost: restore brings it back, keeping a copy of what it replaced, and `latest` stays the same.
+    _sql(stack, f"DROP TABLE `{stack.config.database}`.`metrics`")
+    restored = stack.restore("latest")
+    assert restored["restored"] == taken["name"]
+    assert restored["safety_backup"].endswith("-pre-restore.sql.gz")
+    kinds = {b["name"]: b["kind"] for b in stack.backups()}
+    assert kinds[restored["safety_backup"]] == "pre-restore" and kinds[taken["name"]] == "manual"
+    _assert_everything_back(stack, client, run.info.run_id, experiment_id, auth)
+    again = stack.restore("latest")  # `latest` is never the pre-restore copy the last restore took
+    assert again["restored"] == taken["name"]
+
+
+def _assert_everything_back(stack: LocalStack, client, run_id: str, experiment_id: str, auth) -> None:
+    import mlflow
+    import numpy as np
+
+    run_back = client.get_run(run_id)
     assert run_back.data.params == {"C": "0.5", "odd": "x'y\\z\n,(),("}
-    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [
-        1.0 / (s + 1) for s in range(50)
-    ]
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [1.0 / (s + 1) for s in range(50)]
     loaded = mlflow.pyfunc.load_model("models:/restored-model/1")
     assert list(loaded.predict(np.array([[0.0], [3.0]]))) == [0, 1]
     assert client.get_experiment("0").name == "Default"  # id 0 kept (no auto-increment renumbering)
+    # MLflow's guard on its secrets table (a trigger) is part of the backup and comes back with it.
+    triggers = (
+        "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = %s AND trigger_name = %s"
+    )
+    assert _count(stack, triggers, stack.config.database, "prevent_secrets_aad_mutation") == 1
     with httpx.Client(base_url=stack.tracking_uri, timeout=30) as http:
         assert (
             http.get(
@@ -157,6 +232,30 @@ def test_restore_brings_back_runs_metrics_models_users_and_permissions(stack, ad
             auth=auth,
         )
         assert permission.json()["permission"] == "EDIT"
+
+
+def test_an_empty_backup_replaces_runs_only_when_forced(stack, admin):
+    """After a loss, a server started on new empty databases and the schedule backed them up: `latest` is
+    that empty backup. Restoring it is refused, naming the older backup that holds the runs; replacing
+    databases that hold runs with an empty backup needs --force."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(stack.tracking_uri)
+    client.create_run(client.create_experiment(f"kept-{uuid.uuid4().hex[:6]}"))
+    team = stack.backup()
+    stack.stop_server()
+    _drop_databases(stack)
+    stack.start_server()  # a fresh schema: no runs
+    empty = stack.backup("scheduled")
+    assert empty["runs"] == "0"
+    with pytest.raises(StackError, match=f"holds no runs, but {re.escape(team['name'])} holds"):
+        stack.restore("latest")
+    assert stack.restore(team["name"])["runs"] == int(team["runs"])
+    with pytest.raises(StackError, match="holds no runs, and the tracking database holds"):
+        stack.restore(empty["name"])
+    assert _count(stack, "SELECT COUNT(*) FROM runs") == int(team["runs"])
+    assert stack.restore(empty["name"], force=True)["runs"] == 0
+    assert _count(stack, "SELECT COUNT(*) FROM runs") == 0
 
 
 def test_a_backup_taken_while_clients_log_restores_to_a_consistent_state(stack, admin):
@@ -214,13 +313,16 @@ def test_a_truncated_or_corrupt_backup_is_refused_before_the_database_is_touched
     )
     blob = container.get_blob_client(f"databases/{taken['name']}")
     original = blob.download_blob().readall()
-    metadata = blob.get_blob_properties().metadata
+    # What was recorded when it was taken: the metadata of the marker blob beside it.
+    record = container.get_blob_client(f"databases/{taken['name']}.complete")
+    metadata = record.get_blob_properties().metadata
+    assert metadata["sha256"] == hashlib.sha256(original).hexdigest()
     experiments_before = _count(stack, "SELECT COUNT(*) FROM experiments")
     for damaged, why in (
         (original[: len(original) // 2], "truncated"),
         (original[:100] + bytes([original[100] ^ 0xFF]) + original[101:], "corrupt"),
     ):
-        blob.upload_blob(damaged, overwrite=True, metadata=metadata)
+        blob.upload_blob(damaged, overwrite=True)
         with pytest.raises(StackError, match=why):
             stack.restore(taken["name"])
         assert _count(stack, "SELECT COUNT(*) FROM experiments") == experiments_before
@@ -229,7 +331,8 @@ def test_a_truncated_or_corrupt_backup_is_refused_before_the_database_is_touched
     text = gzip.decompress(original).decode()
     cut = gzip.compress(text[: text.rindex("-- end ")].encode())
     recorded = {**metadata, "sha256": hashlib.sha256(cut).hexdigest(), "bytes": str(len(cut))}
-    blob.upload_blob(cut, overwrite=True, metadata=recorded)
+    blob.upload_blob(cut, overwrite=True)
+    record.set_blob_metadata(recorded)
     with pytest.raises(StackError, match="no end marker"):
         stack.restore(taken["name"])
     assert client.get_experiment(marker).name.startswith("still-here-")

@@ -56,4 +56,19 @@ ALTER USER {{ $user }} IDENTIFIED BY {{ include "mysql.string" .Values.auth.pass
 CREATE DATABASE IF NOT EXISTS `{{ . }}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
 GRANT ALL PRIVILEGES ON `{{ . }}`.* TO {{ $user }};
 {{- end }}
+{{- include "mysql.restoreGrants" (dict "user" $user "databases" (prepend .Values.auth.extraDatabases .Values.auth.database)) }}
+{{- end }}
+
+{{/*
+Every privilege on the staging databases a restore loads a backup into and moves the replaced tables to
+(`<database>_restore`, `<database>_replaced`: STAGING_SUFFIXES in images/tracking-server/backup.py),
+beside each database. `_` is escaped: each grant names one database, not a pattern.
+*/}}
+{{- define "mysql.restoreGrants" -}}
+{{- $user := .user -}}
+{{- range .databases }}
+{{- $literal := . | replace "_" "\\_" }}
+GRANT ALL PRIVILEGES ON `{{ $literal }}\_restore`.* TO {{ $user }};
+GRANT ALL PRIVILEGES ON `{{ $literal }}\_replaced`.* TO {{ $user }};
+{{- end }}
 {{- end }}

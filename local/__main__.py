@@ -146,9 +146,14 @@ def cmd_backup(stack: LocalStack, args: argparse.Namespace) -> int:
 
 def cmd_backups(stack: LocalStack, args: argparse.Namespace) -> int:
     _require_running_database(stack)
-    for backup in stack.backups():
-        rows = backup["metadata"].get("rows", "?")
-        print(f"{backup['name']}  {backup['kind']:<13} {backup['size']:>12,} bytes  {rows:>9} rows")
+    backups = stack.backups()
+    width = max((len(b["name"]) for b in backups), default=0)
+    for backup in backups:
+        runs, rows = (backup["metadata"].get(key, "?") for key in ("runs", "rows"))
+        print(
+            f"{backup['name']:<{width}}  {backup['kind']:<13} {runs:>7} runs {rows:>9} rows "
+            f"{backup['size']:>12,} bytes"
+        )
     return 0
 
 

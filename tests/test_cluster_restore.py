@@ -1,8 +1,9 @@
 """scripts/cluster-restore against a stand-in `kubectl` that serves the chart's real backup CronJob.
 
-The stand-in records every call (and what was piped to it) and answers `wait` for the verify or the
-restore Job as the scenario says, so the tests check the order of the steps, that the server is always
-scaled back, and that the Jobs are the chart's backup CronJob with only the command changed.
+The stand-in records every call (and what was piped to it) and answers `wait` for the check or the
+restore Job, and `rollout status`, as the scenario says, so the tests check the order of the steps, that
+the server is always scaled back, that the outcome and the next step are told, and that the Jobs are the
+chart's backup CronJob with only the command changed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ elif rest[:1] == ["wait"] and rest[1].startswith("job/"):
     sys.exit(1 if step in os.environ.get("FAKE_FAIL", "").split(",") else 0)
 elif rest[:1] == ["logs"]:
     print(f"log of {rest[1]}")
+elif rest[:2] == ["rollout", "status"]:
+    sys.exit(1 if "rollout" in os.environ.get("FAKE_FAIL", "").split(",") else 0)
 """
 
 
@@ -82,8 +85,22 @@ def _steps(calls: list[dict]) -> list[str]:
 def test_a_restore_checks_first_stops_the_server_restores_and_starts_it_again(tmp_path, backup_cronjob):
     code, calls, output = run_restore(tmp_path, backup_cronjob, "latest")
     assert code == 0, output
-    assert _steps(calls) == ["job:verify latest", "--replicas=0", "job:restore latest", "--replicas=2"]
+    assert _steps(calls) == [
+        "job:restore latest --dry-run", "--replicas=0", "job:restore latest", "--replicas=2"
+    ]  # fmt: skip
     assert all(call["args"][:2] == ["--namespace", "mlflow"] for call in calls)
+    # Serving or crash-looping, the pods are waited for until gone, and it ends by waiting until it serves.
+    rest = [call["args"][2:] for call in calls]
+    assert [
+        "wait",
+        "pods",
+        "-l",
+        "app.kubernetes.io/component=tracking",
+        "--for=delete",
+        "--timeout=5m",
+    ] in rest
+    assert rest[-1][:3] == ["rollout", "status", "deployment/mlflow-tracking"]
+    assert "serves the restored data" in output
     # The Jobs are the backup CronJob's pod: same image, identity, environment; only the command differs.
     cron_pod = backup_cronjob["spec"]["jobTemplate"]["spec"]["template"]
     for call in calls:
@@ -99,15 +116,34 @@ def test_a_restore_checks_first_stops_the_server_restores_and_starts_it_again(tm
             assert container["command"][:2] == ["python", "/app/backup.py"]
 
 
+def test_force_reaches_both_the_check_and_the_restore(tmp_path, backup_cronjob):
+    code, calls, output = run_restore(tmp_path, backup_cronjob, "mlflow-x.sql.gz", "--force")
+    assert code == 0, output
+    assert [s for s in _steps(calls) if s.startswith("job:")] == [
+        "job:restore mlflow-x.sql.gz --force --dry-run", "job:restore mlflow-x.sql.gz --force"
+    ]  # fmt: skip
+
+
 def test_a_backup_that_fails_its_checks_changes_nothing(tmp_path, backup_cronjob):
-    code, calls, output = run_restore(tmp_path, backup_cronjob, "mlflow-x.sql.gz", fail="verify")
+    code, calls, output = run_restore(tmp_path, backup_cronjob, "mlflow-x.sql.gz", fail="check")
     assert code == 1
-    assert _steps(calls) == ["job:verify mlflow-x.sql.gz"]
+    assert _steps(calls) == ["job:restore mlflow-x.sql.gz --dry-run"]
     assert "nothing was changed" in output
 
 
 def test_the_server_is_scaled_back_even_when_the_restore_fails(tmp_path, backup_cronjob):
     code, calls, output = run_restore(tmp_path, backup_cronjob, "latest", fail="restore")
     assert code == 1
-    assert _steps(calls) == ["job:verify latest", "--replicas=0", "job:restore latest", "--replicas=2"]
-    assert "safety backup" in output
+    assert _steps(calls) == [
+        "job:restore latest --dry-run", "--replicas=0", "job:restore latest", "--replicas=2"
+    ]  # fmt: skip
+    assert "the restore failed and changed nothing" in output
+
+
+@pytest.mark.parametrize("fail", ["rollout", "restore,rollout"])
+def test_a_server_that_does_not_come_back_is_told_with_the_next_step(tmp_path, backup_cronjob, fail):
+    code, calls, output = run_restore(tmp_path, backup_cronjob, "latest", fail=fail)
+    assert code == 1
+    assert _steps(calls)[-1] == "--replicas=2"
+    assert "kubectl logs deployment/mlflow-tracking -c migrate" in output
+    assert "scripts/cluster-restore --list" in output

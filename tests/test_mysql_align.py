@@ -11,10 +11,12 @@ MariaDB, the local stack's database; the chart runs MySQL 8.4, which accepts the
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -161,6 +163,15 @@ def test_align_sql_gives_an_old_data_directory_the_new_passwords(mysql_objects, 
             cursor.execute("SHOW DATABASES")
             assert {"mlflow", "mlflow_auth"} <= {row[0] for row in cursor.fetchall()}
             cursor.execute("CREATE TABLE mlflow_auth.users (id INT)")  # the grant on the extra database
+            # A restore's staging databases beside each database are the user's to make and drop, and
+            # the grants name exactly those (`_` escaped), not a pattern.
+            for database in ("mlflow", "mlflow_auth"):
+                for suffix in _backup_tool().STAGING_SUFFIXES:
+                    cursor.execute(f"CREATE DATABASE `{database}{suffix}`")
+                    cursor.execute(f"DROP DATABASE `{database}{suffix}`")
+            with pytest.raises(pymysql.err.OperationalError) as refused:
+                cursor.execute("CREATE DATABASE `mlflowXrestore`")
+            assert refused.value.args[0] == 1044  # access denied to that database
         with pytest.raises(pymysql.err.OperationalError) as denied:
             _connect(port, "mlflow", OLD["user"])
         assert denied.value.args[0] == 1045
@@ -175,3 +186,17 @@ def test_align_sql_gives_an_old_data_directory_the_new_passwords(mysql_objects, 
         assert root.stdout.split()[-1] == "1"
     finally:
         stop(proc, timeout=30)
+
+
+def _backup_tool():
+    """images/tracking-server/backup.py (its dataclasses need it in sys.modules)."""
+    name = "mlflow_aks_image_backup"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, cr.REPO_ROOT / "images/tracking-server/backup.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+def test_the_local_stack_grants_the_staging_databases_backup_py_uses():
+    assert local_mariadb.RESTORE_STAGING_SUFFIXES == _backup_tool().STAGING_SUFFIXES

@@ -4,6 +4,7 @@ import pulumi
 from pulumi_azure_native import authorization
 
 from components import chart_values
+from components.certificate_share import CertificateShare, CertificateShareArgs
 from components.cluster import JOBS_POOL_LABEL, JOBS_POOL_TAINT, Cluster, ClusterArgs
 from components.cluster_access import require_tools
 from components.data_guard import DataGuard, DataIdentity
@@ -168,6 +169,16 @@ project_share = ProjectShare(
         quota_gib=settings.file_share_quota_gib,
     ),
 )
+# Not data either, but kept from one release to the next: the public endpoint's certificate.
+certificate_share = CertificateShare(
+    "certificates",
+    CertificateShareArgs(
+        resource_group_name=groups.platform_name,
+        location=settings.location,
+        name_prefix=settings.name_prefix,
+        sku=settings.storage_sku,
+    ),
+)
 mysql_disk = DatabaseDisk(
     "mysql-disk",
     DatabaseDiskArgs(
@@ -246,6 +257,7 @@ mlflow = MlflowReleases(
         projects_account_key=project_share.account_key,
         mysql_disk_id=mysql_disk.disk_id,
         mysql_disk_size_gib=settings.mysql_disk_size_gib,
+        certificate_share=certificate_share,
         jobs_pool_label=JOBS_POOL_LABEL if settings.jobs_node_pool else None,
         jobs_pool_taint=JOBS_POOL_TAINT if settings.jobs_node_pool else None,
         run_depends_on=[cluster.jobs_pool] if cluster.jobs_pool else [],
@@ -270,6 +282,7 @@ pulumi.export("storageAccount", storage.account_name)
 pulumi.export("artifactsContainer", storage.container_name)
 pulumi.export("projectsStorageAccount", project_share.account_name)
 pulumi.export("projectsShare", project_share.share_name)
+pulumi.export("certificatesStorageAccount", certificate_share.account_name)
 pulumi.export("mysqlDiskId", mysql_disk.disk_id)
 pulumi.export("deployerClientId", deployer.client_id)
 if settings.export_deployer_password:  # off by default: the password stays inside the stack

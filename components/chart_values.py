@@ -47,6 +47,8 @@ BACKUPS_PATH = "databases"
 # disk must hold at least that much.
 MYSQL_DATA_CLAIM = f"{MYSQL_FULLNAME}-data"
 MYSQL_CLAIM_GIB = 8
+# The TLS terminator's certificate claim (components/certificate_volume.py, on a share outside the release).
+TLS_CERTIFICATES_CLAIM = f"{FULLNAME}-tls-certificates"
 # Where the public endpoint's certificate comes from unless config says otherwise (acmeDirectory).
 LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 # Local port of `kubectl port-forward` (the stack's `portForward` output) on the user's machine.
@@ -173,6 +175,10 @@ class SetupContext:
     """TLS terminator image by digest (images/tls-proxy), in the stack's ACR; required when public."""
     acme_directory: str = LETS_ENCRYPT_DIRECTORY
     """ACME directory of the public certificate."""
+    tls_existing_claim: str = ""
+    """Claim holding the terminator's certificates, keys and ACME account (components/certificate_volume.py:
+    a static volume on a share outside the release). Empty: the chart makes a claim of its own, which a
+    rollback, an uninstall or a switch to private deletes."""
     extra_allowed_hosts: tuple[str, ...] = ()
     """More Host headers the server accepts."""
     tracking_service_account: str = "mlflow-tracking"

@@ -21,6 +21,8 @@ import pulumi_random as random
 import yaml
 
 from components import chart_values
+from components.certificate_share import CertificateShare
+from components.certificate_volume import CertificateVolume, CertificateVolumeArgs
 from components.database_volume import DatabaseVolume, DatabaseVolumeArgs
 from components.project_files import ProjectFiles
 from components.public_endpoint import PublicEndpoint
@@ -50,6 +52,11 @@ RUN_DEADLINE_SECONDS = int(
     yaml.safe_load((REPO_ROOT / PROJECT_CHART / "values.yaml").read_text())["activeDeadlineSeconds"]
 )
 AWAITED_RUN_TIMEOUT_SECONDS = RUN_DEADLINE_SECONDS + RUN_TIMEOUT_SECONDS
+# The tracking pod's user (and group), which its TLS terminator runs as: the certificate share's files
+# appear owned by it. The program does not set `tracking.runAsUser`, so the chart's default is the one.
+TRACKING_RUN_AS_USER = int(
+    yaml.safe_load((REPO_ROOT / SETUP_CHART / "values.yaml").read_text())["tracking"]["runAsUser"]
+)
 
 
 def chart_digest(chart: Path) -> str:
@@ -138,6 +145,9 @@ class MlflowReleasesArgs:
     """Resource id of the Azure managed disk MySQL keeps its data on (in the data resource group)."""
     mysql_disk_size_gib: int
     """Its size in GiB (the capacity of its static volume)."""
+    certificate_share: CertificateShare
+    """Where the TLS terminator keeps certificates (components/certificate_share.py); mounted whatever the
+    exposure, so that a switch to private and back keeps the certificate."""
     jobs_pool_label: tuple[str, str] | None
     """Node label of the jobs pool, or None without one."""
     jobs_pool_taint: str | None
@@ -178,6 +188,7 @@ class MlflowReleases(pulumi.ComponentResource):
     namespace: kubernetes.core.v1.Namespace
     runs_namespace: kubernetes.core.v1.Namespace
     mysql_volume: DatabaseVolume
+    certificate_volume: CertificateVolume
     setup: kubernetes.helm.v3.Release
     runs: dict[str, kubernetes.helm.v3.Release]
     tracking_url: pulumi.Output[str]
@@ -239,6 +250,22 @@ class MlflowReleases(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
+        # The TLS terminator's certificates on a share outside the release (see certificate_volume.py).
+        self.certificate_volume = CertificateVolume(
+            f"{name}-certificate-volume",
+            CertificateVolumeArgs(
+                provider=args.provider,
+                namespace=namespace,
+                account_name=args.certificate_share.account_name,
+                resource_group_name=args.certificate_share.resource_group_name,
+                share_name=args.certificate_share.share_name,
+                account_key=args.certificate_share.account_key,
+                size_gib=args.certificate_share.quota_gib,
+                owner_uid=TRACKING_RUN_AS_USER,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
         project_files = ProjectFiles(
             f"{name}-project-files",
             account_name=args.projects_account,
@@ -283,6 +310,7 @@ class MlflowReleases(pulumi.ComponentResource):
             projects_share=args.projects_share,
             projects_account_key=args.projects_account_key,
             mysql_existing_claim=self.mysql_volume.claim_name,
+            tls_existing_claim=self.certificate_volume.claim_name,
             mysql_root_password=mysql_root_password.result,
             mysql_password=mysql_password.result,
             admin_password=admin_password.result,
@@ -327,7 +355,12 @@ class MlflowReleases(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(
                 k8s,
                 pulumi.ResourceOptions(
-                    depends_on=[*args.depends_on, self.mysql_volume.claim, self.runs_namespace]
+                    depends_on=[
+                        *args.depends_on,
+                        self.mysql_volume.claim,
+                        self.certificate_volume.claim,
+                        self.runs_namespace,
+                    ]
                 ),
             ),
         )

@@ -12,6 +12,8 @@ GLOBAL_SUFFIX_LENGTH = 8
 ARTIFACTS_CONTAINER = "mlflow-artifacts"
 BACKUPS_CONTAINER = "mlflow-backups"
 PROJECTS_SHARE = "mlflow-projects"
+# The public endpoint's certificates, keys and ACME account (components/certificate_share.py).
+CERTIFICATES_SHARE = "mlflow-tls"
 # The data group's CanNotDelete lock while `dataRetention: retain` (components/resource_groups.py).
 DATA_LOCK = "mlflow-aks-keep-data"
 # A storage account has one lifecycle management policy, and this is its name.
@@ -38,6 +40,11 @@ def storage_account_prefix(name_prefix: str) -> str:
 def files_account_prefix(name_prefix: str) -> str:
     """The project files account's name before its random suffix (components/project_share.py)."""
     return f"{name_prefix}files"
+
+
+def certificates_account_prefix(name_prefix: str) -> str:
+    """The certificate account's name before its random suffix (components/certificate_share.py)."""
+    return f"{name_prefix}tls"
 
 
 def global_name_suffix(name: str, parent: pulumi.Resource, *, protect: bool = False) -> pulumi.Output[str]:

@@ -49,6 +49,9 @@ MYSQL_DISK_ID = (
     "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/mlflow-data"
     "/providers/Microsoft.Compute/disks/mlflow-mysql"
 )
+# The claim Pulumi binds to the certificate share (components/certificate_volume.py), which the TLS
+# terminator mounts.
+TLS_CLAIM = "mlflow-tls-certificates"
 JOBS_POOL_LABEL = ("mlflow-aks/pool", "jobs")
 JOBS_POOL_TAINT = "mlflow-aks/pool=jobs:NoSchedule"
 
@@ -66,6 +69,7 @@ def setup_context(
     exposure: str = "private",
     source_ranges: tuple[str, ...] = (),
     mysql_existing_claim: str = MYSQL_CLAIM,
+    tls_existing_claim: str = TLS_CLAIM,
 ) -> SetupContext:
     public = {}
     if exposure == "public":
@@ -92,6 +96,7 @@ def setup_context(
         exposure=exposure,
         source_ranges=source_ranges,
         mysql_existing_claim=mysql_existing_claim,
+        tls_existing_claim=tls_existing_claim,
         **public,
         **SECRETS,
     )
@@ -102,6 +107,8 @@ SETUP_CONTEXTS = {
     "private-own-run-password": replace(setup_context(), run_password="Run-user pass:word%2F"),
     "public-one-range": setup_context("public", ("203.0.113.0/24",)),
     "public-two-ranges": setup_context("public", ("198.51.100.7/32", "192.0.2.0/28")),
+    # No certificate claim given (`helm install` by hand): the chart makes its own.
+    "public-chart-tls-claim": setup_context("public", ("203.0.113.0/24",), tls_existing_claim=""),
     # No static disk: the MySQL claim provisions one dynamically (the chart's behaviour before the disk).
     "private-dynamic-disk": setup_context(mysql_existing_claim=""),
     # config trackingReplicas: 1 (no disruption budget can be met with one pod).

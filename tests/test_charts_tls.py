@@ -1,9 +1,10 @@
 """The public endpoint's TLS terminator as charts/mlflow_setup renders it (issue 10.1).
 
 Rendered with the values components/chart_values.py produces, for public and private exposure: the
-sidecar runs images/tls-proxy/Caddyfile with every setting that file reads, certificates persist on a
-shared claim, the public Services and the NetworkPolicy admit what the security review asks for. The
-same Caddyfile and env run for real in tests/e2e/test_tls_e2e.py.
+sidecar runs images/tls-proxy/Caddyfile with every setting that file reads, certificates persist on the
+shared claim the program makes outside the release (or, installed by hand, the chart's own), the public
+Services and the NetworkPolicy admit what the security review asks for. The same Caddyfile and env run
+for real in tests/e2e/test_tls_e2e.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components import chart_values
 from components.chart_values import setup_values
@@ -20,6 +22,9 @@ from tests import chart_render as cr
 
 CADDYFILE = cr.REPO_ROOT / "images" / "tls-proxy" / "Caddyfile"
 PUBLIC = cr.SETUP_CONTEXTS["public-one-range"]
+# The tracking pod's user, which the program leaves at the chart's default: the certificate volume's files
+# appear owned by it (components/certificate_volume.py, tests/test_certificate_storage.py).
+TRACKING_RUN_AS_USER = yaml.safe_load((cr.SETUP_CHART / "values.yaml").read_text())["tracking"]["runAsUser"]
 
 
 @pytest.fixture(scope="module")
@@ -69,21 +74,44 @@ def test_sidecar_sets_every_variable_the_caddyfile_reads(public):
     assert tls["image"] == cr.TLS_IMAGE
 
 
-def test_certificates_persist_on_a_claim_every_replica_shares(public):
-    pod = _pod(public)
-    tls = _container(public, "tls")
+def _storage_claim(objects: list[dict]) -> str:
+    """The claim the terminator keeps certificates, keys and the ACME account on (MLFLOW_AKS_TLS_STORAGE)."""
+    tls = _container(objects, "tls")
     env = {e["name"]: e["value"] for e in tls["env"]}
     [mount] = [m for m in tls["volumeMounts"] if m["mountPath"] == env["MLFLOW_AKS_TLS_STORAGE"]]
-    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-    claim = cr.one(public, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
-    assert claim["spec"]["storageClassName"] == "azurefile-csi"
+    [volume] = [v for v in _pod(objects)["volumes"] if v["name"] == mount["name"]]
+    return volume["persistentVolumeClaim"]["claimName"]
+
+
+def test_certificates_persist_on_the_claim_made_outside_the_release(public):
+    """The program's claim (components/certificate_volume.py) is mounted, and the release makes none: a
+    rollback, an uninstall or a switch to private deletes only what the release made."""
+    assert _storage_claim(public) == PUBLIC.tls_existing_claim == cr.TLS_CLAIM
+    claims = cr.of_kind(public, "PersistentVolumeClaim")
+    assert [c["metadata"]["name"] for c in claims if c["metadata"]["namespace"] == cr.NAMESPACE] == []
+    assert cr.TLS_CLAIM not in {c["metadata"]["name"] for c in claims}
     assert cr.one(public, "Deployment", chart_values.TRACKING_SERVICE)["spec"]["replicas"] >= 2
+    # The share's files appear owned by this user and group (the volume's mount options).
+    pod, tls = _pod(public), _container(public, "tls")
+    assert tls["securityContext"]["runAsUser"] == TRACKING_RUN_AS_USER
+    assert pod["securityContext"]["runAsGroup"] == pod["securityContext"]["fsGroup"] == TRACKING_RUN_AS_USER
     # Caddy's own scratch is not the root filesystem (read-only) and not the certificate store.
+    env = {e["name"]: e["value"] for e in tls["env"]}
     scratch = {m["mountPath"] for m in tls["volumeMounts"]} - {env["MLFLOW_AKS_TLS_STORAGE"]}
     assert scratch == {"/tmp"}
     assert env["XDG_CONFIG_HOME"].startswith("/tmp/") and env["XDG_DATA_HOME"].startswith("/tmp/")
     assert tls["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_without_an_existing_claim_the_chart_makes_one_every_replica_shares(helm_bin, tmp_dir):
+    """`helm install` by hand: a ReadWriteMany claim of the release's own (gone with the release)."""
+    ctx = cr.SETUP_CONTEXTS["public-chart-tls-claim"]
+    assert not ctx.tls_existing_claim
+    objects = _render(helm_bin, tmp_dir, ctx)
+    claim = cr.one(objects, "PersistentVolumeClaim", _storage_claim(objects))
+    assert claim["metadata"]["namespace"] == cr.NAMESPACE
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["storageClassName"] == "azurefile-csi"
 
 
 def test_acme_directory_comes_from_config(helm_bin, tmp_dir):
@@ -109,8 +137,16 @@ def test_private_exposure_has_no_terminator_and_nothing_public(helm_bin, tmp_dir
         (lambda v: v["tls"]["image"].update(digest=""), "digest"),
         (lambda v: v["tls"].update(acmeDirectory="http://acme.example/directory"), "acmeDirectory"),
         (lambda v: v["tls"].update(hstsMaxAgeSeconds=60), "hstsMaxAgeSeconds"),
+        (lambda v: v["tls"]["storage"].update(existingClaim="TLS_claim"), "existingClaim"),
     ],
-    ids=["no hostname", "no public IP", "no image digest", "ACME over plain HTTP", "HSTS of a minute"],
+    ids=[
+        "no hostname",
+        "no public IP",
+        "no image digest",
+        "ACME over plain HTTP",
+        "HSTS of a minute",
+        "claim name not DNS-1123",
+    ],
 )
 def test_schema_refuses_an_incomplete_public_endpoint(helm_bin, tmp_dir, change, message):
     values = setup_values(PUBLIC)

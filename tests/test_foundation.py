@@ -115,17 +115,17 @@ def test_declares_every_foundation_resource_once(case):
         "azuread:index/servicePrincipal:ServicePrincipal": 1,
         "azuread:index/servicePrincipalPassword:ServicePrincipalPassword": 1,
         ROLE_ASSIGNMENT: 6,
-        # The data account (artifacts, backups) and the project files account.
-        STORAGE_ACCOUNT: 2,
+        # The data account (artifacts, backups), the project files account and the certificate account.
+        STORAGE_ACCOUNT: 3,
         DISK: 1,
         "azure-native:storage:BlobContainer": 2,
         "azure-native:storage:BlobServiceProperties": 1,
         "azure-native:storage:ManagementPolicy": 1,
-        "azure-native:storage:FileShare": 1,
+        "azure-native:storage:FileShare": 2,
         LOCK: 1 if cfg["dataRetention"] == "retain" else 0,
         "azure-native:managedidentity:UserAssignedIdentity": 1,
         "azure-native:managedidentity:FederatedIdentityCredential": 1,
-        "random:index/randomString:RandomString": 3,  # the two storage accounts' and the registry's suffixes
+        "random:index/randomString:RandomString": 4,  # three storage accounts' suffixes, the registry's
         "pulumi:providers:kubernetes": 1,
     }
     counts = run.type_counts()
@@ -234,9 +234,11 @@ def test_storage_account_is_locked_down_and_globally_named(case):
     assert {account["resourceGroupName"]} | {c["resourceGroupName"] for c in containers.values()} == {
         data_group
     }
-    # Nothing lists this account's keys (the only key the program reads is the project files account's).
+    # Nothing lists this account's keys (the program reads only the project files and certificate accounts').
     listed = [c.args["accountName"] for c in run.calls if c.token.endswith(":listStorageAccountKeys")]
-    assert listed == [files_account(run).outputs["name"]]
+    assert sorted(listed) == sorted(
+        [files_account(run).outputs["name"], run.named("certificates-account").outputs["name"]]
+    )
 
 
 @DEFAULT_AND_CUSTOM
@@ -256,7 +258,7 @@ def test_the_project_share_has_an_account_of_its_own_in_the_platform_group(case)
     assert inputs["allowSharedKeyAccess"] is True
     assert inputs["enableHttpsTrafficOnly"] is True and inputs["minimumTlsVersion"] == "TLS1_2"
     assert inputs["allowBlobPublicAccess"] is False
-    share = run.one("azure-native:storage:FileShare")
+    share = run.one("azure-native:storage:FileShare", "projects-share")
     assert share.inputs["shareName"] == "mlflow-projects"
     assert share.inputs["accountName"] == account.outputs["name"]
     assert share.inputs["resourceGroupName"] == inputs["resourceGroupName"]

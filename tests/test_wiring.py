@@ -303,8 +303,9 @@ def test_mysql_data_is_a_volume_on_the_retained_disk_outside_the_release(case):
     assert disk.id.endswith(f"/providers/Microsoft.Compute/disks/{disk.outputs['name']}")
     assert run.exports["mysqlDiskId"] == disk.id
     namespace = setting(config, "namespace", "mlflow")
-    volume = run.one("kubernetes:core/v1:PersistentVolume")  # with the cluster provider, as all here
-    claim = run.one("kubernetes:core/v1:PersistentVolumeClaim")
+    # With the cluster provider, as all here.
+    volume = run.one("kubernetes:core/v1:PersistentVolume", "mlflow-mysql-volume-volume")
+    claim = run.one("kubernetes:core/v1:PersistentVolumeClaim", "mlflow-mysql-volume-claim")
     spec = volume.inputs["spec"]
     assert spec["csi"] == {
         "driver": "disk.csi.azure.com",

@@ -145,8 +145,8 @@ def test_setup_chart_mounts_the_program_claim_and_owns_no_data_volume(program, h
     volume nor a claim for it: the StatefulSet mounts the claim the program bound to the retained disk."""
     objects = helm_template(helm_bin, program.named("mlflow-setup").inputs, tmp_path)
     disk = program.one("azure-native:compute:Disk")
-    claim = program.one("kubernetes:core/v1:PersistentVolumeClaim").inputs
-    volume = program.one("kubernetes:core/v1:PersistentVolume").inputs
+    claim = program.one("kubernetes:core/v1:PersistentVolumeClaim", "mlflow-mysql-volume-claim").inputs
+    volume = program.one("kubernetes:core/v1:PersistentVolume", "mlflow-mysql-volume-volume").inputs
     assert volume["spec"]["csi"]["volumeHandle"] == disk.id
     (sts,) = [o for o in objects if o["kind"] == "StatefulSet"]
     assert "volumeClaimTemplates" not in sts["spec"]
@@ -159,3 +159,23 @@ def test_setup_chart_mounts_the_program_claim_and_owns_no_data_volume(program, h
     assert claim["metadata"]["name"] not in {
         o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"
     }
+
+
+def test_setup_chart_mounts_the_program_certificate_claim_and_owns_none(program, helm_bin, tmp_path):
+    """With the program's values, the TLS terminator (public) keeps certificates on the claim the program
+    bound to the certificate share, and the release's manifest holds no claim in the platform namespace:
+    a rollback, an uninstall or a switch to private leaves the certificate where it is."""
+    setup = program.named("mlflow-setup").inputs
+    objects = helm_template(helm_bin, setup, tmp_path)
+    claim = program.named("mlflow-certificate-volume-claim").inputs["metadata"]
+    assert claim["namespace"] == setup["namespace"]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    mounted = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in deployment["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    public = plain(setup["values"])["exposure"]["type"] == "public"
+    assert mounted == ({claim["name"]} if public else set())
+    rendered = [o["metadata"] for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert [m["name"] for m in rendered if m["namespace"] == setup["namespace"]] == []

@@ -73,9 +73,13 @@ app.kubernetes.io/component: tracking
 {{- printf "%s/%s@%s" $registry .Values.tls.image.repository $digest -}}
 {{- end }}
 
-{{/* The TLS terminator's certificate storage claim, and the public Services' shared annotations. */}}
+{{/*
+The TLS terminator's certificate storage claim: `tls.storage.existingClaim`, made outside the release, or
+the chart's own (which a rollback, an uninstall or a switch to private deletes); and the public Services'
+shared annotations.
+*/}}
 {{- define "mlflow-setup.tls.claimName" -}}
-{{- printf "%s-tls" (include "mlflow-setup.tracking.fullname" .) }}
+{{- .Values.tls.storage.existingClaim | default (printf "%s-tls" (include "mlflow-setup.tracking.fullname" .)) }}
 {{- end }}
 {{- define "mlflow-setup.tracking.publicAnnotations" -}}
 service.beta.kubernetes.io/azure-pip-name: {{ required "exposure.publicIP.name is required when exposure.type is public" .Values.exposure.publicIP.name | quote }}

@@ -65,6 +65,8 @@ class ServerSpec:
     dirs: list[Path]
     # Rendered container env names (before the local additions), for the divergence test.
     rendered_env_names: list[str]
+    # The release's Jobs that run beside the pods (not hooks): the pre-migration backup.
+    jobs: list[ProcessSpec] = field(default_factory=list)
 
 
 def find_helm(repo_root: Path) -> str:
@@ -294,13 +296,30 @@ def server_spec(
     main = next(c for c in pod_spec["containers"] if c["name"] == SERVER_CONTAINER)
     init = [pod.process(c) for c in pod_spec.get("initContainers") or []]
     server = pod.process(main)
+    files, dirs, jobs = dict(pod.files), set(pod.dirs), []
+    for job in release_jobs(objects):
+        task = job["metadata"]["labels"]["app.kubernetes.io/component"]
+        spec, job_dirs, job_files = job_spec(repo_root, objects, task, state_dir / "jobs" / task, python)
+        jobs.append(spec)
+        files.update(job_files)
+        dirs.update(job_dirs)
     return ServerSpec(
         init=init,
         main=server,
-        files=pod.files,
-        dirs=sorted(pod.dirs),
+        files=files,
+        dirs=sorted(dirs),
         rendered_env_names=[e["name"] for e in main.get("env") or []],
+        jobs=jobs,
     )
+
+
+def release_jobs(objects: list[dict]) -> list[dict]:
+    """The Jobs the release applies with its pods (hooks run at other times)."""
+    return [
+        o
+        for o in objects
+        if o.get("kind") == "Job" and "helm.sh/hook" not in (o["metadata"].get("annotations") or {})
+    ]
 
 
 TLS_CONTAINER = "tls"
@@ -426,20 +445,21 @@ def run_spec(
     return process, sorted(pod.dirs), pod.files
 
 
-def cronjob_spec(
+def job_spec(
     repo_root: Path, objects: list[dict], task: str, state_dir: Path, python: str | None = None
 ) -> tuple[ProcessSpec, list[Path], dict[Path, bytes]]:
-    """The container of mlflow_setup's `task` CronJob (`backup`, `gc`) as a local process, with the
-    directories and Secret files it needs."""
+    """The container of mlflow_setup's `task` CronJob (`backup`, `gc`) or Job (`pre-migration`, the
+    `rollback-guard` hook) as a local process, with the directories and Secret files it needs."""
     found = [
         o
         for o in objects
-        if o.get("kind") == "CronJob"
+        if o.get("kind") in ("CronJob", "Job")
         and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == task
     ]
     if len(found) != 1:
-        raise StackError(f"expected one {task} CronJob in {CHART}, found {len(found)}")
-    pod_spec = found[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        raise StackError(f"expected one {task} CronJob or Job in {CHART}, found {len(found)}")
+    job = found[0]["spec"]["jobTemplate"] if found[0]["kind"] == "CronJob" else found[0]
+    pod_spec = job["spec"]["template"]["spec"]
     pod = _Pod(pod_spec, secrets_of(objects), state_dir, {IMAGE_APP_DIR: repo_root / IMAGE_SOURCE}, python)
     [container] = pod_spec["containers"]
     process = pod.process(container)

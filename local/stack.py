@@ -405,17 +405,21 @@ class LocalStack:
         objects = chart.render(self.config.repo_root, self.chart_values(), helm=self.config.helm)
         spec = chart.server_spec(self.config.repo_root, objects, self.workdir / "server", self.config.python)
         azure = {"AZURE_STORAGE_CONNECTION_STRING": self.azure_connection_string}
-        # The init container too: it backs up existing data to Azurite before a schema migration.
+        # The pre-migration Job too: it backs up existing data to Azurite before a schema migration.
         return dataclasses.replace(
-            spec, main=spec.main.with_env(**azure), init=[p.with_env(**azure) for p in spec.init]
+            spec,
+            main=spec.main.with_env(**azure),
+            init=[p.with_env(**azure) for p in spec.init],
+            jobs=[p.with_env(**azure) for p in spec.jobs],
         )
 
     # ----------------------------------------------------------------- backups and gc
 
     def _task(self, task: str) -> chart.ProcessSpec:
-        """The chart's `task` CronJob container (backup, gc) as a local process, files and dirs in place."""
+        """The chart's `task` CronJob or Job container (backup, gc, pre-migration, rollback-guard) as a
+        local process, files and dirs in place."""
         objects = chart.render(self.config.repo_root, self.chart_values(), helm=self.config.helm)
-        spec, dirs, files = chart.cronjob_spec(
+        spec, dirs, files = chart.job_spec(
             self.config.repo_root, objects, task, self.workdir / task, self.config.python
         )
         self._write_files(chart.ServerSpec(init=[], main=spec, files=files, dirs=dirs, rendered_env_names=[]))
@@ -665,8 +669,15 @@ class LocalStack:
         spec = spec or self.server_spec()
         self._write_files(spec)
         log = self.workdir / "server" / "server.log"
-        for init in spec.init:
-            self._run_init(init, log)
+        # The release's Jobs (the pre-migration backup) run beside the init containers, as on the cluster.
+        jobs = [self._spawn_job(job, log) for job in spec.jobs]
+        try:
+            for init in spec.init:
+                self._run_init(init, log)
+        except StackError as error:
+            self._end_jobs(jobs, log, failed=True)
+            raise StackError(f"{error}{self._job_failures(jobs)}") from error
+        self._end_jobs(jobs, log)
         proc = spawn("server", spec.main.argv, env=spec.main.env, log=log, cwd=spec.main.cwd)
         self._record(proc, "server")
         self._wait_ready(spec.main, proc, timeout)
@@ -705,6 +716,39 @@ class LocalStack:
             _write_private(path, content)
         for directory in [*spec.dirs, *(p.cwd for p in [*spec.init, spec.main])]:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _spawn_job(self, job: chart.ProcessSpec, log: Path) -> tuple[str, subprocess.Popen, Path]:
+        job_log = log.with_name(f"job-{job.name}.log")
+        with open(job_log, "wb") as out:
+            process = subprocess.Popen(
+                job.argv,
+                env=job.env,
+                cwd=job.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return job.name, process, job_log
+
+    def _end_jobs(self, jobs: list, log: Path, *, failed: bool = False) -> None:
+        """Wait for the release's Jobs (stopped at once when the pods failed: the release did); their
+        output goes to the server log."""
+        for name, process, job_log in jobs:
+            try:
+                process.wait(timeout=5 if failed else 600)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            with open(log, "ab") as out:
+                out.write(f"--- job {name} (exit {process.returncode})\n".encode() + job_log.read_bytes())
+
+    @staticmethod
+    def _job_failures(jobs: list) -> str:
+        return "".join(
+            f"\njob {name!r} failed (exit {process.returncode}):\n{log_tail(job_log)}"
+            for name, process, job_log in jobs
+            if process.returncode not in (0, None)
+        )
 
     def _run_init(self, init: chart.ProcessSpec, log: Path) -> None:
         with open(log, "ab") as out:

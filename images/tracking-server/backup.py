@@ -331,8 +331,11 @@ def _gzip(lines: Iterable[str], digest) -> Iterator[bytes]:
     yield chunk
 
 
-def take(destination: Destination, targets: list[Database], reason: str) -> dict:
-    """Dump both databases in one snapshot to `destination`; return the backup's name and metadata."""
+def take(
+    destination: Destination, targets: list[Database], reason: str, metadata: dict[str, str] | None = None
+) -> dict:
+    """Dump the databases in one snapshot to `destination`; return the backup's name and metadata
+    (`metadata`: more to record with it, e.g. the schema revisions before a migration)."""
     if not REASON.fullmatch(reason):
         raise BackupError(f"reason must be lowercase letters, digits and '-': {reason!r}")
     name = f"mlflow-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{reason}{SUFFIX}"
@@ -356,6 +359,7 @@ def take(destination: Destination, targets: list[Database], reason: str) -> dict
     finally:
         conn.close()
     metadata = {
+        **(metadata or {}),
         "format": FORMAT.replace(" ", "-"),
         "sha256": digest.hexdigest(),
         "bytes": str(size[0]),

@@ -32,14 +32,18 @@ refuses to migrate, and the pod does not start. A new, empty database needs no b
 
 from __future__ import annotations
 
+import argparse
+import configparser
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import sqlalchemy
 
@@ -137,71 +141,247 @@ SIGN_IN_DB_ENV = "OIDC_USERS_DB_URI"
 SIGN_IN_VERSION_TABLE = "alembic_version"
 
 
-def _sign_in_head(uri: str) -> str:
+@dataclass(frozen=True)
+class Schema:
+    """Where one database's schema stands against this image's migrations."""
+
+    role: str
+    """backup.py's role of the database: `tracking`, `auth` or `sign-in`."""
+    label: str
+    uri: str
+    current: str | None
+    """Its alembic revision (None: unversioned, or a new database)."""
+    head: str | None
+    """This image's head revision (None: this image has no such schema, e.g. MLflow 2 before basic auth)."""
+    new: bool
+    """Nothing in it yet: a new database, initialised without a backup."""
+    known: bool
+    """Whether this image's migrations know `current`: False means a newer version migrated it."""
+
+    @property
+    def pending(self) -> bool:
+        return not self.new and self.current != self.head
+
+    def describe(self) -> str:
+        return f"{self.label}: {self.current or 'unversioned'} -> {self.head}"
+
+
+def _scripts(role: str, uri: str):
+    """This image's alembic scripts of a database role (None when the image has none for it)."""
     from alembic.script import ScriptDirectory
-    from mlflow_oidc_auth.db import utils as sign_in_db
 
-    return ScriptDirectory.from_config(sign_in_db._get_alembic_config(uri)).get_current_head()
+    if role == "tracking":
+        from mlflow.store.db.utils import _get_alembic_config
+    elif role == "auth":
+        try:
+            from mlflow.server.auth.db.utils import _get_alembic_config
+        except ImportError:  # MLflow before 2.5 has no basic auth
+            return None
+    else:
+        from mlflow_oidc_auth.db.utils import _get_alembic_config
+    return ScriptDirectory.from_config(_get_alembic_config(uri))
 
 
-def pending_migrations(tracking_uri: str, auth_uri: str, sign_in_uri: str | None = None) -> list[str]:
-    """Which existing databases this image would migrate: `<database>: <revision> -> <head>`."""
+def schemas(tracking_uri: str, auth_uri: str | None, sign_in_uri: str | None = None) -> list[Schema]:
+    """The tracking, user and (with sign-in) sign-in databases against this image's migrations."""
     from alembic.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-    from mlflow.server.auth.db import utils as auth_db
-    from mlflow.store.db.utils import _get_latest_schema_revision
+    from alembic.util.exc import CommandError
 
-    databases = [
-        ("tracking database", tracking_uri, "alembic_version", _get_latest_schema_revision),
-        (
-            "user database",
-            auth_uri,
-            "alembic_version_auth",
-            lambda: ScriptDirectory.from_config(auth_db._get_alembic_config(auth_uri)).get_current_head(),
-        ),
-    ]
+    databases = [("tracking", "tracking database", tracking_uri, "alembic_version")]
+    if auth_uri:
+        databases.append(("auth", "user database", auth_uri, "alembic_version_auth"))
     if sign_in_uri:
-        databases.append(
-            ("sign-in database", sign_in_uri, SIGN_IN_VERSION_TABLE, lambda: _sign_in_head(sign_in_uri))
-        )
-    pending = []
-    for name, uri, version_table, head in databases:
+        databases.append(("sign-in", "sign-in database", sign_in_uri, SIGN_IN_VERSION_TABLE))
+    found = []
+    for role, label, uri, version_table in databases:
         engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
         try:
             tables = set(sqlalchemy.inspect(engine).get_table_names())
-            if not tables - {version_table}:
-                continue  # a new database: nothing in it to lose
             with engine.connect() as conn:
                 current = MigrationContext.configure(
                     conn, opts={"version_table": version_table}
                 ).get_current_revision()
         finally:
             engine.dispose()
-        if current != head():
-            pending.append(f"{name}: {current or 'unversioned'} -> {head()}")
-    return pending
+        scripts = _scripts(role, uri)
+        head = scripts.get_current_head() if scripts else None
+        try:
+            known = current is None or (scripts is not None and scripts.get_revision(current) is not None)
+        except CommandError:  # "Can't locate revision": a newer version's migration
+            known = False
+        found.append(Schema(role, label, uri, current, head, not tables - {version_table}, known))
+    return found
 
 
-def backup_before_migrating(pending: list[str]) -> None:
-    """Back up both databases, or stop: the migration must not start without a backup."""
+def pending_migrations(tracking_uri: str, auth_uri: str, sign_in_uri: str | None = None) -> list[str]:
+    """Which existing databases this image would migrate: `<database>: <revision> -> <head>`."""
+    return [s.describe() for s in schemas(tracking_uri, auth_uri, sign_in_uri) if s.pending]
+
+
+# The pre-migration backup is taken by the chart's pre-migration Job (`migrate.py backup-before`), with the
+# backup identity: the tracking server's own has no access to backups. The server's init container holds
+# the migration lock and waits until the Job has recorded, in the user database's mlflow_aks_platform
+# table, a backup of exactly the schemas it is about to migrate; the Job waits for that lock to be held,
+# which under the Deployment's Recreate strategy means the old servers are gone and nothing writes.
+BACKUP_JOB_ENV = "MLFLOW_AKS_BACKUP_JOB"
+BACKUP_WAIT_ENV = "MLFLOW_AKS_BACKUP_WAIT_SECONDS"
+PRE_MIGRATION = "pre-migration"
+FAILED = "failed: "
+
+
+def backup_record(states: list[Schema]) -> str:
+    """The record's name: the schemas about to be migrated, from where to where."""
+    digest = hashlib.sha256(json.dumps([[s.role, s.current, s.head] for s in states if s.pending]).encode())
+    return f"{PRE_MIGRATION}:{digest.hexdigest()[:48]}"
+
+
+def _recorded(auth_uri: str, name: str) -> str | None:
+    engine = sqlalchemy.create_engine(auth_uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            return conn.execute(sqlalchemy.select(PLATFORM.c.value).where(PLATFORM.c.name == name)).scalar()
+    except sqlalchemy.exc.DBAPIError:  # the table is not there yet
+        return None
+    finally:
+        engine.dispose()
+
+
+def _record(auth_uri: str, name: str, value: str | None) -> None:
+    engine = sqlalchemy.create_engine(auth_uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        ensure_platform_tables(engine)
+        with engine.begin() as conn:
+            conn.execute(PLATFORM.delete().where(PLATFORM.c.name == name))
+            if value is not None:
+                conn.execute(PLATFORM.insert().values(name=name, value=value))
+    finally:
+        engine.dispose()
+
+
+def await_backup(states: list[Schema], auth_uri: str) -> str:
+    """Init container: wait until the pre-migration Job has backed up what is about to be migrated."""
+    pending = "; ".join(s.describe() for s in states if s.pending)
+    job = os.environ.get(BACKUP_JOB_ENV)
+    if not job:
+        raise SystemExit(
+            f"migrate: refusing to migrate existing data ({pending}) without a backup: backups are off "
+            "(backup.enabled); back up by hand, then turn them on"
+        )
+    record = backup_record(states)
+    deadline = time.monotonic() + float(os.environ.get(BACKUP_WAIT_ENV, "3600"))
+    log.info("waiting for the backup before migrating (%s): Job %s", pending, job)
+    while (name := _recorded(auth_uri, record)) is None:
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"migrate: refusing to migrate: the backup before it was not taken in time; see why with "
+                f"`kubectl logs job/{job}`"
+            )
+        time.sleep(2)
+    if name.startswith(FAILED):
+        _record(auth_uri, record, None)  # a retry of the Job records again
+        raise SystemExit(
+            f"migrate: refusing to migrate: the backup before it failed: {name[len(FAILED) :]} "
+            f"(`kubectl logs job/{job}`)"
+        )
+    log.info("backup %s taken by Job %s", name, job)
+    return record
+
+
+def backup_before(tracking_uri: str, auth_uri: str, sign_in_uri: str | None) -> int:
+    """The pre-migration Job: back up what this image's servers are about to migrate, once the old servers
+    are gone (a new server holds the migration lock), and record it for them."""
     import backup  # beside this file (/app in the image)
 
+    for uri in (tracking_uri, auth_uri, sign_in_uri):
+        if uri:
+            _require_database(uri)
+    states = schemas(tracking_uri, auth_uri, sign_in_uri)
+    if not any(s.pending for s in states):
+        log.info("nothing to migrate: no backup needed")
+        return 0
+    record = backup_record(states)
+    if name := _recorded(auth_uri, record):
+        log.info("already backed up before this migration: %s", name)
+        return 0
+    deadline = time.monotonic() + float(os.environ.get(BACKUP_WAIT_ENV, "3600"))
+    log.info("waiting until a new server waits to migrate (the old ones are then gone)")
+    engine = sqlalchemy.create_engine(tracking_uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            while not conn.execute(sqlalchemy.text("SELECT IS_USED_LOCK(:n)"), {"n": LOCK_NAME}).scalar():
+                if time.monotonic() > deadline:
+                    raise SystemExit("migrate: no server came to migrate; no backup taken")
+                time.sleep(1)
+    finally:
+        engine.dispose()
     destination = os.environ.get(backup.DESTINATION_ENV)
     if not destination:
-        raise SystemExit(
-            f"migrate: refusing to migrate existing data ({'; '.join(pending)}) without a backup: "
-            f"{backup.DESTINATION_ENV} is not set"
-        )
-    log.info("backing up before migrating (%s)", "; ".join(pending))
+        raise SystemExit(f"migrate: {backup.DESTINATION_ENV} is not set: no backup taken")
+    log.info("backing up before migrating (%s)", "; ".join(s.describe() for s in states if s.pending))
     try:
         taken = backup.take(
             backup.Destination(destination, dict(os.environ)),
             backup.databases(dict(os.environ)),
-            "pre-migration",
+            PRE_MIGRATION,
+            # What the schemas were: the version these are restored with after a failed upgrade.
+            metadata={"schema": json.dumps({s.role: s.current for s in states})},
         )
     except Exception as error:
-        raise SystemExit(f"migrate: refusing to migrate: the backup before it failed: {error}") from error
+        # The waiting server stops waiting, and says why.
+        _record(auth_uri, record, f"{FAILED}{type(error).__name__}: {error}"[:255])
+        raise SystemExit(f"migrate: the backup before migrating failed: {error}") from error
+    _record(auth_uri, record, taken["name"])
     log.info("backup %s taken (%s rows, %s bytes)", taken["name"], taken["rows"], taken["bytes"])
+    return 0
+
+
+def rollback_guard(tracking_uri: str, auth_uri: str | None, sign_in_uri: str | None) -> int:
+    """Helm's pre-rollback hook, run by the version being rolled back to: if a newer version migrated the
+    schema (and then failed), restore the newest pre-migration backup taken at this version's schema."""
+    import backup
+
+    states = schemas(tracking_uri, auth_uri, sign_in_uri)
+    ahead = [s for s in states if not s.known]
+    if not ahead:
+        log.info("the schema is this version's: nothing to restore")
+        return 0
+    mine = {s.role: s.head for s in states}
+    destination = backup.Destination(os.environ[backup.DESTINATION_ENV], dict(os.environ))
+    matching = [
+        b for b in destination.list()
+        if b["kind"] == PRE_MIGRATION and all(_schema_of(b).get(role) == head for role, head in mine.items())
+    ]  # fmt: skip
+    newer = "; ".join(f"{s.label} at {s.current}" for s in ahead)
+    if not matching:
+        raise SystemExit(
+            f"migrate: a newer version migrated the schema ({newer}), and no pre-migration backup of this "
+            "version's schema exists: this version cannot serve it. Restore a backup by hand "
+            "(docs/backup-and-restore.md) or deploy the newer version again"
+        )
+    chosen = matching[-1]["name"]
+    log.info("a newer version migrated the schema (%s) and its upgrade failed: restoring %s", newer, chosen)
+    done = backup.restore(destination, backup.databases(dict(os.environ)), chosen, force=True)
+    log.info(
+        "restored %s (%s runs); what the newer version wrote is kept as %s",
+        done["restored"], done["runs"], done["safety_backup"],
+    )  # fmt: skip
+    return 0
+
+
+def _schema_of(backup: dict) -> dict[str, str | None]:
+    """The schema revisions a pre-migration backup recorded, by role."""
+    return json.loads(backup["metadata"].get("schema", "{}"))
+
+
+def _require_database(uri: str) -> None:
+    """The database is reachable and exists (or the way out is named), waiting while MySQL starts."""
+    if sqlalchemy.engine.make_url(uri).get_backend_name() != "mysql":
+        return
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        _connect_with_retry(engine).close()
+    finally:
+        engine.dispose()
 
 
 # The platform's own tables in the basic-auth database (created by `ensure_platform_tables`):
@@ -297,29 +477,42 @@ def ensure_admin(auth_uri: str, username: str, password: str) -> str:
         store.engine.dispose()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from mlflow.db import upgrade as upgrade_tracking_db
-    from mlflow.server.auth.config import read_auth_config
-    from mlflow.server.auth.db.cli import upgrade as upgrade_auth_db
-
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="migrate",
+        choices=["migrate", "backup-before", "rollback-guard"],
+        help="migrate (the init container, default), backup-before (the pre-migration Job), "
+        "rollback-guard (Helm's pre-rollback hook)",
+    )
+    command = parser.parse_args(sys.argv[1:] if argv is None else argv).command
     tracking_uri = os.environ.get("MLFLOW_BACKEND_STORE_URI")
     if not tracking_uri:
         print("migrate: MLFLOW_BACKEND_STORE_URI is not set", file=sys.stderr)
         return 2
-    auth_uri = read_auth_config().database_uri
+    auth_uri = _auth_uri()
     sign_in_uri = os.environ.get(SIGN_IN_DB_ENV)
+    if command == "backup-before":
+        return backup_before(tracking_uri, auth_uri, sign_in_uri)
+    if command == "rollback-guard":
+        return rollback_guard(tracking_uri, auth_uri, sign_in_uri)
 
+    from mlflow.db import upgrade as upgrade_tracking_db
+    from mlflow.server.auth.config import read_auth_config
+    from mlflow.server.auth.db.cli import upgrade as upgrade_auth_db
+
+    auth_uri = read_auth_config().database_uri  # as the server reads it (a packaged default included)
     for uri in (tracking_uri, auth_uri, sign_in_uri):  # each one there, or the way out (a restore)
-        if uri and sqlalchemy.make_url(uri).get_backend_name() == "mysql":
-            engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
-            try:
-                _connect_with_retry(engine).close()
-            finally:
-                engine.dispose()
+        if uri:
+            _require_database(uri)
     with migration_lock(tracking_uri):
-        if pending := pending_migrations(tracking_uri, auth_uri, sign_in_uri):
-            backup_before_migrating(pending)
+        record = None
+        states = schemas(tracking_uri, auth_uri, sign_in_uri)
+        if any(s.pending for s in states):
+            record = await_backup(states, auth_uri)
         log.info("migrating the tracking database")
         upgrade_tracking_db.main([tracking_uri], standalone_mode=False)
         log.info("migrating the basic-auth database")
@@ -338,6 +531,8 @@ def main() -> int:
                 sign_in_db.migrate(engine, "head")
             finally:
                 engine.dispose()
+        if record:  # done with: a restore of that backup must never be migrated again unbacked
+            _record(auth_uri, record, None)
         admin, admin_password = (
             os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME"),
             os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"),
@@ -349,6 +544,16 @@ def main() -> int:
             ensure_run_user(auth_uri, run_user, run_password)
     log.info("schema migration done")
     return 0
+
+
+def _auth_uri() -> str | None:
+    """The basic-auth database, from the file at MLFLOW_AUTH_CONFIG_PATH (as the server reads it)."""
+    path = os.environ.get("MLFLOW_AUTH_CONFIG_PATH")
+    if not path:
+        return None
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    return parser["mlflow"]["database_uri"]
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ of their own: they drop and restore its databases.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -453,3 +455,93 @@ def test_a_migration_that_cannot_back_up_first_is_refused(helm_bin, workdir):
             assert cursor.fetchone()[0] == old_revision, "not migrated"
     finally:
         legacy.stop()
+
+
+def test_a_failed_upgrade_returns_to_the_pre_migration_backup_and_the_old_version_serves(helm_bin, workdir):
+    """From an MLflow 2.0.0 database, served by the old version: the upgrade to this image migrates it (after
+    the pre-migration Job's backup) and then fails to serve (a failure injected after the migration). As
+    Helm's atomic rollback does, the old version's pre-rollback hook runs with the old image (MLflow 2.0.0
+    with this repository's /app scripts): it restores the pre-migration backup, and the old server serves
+    every run again on its own schema."""
+    legacy = _new_stack(helm_bin, workdir / "rollback")
+    old_server = None
+    try:
+        legacy.start()
+        legacy.stop_server()
+        _drop_databases(legacy)
+        db = legacy.database_settings()
+        uri = f"mysql+pymysql://{db['user']}:{db['password']}@{db['host']}:{db['port']}/{db['database']}"
+        made = subprocess.run(
+            [str(MLFLOW2_PYTHON), "-c", LEGACY_SCRIPT, uri], capture_output=True, text=True, check=False
+        )
+        assert made.returncode == 0, made.stderr[-3000:]
+        old_revision = _one(legacy, "SELECT version_num FROM alembic_version")
+
+        # The upgrade: the new server's start migrates, then fails (an argument its server refuses).
+        spec = legacy.server_spec()
+        broken = dataclasses.replace(
+            spec, main=dataclasses.replace(spec.main, argv=[*spec.main.argv, "--no-such"])
+        )
+        with pytest.raises(StackError):
+            legacy.start_server(broken, timeout=60)
+        assert _one(legacy, "SELECT version_num FROM alembic_version") != old_revision, "it did migrate"
+        [pre_migration] = [b for b in legacy.backups() if b["kind"] == "pre-migration"]
+        assert json.loads(pre_migration["metadata"]["schema"])["tracking"] == old_revision
+
+        # Helm's atomic rollback runs the old release's pre-rollback hook, with the old image.
+        guard = legacy._task("rollback-guard")
+        old_image_path = f"{MLFLOW2_PYTHON.parent}:{guard.env['PATH']}"
+        done = subprocess.run(
+            [str(MLFLOW2_PYTHON), *guard.argv[1:]], env={**guard.env, "PATH": old_image_path},
+            cwd=guard.cwd, capture_output=True, text=True, check=False, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"restoring {pre_migration['name']}" in done.stderr
+        assert _one(legacy, "SELECT version_num FROM alembic_version") == old_revision
+        kinds = [b["kind"] for b in legacy.backups()]
+        assert kinds.count("pre-restore") == 1, kinds  # what the failed version wrote, kept
+        # A second rollback (or a rerun) finds the schema its own and changes nothing.
+        again = subprocess.run(
+            [str(MLFLOW2_PYTHON), *guard.argv[1:]], env={**guard.env, "PATH": old_image_path},
+            cwd=guard.cwd, capture_output=True, text=True, check=False, timeout=300,
+        )  # fmt: skip
+        assert again.returncode == 0 and "nothing to restore" in again.stderr
+
+        # The old version serves every run, on its own schema.
+        port = free_ports(1)[0]
+        old_server = subprocess.Popen(
+            [str(MLFLOW2_PYTHON.parent / "mlflow"), "server", "--backend-store-uri", uri,
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--default-artifact-root", str(workdir / "old-artifacts")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and old_server.poll() is None, "the old server did not start"
+            time.sleep(0.5)
+        experiments = httpx.get(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name",
+            params={"experiment_name": "legacy"},
+        ).json()
+        runs = httpx.post(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+            json={"experiment_ids": [experiments["experiment"]["experiment_id"]], "max_results": 100},
+        ).json()["runs"]
+        assert sorted(r["data"]["params"][0]["value"] for r in runs) == [str(i) for i in range(5)]
+        assert all(len(r["data"]["metrics"]) == 1 for r in runs)
+    finally:
+        if old_server is not None:
+            os.killpg(old_server.pid, 9)
+            old_server.wait()
+        legacy.stop()
+
+
+def _one(stack: LocalStack, query: str):
+    with pymysql.connect(**stack.database_settings()) as conn, conn.cursor() as cursor:
+        cursor.execute(query)
+        return cursor.fetchone()[0]

@@ -3,7 +3,7 @@
 import pulumi
 from pulumi_azure_native import authorization
 
-from components import chart_values
+from components import chart_values, roles
 from components.certificate_share import CertificateShare, CertificateShareArgs
 from components.cluster import JOBS_POOL_LABEL, JOBS_POOL_TAINT, Cluster, ClusterArgs
 from components.cluster_access import require_tools
@@ -14,14 +14,14 @@ from components.images import Images, ImagesArgs
 from components.kept_data import KeptData
 from components.mlflow_releases import PROJECT_CHART, MlflowReleases, MlflowReleasesArgs
 from components.monitoring import Monitoring, MonitoringArgs
-from components.naming import data_group_name, mysql_disk_name
+from components.naming import backup_identity_name, data_group_name, mysql_disk_name, tracking_identity_name
 from components.project_share import ProjectShare, ProjectShareArgs
 from components.public_endpoint import PublicEndpoint, PublicEndpointArgs
 from components.registry import Registry, RegistryArgs
 from components.resource_groups import ResourceGroups, ResourceGroupsArgs
 from components.sign_in import SignIn, SignInArgs
 from components.storage import Storage, StorageArgs
-from components.tracking_identity import TrackingIdentity, TrackingIdentityArgs
+from components.workload_identity import RoleGrant, WorkloadIdentity, WorkloadIdentityArgs
 from settings import load_settings
 
 settings = load_settings()
@@ -196,17 +196,40 @@ mysql_disk = DatabaseDisk(
         depends_on=[] if settings.retain_data else [cluster.managed_cluster],
     ),
 )
-tracking_identity = TrackingIdentity(
+# The server (and gc) reach the artifacts, the backup Job the backups; neither reaches the other's.
+tracking_identity = WorkloadIdentity(
     "tracking-identity",
-    TrackingIdentityArgs(
+    WorkloadIdentityArgs(
         resource_group_name=groups.platform_name,
         location=settings.location,
-        name_prefix=settings.name_prefix,
+        identity_name=tracking_identity_name(settings.name_prefix),
         oidc_issuer_url=cluster.oidc_issuer_url,
         subject=settings.tracking_identity_subject,
         subscription_id=client.subscription_id,
-        artifacts_container_id=storage.container_id,
-        backups_container_id=storage.backups_container_id,
+        grants=[
+            RoleGrant("blob-data-contributor", roles.STORAGE_BLOB_DATA_CONTRIBUTOR, storage.container_id)
+        ],
+        data_locked=groups.data_lock is not None,
+    ),
+    # Still the identity of stacks made when this was a TrackingIdentity component: not replaced, client id
+    # kept; the engine carries a component's alias to its children
+    # (https://www.pulumi.com/docs/iac/concepts/resources/options/aliases/).
+    opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(type_="mlflow-aks:foundation:TrackingIdentity")]),
+)
+backup_identity = WorkloadIdentity(
+    "backup-identity",
+    WorkloadIdentityArgs(
+        resource_group_name=groups.platform_name,
+        location=settings.location,
+        identity_name=backup_identity_name(settings.name_prefix),
+        oidc_issuer_url=cluster.oidc_issuer_url,
+        subject=settings.backup_identity_subject,
+        subscription_id=client.subscription_id,
+        grants=[
+            RoleGrant(
+                "backups-data-contributor", roles.STORAGE_BLOB_DATA_CONTRIBUTOR, storage.backups_container_id
+            )
+        ],
         data_locked=groups.data_lock is not None,
     ),
 )
@@ -245,6 +268,7 @@ mlflow = MlflowReleases(
         admin_groups=settings.entra_admin_groups,
         run_token_issuer=cluster.oidc_issuer_url,
         tracking_identity_client_id=tracking_identity.client_id,
+        backup_identity_client_id=backup_identity.client_id,
         storage_account=storage.account_name,
         artifacts_container=storage.container_name,
         backups_container=storage.backups_container_name,
@@ -264,8 +288,11 @@ mlflow = MlflowReleases(
         depends_on=[
             registry.kubelet_pull,
             tracking_identity.federated_credential,
-            tracking_identity.blob_access,
-            tracking_identity.backup_access,
+            *tracking_identity.role_assignments,
+            backup_identity.federated_credential,
+            *backup_identity.role_assignments,
+            # The backup Job writes only once the backups are write-once.
+            storage.backups_retention,
             mysql_disk.attach_access,
             # The load balancer takes the public IP only once the cluster identity may join it.
             *([public_endpoint.join_access] if public_endpoint and public_endpoint.join_access else []),
@@ -288,6 +315,7 @@ pulumi.export("deployerClientId", deployer.client_id)
 if settings.export_deployer_password:  # off by default: the password stays inside the stack
     pulumi.export("deployerPassword", pulumi.Output.secret(deployer.password))
 pulumi.export("trackingIdentityClientId", tracking_identity.client_id)
+pulumi.export("backupIdentityClientId", backup_identity.client_id)
 pulumi.export("tenantId", client.tenant_id)
 pulumi.export("namespace", settings.namespace)
 pulumi.export("runsNamespace", settings.runs_namespace)

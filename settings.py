@@ -20,7 +20,7 @@ from typing import Any
 import pulumi
 import yaml
 
-from components.chart_values import MLFLOW_PERMISSIONS
+from components.chart_values import BACKUP_SERVICE_ACCOUNT, MLFLOW_PERMISSIONS
 from components.naming import storage_account_prefix
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -196,6 +196,11 @@ class Settings:
     def tracking_identity_subject(self) -> str:
         """The federated credential subject for the tracking server's ServiceAccount token."""
         return f"system:serviceaccount:{self.namespace}:{self.tracking_service_account}"
+
+    @property
+    def backup_identity_subject(self) -> str:
+        """The federated credential subject for the backup Job's ServiceAccount token (the chart's)."""
+        return f"system:serviceaccount:{self.namespace}:{BACKUP_SERVICE_ACCOUNT}"
 
 
 @dataclass(frozen=True)
@@ -661,6 +666,12 @@ def _validate(
         for key in ("entraAllowedGroups", "entraAdminGroups"):
             if key in typed:
                 problems.extend(_group_problems(key, typed[key], auth))
+    if typed.get("trackingServiceAccount") == BACKUP_SERVICE_ACCOUNT:
+        rule = (
+            f"must not be {BACKUP_SERVICE_ACCOUNT!r}, the backup Jobs' ServiceAccount: the server would get "
+            "the backup identity, which may write the backups"
+        )
+        problems.append(Problem("trackingServiceAccount", rule, typed["trackingServiceAccount"]))
     if typed.get("runsNamespace") is not None and typed.get("runsNamespace") == typed.get("namespace"):
         rule = "must differ from namespace: run Jobs never share a namespace with the platform's secrets"
         problems.append(Problem("runsNamespace", rule, typed["runsNamespace"]))

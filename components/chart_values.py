@@ -43,6 +43,9 @@ PROJECTS_CLAIM = f"{FULLNAME}-projects"
 MYSQL_FULLNAME = f"{FULLNAME}-mysql"
 # Prefix of the database backups in their container.
 BACKUPS_PATH = "databases"
+# ServiceAccount of the backup Jobs (and restores), federated with the backup identity: the only one that
+# may write the backups container.
+BACKUP_SERVICE_ACCOUNT = f"{FULLNAME}-backup"
 # MySQL's data claim (components/database_volume.py, on the retained disk) and what it requests; the
 # disk must hold at least that much.
 MYSQL_DATA_CLAIM = f"{MYSQL_FULLNAME}-data"
@@ -137,7 +140,9 @@ class SetupContext:
     mysql_image: str
     """MySQL image by digest (images/mysql, `pulumi_docker.Image.repo_digest`), in that ACR."""
     tracking_identity_client_id: str
-    """Client id of the tracking server's user-assigned identity (workload identity)."""
+    """Client id of the tracking server's user-assigned identity (workload identity): the artifacts."""
+    backup_identity_client_id: str
+    """Client id of the backup Job's user-assigned identity (workload identity): the backups."""
     storage_account: str
     """Storage account of the artifact and backup containers (Entra ID only: no key opens it)."""
     artifacts_container: str
@@ -182,7 +187,9 @@ class SetupContext:
     extra_allowed_hosts: tuple[str, ...] = ()
     """More Host headers the server accepts."""
     tracking_service_account: str = "mlflow-tracking"
-    """ServiceAccount the identity's federated credential names."""
+    """ServiceAccount the tracking identity's federated credential names."""
+    backup_service_account: str = BACKUP_SERVICE_ACCOUNT
+    """ServiceAccount the backup identity's federated credential names."""
     run_service_account: str = "mlflow-run"
     """ServiceAccount of run Jobs."""
     runs_namespace: str = ""

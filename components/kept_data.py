@@ -4,23 +4,30 @@
 same stack's next `pulumi up` simply uses them. A *new* stack (or the same one after `pulumi stack rm`)
 adopts them with one config value, `dataStorageAccount` (the old stack's `storageAccount` output): the
 program then declares the data resource group with its lock, the storage account, its containers
-(artifacts, backups) and lifecycle policy, and the MySQL disk with the `import` option and the same
-inputs as the stack that created them, so the first `pulumi up` imports them instead of creating them,
-and no later one replaces them (Pulumi keeps an imported resource whose id matches, pulumi/pulumi
-developer-docs/architecture/import.md). The account's blob service properties (soft delete, versioning)
-are not imported: azure-native treats them as a singleton child, whose create is a plain PUT on the
-existing settings (pulumi/pulumi-azure-native#4738).
+(artifacts, backups), the backups' retention policy and the lifecycle policy, and the MySQL disk with
+the `import` option and the same inputs as the stack that created them, so the first `pulumi up` imports
+them instead of creating them, and no later one replaces them (Pulumi keeps an imported resource whose id
+matches, pulumi/pulumi developer-docs/architecture/import.md). The account's blob service properties (soft
+delete, versioning) are not imported: azure-native treats them as a singleton child, whose create is a
+plain PUT on the existing settings (pulumi/pulumi-azure-native#4738).
+
+The backups container's immutability policy is such a child too, with one difference: azure-native
+creates it with a PUT only while Azure reports the empty default (a period of 0 days,
+provider/pkg/openapi/defaults/defaultResourcesState.go), and refuses to create over a real one. So the
+kept policy is read first: imported when the keeping stack had one, created when it was older than
+immutable backups.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pulumi_azure_native import authorization
+from pulumi_azure_native import authorization, storage
 
 from components.naming import (
     ARTIFACTS_CONTAINER,
     BACKUPS_CONTAINER,
+    BACKUPS_RETENTION_POLICY,
     DATA_LOCK,
     MANAGEMENT_POLICY,
     data_group_name,
@@ -35,11 +42,25 @@ class KeptData:
     subscription_id: str
     name_prefix: str
     storage_account: str
+    backups_retention_days: int = 0
+    """Days of the backups container's immutability policy; 0: it has none (kept by a stack older than
+    immutable backups), and the adopting stack creates it."""
 
     @classmethod
     def in_current_subscription(cls, name_prefix: str, storage_account: str) -> KeptData:
         """The kept data of prefix `name_prefix` in the subscription `pulumi up` deploys to."""
-        return cls(authorization.get_client_config().subscription_id, name_prefix, storage_account)
+        policy = storage.get_blob_container_immutability_policy(
+            account_name=storage_account,
+            container_name=BACKUPS_CONTAINER,
+            immutability_policy_name=BACKUPS_RETENTION_POLICY,
+            resource_group_name=data_group_name(name_prefix),
+        )
+        return cls(
+            authorization.get_client_config().subscription_id,
+            name_prefix,
+            storage_account,
+            policy.immutability_period_since_creation_in_days or 0,
+        )
 
     @property
     def resource_group_id(self) -> str:
@@ -56,6 +77,13 @@ class KeptData:
     @property
     def backups_container_id(self) -> str:
         return f"{self.storage_account_id}/blobServices/default/containers/{BACKUPS_CONTAINER}"
+
+    @property
+    def backups_retention_id(self) -> str | None:
+        """The backups container's immutability policy, or None when the kept container has none."""
+        if not self.backups_retention_days:
+            return None
+        return f"{self.backups_container_id}/immutabilityPolicies/{BACKUPS_RETENTION_POLICY}"
 
     @property
     def management_policy_id(self) -> str:

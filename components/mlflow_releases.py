@@ -33,9 +33,9 @@ SETUP_CHART = "charts/mlflow_setup"
 PROJECT_CHART = "charts/mlflow_project"
 PROJECT_DIRECTORY = "mlflow_project"
 # How long the setup release may wait on a first `pulumi up`, from documented bounds. Its pods need access
-# granted seconds before (kubelet AcrPull, the tracking identity's federated credential and Storage Blob
-# Data Contributor, the cluster identity's Contributor on the disk): the release depends on those role
-# assignments, and Azure says "role assignment changes can take up to 10 minutes to take effect"
+# granted seconds before (kubelet AcrPull, the tracking and backup identities' federated credentials and
+# Storage Blob Data Contributor, the cluster identity's Contributor on the disk): the release depends on
+# those role assignments, and Azure says "role assignment changes can take up to 10 minutes to take effect"
 # (https://learn.microsoft.com/azure/role-based-access-control/troubleshooting).
 ROLE_PROPAGATION_SECONDS = 600
 # Once effective, the kubelet's next retry picks it up: image pulls back off to at most 300 s
@@ -120,9 +120,11 @@ class MlflowReleasesArgs:
     mysql_image: pulumi.Input[str]
     """MySQL image by digest (the stack's copy of the official image)."""
     tracking_identity_client_id: pulumi.Input[str]
-    """Client id of the tracking server's managed identity."""
+    """Client id of the tracking server's managed identity (the artifacts container; gc uses it too)."""
+    backup_identity_client_id: pulumi.Input[str]
+    """Client id of the backup Job's managed identity (the backups container only)."""
     storage_account: pulumi.Input[str]
-    """Storage account of artifacts and backups (the tracking identity's, with no key access)."""
+    """Storage account of artifacts and backups (Entra ID only, no key access)."""
     artifacts_container: pulumi.Input[str]
     """Blob container of artifacts."""
     backups_container: pulumi.Input[str]
@@ -302,6 +304,7 @@ class MlflowReleases(pulumi.ComponentResource):
             tracking_image=args.tracking_image,
             mysql_image=args.mysql_image,
             tracking_identity_client_id=args.tracking_identity_client_id,
+            backup_identity_client_id=args.backup_identity_client_id,
             storage_account=args.storage_account,
             artifacts_container=args.artifacts_container,
             backups_container=args.backups_container,

@@ -18,6 +18,8 @@ CERTIFICATES_SHARE = "mlflow-tls"
 DATA_LOCK = "mlflow-aks-keep-data"
 # A storage account has one lifecycle management policy, and this is its name.
 MANAGEMENT_POLICY = "default"
+# A container has one immutability policy (its default time-based retention), and this is its name.
+BACKUPS_RETENTION_POLICY = "default"
 
 
 def platform_group_name(name_prefix: str) -> str:
@@ -30,6 +32,16 @@ def data_group_name(name_prefix: str) -> str:
 
 def mysql_disk_name(name_prefix: str) -> str:
     return f"{name_prefix}-mysql"
+
+
+def tracking_identity_name(name_prefix: str) -> str:
+    """The tracking server's managed identity (components/workload_identity.py)."""
+    return f"{name_prefix}-tracking-server"
+
+
+def backup_identity_name(name_prefix: str) -> str:
+    """The backup Job's managed identity (components/workload_identity.py)."""
+    return f"{name_prefix}-backup"
 
 
 def storage_account_prefix(name_prefix: str) -> str:

@@ -6,6 +6,8 @@ containers for MLflow artifacts and for database backups.
 - Deleted and overwritten blobs stay recoverable for `soft_delete_retention_days`: blob versioning, blob
   soft delete and container soft delete. The lifecycle policy deletes backups after their retention and
   old previous versions, so what is kept stays bounded.
+- A backup is write-once: the backups container's time-based retention policy keeps every backup from
+  deletion and overwrite for `backup_retention_days`, whoever asks; the lifecycle rule deletes it after.
 - With `dataRetention: retain` all of it survives `pulumi destroy`.
 
 The project file share is mounted with a key (SMB), so it has an account of its own
@@ -22,6 +24,7 @@ from components.kept_data import KeptData
 from components.naming import (
     ARTIFACTS_CONTAINER,
     BACKUPS_CONTAINER,
+    BACKUPS_RETENTION_POLICY,
     MANAGEMENT_POLICY,
     global_name_suffix,
     storage_account_prefix,
@@ -48,7 +51,8 @@ class StorageArgs:
     """Data kept by an earlier stack: import its account, containers and lifecycle policy (same inputs)
     instead of creating new ones."""
     backup_retention_days: int = 30
-    """Days a database backup is kept before the account's lifecycle rule deletes it."""
+    """Days a database backup is immutable (no delete, no overwrite), after which the account's lifecycle
+    rule deletes it."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What the account waits for: the data group's lock, which `pulumi destroy --exclude-protected`
     then keeps with the account."""
@@ -80,6 +84,7 @@ def _versions_older_than(days: int) -> storage.ManagementPolicyVersionArgs:
 
 class Storage(pulumi.ComponentResource):
     account: storage.StorageAccount
+    backups_retention: storage.BlobContainerImmutabilityPolicy
     account_id: pulumi.Output[str]
     account_name: pulumi.Output[str]
     container_id: pulumi.Output[str]
@@ -139,17 +144,61 @@ class Storage(pulumi.ComponentResource):
             public_access=storage.PublicAccess.NONE,
             opts=keep(kept and kept.container_id),
         )
+        # Version-level WORM: each backup version gets the container's retention policy (below) when it is
+        # written, and nobody deletes or overwrites it before that ends. Versioning (below) is its
+        # prerequisite. https://learn.microsoft.com/azure/storage/blobs/immutable-version-level-worm-policies
+        # Azure sets it only when a container is created: a container an older stack made (kept, or this
+        # stack's own) keeps its state, never a replacement (ignored, also in an import's comparison:
+        # pulumi/pulumi developer-docs/architecture/import.md). The policy then applies at container level,
+        # with the same protection, until `az storage container-rm migrate-vlw` (docs/backup-and-restore.md).
         backups = storage.BlobContainer(
             f"{name}-backups",
             container_name=BACKUPS_CONTAINER,
             account_name=self.account.name,
             resource_group_name=args.resource_group_name,
             public_access=storage.PublicAccess.NONE,
-            opts=keep(kept and kept.backups_container_id),
+            immutable_storage_with_versioning=storage.ImmutableStorageWithVersioningArgs(enabled=True),
+            opts=pulumi.ResourceOptions.merge(
+                keep(kept and kept.backups_container_id),
+                pulumi.ResourceOptions(ignore_changes=["immutableStorageWithVersioning"]),
+            ),
+        )
+        # Unlocked: it blocks every delete and overwrite all the same, but (unlike a locked one, which
+        # azure-native cannot lock anyway) it can still be shortened with backupRetentionDays, and a
+        # backup can be released on purpose: its version's policy is removed with the
+        # immutableStorage/runAsSuperUser data action, which Storage Blob Data Contributor (both workload
+        # identities' role) does not have (Owner-level data roles do):
+        # https://learn.microsoft.com/rest/api/storageservices/authorize-with-azure-active-directory
+        # #permissions-for-calling-data-operations. Locking is an operator's irreversible choice
+        # (docs/backup-and-restore.md). Locked or not, the container and the account are deleted only
+        # once the container is empty (immutable-version-level-worm-policies#deletion).
+        if kept and kept.backups_retention_days not in (0, args.backup_retention_days):
+            raise ValueError(
+                f"backupRetentionDays: must be {kept.backups_retention_days} to adopt the kept backups "
+                f"container (its retention policy has that many days; change it after the adoption), "
+                f"got {args.backup_retention_days}"
+            )
+        self.backups_retention = storage.BlobContainerImmutabilityPolicy(
+            f"{name}-backups-retention",
+            account_name=self.account.name,
+            container_name=backups.name,
+            resource_group_name=args.resource_group_name,
+            immutability_policy_name=BACKUPS_RETENTION_POLICY,
+            immutability_period_since_creation_in_days=args.backup_retention_days,
+            # Backups are block blobs committed once: nothing may be added to a protected one.
+            allow_protected_append_writes=False,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # Never deleted by Pulumi, whatever dataRetention: azure-native sends the delete without the
+                # etag Azure demands (pulumi/pulumi-azure-native#2156); the policy goes with its container.
+                retain_on_delete=True,
+                protect=args.protect,
+                import_=kept.backups_retention_id if kept else None,
+            ),
         )
         # Recoverable for N days: an overwritten or deleted blob becomes a previous version (versioning), a
         # deleted version or blob is soft-deleted for N days, and so is a deleted container. Permanent
-        # delete of soft-deleted versions stays off. The tracking identity's Storage Blob Data Contributor
+        # delete of soft-deleted versions stays off. The workload identities' Storage Blob Data Contributor
         # cannot delete versions either (that takes Storage Blob Data Owner:
         # https://learn.microsoft.com/azure/storage/blobs/versioning-overview#authorize-operations-on-blob-versions).
         # A singleton child of the account: creating it is a PUT, so adopted data needs no import.
@@ -172,6 +221,9 @@ class Storage(pulumi.ComponentResource):
         # version's age counts from its creation. So a backup goes R days after it was written (its
         # version too), then stays N days soft-deleted; an artifact's previous version (overwritten, or
         # deleted by gc) is deleted once it is N days old, then stays N days soft-deleted.
+        # A backup is immutable until R days after its creation; the rule acts only once it is *more* than R
+        # days old, so it never meets a backup still under retention (a run that did would be refused and
+        # retried the next day).
         storage.ManagementPolicy(
             f"{name}-lifecycle",
             account_name=self.account.name,

@@ -557,6 +557,8 @@ def local_values(
         "exposure": exposure,
         **({"tls": tls} if tls else {}),
         "backup": {
-            "destination": f"wasbs://{backups_container}@{storage_account}.blob.core.windows.net/databases"
+            "destination": f"wasbs://{backups_container}@{storage_account}.blob.core.windows.net/databases",
+            # Azurite takes the connection string's key instead (as for the tracking identity above).
+            "workloadIdentityClientId": "00000000-0000-0000-0000-000000000000",
         },
     }

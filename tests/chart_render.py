@@ -86,6 +86,7 @@ def setup_context(
         tracking_image=TRACKING_IMAGE,
         mysql_image=MYSQL_IMAGE,
         tracking_identity_client_id="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+        backup_identity_client_id="7a6b5c4d-3e2f-4a1b-9c8d-e7f6a5b4c3d2",
         storage_account="mlflowst7f3k",
         artifacts_container="mlflow-artifacts",
         # The share has a storage account of its own in the platform group (components/project_share.py).

@@ -62,6 +62,9 @@ users:
       args: [get-token, --environment, AzurePublicCloud, --server-id, 6dae42f8-4368-4678-94ff-3960e28e3630,
              --client-id, 80faf920-1908-4b52-b5ef-a8e7bedfc67a, --tenant-id, {TENANT_ID}, --login, devicecode]
 """
+# The retention Azure reports on a kept backups container: the Pulumi.yaml default of backupRetentionDays,
+# what the stack that kept it had (RecordingMocks takes another, 0 for a container kept without one).
+KEPT_BACKUPS_RETENTION_DAYS = 30
 # The tools `pulumi up` needs on PATH (components/cluster_access.py), as a mocked run finds them.
 TOOLS_ON_PATH = ("kubelogin", "az")
 
@@ -80,6 +83,7 @@ _NAME_KEYS = {
     "azure-native:compute:Disk": "diskName",
     "azure-native:storage:ManagementPolicy": "managementPolicyName",
     "azure-native:storage:BlobServiceProperties": "blobServicesName",
+    "azure-native:storage:BlobContainerImmutabilityPolicy": "immutabilityPolicyName",
     "azure-native:authorization:ManagementLockAtResourceGroupLevel": "lockName",
     "azure-native:network:PublicIPAddress": "publicIpAddressName",
 }
@@ -197,6 +201,9 @@ def _computed_outputs(type_: str, name: str, inputs: dict[str, Any], id_: str) -
         out["id"] = f"{account_id}/managementPolicies/{out['name']}"
     elif type_ == "azure-native:storage:BlobServiceProperties":
         out["id"] = f"{account_id}/blobServices/{out['name']}"
+    elif type_ == "azure-native:storage:BlobContainerImmutabilityPolicy":
+        container_id = f"{account_id}/blobServices/default/containers/{plain(inputs.get('containerName'))}"
+        out["id"] = f"{container_id}/immutabilityPolicies/{out['name']}"
     elif type_ == "azure-native:authorization:ManagementLockAtResourceGroupLevel":
         out["id"] = f"{group_id}/providers/Microsoft.Authorization/locks/{out['name']}"
     elif type_ == "azure-native:network:PublicIPAddress":
@@ -247,12 +254,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self,
         extra_outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None,
         deploying_principal_type: str = "User",
+        kept_backups_retention_days: int = KEPT_BACKUPS_RETENTION_DAYS,
     ):
         self.resources: list[Registered] = []
         self.calls: list[pulumi_mocks.MockCallArgs] = []
         self._extra_outputs = extra_outputs
         # What Entra ID says the principal running `pulumi up` is: a person, or a CI service principal.
         self.deploying_principal_type = deploying_principal_type
+        # The retention policy Azure reports on a kept backups container (0: none, an older stack's).
+        self.kept_backups_retention_days = kept_backups_retention_days
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
         id_ = f"{args.name}-id"
@@ -294,6 +304,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
             encoded = base64.b64encode(KUBECONFIG.encode()).decode()
             return {"kubeconfigs": [{"name": "clusterUser", "value": encoded}]}
+        if args.token == "azure-native:storage:getBlobContainerImmutabilityPolicy":
+            # Azure answers for a container without a policy too: 0 days (azure-native's default state).
+            return {
+                "name": args.args["immutabilityPolicyName"],
+                "immutabilityPeriodSinceCreationInDays": self.kept_backups_retention_days,
+                "state": "Unlocked",
+            }
         if args.token == "azure-native:storage:listStorageAccountKeys":
             value = storage_key(args.args["accountName"])
             return {"keys": [{"keyName": "key1", "value": value, "permissions": "FULL"}]}

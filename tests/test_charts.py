@@ -373,6 +373,16 @@ def test_tracking_identity_and_service_accounts(private_setup):
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == ctx.tracking_service_account
     run_sa = cr.one(private_setup, "ServiceAccount", ctx.run_service_account)
     assert run_sa["automountServiceAccountToken"] is False
+    # The backup Jobs' own account, with the backup identity (tests/test_charts_maintenance.py).
+    backup_sa = cr.one(private_setup, "ServiceAccount", ctx.backup_service_account)
+    assert backup_sa["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": ctx.backup_identity_client_id
+    }
+    assert {a["metadata"]["name"] for a in cr.of_kind(private_setup, "ServiceAccount")} == {
+        ctx.tracking_service_account,
+        ctx.backup_service_account,
+        ctx.run_service_account,
+    }
 
 
 @pytest.mark.parametrize("name", list(cr.SETUP_CONTEXTS))

@@ -47,7 +47,7 @@ def cronjob(objects: list[dict], task: str) -> dict:
         ("gc", ["python", "/app/collect_garbage.py", "--older-than", "30d"]),
     ],
 )
-def test_maintenance_cronjobs_run_with_the_servers_image_identity_and_settings(objects, task, command):
+def test_maintenance_cronjobs_run_with_the_servers_image_and_settings(objects, task, command):
     ctx = cr.SETUP_CONTEXTS["private"]
     job = cronjob(objects, task)
     spec = job["spec"]
@@ -57,7 +57,6 @@ def test_maintenance_cronjobs_run_with_the_servers_image_identity_and_settings(o
     pod = spec["jobTemplate"]["spec"]["template"]
     assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] > 0
     assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
-    assert pod["spec"]["serviceAccountName"] == ctx.tracking_service_account  # the federated identity
     assert pod["spec"]["automountServiceAccountToken"] is False
     [container] = pod["spec"]["containers"]
     server = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
@@ -78,6 +77,41 @@ def test_maintenance_cronjobs_run_with_the_servers_image_identity_and_settings(o
             == server_args[server_args.index("--artifacts-destination") + 1]
         )
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize(
+    ("task", "service_account", "client_id"),
+    [
+        # Its own ServiceAccount, whose identity may write the backups container and nothing else.
+        ("backup", chart_values.BACKUP_SERVICE_ACCOUNT, "backup_identity_client_id"),
+        # The tracking server's: the artifacts container, no access to the backups.
+        ("gc", "mlflow-tracking", "tracking_identity_client_id"),
+    ],
+)
+def test_each_maintenance_job_runs_as_the_service_account_of_its_own_identity(
+    objects, task, service_account, client_id
+):
+    ctx = cr.SETUP_CONTEXTS["private"]
+    pod = cronjob(objects, task)["spec"]["jobTemplate"]["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == service_account
+    account = cr.one(objects, "ServiceAccount", service_account)
+    assert account["metadata"]["namespace"] == cr.NAMESPACE
+    assert account["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": getattr(ctx, client_id)
+    }
+    assert account["automountServiceAccountToken"] is False
+    assert ctx.backup_identity_client_id != ctx.tracking_identity_client_id
+
+
+def test_without_backups_there_is_no_backup_account_and_no_identity_is_asked_for(helm_bin, tmp_path):
+    values = setup_values(cr.SETUP_CONTEXTS["private"])
+    values["backup"] = {"enabled": False}
+    objects = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_path)
+    assert [
+        c["metadata"]["labels"]["app.kubernetes.io/component"] for c in cr.of_kind(objects, "CronJob")
+    ] == ["gc"]
+    accounts = {a["metadata"]["name"] for a in cr.of_kind(objects, "ServiceAccount")}
+    assert chart_values.BACKUP_SERVICE_ACCOUNT not in accounts
 
 
 def test_the_migration_backs_up_to_the_same_place_first(objects):
@@ -142,6 +176,11 @@ def test_a_new_mlflow_version_replaces_every_pod_before_the_new_ones_migrate(
         ({"backup": {"schedule": "daily"}}, "schedule"),
         ({"gc": {"olderThan": "a month"}}, "olderThan"),
         ({"backup": {"destination": "https://acct.blob.core.windows.net/backups"}}, "destination"),
+        # Without the backup identity the Job could not write; with the tracking one it must not.
+        ({"backup": {"workloadIdentityClientId": ""}}, "workloadIdentityClientId"),
+        ({"backup": {"workloadIdentityClientId": "backup-identity"}}, "workloadIdentityClientId"),
+        ({"backup": {"serviceAccount": "mlflow-tracking"}}, "backup.serviceAccount must differ"),
+        ({"backup": {"serviceAccount": "Backup_SA"}}, "serviceAccount"),
     ],
 )
 def test_maintenance_values_are_checked(helm_bin, tmp_path, change, key):

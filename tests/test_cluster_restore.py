@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from components.chart_values import setup_values
+from components.chart_values import BACKUP_SERVICE_ACCOUNT, setup_values
 from tests import chart_render as cr
 
 SCRIPT = cr.REPO_ROOT / "scripts" / "cluster-restore"
@@ -109,6 +109,8 @@ def test_a_restore_checks_first_stops_the_server_restores_and_starts_it_again(tm
             pod = job["spec"]["template"]
             assert pod["metadata"]["labels"] == cron_pod["metadata"]["labels"]
             assert pod["spec"]["serviceAccountName"] == cron_pod["spec"]["serviceAccountName"]
+            # The backup identity: it reads the backups and writes the safety backup; the server's cannot.
+            assert pod["spec"]["serviceAccountName"] == BACKUP_SERVICE_ACCOUNT
             [container], [cron_container] = pod["spec"]["containers"], cron_pod["spec"]["containers"]
             assert {k: v for k, v in container.items() if k != "command"} == {
                 k: v for k, v in cron_container.items() if k != "command"

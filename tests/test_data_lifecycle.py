@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import pytest
-from pulumi_mocks import SUBSCRIPTION_ID, ProgramRun, plain, run_program
+from pulumi_mocks import SUBSCRIPTION_ID, ProgramRun, RecordingMocks, plain, run_program
 
 from components.data_guard import DataGuardProvider, DataReplacementRefused
 
@@ -22,9 +22,11 @@ DATA = (
     "storage-account",
     "storage-artifacts",
     "storage-backups",
+    "storage-backups-retention",
     "storage-lifecycle",
     "mysql-disk-disk",
 )
+RETENTION = "storage-backups-retention"
 LOCK = "groups-data-lock"
 # Protected with the data, but never imported: the random suffix of the account name (an adopted account
 # keeps its name), and the blob service properties (a singleton child: creating them is a PUT).
@@ -204,11 +206,58 @@ def test_destroy_sends_no_delete_the_lock_refuses(config):
 
 def test_with_delete_there_is_no_lock_and_destroy_deletes_the_data():
     """`dataRetention: delete`: no lock, nothing retained, so `pulumi destroy` removes all of it (and the
-    `pulumi up` that switches a retained stack to `delete` deletes the lock, which is not protected)."""
+    `pulumi up` that switches a retained stack to `delete` deletes the lock, which is not protected).
+    The one exception is the backups' retention policy: azure-native cannot delete it
+    (pulumi/pulumi-azure-native#2156), and it goes with the container, which Azure deletes once no backup
+    in it is under retention (docs/backup-and-restore.md)."""
     run = run_program({"dataRetention": "delete"})
     assert LOCK not in by_name(run)
-    assert [r.name for r in run.resources if r.options["retainOnDelete"] or r.options["protect"]] == []
+    assert [r.name for r in run.resources if r.options["protect"]] == []
+    assert [r.name for r in run.resources if r.options["retainOnDelete"]] == [RETENTION]
     assert _kept_by_exclude_protected(run) == set()
+
+
+def test_the_kept_retention_policy_is_read_to_know_whether_to_import_it(adopted):
+    """Azure answers for the kept container whether it has a policy (0 days: none)."""
+    [read] = [
+        c for c in adopted.calls if c.token == "azure-native:storage:getBlobContainerImmutabilityPolicy"
+    ]
+    assert read.args == {
+        "accountName": adopted.exports["storageAccount"],
+        "containerName": "mlflow-backups",
+        "immutabilityPolicyName": "default",
+        "resourceGroupName": "mlflow-data",
+    }
+
+
+def test_a_container_kept_by_an_older_stack_gets_its_retention_policy_created():
+    """Data kept before backups were immutable: the container has no policy (Azure reports 0 days), so the
+    adopting stack imports the container as it is and creates the policy on it, at container level until
+    the container is migrated to version level (docs/backup-and-restore.md)."""
+    kept = run_program({})
+    adopting = run_program(
+        {"dataStorageAccount": kept.exports["storageAccount"]},
+        mocks=RecordingMocks(kept_backups_retention_days=0),
+    )
+    container, policy = by_name(adopting)["storage-backups"], by_name(adopting)[RETENTION]
+    assert container.options["importId"] == by_name(kept)["storage-backups"].id
+    # Compared without immutableStorageWithVersioning, which Azure sets only at creation.
+    assert container.options["ignoreChanges"] == ["immutableStorageWithVersioning"]
+    assert policy.options["importId"] == ""
+    assert plain(policy.inputs) == plain(by_name(kept)[RETENTION].inputs)
+    assert {r.name for r in adopting.resources if r.options["importId"]} == set(IMPORTED) - {RETENTION}
+
+
+def test_adopting_a_policy_of_other_days_fails_naming_the_key():
+    """The import would fail on the difference anyway; this says what to set."""
+    kept = run_program({})
+    with pytest.raises(
+        Exception, match=r"backupRetentionDays: must be 45 to adopt the kept backups container"
+    ):
+        run_program(
+            {"dataStorageAccount": kept.exports["storageAccount"]},
+            mocks=RecordingMocks(kept_backups_retention_days=45),
+        )
 
 
 @pytest.mark.parametrize(

@@ -119,12 +119,14 @@ def test_declares_every_foundation_resource_once(case):
         STORAGE_ACCOUNT: 3,
         DISK: 1,
         "azure-native:storage:BlobContainer": 2,
+        "azure-native:storage:BlobContainerImmutabilityPolicy": 1,
         "azure-native:storage:BlobServiceProperties": 1,
         "azure-native:storage:ManagementPolicy": 1,
         "azure-native:storage:FileShare": 2,
         LOCK: 1 if cfg["dataRetention"] == "retain" else 0,
-        "azure-native:managedidentity:UserAssignedIdentity": 1,
-        "azure-native:managedidentity:FederatedIdentityCredential": 1,
+        # The tracking server's and the backup Job's.
+        "azure-native:managedidentity:UserAssignedIdentity": 2,
+        "azure-native:managedidentity:FederatedIdentityCredential": 2,
         "random:index/randomString:RandomString": 4,  # three storage accounts' suffixes, the registry's
         "pulumi:providers:kubernetes": 1,
     }
@@ -143,48 +145,104 @@ def test_every_custom_resource_is_a_child_of_a_component(case):
             assert "mlflow-aks:" in resource.options["parent"].split("::")[2], resource.name
 
 
-@DEFAULT_AND_CUSTOM
-def test_role_assignments_have_exact_role_principal_and_scope(case):
-    _, run = case
-    registry = run.one(REGISTRY)
-    cluster = run.one(CLUSTER)
+# Every role assignment the program can declare, by resource name: (role, principal, scope), the
+# principal and scope read from the run. A new assignment, or a wider scope or role, fails
+# test_every_role_assignment_is_in_the_table until it is written here.
+def expected_assignments(cfg: dict[str, Any], run: ProgramRun) -> dict[str, tuple[str, str, str]]:
     deployer_sp = run.one("azuread:index/servicePrincipal:ServicePrincipal").outputs["objectId"]
-    tracking = run.one("azure-native:managedidentity:UserAssignedIdentity").outputs["principalId"]
-    container = run.named("storage-artifacts")
-    backups = run.named("storage-backups")
-    disk = run.one(DISK)
+    table = {
+        "registry-kubelet-acr-pull": (role_definition("AcrPull"), KUBELET_OBJECT_ID, run.one(REGISTRY).id),
+        # The deployer service principal only pushes images: AcrPush, nothing on the cluster.
+        "deployer-acr-push": (role_definition("AcrPush"), deployer_sp, run.one(REGISTRY).id),
+        # Whoever runs `pulumi up` installs the releases with their own Entra ID identity.
+        "cluster-deployer-cluster-admin": (
+            role_definition("Azure Kubernetes Service RBAC Cluster Admin"),
+            DEPLOYING_USER_OBJECT_ID,
+            run.one(CLUSTER).id,
+        ),
+        # The tracking server (and gc) write artifacts: that container only, no backups.
+        "tracking-identity-blob-data-contributor": (
+            role_definition("Storage Blob Data Contributor"),
+            principal(run, "tracking-identity"),
+            run.named("storage-artifacts").id,
+        ),
+        # The backup Job (and restores) write backups: that container only, no artifacts.
+        "backup-identity-backups-data-contributor": (
+            role_definition("Storage Blob Data Contributor"),
+            principal(run, "backup-identity"),
+            run.named("storage-backups").id,
+        ),
+        # The cluster's control-plane identity attaches the MySQL disk that lives outside the node
+        # resource group: Contributor on that one disk, not on its resource group.
+        "mysql-disk-cluster-attach": (role_definition("Contributor"), CLUSTER_PRINCIPAL_ID, run.one(DISK).id),
+    }
+    if cfg["exposure"] == "public":
+        # The cluster's load balancer takes the stack's public IP, which lives in the platform group.
+        table["public-endpoint-cluster-network"] = (
+            f"/subscriptions/{SUBSCRIPTION_ID}/providers/Microsoft.Authorization/roleDefinitions/"
+            "4d97b98b-1d4f-4787-a291-c67834d212e7",  # Network Contributor
+            CLUSTER_PRINCIPAL_ID,
+            run.named("groups-platform").id,
+        )
+    return table
 
-    expected = sorted(
-        [
-            (role_definition("AcrPull"), KUBELET_OBJECT_ID, registry.id),
-            # The deployer service principal only pushes images: AcrPush, nothing on the cluster.
-            (role_definition("AcrPush"), deployer_sp, registry.id),
-            # Whoever runs `pulumi up` installs the releases with their own Entra ID identity.
-            (
-                role_definition("Azure Kubernetes Service RBAC Cluster Admin"),
-                DEPLOYING_USER_OBJECT_ID,
-                cluster.id,
-            ),
-            (role_definition("Storage Blob Data Contributor"), tracking, container.id),
-            # The backup and gc Jobs run with the tracking server's identity: backups are written there.
-            (role_definition("Storage Blob Data Contributor"), tracking, backups.id),
-            # The cluster's control-plane identity attaches the MySQL disk that lives outside the node
-            # resource group: Contributor on that one disk, not on its resource group.
-            (role_definition("Contributor"), CLUSTER_PRINCIPAL_ID, disk.id),
-        ]
-    )
-    assignments = run.of_type(ROLE_ASSIGNMENT)
-    actual = sorted(
-        (a.inputs["roleDefinitionId"], a.inputs["principalId"], a.inputs["scope"]) for a in assignments
-    )
+
+def principal(run: ProgramRun, identity: str) -> str:
+    """Principal id of the workload identity component `identity` (tracking-identity, backup-identity)."""
+    return run.named(f"{identity}-identity").outputs["principalId"]
+
+
+ASSIGNMENT_CONFIGURATIONS = {
+    **{name: CONFIGURATIONS[name] for name in ("defaults", "custom", "delete-data")},
+    "public": {"exposure": "public", "allowedSourceRanges": ["203.0.113.0/24"]},
+}
+
+
+@pytest.fixture(scope="module", params=list(ASSIGNMENT_CONFIGURATIONS))
+def assignment_case(request) -> tuple[dict[str, Any], ProgramRun]:
+    config = ASSIGNMENT_CONFIGURATIONS[request.param]
+    return effective(config), run_program(config)
+
+
+def test_every_role_assignment_is_in_the_table(assignment_case):
+    cfg, run = assignment_case
+    expected = expected_assignments(cfg, run)
+    actual = {
+        a.name: (a.inputs["roleDefinitionId"], a.inputs["principalId"], a.inputs["scope"])
+        for a in run.of_type(ROLE_ASSIGNMENT)
+    }
     assert actual == expected
     # Identities the program creates are declared as service principals (no replication wait); the
     # deploying principal has the type Entra ID gives it (a person here).
-    for assignment in assignments:
+    for assignment in run.of_type(ROLE_ASSIGNMENT):
         expected_type = (
             "User" if assignment.inputs["principalId"] == DEPLOYING_USER_OBJECT_ID else "ServicePrincipal"
         )
         assert assignment.inputs["principalType"] == expected_type
+
+
+def _at_or_above(scope: str, resource_id: str) -> bool:
+    """Whether an assignment at `scope` reaches `resource_id` (Azure RBAC scopes inherit downwards)."""
+    return resource_id == scope or resource_id.startswith(f"{scope.rstrip('/')}/")
+
+
+def test_only_the_backup_identity_reaches_the_backups(assignment_case):
+    """No assignment the program makes at the backups container or above it (account, group,
+    subscription) names the tracking identity, or anyone but the backup identity; and the backup identity
+    reaches nothing but that container."""
+    _, run = assignment_case
+    backups = run.named("storage-backups").id
+    reaching = [a for a in run.of_type(ROLE_ASSIGNMENT) if _at_or_above(a.inputs["scope"], backups)]
+    assert [a.inputs["principalId"] for a in reaching] == [principal(run, "backup-identity")]
+    assert principal(run, "tracking-identity") not in {a.inputs["principalId"] for a in reaching}
+    artifacts = run.named("storage-artifacts").id
+    for identity, only in (("tracking-identity", artifacts), ("backup-identity", backups)):
+        scopes = [
+            a.inputs["scope"]
+            for a in run.of_type(ROLE_ASSIGNMENT)
+            if a.inputs["principalId"] == principal(run, identity)
+        ]
+        assert scopes == [only], identity
 
 
 def test_a_ci_service_principal_running_pulumi_up_is_assigned_as_a_service_principal():
@@ -367,7 +425,7 @@ def test_role_assignments_inside_the_locked_group_are_left_on_destroy(case):
             assert assignment.options["retainOnDelete"] is False, assignment.name
     assert inside == {
         "tracking-identity-blob-data-contributor",
-        "tracking-identity-backups-data-contributor",
+        "backup-identity-backups-data-contributor",
         "mysql-disk-cluster-attach",
     }
 
@@ -494,11 +552,14 @@ def test_data_retention_decides_what_destroy_leaves(case):
         "mysql-disk-disk",
         # Scoped inside the locked data group, where Azure refuses to delete them (see above).
         "tracking-identity-blob-data-contributor",
-        "tracking-identity-backups-data-contributor",
+        "backup-identity-backups-data-contributor",
         "mysql-disk-cluster-attach",
     }
+    # Whatever dataRetention: azure-native cannot delete it (pulumi/pulumi-azure-native#2156), and it
+    # goes with its container.
+    always = {"storage-backups-retention"}
     for resource in run.resources:
-        expected = keep and resource.name in data_resources
+        expected = (keep and resource.name in data_resources) or resource.name in always
         assert resource.options["retainOnDelete"] is expected, resource.name
 
 
@@ -517,6 +578,7 @@ def test_exports_are_complete_and_secrets_stay_secret(case):
         "projectsShare",
         "deployerClientId",
         "trackingIdentityClientId",
+        "backupIdentityClientId",
         "tenantId",
     }
     assert "kubeconfig" in run.secret_exports
@@ -627,14 +689,85 @@ def test_the_password_end_date_is_the_one_the_expiry_resource_computed():
 
 
 @DEFAULT_AND_CUSTOM
-def test_tracking_identity_federates_with_the_service_account(case):
+@pytest.mark.parametrize(
+    ("identity", "azure_name", "service_account", "export"),
+    [
+        (
+            "tracking-identity",
+            "{namePrefix}-tracking-server",
+            "{trackingServiceAccount}",
+            "trackingIdentityClientId",
+        ),
+        ("backup-identity", "{namePrefix}-backup", "mlflow-backup", "backupIdentityClientId"),
+    ],
+)
+def test_each_workload_identity_federates_with_its_own_service_account(
+    case, identity, azure_name, service_account, export
+):
     cfg, run = case
-    identity = run.one("azure-native:managedidentity:UserAssignedIdentity")
-    credential = run.one("azure-native:managedidentity:FederatedIdentityCredential").inputs
+    uami = run.named(f"{identity}-identity")
+    assert uami.inputs["resourceName"] == azure_name.format(**cfg)
+    assert uami.inputs["resourceGroupName"] == run.named("groups-platform").outputs["name"]
+    credential = run.named(f"{identity}-federation").inputs
     assert credential["issuer"] == OIDC_ISSUER_URL
-    assert (
-        credential["subject"] == f"system:serviceaccount:{cfg['namespace']}:{cfg['trackingServiceAccount']}"
+    assert credential["subject"] == (
+        f"system:serviceaccount:{cfg['namespace']}:{service_account.format(**cfg)}"
     )
     assert credential["audiences"] == ["api://AzureADTokenExchange"]
-    assert credential["resourceName"] == identity.outputs["name"]
-    assert run.exports["trackingIdentityClientId"] == identity.outputs["clientId"]
+    assert credential["resourceName"] == uami.outputs["name"]
+    assert run.exports[export] == uami.outputs["clientId"]
+
+
+def test_the_tracking_identity_keeps_its_address_in_existing_stacks():
+    """It was a TrackingIdentity component: the alias on the component (which the engine carries to its
+    children, named as before) keeps the identity, its client id and its artifacts grant."""
+    run = run_program({})
+    component = run.named("tracking-identity")
+    assert component.type == "mlflow-aks:foundation:WorkloadIdentity"
+    assert any(
+        'type: "mlflow-aks:foundation:TrackingIdentity"' in alias for alias in component.options["aliases"]
+    )
+    children = {r.name for r in run.resources if r.options["parent"].endswith("::tracking-identity")}
+    assert children == {
+        "tracking-identity-identity",
+        "tracking-identity-federation",
+        "tracking-identity-blob-data-contributor",
+    }
+    assert run.named("backup-identity").options["aliases"] == []
+
+
+@EVERY_CONFIGURATION
+def test_backups_are_write_once_for_the_retention_days(case):
+    """Version-level WORM on the backups container with a default time-based retention policy of
+    backupRetentionDays, unlocked; the lifecycle rule deletes a backup only once it is more than that old,
+    so never while it is immutable."""
+    cfg, run = case
+    container = run.named("storage-backups")
+    assert container.inputs["containerName"] == "mlflow-backups"
+    assert container.inputs["immutableStorageWithVersioning"] == {"enabled": True}
+    # Set when Azure creates a container, never changed after (no replacement of an older container).
+    assert container.options["ignoreChanges"] == ["immutableStorageWithVersioning"]
+    policy = run.one("azure-native:storage:BlobContainerImmutabilityPolicy")
+    assert policy.name == "storage-backups-retention"
+    assert policy.inputs == {
+        "accountName": data_account(run).outputs["name"],
+        "containerName": container.outputs["name"],
+        "resourceGroupName": run.named("groups-data").outputs["name"],
+        "immutabilityPolicyName": "default",
+        "immutabilityPeriodSinceCreationInDays": cfg["backupRetentionDays"],
+        "allowProtectedAppendWrites": False,
+    }
+    assert policy.id == f"{container.id}/immutabilityPolicies/default"
+    # Versioning is version-level WORM's prerequisite.
+    assert run.one("azure-native:storage:BlobServiceProperties").inputs["isVersioningEnabled"] is True
+    rules = {r["name"]: r for r in run.one("azure-native:storage:ManagementPolicy").inputs["policy"]["rules"]}
+    actions = rules["expire-database-backups"]["definition"]["actions"]
+    assert actions["baseBlob"]["delete"] == {"daysAfterModificationGreaterThan": cfg["backupRetentionDays"]}
+    assert actions["version"]["delete"] == {"daysAfterCreationGreaterThan": cfg["backupRetentionDays"]}
+    assert policy.options["retainOnDelete"] is True
+    assert policy.options["protect"] is (cfg["dataRetention"] == "retain" and not cfg["allowDataReplacement"])
+    # The setup release (and so the first backup) waits for the policy.
+    assert any(
+        urn.endswith("::storage-backups-retention")
+        for urn in run.named("mlflow-setup").options["dependencies"]
+    )

@@ -30,6 +30,8 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"namespace": "-mlflow"}, "namespace"),
     ({"namespace": "a" * 64}, "namespace"),
     ({"trackingServiceAccount": "Tracking_Server"}, "trackingServiceAccount"),
+    # The backup Jobs' ServiceAccount: the server would be federated with the identity that writes backups.
+    ({"trackingServiceAccount": "mlflow-backup"}, "trackingServiceAccount"),
     ({"fileShareQuotaGib": 0}, "fileShareQuotaGib"),
     ({"fileShareQuotaGib": 102401}, "fileShareQuotaGib"),
     ({"logRetentionDays": 29}, "logRetentionDays"),

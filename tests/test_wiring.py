@@ -230,6 +230,8 @@ def test_setup_release_installs_atomically_with_secret_values(case):
         "registry-kubelet-acr-pull",
         "tracking-identity-federation",
         "tracking-identity-blob-data",
+        "backup-identity-federation",
+        "backup-identity-backups-data",
         "mysql-disk-cluster-attach",
     ):
         assert any(dependency in urn for urn in setup.options["dependencies"]), dependency
@@ -263,7 +265,7 @@ def test_setup_values_come_from_stack_outputs(case):
         "repository": "mlflow-tracking-server",
         "digest": digest,
     }
-    identity = run.one("azure-native:managedidentity:UserAssignedIdentity").outputs["clientId"]
+    identity = run.named("tracking-identity-identity").outputs["clientId"]
     assert values["tracking"]["serviceAccount"] == {
         "name": setting(config, "trackingServiceAccount", "mlflow-tracking"),
         "workloadIdentityClientId": identity,
@@ -338,21 +340,34 @@ def test_backups_and_gc_are_scheduled_from_config_into_the_data_account(case):
     values = plain(setup_release(run).inputs["values"])
     account = run.named("storage-account").outputs["name"]
     container = run.named("storage-backups").outputs["name"]
+    backup_identity = run.named("backup-identity-identity")
     assert values["backup"] == {
         "schedule": setting(config, "backupSchedule", "0 2 * * *"),
         "destination": f"wasbs://{container}@{account}.blob.core.windows.net/databases",
+        # The backup Job's own ServiceAccount, federated with the backup identity (not the server's).
+        "serviceAccount": "mlflow-backup",
+        "workloadIdentityClientId": backup_identity.outputs["clientId"],
     }
+    assert (
+        values["backup"]["workloadIdentityClientId"]
+        != values["tracking"]["serviceAccount"]["workloadIdentityClientId"]
+    )
     assert values["gc"] == {
         "schedule": setting(config, "gcSchedule", "30 3 * * *"),
         "olderThan": setting(config, "gcOlderThan", "30d"),
     }
-    # The identity the backup Job writes with may write there (before the release installs).
-    grant = run.named("tracking-identity-backups-data-contributor")
+    # The identity the backup Job writes with may write there, and is federated with its ServiceAccount,
+    # before the release installs.
+    grant = run.named("backup-identity-backups-data-contributor")
     assert grant.inputs["scope"] == run.named("storage-backups").id
-    assert any(
-        urn.endswith("::tracking-identity-backups-data-contributor")
-        for urn in setup_release(run).options["dependencies"]
+    assert grant.inputs["principalId"] == backup_identity.outputs["principalId"]
+    credential = run.named("backup-identity-federation")
+    assert (
+        credential.inputs["subject"]
+        == f"system:serviceaccount:{setting(config, 'namespace', 'mlflow')}:mlflow-backup"
     )
+    for dependency in ("backup-identity-backups-data-contributor", "backup-identity-federation"):
+        assert any(urn.endswith(f"::{dependency}") for urn in setup_release(run).options["dependencies"])
 
 
 def test_exposure_follows_config(case):

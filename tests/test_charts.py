@@ -570,7 +570,7 @@ def test_every_pod_has_a_networkpolicy_and_clients_accept_nothing(setup_renders,
             ingress = rules(policies, "ingress")
             # Every pod of the platform: no IMDS, no Azure host address (issue 10.4), else open.
             assert rules(policies, "egress") == release_egress, where
-            if obj["kind"] in ("CronJob", "Pod"):  # backup, gc, the helm test pod: clients only
+            if obj["kind"] in ("CronJob", "Job", "Pod"):  # maintenance Jobs, the helm test pod: clients only
                 assert ingress == [], where
             elif obj["kind"] == "StatefulSet":  # MySQL: the tracking and maintenance pods, 3306
                 assert [r["ports"] for r in ingress] == [[{"protocol": "TCP", "port": 3306}]], where

@@ -1,5 +1,6 @@
 """charts/mlflow_setup's maintenance: the backup and gc CronJobs, the backup before a schema migration,
-and the switch to Recreate when the MLflow version changes (so two versions never write one schema)."""
+the rollback guard, and the switch to Recreate when the MLflow version changes (so two versions never
+write one schema)."""
 
 from __future__ import annotations
 
@@ -114,10 +115,65 @@ def test_without_backups_there_is_no_backup_account_and_no_identity_is_asked_for
     assert chart_values.BACKUP_SERVICE_ACCOUNT not in accounts
 
 
-def test_the_migration_backs_up_to_the_same_place_first(objects):
+def _job(objects: list[dict], component: str) -> dict:
+    [found] = [
+        o
+        for o in cr.of_kind(objects, "Job")
+        if o["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return found
+
+
+def test_a_migration_waits_for_this_revisions_backup_taken_with_the_backup_identity(objects):
+    """The server's init container has no backup access and no destination: it waits for the pre-migration
+    Job of its own revision, which runs as the backup ServiceAccount, writes where the scheduled backups
+    go, and is no hook (it runs beside the pods, on install and on every upgrade)."""
+    ctx = cr.SETUP_CONTEXTS["private"]
     migrate = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["initContainers"][0]
     env = {e["name"]: e.get("value") for e in migrate["env"]}
-    assert env["MLFLOW_AKS_BACKUP_DESTINATION"] == cr.SETUP_CONTEXTS["private"].backup_destination()
+    assert "MLFLOW_AKS_BACKUP_DESTINATION" not in env
+    job = _job(objects, "pre-migration")
+    assert env["MLFLOW_AKS_BACKUP_JOB"] == job["metadata"]["name"] == "mlflow-pre-migration-r1"
+    assert env["MLFLOW_AKS_BACKUP_WAIT_SECONDS"] == str(job["spec"]["activeDeadlineSeconds"])
+    assert "helm.sh/hook" not in (job["metadata"].get("annotations") or {})
+    pod = job["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == chart_values.BACKUP_SERVICE_ACCOUNT
+    [container] = pod["spec"]["containers"]
+    assert container["command"] == ["python", "/app/migrate.py", "backup-before"]
+    assert container["image"] == migrate["image"]
+    job_env = {e["name"]: e.get("value") for e in container["env"]}
+    assert job_env["MLFLOW_AKS_BACKUP_DESTINATION"] == ctx.backup_destination()
+    assert job_env["MLFLOW_AKS_BACKUP_WAIT_SECONDS"] == env["MLFLOW_AKS_BACKUP_WAIT_SECONDS"]
+
+
+def test_a_rollback_first_restores_the_schema_the_version_rolled_back_to_can_serve(objects):
+    """Helm runs the pre-rollback hooks of the revision it rolls back TO: this version's image, as the backup
+    ServiceAccount, restores the pre-migration backup of its own schema when a newer version migrated it."""
+    guard = _job(objects, "rollback-guard")
+    assert guard["metadata"]["annotations"] == {
+        "helm.sh/hook": "pre-rollback",
+        "helm.sh/hook-delete-policy": "before-hook-creation",
+    }
+    assert guard["spec"]["backoffLimit"] == 0  # a restore is not retried blindly
+    pod = guard["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == chart_values.BACKUP_SERVICE_ACCOUNT
+    [container] = pod["spec"]["containers"]
+    assert container["command"] == ["python", "/app/migrate.py", "rollback-guard"]
+    server = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == server["image"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_AKS_BACKUP_DESTINATION"]["value"] == cr.SETUP_CONTEXTS["private"].backup_destination()
+
+
+def test_without_backups_a_migration_of_existing_data_is_refused(helm_bin, tmp_path):
+    values = setup_values(cr.SETUP_CONTEXTS["private"])
+    values["backup"] = {"enabled": False}
+    objects = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_path)
+    assert cr.of_kind(objects, "Job") == []
+    migrate = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["initContainers"][0]
+    assert not {"MLFLOW_AKS_BACKUP_JOB", "MLFLOW_AKS_BACKUP_DESTINATION"} & {
+        e["name"] for e in migrate["env"]
+    }
 
 
 def test_the_image_s_mlflow_version_is_the_charts_app_version(objects):

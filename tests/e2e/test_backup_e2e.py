@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -386,84 +387,22 @@ print(mlflow.__version__)
 """
 
 
-def test_an_old_mlflow_2_database_is_backed_up_then_upgraded_with_every_run_intact(helm_bin, workdir):
-    """A tracking database made by MLflow 2.0.0 (its oldest 2.x release): the current server's start
-    backs it up, then migrates it; every run, param and metric is there afterwards."""
+def test_an_mlflow_2_database_upgrade_is_refused_without_a_backup_rolled_back_when_it_fails_then_completes(
+    helm_bin, workdir
+):
+    """The upgrade of a database made by MLflow 2.0.0 (its oldest 2.x release), served by the old version,
+    on its bad days and its good one:
+
+    1. the backup before the migration fails (its container is gone): the migration is refused, the
+       server does not start, the schema is untouched;
+    2. the backup is taken (the pre-migration Job) and the schema migrated, then the new server fails (a
+       failure injected after the migration). As Helm's atomic rollback does, the old version's
+       pre-rollback hook runs with the old image (MLflow 2.0.0 with this repository's /app scripts): it
+       restores the pre-migration backup, and the old server serves every run again on its own schema;
+    3. the upgrade again, without the failure: backed up, then migrated, every run, param and metric there.
+    """
     assert MLFLOW2_PYTHON.exists(), "scripts/bootstrap installs MLflow 2.0.0 into .venv-mlflow2"
-    legacy = _new_stack(helm_bin, workdir / "legacy")
-    try:
-        legacy.start()
-        legacy.stop_server()
-        _drop_databases(legacy)
-        db = legacy.database_settings()
-        uri = f"mysql+pymysql://{db['user']}:{db['password']}@{db['host']}:{db['port']}/{db['database']}"
-        made = subprocess.run(
-            [str(MLFLOW2_PYTHON), "-c", LEGACY_SCRIPT, uri], capture_output=True, text=True, check=False
-        )
-        assert made.returncode == 0, made.stderr[-3000:]
-        assert made.stdout.strip().splitlines()[-1] == "2.0.0"
-        with pymysql.connect(**db) as conn, conn.cursor() as cursor:
-            cursor.execute("SELECT version_num FROM alembic_version")
-            old_revision = cursor.fetchone()[0]
-        legacy.start_server()  # the migrate init container: backup, then upgrade
-        log = (legacy.workdir / "server" / "server.log").read_text()
-        log = log[log.rindex("--- init container migrate") :]  # this start's, not the first one's
-        assert "backing up before migrating (tracking database: " + old_revision in log
-        [backup] = legacy.backups()
-        assert backup["name"].endswith("-pre-migration.sql.gz")
-        assert log.index("backup " + backup["name"]) < log.index("migrating the tracking database")
-        from mlflow.tracking import MlflowClient
-
-        os.environ.update(legacy.client_env())
-        client = MlflowClient(legacy.tracking_uri)
-        [experiment] = [e for e in client.search_experiments() if e.name == "legacy"]
-        runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-        assert [r.data.params for r in runs] == [{"index": str(i)} for i in range(5)]
-        for index, run in enumerate(runs):
-            history = client.get_metric_history(run.info.run_id, "acc")
-            assert [(m.step, m.value) for m in history] == [(s, index / 10) for s in range(3)]
-    finally:
-        legacy.stop()
-
-
-def test_a_migration_that_cannot_back_up_first_is_refused(helm_bin, workdir):
-    """Existing data of an older schema and a backup that fails (its container is gone): the init
-    container refuses to migrate, the server does not start, and the database keeps its old schema."""
-    legacy = _new_stack(helm_bin, workdir / "refused")
-    try:
-        legacy.start()
-        legacy.stop_server()
-        _drop_databases(legacy)
-        db = legacy.database_settings()
-        uri = f"mysql+pymysql://{db['user']}:{db['password']}@{db['host']}:{db['port']}/{db['database']}"
-        made = subprocess.run(
-            [str(MLFLOW2_PYTHON), "-c", LEGACY_SCRIPT, uri], capture_output=True, text=True, check=False
-        )
-        assert made.returncode == 0, made.stderr[-3000:]
-        with pymysql.connect(**db) as conn, conn.cursor() as cursor:
-            cursor.execute("SELECT version_num FROM alembic_version")
-            old_revision = cursor.fetchone()[0]
-        BlobServiceClient.from_connection_string(legacy.azure_connection_string).delete_container(
-            legacy.config.backups_container
-        )
-        with pytest.raises(StackError, match="refusing to migrate: the backup before it failed"):
-            legacy.start_server(timeout=120)
-        with pymysql.connect(**db) as conn, conn.cursor() as cursor:
-            cursor.execute("SELECT COUNT(*) FROM runs")
-            assert cursor.fetchone()[0] == 5
-            cursor.execute("SELECT version_num FROM alembic_version")
-            assert cursor.fetchone()[0] == old_revision, "not migrated"
-    finally:
-        legacy.stop()
-
-
-def test_a_failed_upgrade_returns_to_the_pre_migration_backup_and_the_old_version_serves(helm_bin, workdir):
-    """From an MLflow 2.0.0 database, served by the old version: the upgrade to this image migrates it (after
-    the pre-migration Job's backup) and then fails to serve (a failure injected after the migration). As
-    Helm's atomic rollback does, the old version's pre-rollback hook runs with the old image (MLflow 2.0.0
-    with this repository's /app scripts): it restores the pre-migration backup, and the old server serves
-    every run again on its own schema."""
-    legacy = _new_stack(helm_bin, workdir / "rollback")
+    legacy = _new_stack(helm_bin, workdir / "upgrade")
     old_server = None
     try:
         legacy.start()
@@ -475,9 +414,19 @@ def test_a_failed_upgrade_returns_to_the_pre_migration_backup_and_the_old_versio
             [str(MLFLOW2_PYTHON), "-c", LEGACY_SCRIPT, uri], capture_output=True, text=True, check=False
         )
         assert made.returncode == 0, made.stderr[-3000:]
+        assert made.stdout.strip().splitlines()[-1] == "2.0.0"
         old_revision = _one(legacy, "SELECT version_num FROM alembic_version")
 
-        # The upgrade: the new server's start migrates, then fails (an argument its server refuses).
+        # 1. No backup, no migration.
+        blobs = BlobServiceClient.from_connection_string(legacy.azure_connection_string)
+        blobs.delete_container(legacy.config.backups_container)
+        with pytest.raises(StackError, match="refusing to migrate: the backup before it failed"):
+            legacy.start_server(timeout=120)
+        assert _one(legacy, "SELECT COUNT(*) FROM runs") == 5
+        assert _one(legacy, "SELECT version_num FROM alembic_version") == old_revision, "not migrated"
+        blobs.create_container(legacy.config.backups_container)
+
+        # 2. Migrated after the backup, then the new server fails (an argument it refuses): rolled back.
         spec = legacy.server_spec()
         broken = dataclasses.replace(
             spec, main=dataclasses.replace(spec.main, argv=[*spec.main.argv, "--no-such"])
@@ -485,60 +434,81 @@ def test_a_failed_upgrade_returns_to_the_pre_migration_backup_and_the_old_versio
         with pytest.raises(StackError):
             legacy.start_server(broken, timeout=60)
         assert _one(legacy, "SELECT version_num FROM alembic_version") != old_revision, "it did migrate"
-        [pre_migration] = [b for b in legacy.backups() if b["kind"] == "pre-migration"]
+        [pre_migration] = legacy.backups()
+        assert pre_migration["kind"] == "pre-migration"
         assert json.loads(pre_migration["metadata"]["schema"])["tracking"] == old_revision
-
-        # Helm's atomic rollback runs the old release's pre-rollback hook, with the old image.
         guard = legacy._task("rollback-guard")
-        old_image_path = f"{MLFLOW2_PYTHON.parent}:{guard.env['PATH']}"
+        old_image = {**guard.env, "PATH": f"{MLFLOW2_PYTHON.parent}:{guard.env['PATH']}"}
+        rollback = [str(MLFLOW2_PYTHON), *guard.argv[1:]]
         done = subprocess.run(
-            [str(MLFLOW2_PYTHON), *guard.argv[1:]], env={**guard.env, "PATH": old_image_path},
-            cwd=guard.cwd, capture_output=True, text=True, check=False, timeout=300,
-        )  # fmt: skip
+            rollback, env=old_image, cwd=guard.cwd, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"restoring {pre_migration['name']}" in done.stderr
         assert _one(legacy, "SELECT version_num FROM alembic_version") == old_revision
-        kinds = [b["kind"] for b in legacy.backups()]
-        assert kinds.count("pre-restore") == 1, kinds  # what the failed version wrote, kept
-        # A second rollback (or a rerun) finds the schema its own and changes nothing.
+        assert [b["kind"] for b in legacy.backups()] == [
+            "pre-migration",
+            "pre-restore",
+        ]  # the failed one's kept
         again = subprocess.run(
-            [str(MLFLOW2_PYTHON), *guard.argv[1:]], env={**guard.env, "PATH": old_image_path},
-            cwd=guard.cwd, capture_output=True, text=True, check=False, timeout=300,
-        )  # fmt: skip
-        assert again.returncode == 0 and "nothing to restore" in again.stderr
-
-        # The old version serves every run, on its own schema.
-        port = free_ports(1)[0]
-        old_server = subprocess.Popen(
-            [str(MLFLOW2_PYTHON.parent / "mlflow"), "server", "--backend-store-uri", uri,
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--default-artifact-root", str(workdir / "old-artifacts")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and old_server.poll() is None, "the old server did not start"
-            time.sleep(0.5)
-        experiments = httpx.get(
-            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name",
-            params={"experiment_name": "legacy"},
-        ).json()
-        runs = httpx.post(
-            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
-            json={"experiment_ids": [experiments["experiment"]["experiment_id"]], "max_results": 100},
-        ).json()["runs"]
+            rollback, env=old_image, cwd=guard.cwd, capture_output=True, text=True, timeout=300
+        )
+        assert again.returncode == 0 and "nothing to restore" in again.stderr  # a rerun changes nothing
+        old_server, port = _old_mlflow_server(uri, workdir / "old-artifacts")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            experiment = http.get(
+                "/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "legacy"}
+            ).json()["experiment"]
+            runs = http.post(
+                "/api/2.0/mlflow/runs/search", json={"experiment_ids": [experiment["experiment_id"]]}
+            ).json()["runs"]
         assert sorted(r["data"]["params"][0]["value"] for r in runs) == [str(i) for i in range(5)]
         assert all(len(r["data"]["metrics"]) == 1 for r in runs)
+        os.killpg(old_server.pid, signal.SIGTERM)
+        old_server.wait(timeout=30)
+
+        # 3. The upgrade again: backed up first, then migrated; every run there.
+        legacy.start_server()
+        log = (legacy.workdir / "server" / "server.log").read_text()
+        log = log[log.rindex("--- init container migrate") :]  # this start's, not the earlier ones'
+        backup = legacy.backups()[-1]
+        assert backup["kind"] == "pre-migration" and backup["name"] != pre_migration["name"]
+        assert log.index("backup " + backup["name"]) < log.index("migrating the tracking database")
+        assert "backing up before migrating (tracking database: " + old_revision in log  # the Job's log
+        from mlflow.tracking import MlflowClient
+
+        os.environ.update(legacy.client_env())
+        client = MlflowClient(legacy.tracking_uri)
+        [experiment] = [e for e in client.search_experiments() if e.name == "legacy"]
+        runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+        assert [r.data.params for r in runs] == [{"index": str(i)} for i in range(5)]
+        for index, run in enumerate(runs):
+            history = client.get_metric_history(run.info.run_id, "acc")
+            assert [(m.step, m.value) for m in history] == [(s, index / 10) for s in range(3)]
     finally:
-        if old_server is not None:
-            os.killpg(old_server.pid, 9)
+        if old_server is not None and old_server.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old_server.pid, signal.SIGKILL)
             old_server.wait()
         legacy.stop()
+
+
+def _old_mlflow_server(uri: str, artifacts: Path) -> tuple[subprocess.Popen, int]:
+    """The old version's server (MLflow 2.0.0 had no basic auth) on `uri`, once it answers /health."""
+    [port] = free_ports(1)
+    server = subprocess.Popen(
+        [str(MLFLOW2_PYTHON.parent / "mlflow"), "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--default-artifact-root", str(artifacts)],
+        env={**os.environ, "PATH": f"{MLFLOW2_PYTHON.parent}:{os.environ['PATH']}"},  # its gunicorn
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server, port
+        assert time.monotonic() < deadline and server.poll() is None, "the old server did not start"
+        time.sleep(0.5)
 
 
 def _one(stack: LocalStack, query: str):

@@ -58,20 +58,34 @@ _AT_RISK = {
     "database": "the databases (runs, metrics, models, users and permissions): the other mode starts empty",
     "databaseServerName": "the flexible server the stack uses (runs, metrics, models, users)",
 }
-# How to make such a change on purpose without losing the data, per key.
+# How to make such a change on purpose without losing the data, per key and new value.
 _PROCEDURE = {
-    "database": (
-        "To switch with the data: back up (`kubectl --namespace mlflow create job backup-now "
+    ("database", "flexibleServer"): (
+        "To switch with the data: back up (`kubectl --namespace mlflow create job backup-before-switch "
         "--from=cronjob/mlflow-backup` runs `python /app/backup.py backup`), switch with "
-        "allowDataReplacement, then restore that backup (`scripts/cluster-restore latest`). Moving to "
-        "flexibleServer also moves the cluster into the program's virtual network, which is a new cluster "
-        "(AKS cannot change a node pool's subnet). docs/database.md, 'Switching an existing stack'."
+        "allowDataReplacement, then restore that backup into the server (`scripts/cluster-restore latest "
+        "--cronjob mlflow-gc --destination <backups>`). The cluster moves into the program's virtual "
+        "network, which makes it a new cluster (AKS cannot change a node pool's subnet). docs/database.md, "
+        "'Switching an existing stack'."
     ),
-    "databaseServerName": (
+    ("database", "inCluster"): (
+        "Moving from a flexible server back into the cluster is not done in place (the cluster would have to "
+        "leave its network): docs/database.md, 'Switching an existing stack'."
+    ),
+    ("databaseServerName", None): (
         "Adopting a server restored from this one: docs/backup-and-restore.md, 'With database: "
         "flexibleServer'."
     ),
 }
+
+
+def _procedures(changed: list[str], new: dict[str, Any]) -> list[str]:
+    found = []
+    for key in changed:
+        procedure = _PROCEDURE.get((key, new.get(key))) or _PROCEDURE.get((key, None))
+        if procedure:
+            found.append(procedure)
+    return found
 
 
 class DataReplacementRefused(Exception):
@@ -85,7 +99,7 @@ def refusal(old: dict[str, Any], new: dict[str, Any]) -> str:
         f"  - {key}: {old.get(key)!r} -> {new.get(key)!r} would replace {_AT_RISK.get(key, 'data resources')}"
         for key in changed
     ]
-    procedures = [_PROCEDURE[key] for key in changed if key in _PROCEDURE]
+    procedures = _procedures(changed, new)
     return (
         "refusing to change the configuration the stack's data lives under; nothing was changed:\n"
         + "\n".join(lines)

@@ -44,10 +44,17 @@ AZURE_MANAGED = [
     "storage.storageSizeGB",
     "version",
 ]
-# What a restored server records about its creation, and its password, which Azure never returns: an
-# adopted server is imported without them (the import compares the program's inputs with what Azure
-# returns), and ServerAdminPassword sets the password.
-ADOPTION_ONLY = ["administratorLoginPassword", "createMode", "restorePointInTime", "sourceServerResourceId"]
+# What an adopted server is imported without (the import compares the program's inputs with what Azure
+# returns): its password, which Azure never returns (ServerAdminPassword sets it), what a restored server
+# records about its creation, and high availability, which a restore turns off
+# (https://learn.microsoft.com/azure/mysql/flexible-server/concepts-backup-restore#restore).
+ADOPTION_ONLY = [
+    "administratorLoginPassword",
+    "createMode",
+    "restorePointInTime",
+    "sourceServerResourceId",
+    "highAvailability",
+]
 
 
 @dataclass

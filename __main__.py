@@ -9,12 +9,25 @@ from components.cluster import JOBS_POOL_LABEL, JOBS_POOL_TAINT, Cluster, Cluste
 from components.cluster_access import require_tools
 from components.data_guard import DataGuard, DataIdentity
 from components.database_disk import DatabaseDisk, DatabaseDiskArgs
+from components.database_server import DatabaseServer, DatabaseServerArgs
 from components.deployer import Deployer, DeployerArgs
 from components.images import Images, ImagesArgs
-from components.kept_data import KeptData
-from components.mlflow_releases import PROJECT_CHART, MlflowReleases, MlflowReleasesArgs
+from components.kept_data import AdoptedServer, KeptData
+from components.mlflow_releases import (
+    PROJECT_CHART,
+    FlexibleServerConnection,
+    MlflowReleases,
+    MlflowReleasesArgs,
+)
 from components.monitoring import Monitoring, MonitoringArgs
-from components.naming import backup_identity_name, data_group_name, mysql_disk_name, tracking_identity_name
+from components.naming import (
+    backup_identity_name,
+    data_group_name,
+    mysql_disk_name,
+    mysql_server_name,
+    tracking_identity_name,
+)
+from components.private_network import PrivateNetwork, PrivateNetworkArgs
 from components.project_share import ProjectShare, ProjectShareArgs
 from components.public_endpoint import PublicEndpoint, PublicEndpointArgs
 from components.registry import Registry, RegistryArgs
@@ -43,6 +56,8 @@ data_guard = DataGuard(
         dataStorageAccount=settings.data_storage_account or "",
         dataResourceGroup=data_group_name(settings.name_prefix),
         mysqlDisk=mysql_disk_name(settings.name_prefix),
+        database=settings.database,
+        databaseServerName=settings.database_server_name or "",
     ),
     allow_replacement=settings.allow_data_replacement,
 )
@@ -65,6 +80,23 @@ monitoring = Monitoring(
         name_prefix=settings.name_prefix,
         retention_days=settings.log_retention_days,
     ),
+)
+# `database: flexibleServer`: the network the cluster and the server share, kept with the data.
+private_network = (
+    PrivateNetwork(
+        "private-network",
+        PrivateNetworkArgs(
+            resource_group_name=groups.data_name,
+            location=settings.location,
+            name_prefix=settings.name_prefix,
+            retain_on_delete=settings.retain_data,
+            protect=settings.protect_data,
+            kept_data=kept_data,
+            depends_on=[groups.data_lock] if groups.data_lock else [],
+        ),
+    )
+    if settings.flexible_server
+    else None
 )
 # The public address (and DNS name) exists before the cluster, whose load balancer takes it, and outlives it.
 public_endpoint = (
@@ -99,9 +131,14 @@ cluster = Cluster(
         subscription_id=client.subscription_id,
         deploying_principal_id=client.object_id,
         api_server_authorized_ip_ranges=settings.api_server_authorized_ip_ranges,
+        vnet_subnet_id=private_network.cluster_subnet_id if private_network else None,
         depends_on=[public_endpoint.address] if public_endpoint else [],
     ),
 )
+if private_network:
+    private_network.grant_cluster(
+        subscription_id=client.subscription_id, cluster_principal_id=cluster.identity_principal_id
+    )
 if public_endpoint:
     public_endpoint.grant_cluster(
         subscription_id=client.subscription_id,
@@ -179,23 +216,53 @@ certificate_share = CertificateShare(
         sku=settings.storage_sku,
     ),
 )
-mysql_disk = DatabaseDisk(
-    "mysql-disk",
-    DatabaseDiskArgs(
-        resource_group_name=groups.data_name,
-        location=settings.location,
-        name_prefix=settings.name_prefix,
-        sku=settings.mysql_disk_sku,
-        size_gib=settings.mysql_disk_size_gib,
-        retain_on_delete=settings.retain_data,
-        protect=settings.protect_data,
-        kept_data=kept_data,
-        subscription_id=client.subscription_id,
-        cluster_principal_id=cluster.identity_principal_id,
-        # Only a disk Pulumi deletes waits for the cluster: `--exclude-protected` would keep the cluster.
-        depends_on=[] if settings.retain_data else [cluster.managed_cluster],
-    ),
+mysql_disk = (
+    DatabaseDisk(
+        "mysql-disk",
+        DatabaseDiskArgs(
+            resource_group_name=groups.data_name,
+            location=settings.location,
+            name_prefix=settings.name_prefix,
+            sku=settings.mysql_disk_sku,
+            size_gib=settings.mysql_disk_size_gib,
+            retain_on_delete=settings.retain_data,
+            protect=settings.protect_data,
+            kept_data=kept_data,
+            subscription_id=client.subscription_id,
+            cluster_principal_id=cluster.identity_principal_id,
+            # Only a disk Pulumi deletes waits for the cluster: `--exclude-protected` would keep the cluster.
+            depends_on=[] if settings.retain_data else [cluster.managed_cluster],
+        ),
+    )
+    if not settings.flexible_server
+    else None
 )
+database_server = None
+if private_network:
+    # A server restored from the stack's (databaseServerName) or the kept one is imported, not created.
+    adopted = kept_data.mysql_server() if kept_data else None
+    if settings.database_server_name:
+        adopted = AdoptedServer.in_current_subscription(settings.name_prefix, settings.database_server_name)
+    database_server = DatabaseServer(
+        "mysql-server",
+        DatabaseServerArgs(
+            resource_group_name=groups.data_name,
+            location=settings.location,
+            server_name=settings.database_server_name
+            or storage.account_name.apply(lambda account: mysql_server_name(settings.name_prefix, account)),
+            sku=settings.database_sku,
+            tier=settings.database_tier,
+            high_availability=settings.database_high_availability,
+            geo_redundant_backup=settings.database_geo_redundant_backup,
+            backup_retention_days=settings.database_backup_retention_days,
+            delegated_subnet_id=private_network.database_subnet_id,
+            private_dns_zone_id=private_network.dns_zone_id,
+            retain_on_delete=settings.retain_data,
+            protect=settings.protect_data,
+            adopted=adopted,
+            depends_on=[private_network.dns_zone_link, *([groups.data_lock] if groups.data_lock else [])],
+        ),
+    )
 # The server (and gc) reach the artifacts, the backup Job the backups; neither reaches the other's.
 tracking_identity = WorkloadIdentity(
     "tracking-identity",
@@ -279,9 +346,19 @@ mlflow = MlflowReleases(
         projects_resource_group=groups.platform_name,
         projects_share=project_share.share_name,
         projects_account_key=project_share.account_key,
-        mysql_disk_id=mysql_disk.disk_id,
+        mysql_disk_id=mysql_disk.disk_id if mysql_disk else None,
         mysql_disk_size_gib=settings.mysql_disk_size_gib,
         certificate_share=certificate_share,
+        flexible_server=FlexibleServerConnection(
+            host=database_server.host,
+            user=database_server.admin_login,
+            password=database_server.admin_password_value,
+            server_name=database_server.server_name,
+            resource_group=groups.data_name,
+            network_cidr=private_network.database_subnet_prefix,
+        )
+        if database_server and private_network
+        else None,
         jobs_pool_label=JOBS_POOL_LABEL if settings.jobs_node_pool else None,
         jobs_pool_taint=JOBS_POOL_TAINT if settings.jobs_node_pool else None,
         run_depends_on=[cluster.jobs_pool] if cluster.jobs_pool else [],
@@ -293,7 +370,18 @@ mlflow = MlflowReleases(
             *backup_identity.role_assignments,
             # The backup Job writes only once the backups are write-once.
             storage.backups_retention,
-            mysql_disk.attach_access,
+            *([mysql_disk.attach_access] if mysql_disk else []),
+            # The server, its TLS setting and databases, the admin password in force, the nodes' subnet.
+            *(
+                [
+                    database_server.secure_transport,
+                    *database_server.databases.values(),
+                    *([database_server.password_reset] if database_server.password_reset else []),
+                ]
+                if database_server
+                else []
+            ),
+            *([private_network.cluster_access] if private_network and private_network.cluster_access else []),
             # The load balancer takes the public IP only once the cluster identity may join it.
             *([public_endpoint.join_access] if public_endpoint and public_endpoint.join_access else []),
         ],
@@ -310,7 +398,11 @@ pulumi.export("artifactsContainer", storage.container_name)
 pulumi.export("projectsStorageAccount", project_share.account_name)
 pulumi.export("projectsShare", project_share.share_name)
 pulumi.export("certificatesStorageAccount", certificate_share.account_name)
-pulumi.export("mysqlDiskId", mysql_disk.disk_id)
+if mysql_disk:
+    pulumi.export("mysqlDiskId", mysql_disk.disk_id)
+if database_server:  # what `az mysql flexible-server restore --source-server` names; nothing secret
+    pulumi.export("databaseServer", database_server.server_name)
+    pulumi.export("databaseHost", database_server.host)
 pulumi.export("deployerClientId", deployer.client_id)
 if settings.export_deployer_password:  # off by default: the password stays inside the stack
     pulumi.export("deployerPassword", pulumi.Output.secret(deployer.password))

@@ -52,6 +52,25 @@ MYSQL_DISK_SKUS = ("Standard_LRS", "StandardSSD_LRS", "Premium_LRS", "StandardSS
 # The chart's MySQL claim requests 8Gi; the disk (its PersistentVolume) must be at least that large.
 MYSQL_DISK_MIN_GIB = 8
 MYSQL_DISK_MAX_GIB = 32767
+# `inCluster`: MySQL in the cluster on the managed disk; `flexibleServer`: Azure Database for MySQL
+# Flexible Server (components/database_server.py) in a virtual network the program owns.
+DATABASE_MODES = ("inCluster", "flexibleServer")
+# Keys read in one mode only: set in the other, they would be silently ignored.
+IN_CLUSTER_ONLY_KEYS = ("mysqlDiskSku", "mysqlDiskSizeGib", "backupSchedule")
+FLEXIBLE_SERVER_ONLY_KEYS = (
+    "databaseSku",
+    "databaseHighAvailability",
+    "databaseGeoRedundantBackup",
+    "databaseBackupRetentionDays",
+    "databaseServerName",
+)
+# The flexible server's compute tier follows from its SKU's series (B: Burstable, D: General Purpose,
+# E: Business Critical, which the API still calls MemoryOptimized).
+DATABASE_TIERS = {"B": "Burstable", "D": "GeneralPurpose", "E": "MemoryOptimized"}
+DATABASE_HIGH_AVAILABILITY = ("Disabled", "SameZone", "ZoneRedundant")
+# Azure's range for the flexible server's backup retention
+# (https://learn.microsoft.com/azure/mysql/flexible-server/concepts-backup-restore#backup-retention).
+DATABASE_BACKUP_RETENTION_DAYS = (1, 35)
 
 _NAME_PREFIX = re.compile(r"^[a-z][a-z0-9]{2,10}$")
 _VM_SIZE = re.compile(r"^Standard_[A-Za-z0-9_]+$")
@@ -66,6 +85,9 @@ _CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
 _DURATION = re.compile(r"^(?=.)(\d+(\.\d+)?d)?(\d+(\.\d+)?h)?(\d+(\.\d+)?m)?(\d+(\.\d+)?s)?$")
 # The chart schema accepts the same (charts/mlflow_setup/values.schema.json, tls.acmeDirectory).
 _HTTPS_URL = re.compile(r"^https://[^\s/]+(/\S*)?$")
+_DATABASE_SKU = re.compile(r"^Standard_[BDE][0-9]+[a-z]*(_v[0-9]+)?$")
+# Flexible server names: 3-63 lowercase letters, digits and hyphens, not starting or ending with one.
+_DATABASE_SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 # An Entra ID object id as the portal and `az ad group show --query id` print it.
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -133,6 +155,18 @@ class Settings:
     """SKU of the MySQL data disk (a managed disk in the data resource group)."""
     mysql_disk_size_gib: int
     """Size of the MySQL data disk in GiB."""
+    database: str
+    """`inCluster` (MySQL on the managed disk) or `flexibleServer` (Azure Database for MySQL)."""
+    database_sku: str
+    """Compute SKU of the flexible server, e.g. Standard_B1ms."""
+    database_high_availability: str
+    """`Disabled`, `SameZone` or `ZoneRedundant` (the flexible server's standby)."""
+    database_geo_redundant_backup: bool
+    """Copy the flexible server's backups to the paired region."""
+    database_backup_retention_days: int
+    """Days of the flexible server's backups: its point-in-time restore window."""
+    database_server_name: str | None
+    """A flexible server (restored from the stack's) to adopt; None: the stack's own name."""
     backup_schedule: str
     """Cron schedule (UTC) of the database backup."""
     backup_retention_days: int
@@ -186,6 +220,16 @@ class Settings:
     def protect_data(self) -> bool:
         """Data resources are `protect`ed while retained, unless their replacement is allowed."""
         return self.retain_data and not self.allow_data_replacement
+
+    @property
+    def flexible_server(self) -> bool:
+        """The databases live in Azure Database for MySQL Flexible Server, not in the cluster."""
+        return self.database == "flexibleServer"
+
+    @property
+    def database_tier(self) -> str:
+        """The flexible server's compute tier, from its SKU's series."""
+        return DATABASE_TIERS[self.database_sku.removeprefix("Standard_")[0]]
 
     @property
     def entra_sign_in(self) -> bool:
@@ -318,6 +362,19 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fileShareQuotaGib": _between(1, 102400),
     "mysqlDiskSku": _one_of(MYSQL_DISK_SKUS),
     "mysqlDiskSizeGib": _between(MYSQL_DISK_MIN_GIB, MYSQL_DISK_MAX_GIB),
+    "database": _one_of(DATABASE_MODES),
+    "databaseSku": _matches(
+        _DATABASE_SKU,
+        "must be a flexible server compute size: Standard_B… (Burstable), Standard_D… (General "
+        "Purpose) or Standard_E… (Business Critical), like Standard_B1ms or Standard_D2ds_v4",
+    ),
+    "databaseHighAvailability": _one_of(DATABASE_HIGH_AVAILABILITY),
+    "databaseBackupRetentionDays": _between(*DATABASE_BACKUP_RETENTION_DAYS),
+    "databaseServerName": (
+        lambda v: v == "" or bool(_DATABASE_SERVER_NAME.fullmatch(v)),
+        "must be empty or a flexible server name: 3-63 lowercase letters, digits or '-', not starting "
+        "or ending with '-'",
+    ),
     "namespace": _matches(
         _DNS1123_LABEL,
         "must be a DNS-1123 label: at most 63 lowercase letters, digits or '-', starting and ending "
@@ -672,6 +729,7 @@ def _validate(
             "the backup identity, which may write the backups"
         )
         problems.append(Problem("trackingServiceAccount", rule, typed["trackingServiceAccount"]))
+    problems.extend(_database_problems(typed, given))
     if typed.get("runsNamespace") is not None and typed.get("runsNamespace") == typed.get("namespace"):
         rule = "must differ from namespace: run Jobs never share a namespace with the platform's secrets"
         problems.append(Problem("runsNamespace", rule, typed["runsNamespace"]))
@@ -680,6 +738,36 @@ def _validate(
     run_problems, runs = _run_problems(typed["runs"], mlproject)
     problems.extend(run_problems)
     return runs
+
+
+def _database_problems(typed: dict[str, Any], given: frozenset[str]) -> list[Problem]:
+    """Keys of the other database mode must not be set; high availability needs a non-burstable SKU."""
+    database = typed.get("database")
+    if database not in DATABASE_MODES:
+        return []
+    problems = []
+    other, read_with = (
+        (FLEXIBLE_SERVER_ONLY_KEYS, "flexibleServer")
+        if database == "inCluster"
+        else (IN_CLUSTER_ONLY_KEYS, "inCluster")
+    )
+    for key in other:
+        if key in given:
+            rule = (
+                f"is read only with database: {read_with}; set database to {read_with}, or "
+                f"`pulumi config rm {key}`"
+            )
+            problems.append(Problem(key, rule, typed.get(key)))
+    sku, high_availability = typed.get("databaseSku"), typed.get("databaseHighAvailability")
+    burstable = isinstance(sku, str) and bool(_DATABASE_SKU.fullmatch(sku)) and sku.startswith("Standard_B")
+    if database == "flexibleServer" and burstable and high_availability in ("SameZone", "ZoneRedundant"):
+        # https://learn.microsoft.com/azure/mysql/flexible-server/concepts-high-availability#limitations
+        rule = (
+            f"must be Disabled with databaseSku {sku} (Burstable): Azure offers high availability on General "
+            "Purpose (Standard_D…) and Business Critical (Standard_E…) only"
+        )
+        problems.append(Problem("databaseHighAvailability", rule, high_availability))
+    return problems
 
 
 # Keys earlier versions read -> what to do instead. Set on a stack, they would be silently ignored.
@@ -733,6 +821,7 @@ def load_settings(
     fields = {f.name: typed[config_key(f.name)] for f in dataclasses.fields(Settings)}
     fields["kubernetes_version"] = fields["kubernetes_version"] or None
     fields["data_storage_account"] = fields["data_storage_account"] or None
+    fields["database_server_name"] = fields["database_server_name"] or None
     fields["allowed_source_ranges"] = tuple(str(cidr) for cidr in fields["allowed_source_ranges"])
     # Canonical form: a single address becomes /32, as AKS stores it.
     fields["api_server_authorized_ip_ranges"] = tuple(

@@ -6,7 +6,8 @@ go straight to the `helm.v3.Release` and never touch the disk:
 
     values = Output.all(...).apply(lambda a: setup_values(SetupContext(...)))
 
-- `setup_values(SetupContext)` -> values of charts/mlflow_setup (tracking server, MySQL, project volume);
+- `setup_values(SetupContext)` -> values of charts/mlflow_setup (tracking server, MySQL or the flexible
+  server, project volume);
 - `project_values(ProjectContext)` -> values of charts/mlflow_project for one run;
 - `tracking_url(namespace)`, `RUN_CREDENTIALS_SECRET`, `PROJECTS_CLAIM`: the names mlflow_setup
   gives its objects, which run Jobs (and users installing a run by hand) refer to.
@@ -65,6 +66,10 @@ RUN_TOKEN_AUDIENCE = "mlflow-tracking"  # noqa: S105 - an audience, not a passwo
 MLFLOW_PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 # How a run Job signs in to the tracking server (charts/mlflow_project `tracking.auth`).
 RUN_AUTH_MODES = ("password", "serviceAccountToken")
+# Debian's CA bundle in the tracking image (python:*-slim installs `ca-certificates`): it holds DigiCert
+# Global Root G2 and DigiCert Global Root CA, the roots Azure Database for MySQL's certificates chain to
+# (https://learn.microsoft.com/azure/mysql/flexible-server/concepts-root-certificate-rotation).
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 _IMAGE_REF = re.compile(
     r"^(?P<registry>[a-z0-9.-]+(:[0-9]+)?)/(?P<repository>[a-z0-9]+([._/-][a-z0-9]+)*)"
@@ -128,6 +133,27 @@ class OidcContext:
 
 
 @dataclass(frozen=True)
+class FlexibleServerContext:
+    """The flexible server the tracking server uses (config `database: flexibleServer`,
+    components/database_server.py): charts/mlflow_setup's `externalDatabase`, with TLS."""
+
+    host: str
+    """The server's DNS name (`<name>.mysql.database.azure.com`), the name its certificate is for."""
+    user: str
+    """Its admin login."""
+    password: str
+    """Its admin password (secret, generated)."""
+    server_name: str
+    """The server's name: migrate.py's restore command names it."""
+    resource_group: str
+    """Its resource group (the data group)."""
+    network_cidr: str
+    """Address range of its delegated subnet: only the tracking server and maintenance Jobs reach it."""
+    ca_file: str = SYSTEM_CA_BUNDLE
+    """CA bundle in the tracking image that its certificate is verified against."""
+
+
+@dataclass(frozen=True)
 class SetupContext:
     """Stack outputs (resolved, plain values) that charts/mlflow_setup needs."""
 
@@ -157,14 +183,17 @@ class SetupContext:
     """Blob container of database backups (in the artifacts' storage account)."""
     projects_account_key: str
     """Key of the project files account, which mounts the share (secret)."""
-    mysql_root_password: str
-    """MySQL root password (secret, generated)."""
-    mysql_password: str
-    """MySQL password of the tracking server's user (secret, generated; URL-safe characters preferred)."""
     admin_password: str
     """Password of the MLflow admin user (secret, generated, at least 12 characters)."""
     flask_secret_key: str
     """Flask secret key shared by the tracking replicas (secret, generated, at least 16 characters)."""
+    mysql_root_password: str = ""
+    """MySQL root password (secret, generated; required unless `flexible_server`)."""
+    mysql_password: str = ""
+    """MySQL password of the tracking server's user (secret, generated; URL-safe characters preferred;
+    required unless `flexible_server`)."""
+    flexible_server: FlexibleServerContext | None = None
+    """The Azure flexible server holding the databases; None: MySQL in the cluster (charts/mysql)."""
     exposure: str = "private"
     """`private` (ClusterIP) or `public` (HTTPS through the TLS terminator; port 443 limited to
     `source_ranges`)."""
@@ -340,6 +369,12 @@ def setup_values(ctx: SetupContext) -> dict[str, Any]:
         tls_image = ImageRef.parse(ctx.tls_image, ctx.acr_login_server)
     if ctx.default_permission not in MLFLOW_PERMISSIONS:
         raise ValueError(f"default permission must be one of {', '.join(MLFLOW_PERMISSIONS)}")
+    if ctx.flexible_server is None and not (ctx.mysql_root_password and ctx.mysql_password):
+        raise ValueError("MySQL in the cluster needs mysql_root_password and mysql_password")
+    if ctx.flexible_server is not None:
+        missing = [name for name, value in vars(ctx.flexible_server).items() if not value]
+        if missing:
+            raise ValueError(f"the flexible server needs {', '.join(missing)}")
     if ctx.oidc is not None:
         missing = [
             name

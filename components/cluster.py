@@ -63,6 +63,9 @@ class ClusterArgs:
     """Object id of whoever runs `pulumi up` (user or CI principal): gets AKS RBAC Cluster Admin."""
     api_server_authorized_ip_ranges: tuple[str, ...]
     """CIDRs that may reach the API server; empty for no IP restriction (Entra ID still required)."""
+    vnet_subnet_id: pulumi.Input[str] | None = None
+    """Subnet of both node pools in the program's virtual network (`database: flexibleServer`, which the
+    server is reached through); None: AKS's own network, as before."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What the cluster is created after, and so deleted before: the public IP its load balancer holds
     (components/public_endpoint.py), which Azure cannot delete while the load balancer uses it."""
@@ -97,6 +100,11 @@ class Cluster(pulumi.ComponentResource):
             }
         else:
             system_scale = {"enable_auto_scaling": False, "count": args.system_node_count}
+        # A node pool's subnet is fixed at creation: AKS answers PropertyChangeNotAllowed to a new one
+        # (Azure/AKS#695). So a cluster moving into the network is a new cluster, created after the old one
+        # is deleted (its name is fixed). Without a network of our own nothing changes here.
+        in_network = args.vnet_subnet_id is not None
+        subnet = {"vnet_subnet_id": args.vnet_subnet_id} if in_network else {}
 
         self.managed_cluster = containerservice.ManagedCluster(
             f"{name}-aks",
@@ -154,6 +162,7 @@ class Cluster(pulumi.ComponentResource):
                     os_type=containerservice.OSType.LINUX,
                     vm_size=args.system_node_vm_size,
                     **system_scale,
+                    **subnet,
                 ),
             ],
             # With autoscaling, `count` only seeds the pool: the cluster autoscaler owns it afterwards, and
@@ -162,6 +171,8 @@ class Cluster(pulumi.ComponentResource):
                 parent=self,
                 depends_on=args.depends_on,
                 ignore_changes=[SYSTEM_POOL_COUNT_PATH] if args.system_node_autoscale else None,
+                replace_on_changes=["agentPoolProfiles[*].vnetSubnetID"] if in_network else None,
+                delete_before_replace=in_network or None,
             ),
         )
 
@@ -185,8 +196,14 @@ class Cluster(pulumi.ComponentResource):
                 max_count=args.jobs_node_max_count,
                 node_labels={label_key: label_value},
                 node_taints=[JOBS_POOL_TAINT],
+                **subnet,
                 # The autoscaler moves `count` between 0 and max as runs come and go: not drift.
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"]),
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    ignore_changes=["count"],
+                    replace_on_changes=["vnetSubnetID"] if in_network else None,
+                    delete_before_replace=in_network or None,
+                ),
             )
 
         # Whoever runs `pulumi up` installs the Helm releases with their own Entra ID identity: Kubernetes

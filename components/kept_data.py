@@ -30,8 +30,12 @@ from components.naming import (
     BACKUPS_RETENTION_POLICY,
     DATA_LOCK,
     MANAGEMENT_POLICY,
+    REQUIRE_SECURE_TRANSPORT,
     data_group_name,
     mysql_disk_name,
+    mysql_private_dns_zone,
+    mysql_server_name,
+    virtual_network_name,
 )
 
 
@@ -98,3 +102,56 @@ class KeptData:
         return (
             f"{self.resource_group_id}/providers/Microsoft.Compute/disks/{mysql_disk_name(self.name_prefix)}"
         )
+
+    # `database: flexibleServer`: the network the server lives in, and the server with its databases.
+    @property
+    def virtual_network_id(self) -> str:
+        return (
+            f"{self.resource_group_id}/providers/Microsoft.Network/virtualNetworks/"
+            f"{virtual_network_name(self.name_prefix)}"
+        )
+
+    @property
+    def private_dns_zone_id(self) -> str:
+        return (
+            f"{self.resource_group_id}/providers/Microsoft.Network/privateDnsZones/"
+            f"{mysql_private_dns_zone(self.name_prefix)}"
+        )
+
+    @property
+    def dns_zone_link_id(self) -> str:
+        return f"{self.private_dns_zone_id}/virtualNetworkLinks/{virtual_network_name(self.name_prefix)}"
+
+    def mysql_server(self, server_name: str | None = None) -> AdoptedServer:
+        """The kept flexible server (its name follows from the storage account's), or `server_name`."""
+        name = server_name or mysql_server_name(self.name_prefix, self.storage_account)
+        return AdoptedServer.in_data_group(self.subscription_id, self.name_prefix, name)
+
+
+@dataclass(frozen=True)
+class AdoptedServer:
+    """A flexible server in the data resource group that the stack imports instead of creating one: the
+    kept one (with `dataStorageAccount`) or one restored from the stack's (`databaseServerName`)."""
+
+    server_id: str
+
+    @classmethod
+    def in_current_subscription(cls, name_prefix: str, server_name: str) -> AdoptedServer:
+        """Server `server_name` in the data group of `name_prefix`, where `pulumi up` deploys."""
+        return cls.in_data_group(authorization.get_client_config().subscription_id, name_prefix, server_name)
+
+    @classmethod
+    def in_data_group(cls, subscription_id: str, name_prefix: str, server_name: str) -> AdoptedServer:
+        group_id = f"/subscriptions/{subscription_id}/resourceGroups/{data_group_name(name_prefix)}"
+        return cls(f"{group_id}/providers/Microsoft.DBforMySQL/flexibleServers/{server_name}")
+
+    @property
+    def name(self) -> str:
+        return self.server_id.rsplit("/", 1)[1]
+
+    def database_id(self, database: str) -> str:
+        return f"{self.server_id}/databases/{database}"
+
+    @property
+    def configuration_id(self) -> str:
+        return f"{self.server_id}/configurations/{REQUIRE_SECURE_TRANSPORT}"

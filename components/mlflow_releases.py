@@ -1,6 +1,6 @@
 """MLflow on the cluster: the namespace, generated secrets, the project files on the share, the
-`mlflow_setup` Helm release (tracking server + MySQL + project volume) and one `mlflow_project` release
-per configured run.
+`mlflow_setup` Helm release (tracking server + MySQL, or the flexible server's connection, + project
+volume) and one `mlflow_project` release per configured run.
 
 Helm values come from components/chart_values.py (jinja2 templates in templates/) fed with resolved
 stack outputs inside `Output.all(...).apply(...)`; values holding a secret stay Pulumi secrets and no
@@ -92,6 +92,24 @@ POD_SECURITY_RESTRICTED = {
 
 
 @dataclass
+class FlexibleServerConnection:
+    """How the tracking server reaches the flexible server (`database: flexibleServer`)."""
+
+    host: pulumi.Input[str]
+    """The server's DNS name."""
+    user: str
+    """Its admin login."""
+    password: pulumi.Input[str]
+    """Its admin password (secret)."""
+    server_name: pulumi.Input[str]
+    """The server's name."""
+    resource_group: pulumi.Input[str]
+    """Its resource group."""
+    network_cidr: str
+    """Address range of its subnet."""
+
+
+@dataclass
 class MlflowReleasesArgs:
     provider: kubernetes.Provider
     """The cluster's Kubernetes provider; every Kubernetes and Helm resource here uses it."""
@@ -143,8 +161,9 @@ class MlflowReleasesArgs:
     """File share of project files."""
     projects_account_key: pulumi.Input[str]
     """The project files account's key (secret): mounts the share and uploads the project."""
-    mysql_disk_id: pulumi.Input[str]
-    """Resource id of the Azure managed disk MySQL keeps its data on (in the data resource group)."""
+    mysql_disk_id: pulumi.Input[str] | None
+    """Resource id of the Azure managed disk MySQL keeps its data on (in the data resource group); None
+    with a flexible server."""
     mysql_disk_size_gib: int
     """Its size in GiB (the capacity of its static volume)."""
     certificate_share: CertificateShare
@@ -171,6 +190,8 @@ class MlflowReleasesArgs:
     """Object ids of the Entra ID groups of MLflow admins (with `sign_in`)."""
     run_token_issuer: pulumi.Input[str] = ""
     """The cluster's OIDC issuer URL: the server checks run Jobs' tokens against its keys (with `sign_in`)."""
+    flexible_server: FlexibleServerConnection | None = None
+    """The flexible server holding the databases; None: MySQL in the cluster on `mysql_disk_id`."""
     run_depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What run Jobs need besides the setup release: the jobs pool they are scheduled on. A pool that
     failed to create then fails its runs at once instead of leaving them Pending until their timeout."""
@@ -189,7 +210,8 @@ def _password(name: str, parent: pulumi.Resource, length: int) -> random.RandomP
 class MlflowReleases(pulumi.ComponentResource):
     namespace: kubernetes.core.v1.Namespace
     runs_namespace: kubernetes.core.v1.Namespace
-    mysql_volume: DatabaseVolume
+    mysql_volume: DatabaseVolume | None
+    """MySQL's volume on the disk; None with a flexible server."""
     certificate_volume: CertificateVolume
     setup: kubernetes.helm.v3.Release
     runs: dict[str, kubernetes.helm.v3.Release]
@@ -224,8 +246,6 @@ class MlflowReleases(pulumi.ComponentResource):
         )
         runs_namespace = self.runs_namespace.metadata.apply(lambda metadata: metadata.name)
 
-        mysql_root_password = _password(f"{name}-mysql-root-password", self, 32)
-        mysql_password = _password(f"{name}-mysql-password", self, 32)
         admin_password = _password(f"{name}-admin-password", self, 24)
         flask_secret_key = _password(f"{name}-flask-secret-key", self, 64)
 
@@ -240,17 +260,41 @@ class MlflowReleases(pulumi.ComponentResource):
                 "tls_image": args.tls_image,
             }
 
-        # MySQL's volume and claim on the retained disk, outside the release (see database_volume.py).
-        self.mysql_volume = DatabaseVolume(
-            f"{name}-mysql-volume",
-            DatabaseVolumeArgs(
-                provider=args.provider,
-                namespace=namespace,
-                disk_id=args.mysql_disk_id,
-                disk_size_gib=args.mysql_disk_size_gib,
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        database: dict[str, pulumi.Input[Any]] = {}
+        self.mysql_volume = None
+        if args.flexible_server is not None:
+            server = args.flexible_server
+            database = {
+                "flexible_server": pulumi.Output.all(
+                    host=server.host,
+                    password=server.password,
+                    server_name=server.server_name,
+                    resource_group=server.resource_group,
+                ).apply(
+                    lambda resolved: chart_values.FlexibleServerContext(
+                        **resolved, user=server.user, network_cidr=server.network_cidr
+                    )
+                )
+            }
+        else:
+            if args.mysql_disk_id is None:
+                raise ValueError("MySQL in the cluster needs its disk (components/database_disk.py)")
+            # MySQL's volume and claim on the retained disk, outside the release (see database_volume.py).
+            self.mysql_volume = DatabaseVolume(
+                f"{name}-mysql-volume",
+                DatabaseVolumeArgs(
+                    provider=args.provider,
+                    namespace=namespace,
+                    disk_id=args.mysql_disk_id,
+                    disk_size_gib=args.mysql_disk_size_gib,
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            database = {
+                "mysql_existing_claim": self.mysql_volume.claim_name,
+                "mysql_root_password": _password(f"{name}-mysql-root-password", self, 32).result,
+                "mysql_password": _password(f"{name}-mysql-password", self, 32).result,
+            }
 
         # The TLS terminator's certificates on a share outside the release (see certificate_volume.py).
         self.certificate_volume = CertificateVolume(
@@ -312,10 +356,8 @@ class MlflowReleases(pulumi.ComponentResource):
             projects_resource_group=args.projects_resource_group,
             projects_share=args.projects_share,
             projects_account_key=args.projects_account_key,
-            mysql_existing_claim=self.mysql_volume.claim_name,
+            **database,
             tls_existing_claim=self.certificate_volume.claim_name,
-            mysql_root_password=mysql_root_password.result,
-            mysql_password=mysql_password.result,
             admin_password=admin_password.result,
             flask_secret_key=flask_secret_key.result,
             **public,
@@ -360,7 +402,7 @@ class MlflowReleases(pulumi.ComponentResource):
                 pulumi.ResourceOptions(
                     depends_on=[
                         *args.depends_on,
-                        self.mysql_volume.claim,
+                        *([self.mysql_volume.claim] if self.mysql_volume else []),
                         self.certificate_volume.claim,
                         self.runs_namespace,
                     ]

@@ -21,6 +21,13 @@ MANAGEMENT_POLICY = "default"
 # A container has one immutability policy (its default time-based retention), and this is its name.
 BACKUPS_RETENTION_POLICY = "default"
 
+# `database: flexibleServer`: the virtual network's subnets (components/private_network.py), the databases
+# on the server, like charts/mysql creates them in the cluster, and the server parameter that requires TLS.
+CLUSTER_SUBNET = "aks-nodes"
+DATABASE_SUBNET = "mysql-flexible-server"
+MYSQL_DATABASES = ("mlflow", "mlflow_auth", "mlflow_oidc")
+REQUIRE_SECURE_TRANSPORT = "require_secure_transport"
+
 
 def platform_group_name(name_prefix: str) -> str:
     return f"{name_prefix}-platform"
@@ -42,6 +49,22 @@ def tracking_identity_name(name_prefix: str) -> str:
 def backup_identity_name(name_prefix: str) -> str:
     """The backup Job's managed identity (components/workload_identity.py)."""
     return f"{name_prefix}-backup"
+
+
+def virtual_network_name(name_prefix: str) -> str:
+    return f"{name_prefix}-vnet"
+
+
+def mysql_private_dns_zone(name_prefix: str) -> str:
+    """The private DNS zone of the flexible server: it must end in `.mysql.database.azure.com`
+    (https://learn.microsoft.com/azure/mysql/flexible-server/concepts-networking-vnet#private-dns-zone-and-virtual-network-link)."""
+    return f"{name_prefix}.private.mysql.database.azure.com"
+
+
+def mysql_server_name(name_prefix: str, storage_account: str) -> str:
+    """The flexible server's name, `<prefix>-mysql-<suffix>`: its DNS name is global, so it takes the random
+    suffix of the data storage account (`<prefix>data<suffix>`), which adopting kept data already knows."""
+    return f"{name_prefix}-mysql-{storage_account.removeprefix(storage_account_prefix(name_prefix))}"
 
 
 def storage_account_prefix(name_prefix: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from components.chart_values import ProjectContext, Run, SetupContext
+from components.chart_values import FlexibleServerContext, ProjectContext, Run, SetupContext
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETUP_CHART = REPO_ROOT / "charts" / "mlflow_setup"
@@ -52,6 +52,16 @@ MYSQL_DISK_ID = (
 # The claim Pulumi binds to the certificate share (components/certificate_volume.py), which the TLS
 # terminator mounts.
 TLS_CLAIM = "mlflow-tls-certificates"
+# `database: flexibleServer`: the server Pulumi creates in the data group (components/database_server.py),
+# in the subnet delegated to it (components/private_network.py).
+FLEXIBLE_SERVER = FlexibleServerContext(
+    host="mlflow-mysql-7f3kq2zx.mysql.database.azure.com",
+    user="mlflow",
+    password="Flex#Admin/pass%41&x=y",
+    server_name="mlflow-mysql-7f3kq2zx",
+    resource_group="mlflow-data",
+    network_cidr="10.224.16.0/24",
+)
 JOBS_POOL_LABEL = ("mlflow-aks/pool", "jobs")
 JOBS_POOL_TAINT = "mlflow-aks/pool=jobs:NoSchedule"
 
@@ -114,6 +124,13 @@ SETUP_CONTEXTS = {
     "private-dynamic-disk": setup_context(mysql_existing_claim=""),
     # config trackingReplicas: 1 (no disruption budget can be met with one pod).
     "private-one-replica": replace(setup_context(), tracking_replicas=1),
+    # config `database: flexibleServer`: no MySQL in the cluster, no disk, no backup CronJob.
+    "private-flexible-server": replace(
+        setup_context(mysql_existing_claim=""),
+        mysql_root_password="",
+        mysql_password="",
+        flexible_server=FLEXIBLE_SERVER,
+    ),
 }
 
 RUNS = {
@@ -138,7 +155,9 @@ def project_context(run: Run, jobs_pool: bool) -> ProjectContext:
 def secret_strings(ctx: SetupContext) -> set[str]:
     """Every secret of a setup context, raw and in the encodings the charts use."""
     found = set()
-    for value in [*(getattr(ctx, name) for name in SECRETS), ctx.effective_run_password()]:
+    server_password = [ctx.flexible_server.password] if ctx.flexible_server else []
+    values = [*(getattr(ctx, name) for name in SECRETS), ctx.effective_run_password(), *server_password]
+    for value in filter(None, values):
         found |= {
             value,
             urllib.parse.quote(value, safe=""),

@@ -86,6 +86,12 @@ _NAME_KEYS = {
     "azure-native:storage:BlobContainerImmutabilityPolicy": "immutabilityPolicyName",
     "azure-native:authorization:ManagementLockAtResourceGroupLevel": "lockName",
     "azure-native:network:PublicIPAddress": "publicIpAddressName",
+    "azure-native:network:VirtualNetwork": "virtualNetworkName",
+    "azure-native:privatedns:PrivateZone": "privateZoneName",
+    "azure-native:privatedns:VirtualNetworkLink": "virtualNetworkLinkName",
+    "azure-native:dbformysql:Server": "serverName",
+    "azure-native:dbformysql:Database": "databaseName",
+    "azure-native:dbformysql:Configuration": "configurationName",
 }
 
 
@@ -209,6 +215,24 @@ def _computed_outputs(type_: str, name: str, inputs: dict[str, Any], id_: str) -
     elif type_ == "azure-native:network:PublicIPAddress":
         out["id"] = f"{group_id}/providers/Microsoft.Network/publicIPAddresses/{out['name']}"
         out["ipAddress"] = "203.0.113.80"
+    elif type_ == "azure-native:network:VirtualNetwork":
+        out["id"] = f"{group_id}/providers/Microsoft.Network/virtualNetworks/{out['name']}"
+    elif type_ == "azure-native:privatedns:PrivateZone":
+        out["id"] = f"{group_id}/providers/Microsoft.Network/privateDnsZones/{out['name']}"
+    elif type_ == "azure-native:privatedns:VirtualNetworkLink":
+        zone = plain(inputs.get("privateZoneName"))
+        out["id"] = (
+            f"{group_id}/providers/Microsoft.Network/privateDnsZones/{zone}/virtualNetworkLinks/{out['name']}"
+        )
+    elif type_ == "azure-native:dbformysql:Server":
+        out["id"] = f"{group_id}/providers/Microsoft.DBforMySQL/flexibleServers/{out['name']}"
+        out["fullyQualifiedDomainName"] = f"{out['name']}.mysql.database.azure.com"
+    elif type_ in ("azure-native:dbformysql:Database", "azure-native:dbformysql:Configuration"):
+        server_id = (
+            f"{group_id}/providers/Microsoft.DBforMySQL/flexibleServers/{plain(inputs.get('serverName'))}"
+        )
+        kind = "databases" if type_.endswith(":Database") else "configurations"
+        out["id"] = f"{server_id}/{kind}/{out['name']}"
     if type_ == "azure-native:containerservice:ManagedCluster":
         out["identity"] = {**plain(inputs.get("identity", {})), "principalId": CLUSTER_PRINCIPAL_ID}
         out["oidcIssuerProfile"] = {"enabled": True, "issuerURL": OIDC_ISSUER_URL}

@@ -407,6 +407,9 @@ def test_disruption_budgets_never_block_a_node_drain(setup_renders, name):
     assert tracking["spec"]["replicas"] == ctx.tracking_replicas
     protected = {w["metadata"]["name"] for pdb in budgets for w in selected_by(pdb)}
     assert protected == ({tracking["metadata"]["name"]} if ctx.tracking_replicas > 1 else set())
+    if ctx.flexible_server:  # no MySQL in the cluster
+        assert cr.of_kind(objects, "StatefulSet") == []
+        return
     mysql = cr.one(objects, "StatefulSet", chart_values.MYSQL_FULLNAME)["spec"]["template"]["spec"]
     assert 10 <= mysql["terminationGracePeriodSeconds"] <= 120
 
@@ -529,14 +532,22 @@ def _pod_labels(obj: dict) -> dict:
     return obj["spec"]["template"]["metadata"]["labels"]
 
 
+def selects(selector: dict, labels: dict) -> bool:
+    """A label selector's matchLabels and its `In` matchExpressions (the only operator the charts use)."""
+    expressions = selector.get("matchExpressions", [])
+    assert all(e["operator"] == "In" for e in expressions), expressions
+    return labels_match(selector.get("matchLabels", {}), labels) and all(
+        labels.get(e["key"]) in e["values"] for e in expressions
+    )
+
+
 def policies_for(objects: list[dict], obj: dict) -> list[dict]:
     """The NetworkPolicies of `obj`'s namespace that select its pods."""
     namespace = obj["metadata"].get("namespace")
     return [
         p
         for p in cr.of_kind(objects, "NetworkPolicy")
-        if p["metadata"].get("namespace") == namespace
-        and labels_match(p["spec"]["podSelector"].get("matchLabels", {}), _pod_labels(obj))
+        if p["metadata"].get("namespace") == namespace and selects(p["spec"]["podSelector"], _pod_labels(obj))
     ]
 
 
@@ -560,16 +571,39 @@ def test_every_pod_has_a_networkpolicy_and_clients_accept_nothing(setup_renders,
             "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
         },
         {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": cr.SETUP_RELEASE}}}]},
-        {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32", "168.63.129.16/32"]}}]},
     ]
+    blocked = ["169.254.169.254/32", "168.63.129.16/32"]
     for name, objects in setup_renders.items():
         ctx = cr.SETUP_CONTEXTS[name]
+        server = ctx.flexible_server
         for obj, pod in cr.pod_specs(objects):
             where = f"{name}: {obj['kind']}/{obj['metadata']['name']}"
             policies = policies_for(objects, obj)
             ingress = rules(policies, "ingress")
-            # Every pod of the platform: no IMDS, no Azure host address (issue 10.4), else open.
-            assert rules(policies, "egress") == release_egress, where
+            # Every pod of the platform: no IMDS, no Azure host address (issue 10.4), else open. With a
+            # flexible server, its subnet is out too, except on 3306 for the tracking and maintenance pods.
+            expected_egress = [
+                *release_egress,
+                {
+                    "to": [
+                        {
+                            "ipBlock": {
+                                "cidr": "0.0.0.0/0",
+                                "except": blocked + ([server.network_cidr] if server else []),
+                            }
+                        }
+                    ]
+                },
+            ]
+            component = _pod_labels(obj)["app.kubernetes.io/component"]
+            if server and component in ("tracking", "maintenance"):
+                expected_egress.append(
+                    {
+                        "to": [{"ipBlock": {"cidr": server.network_cidr}}],
+                        "ports": [{"protocol": "TCP", "port": 3306}],
+                    }
+                )
+            assert rules(policies, "egress") == expected_egress, where
             if obj["kind"] in ("CronJob", "Job", "Pod"):  # maintenance Jobs, the helm test pod: clients only
                 assert ingress == [], where
             elif obj["kind"] == "StatefulSet":  # MySQL: the tracking and maintenance pods, 3306

@@ -149,3 +149,50 @@ def test_a_server_that_does_not_come_back_is_told_with_the_next_step(tmp_path, b
     assert _steps(calls)[-1] == "--replicas=2"
     assert "kubectl logs deployment/mlflow-tracking -c migrate" in output
     assert "scripts/cluster-restore --list" in output
+
+
+BACKUPS = "wasbs://mlflow-backups@mlflowst7f3k.blob.core.windows.net/databases"
+
+
+@pytest.fixture(scope="module")
+def gc_cronjob(helm_bin, tmp_path_factory) -> dict:
+    """`database: flexibleServer`: the chart has no backup CronJob; its gc CronJob reaches the server."""
+    values = setup_values(cr.SETUP_CONTEXTS["private-flexible-server"])
+    objects = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_path_factory.mktemp("gc"))
+    assert [o["metadata"]["name"] for o in cr.of_kind(objects, "CronJob")] == ["mlflow-gc"]
+    return cr.one(objects, "CronJob", "mlflow-gc")
+
+
+def test_without_a_backup_cronjob_the_gc_cronjob_runs_the_restore_with_the_destination(tmp_path, gc_cronjob):
+    code, calls, output = run_restore(
+        tmp_path, gc_cronjob, "latest", "--cronjob", "mlflow-gc", "--destination", BACKUPS
+    )
+    assert code == 0, output
+    assert calls[0]["args"][2:5] == ["get", "cronjob", "mlflow-gc"]
+    assert _steps(calls) == [
+        "job:restore latest --dry-run", "--replicas=0", "job:restore latest", "--replicas=2"
+    ]  # fmt: skip
+    cron_container = gc_cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    for call in calls:
+        if call["args"][2:3] == ["create"]:
+            [container] = json.loads(call["stdin"])["spec"]["template"]["spec"]["containers"]
+            env = {e["name"]: e for e in container["env"]}
+            assert env["MLFLOW_AKS_BACKUP_DESTINATION"] == {
+                "name": "MLFLOW_AKS_BACKUP_DESTINATION",
+                "value": BACKUPS,
+            }
+            # Everything else is the gc Job's: the database URIs from the tracking Secret, the identity.
+            assert [
+                e for e in container["env"] if e["name"] != "MLFLOW_AKS_BACKUP_DESTINATION"
+            ] == cron_container["env"]
+            assert container["image"] == cron_container["image"]
+            # Only the backup identity reaches the backups: not the gc Job's.
+            assert (
+                json.loads(call["stdin"])["spec"]["template"]["spec"]["serviceAccountName"] == "mlflow-backup"
+            )
+
+
+def test_a_cronjob_without_a_destination_needs_one_and_changes_nothing(tmp_path, gc_cronjob):
+    code, calls, output = run_restore(tmp_path, gc_cronjob, "latest", "--cronjob", "mlflow-gc")
+    assert code == 2 and "--destination" in output and "nothing was changed" in output
+    assert _steps(calls) == []

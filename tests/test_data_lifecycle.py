@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import pytest
-from pulumi_mocks import SUBSCRIPTION_ID, ProgramRun, RecordingMocks, plain, run_program
+from pulumi_mocks import SUBSCRIPTION_ID, ProgramRun, RecordingMocks, is_secret, plain, run_program
 
 from components.data_guard import DataGuardProvider, DataReplacementRefused
+from components.database_server import ADOPTION_ONLY, AZURE_MANAGED
 
 # Logical names of the data resources (component children) an adopting stack imports by id.
 DATA = (
@@ -266,15 +267,19 @@ def test_adopting_a_policy_of_other_days_fails_naming_the_key():
 def test_the_guard_comes_first_and_every_change_to_the_world_waits_for_it(config):
     """With every other resource depending on it, nothing reaches Azure, Entra ID or the cluster before
     the guard's step has passed, even under `pulumi up --skip-preview`. Random values only live in state."""
-    run = run_program(config)
-    assert run.resources[0].type == GUARD
+    _assert_the_guard_comes_first(run_program(config))
+
+
+def _assert_the_guard_comes_first(run: ProgramRun) -> None:
+    # Registrations reach the mock monitor from worker threads, so components (which wait for nothing)
+    # may be recorded before the guard; what changes the world is recorded after it, as it depends on it.
+    changes = [
+        r for r in run.resources if r.custom and not r.type.startswith(("random:", "pulumi:providers:"))
+    ]
+    assert changes[0].type == GUARD
     closure = _transitive_dependencies(run)
-    guard = run.resources[0].name
-    waiting = {
-        r.name
-        for r in run.resources
-        if r.custom and r.name != guard and not r.type.startswith(("random:", "pulumi:providers:"))
-    }
+    guard = changes[0].name
+    waiting = {r.name for r in changes[1:]}
     assert waiting, "the program declares resources"
     assert {name for name in waiting if guard not in closure[name]} == set()
 
@@ -335,3 +340,213 @@ def test_the_guard_lets_everything_else_through():
     assert provider.diff("data-guard", olds, {**olds, "allow_replacement": True}).changes is True
     created = provider.create({"identity": IDENTITY, "allow_replacement": False})
     assert created.outs["identity"] == IDENTITY
+
+
+# --- `database: flexibleServer`: the server, its databases and its network are the data ------------------
+
+FLEXIBLE = {"database": "flexibleServer"}
+# What a flexible-server stack keeps and imports instead of the MySQL disk: the server with its databases
+# and its TLS setting, and the network it cannot live without.
+FLEXIBLE_DATA = (
+    "groups-data",
+    "storage-account",
+    "storage-artifacts",
+    "storage-backups",
+    "storage-lifecycle",
+    "private-network-vnet",
+    "private-network-dns-zone",
+    "private-network-dns-link",
+    "mysql-server-server",
+    "mysql-server-require-secure-transport",
+    "mysql-server-mlflow",
+    "mysql-server-mlflow-auth",
+    "mysql-server-mlflow-oidc",
+)
+FLEXIBLE_IMPORTED = (*FLEXIBLE_DATA, LOCK)
+FLEXIBLE_PROTECTED = (*FLEXIBLE_DATA, SUFFIX, BLOB_SERVICE)
+PASSWORD_RESET = "pulumi-python:dynamic/mlflow-aks:ServerAdminPassword"
+
+
+@pytest.mark.parametrize(
+    ("config", "protected"),
+    [
+        (FLEXIBLE, True),
+        ({**FLEXIBLE, "dataRetention": "delete"}, False),
+        ({**FLEXIBLE, "allowDataReplacement": True}, False),
+    ],
+    ids=["retain", "delete", "retain-replacement-allowed"],
+)
+def test_the_flexible_server_and_its_network_are_protected_like_the_disk(config, protected):
+    run = run_program(config)
+    resources = by_name(run)
+    assert "mysql-disk-disk" not in resources
+    for name in FLEXIBLE_PROTECTED:
+        assert resources[name].options["protect"] is protected, name
+        if name not in (SUFFIX,):
+            assert resources[name].options["retainOnDelete"] is (config.get("dataRetention") != "delete"), (
+                name
+            )
+    others = [r.name for r in run.resources if r.name not in FLEXIBLE_PROTECTED and r.options["protect"]]
+    assert others == []
+
+
+@pytest.mark.parametrize("adopt", [False, True], ids=["create", "adopt"])
+def test_destroy_exclude_protected_keeps_the_server_its_network_and_nothing_of_the_platform(adopt):
+    run = run_program({**FLEXIBLE, **({"dataStorageAccount": "mlflowdata0a1b2c3d"} if adopt else {})})
+    kept = _kept_by_exclude_protected(run)
+    azure_kept = {name for name in kept if by_name(run)[name].type.startswith("azure-native:")}
+    assert azure_kept == set(FLEXIBLE_IMPORTED) | {BLOB_SERVICE}
+    for gone in ("cluster-aks", "cluster-jobs-pool", "groups-platform", "registry-acr"):
+        assert gone not in kept, gone
+
+
+def test_with_a_flexible_server_destroy_sends_no_delete_the_lock_refuses():
+    run = run_program(FLEXIBLE)
+    group_id = by_name(run)["groups-data"].id
+    inside = [r for r in run.resources if r.name != LOCK and _inside(run, r, group_id)]
+    assert {r.type for r in inside} >= {
+        "azure-native:dbformysql:Server",
+        "azure-native:network:VirtualNetwork",
+        "azure-native:authorization:RoleAssignment",  # the cluster's role on its subnet
+    }
+    for resource in inside:
+        assert resource.options["retainOnDelete"] is True, resource.name
+
+
+@pytest.fixture(scope="module")
+def flexible_created() -> ProgramRun:
+    return run_program(FLEXIBLE)
+
+
+@pytest.fixture(scope="module")
+def flexible_adopted(flexible_created) -> ProgramRun:
+    return run_program({**FLEXIBLE, "dataStorageAccount": flexible_created.exports["storageAccount"]})
+
+
+@pytest.mark.parametrize("name", FLEXIBLE_IMPORTED)
+def test_an_adopting_stack_imports_the_kept_server_and_network_by_id(
+    flexible_created, flexible_adopted, name
+):
+    before, after = by_name(flexible_created)[name], by_name(flexible_adopted)[name]
+    assert (after.type, after.options["parent"]) == (before.type, before.options["parent"])
+    assert after.options["importId"] == before.id
+    expected = plain(before.inputs)
+    if name == "mysql-server-server":
+        # Azure never returns the password, so the import leaves it out (and ignores it), and the
+        # adopting stack sets its own afterwards.
+        expected.pop("administratorLoginPassword")
+        assert after.options["ignoreChanges"] == [*AZURE_MANAGED, *ADOPTION_ONLY]
+        assert before.options["ignoreChanges"] == AZURE_MANAGED
+    assert plain(after.inputs) == expected
+
+
+def test_an_adopted_server_takes_the_adopting_stacks_password(flexible_created, flexible_adopted):
+    assert flexible_created.of_type(PASSWORD_RESET) == []
+    [reset] = flexible_adopted.of_type(PASSWORD_RESET)
+    server = by_name(flexible_adopted)["mysql-server-server"]
+    [password] = [r for r in flexible_adopted.resources if r.name == "mysql-server-admin-password"]
+    assert (
+        plain(reset.inputs)["server_id"] == server.id == by_name(flexible_created)["mysql-server-server"].id
+    )
+    assert (
+        is_secret(reset.inputs["password"]) and plain(reset.inputs)["password"] == password.outputs["result"]
+    )
+    values = plain(flexible_adopted.named("mlflow-setup").inputs["values"])
+    assert values["externalDatabase"]["password"] == password.outputs["result"]
+    # The release waits until the password is in force.
+    assert any(
+        urn.endswith(f"::{reset.name}")
+        for urn in flexible_adopted.named("mlflow-setup").options["dependencies"]
+    )
+
+
+def test_a_restored_server_is_adopted_by_its_name(flexible_created):
+    """`databaseServerName`: the stack imports the named server (and its databases and TLS setting) from its
+    data group under the same resources, and sets the stack's password on it."""
+    restored = "mlflow-mysql-restored-0102"
+    run = run_program({**FLEXIBLE, "databaseServerName": restored})
+    group = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/mlflow-data"
+    server_id = f"{group}/providers/Microsoft.DBforMySQL/flexibleServers/{restored}"
+    server = by_name(run)["mysql-server-server"]
+    assert plain(server.inputs)["serverName"] == restored and server.options["importId"] == server_id
+    assert (
+        by_name(run)["mysql-server-mlflow-auth"].options["importId"] == f"{server_id}/databases/mlflow_auth"
+    )
+    assert (
+        by_name(run)["mysql-server-require-secure-transport"].options["importId"]
+        == f"{server_id}/configurations/require_secure_transport"
+    )
+    [reset] = run.of_type(PASSWORD_RESET)
+    assert plain(reset.inputs)["server_id"] == server_id
+    # The network stays the stack's own: not imported, the same as before.
+    assert by_name(run)["private-network-vnet"].options["importId"] == ""
+    assert plain(by_name(run)["private-network-vnet"].inputs) == plain(
+        by_name(flexible_created)["private-network-vnet"].inputs
+    )
+    assert plain(run.one(GUARD).inputs)["identity"]["databaseServerName"] == restored
+    assert run.exports["databaseServer"] == restored
+
+
+def test_the_guard_records_the_database_mode_only_when_it_is_not_in_cluster(flexible_created):
+    assert plain(flexible_created.one(GUARD).inputs)["identity"] == {**IDENTITY, "database": "flexibleServer"}
+
+
+LEGACY = dict(IDENTITY)  # what every stack recorded before `database` existed
+
+
+def test_a_stack_recorded_before_the_database_key_sees_no_change_in_cluster():
+    provider = DataGuardProvider()
+    olds = {"identity": LEGACY, "allow_replacement": False}
+    assert (
+        provider.diff("data-guard", olds, {"identity": dict(IDENTITY), "allow_replacement": False}).changes
+        is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (LEGACY, {**IDENTITY, "database": "flexibleServer"}),
+        ({**IDENTITY, "database": "flexibleServer"}, LEGACY),
+    ],
+    ids=["to-flexibleServer", "to-inCluster"],
+)
+def test_the_guard_refuses_a_database_switch_and_names_the_procedure(old, new):
+    provider = DataGuardProvider()
+    with pytest.raises(DataReplacementRefused) as refused:
+        provider.diff(
+            "data-guard",
+            {"identity": old, "allow_replacement": False},
+            {"identity": new, "allow_replacement": False},
+        )
+    message = str(refused.value)
+    before, after = ("inCluster", "flexibleServer") if new != LEGACY else ("flexibleServer", "inCluster")
+    assert f"database: {before!r} -> {after!r}" in message and "allowDataReplacement" in message
+    if after == "flexibleServer":  # back up, switch, restore; the cluster is a new one
+        assert (
+            "python /app/backup.py" in message
+            and "scripts/cluster-restore latest --cronjob mlflow-gc" in message
+        )
+        assert "new cluster" in message
+    else:
+        assert "not done in place" in message and "python /app/backup.py" not in message
+    assert "docs/database.md" in message
+    allowed = provider.diff("data-guard", {"identity": old}, {"identity": new, "allow_replacement": True})
+    assert allowed.changes is True and allowed.replaces == []
+
+
+def test_the_guard_refuses_another_server_name_unless_allowed():
+    provider = DataGuardProvider()
+    old = {**IDENTITY, "database": "flexibleServer"}
+    new = {**old, "databaseServerName": "mlflow-mysql-restored-0102"}
+    with pytest.raises(
+        DataReplacementRefused, match="databaseServerName: '' -> 'mlflow-mysql-restored-0102'"
+    ):
+        provider.diff("data-guard", {"identity": old}, {"identity": new, "allow_replacement": False})
+    assert provider.diff(
+        "data-guard", {"identity": old}, {"identity": new, "allow_replacement": True}
+    ).changes
+
+
+def test_the_guard_comes_first_with_a_flexible_server_too(flexible_created):
+    _assert_the_guard_comes_first(flexible_created)

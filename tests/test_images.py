@@ -10,10 +10,13 @@ The venvs are built once per session, concurrently, under a session tmp dir.
 from __future__ import annotations
 
 import ast
+import contextlib
+import datetime
 import importlib.util
 import json
 import re
 import shlex
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -603,3 +606,64 @@ def test_tracking_image_migrates_the_sign_in_database(image_venvs, tmp_path):
     """)
     done = run_in(python, "-c", script, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+# MLflow's first basic-auth schema (mlflow/server/auth/db/migrations/versions/8606fa83a998_*.py).
+FIRST_AUTH_REVISION = "8606fa83a998"
+
+
+def test_migrate_relies_on_the_flexible_servers_restore_in_managed_mode(image_venvs, tmp_path):
+    """MLFLOW_AKS_BACKUP_MODE=managed (`database: flexibleServer`, the chart sets it): existing data is
+    migrated without a backup of its own, after a log line naming the UTC time just before the migration
+    and the exact `az mysql flexible-server restore` command back to it. The same data without the mode
+    (and without a backup destination) is refused, as before."""
+    python, app = image_venvs["tracking-server"], IMAGES["tracking-server"]
+    # Existing data this image would migrate: a user database at MLflow's first auth schema revision.
+    auth_db = tmp_path / "auth.db"
+    old_schema = textwrap.dedent(f"""
+        from alembic import command
+        from mlflow.server.auth.db import utils
+        command.upgrade(utils._get_alembic_config("sqlite:///{auth_db}"), "{FIRST_AUTH_REVISION}")
+    """)
+    done = run_in(python, "-c", old_schema, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    refused = run_in(python, str(app / "migrate.py"), cwd=tmp_path, env=migrate_env(python, tmp_path))
+    assert refused.returncode != 0
+    assert f"refusing to migrate existing data (user database: {FIRST_AUTH_REVISION} ->" in refused.stderr
+
+    server, group = "mlflow-mysql-ab12cd34", "mlflow-data"
+    env = migrate_env(
+        python,
+        tmp_path,
+        MLFLOW_AKS_BACKUP_MODE="managed",
+        MLFLOW_AKS_DATABASE_SERVER=server,
+        MLFLOW_AKS_DATABASE_RESOURCE_GROUP=group,
+        # A destination the backup would fail on (it takes MySQL only): a backup attempt would stop it.
+        MLFLOW_AKS_BACKUP_DESTINATION="wasbs://mlflow-backups@nowhere.blob.core.windows.net/databases",
+    )
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    done = run_in(python, str(app / "migrate.py"), cwd=tmp_path, env=env)
+    after = datetime.datetime.now(datetime.UTC)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # No backup was tried: none was announced, and the one configured would have failed and stopped it.
+    assert "backing up before migrating" not in done.stderr and "backup before it failed" not in done.stderr
+    line = re.search(
+        rf"migrating existing data \(user database: {FIRST_AUTH_REVISION} -> \w+\) at (?P<at>\S+) UTC .*"
+        r"run: az mysql flexible-server restore --resource-group (?P<group>\S+) --name (?P<name>\S+) "
+        r"--source-server (?P<server>\S+) --restore-time (?P<time>\S+)$",
+        done.stderr,
+        flags=re.MULTILINE,
+    )
+    assert line, done.stderr[-3000:]
+    at = datetime.datetime.strptime(line["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    assert before <= at <= after and line["time"] == line["at"]
+    assert (line["group"], line["server"]) == (group, server)
+    assert re.fullmatch(rf"{server}-\d{{8}}-\d{{4}}", line["name"]) and len(line["name"]) <= 63
+    # Logged before the migration began, then the migration ran.
+    assert done.stderr.index(line[0]) < done.stderr.index("migrating the tracking database")
+    # Then both databases were migrated: the user database is at the newest revision, with its tables.
+    with contextlib.closing(sqlite3.connect(auth_db)) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        (revision,) = db.execute("SELECT version_num FROM alembic_version_auth").fetchone()
+    assert {"users", "scorer_permissions"} <= tables and revision != FIRST_AUTH_REVISION
+    assert (tmp_path / "mlflow.db").is_file()

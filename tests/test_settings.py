@@ -83,6 +83,29 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"acmeDirectory": "http://acme-v02.api.letsencrypt.org/directory"}, "acmeDirectory"),
     ({"acmeDirectory": "letsencrypt"}, "acmeDirectory"),
     ({"acmeDirectory": ""}, "acmeDirectory"),
+    # `database`: one of the two modes; the flexible server's settings follow Azure's rules.
+    ({"database": "managed"}, "database"),
+    ({"database": "FlexibleServer"}, "database"),
+    ({"database": "flexibleServer", "databaseSku": "B1ms"}, "databaseSku"),
+    ({"database": "flexibleServer", "databaseSku": "Standard_F2s_v2"}, "databaseSku"),
+    ({"database": "flexibleServer", "databaseHighAvailability": "Enabled"}, "databaseHighAvailability"),
+    # High availability is not offered on the Burstable tier (the default SKU).
+    ({"database": "flexibleServer", "databaseHighAvailability": "ZoneRedundant"}, "databaseHighAvailability"),
+    (
+        {"database": "flexibleServer", "databaseSku": "Standard_B2s", "databaseHighAvailability": "SameZone"},
+        "databaseHighAvailability",
+    ),
+    ({"database": "flexibleServer", "databaseBackupRetentionDays": 0}, "databaseBackupRetentionDays"),
+    ({"database": "flexibleServer", "databaseBackupRetentionDays": 36}, "databaseBackupRetentionDays"),
+    ({"database": "flexibleServer", "databaseGeoRedundantBackup": "yes"}, "databaseGeoRedundantBackup"),
+    ({"database": "flexibleServer", "databaseServerName": "Restored_Server"}, "databaseServerName"),
+    ({"database": "flexibleServer", "databaseServerName": "-restored"}, "databaseServerName"),
+    # A key of the other mode would be silently ignored: it is named instead.
+    ({"databaseSku": "Standard_D2ds_v4"}, "databaseSku"),
+    ({"databaseBackupRetentionDays": 14}, "databaseBackupRetentionDays"),
+    ({"databaseServerName": "mlflow-mysql-restored"}, "databaseServerName"),
+    ({"database": "flexibleServer", "mysqlDiskSizeGib": 64}, "mysqlDiskSizeGib"),
+    ({"database": "flexibleServer", "backupSchedule": "0 */6 * * *"}, "backupSchedule"),
 ]
 
 
@@ -146,7 +169,11 @@ def test_declared_defaults_are_valid_and_become_the_settings():
     declared = declared_config()
     for field in dataclasses.fields(Settings):
         default = declared[config_key(field.name)]["default"]
-        if field.name in ("kubernetes_version", "data_storage_account"):  # empty string: not set
+        if field.name in (
+            "kubernetes_version",
+            "data_storage_account",
+            "database_server_name",
+        ):  # empty: not set
             default = default or None
         value = getattr(settings, field.name)
         assert (list(value) if isinstance(value, tuple) else value) == default, field.name
@@ -199,6 +226,39 @@ def test_the_cli_passing_every_default_changes_nothing():
         ({"apiServerAuthorizedIpRanges": []}, "api_server_authorized_ip_ranges", ()),
         ({"namePrefix": "abcdefghijk"}, "name_prefix", "abcdefghijk"),
         ({"defaultPermission": "NO_PERMISSIONS"}, "default_permission", "NO_PERMISSIONS"),
+        ({"database": "flexibleServer"}, "database_tier", "Burstable"),
+        (
+            {
+                "database": "flexibleServer",
+                "databaseSku": "Standard_D2ds_v4",
+                "databaseHighAvailability": "ZoneRedundant",
+            },
+            "database_tier",
+            "GeneralPurpose",
+        ),
+        (
+            {"database": "flexibleServer", "databaseSku": "Standard_E4ds_v5"},
+            "database_tier",
+            "MemoryOptimized",
+        ),
+        (
+            {"database": "flexibleServer", "databaseBackupRetentionDays": "35"},
+            "database_backup_retention_days",
+            35,
+        ),
+        (
+            {"database": "flexibleServer", "databaseGeoRedundantBackup": "true"},
+            "database_geo_redundant_backup",
+            True,
+        ),
+        (
+            {"database": "flexibleServer", "databaseServerName": "mlflow-mysql-r1"},
+            "database_server_name",
+            "mlflow-mysql-r1",
+        ),
+        ({"database": "flexibleServer"}, "database_server_name", None),
+        ({"database": "flexibleServer"}, "flexible_server", True),
+        ({}, "flexible_server", False),
         # Sign-in with Entra ID: group object ids in lower case (as tokens carry them), once each.
         (
             {

@@ -28,6 +28,11 @@ Before migrating existing data (either database's revision differs from this ima
 backup with backup.py to MLFLOW_AKS_BACKUP_DESTINATION. MLflow's migrations are not transactional, and
 MLflow's upgrade notes say to back up first. When the backup fails, or no destination is configured, it
 refuses to migrate, and the pod does not start. A new, empty database needs no backup.
+
+With MLFLOW_AKS_BACKUP_MODE=managed (an Azure Database for MySQL flexible server, whose point-in-time
+restore is the backup), it logs the UTC time just before migrating and the `az mysql flexible-server
+restore` command that brings the server back to it (MLFLOW_AKS_DATABASE_SERVER, _RESOURCE_GROUP), then
+migrates.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import configparser
 import contextlib
+import datetime
 import hashlib
 import hmac
 import json
@@ -384,6 +390,33 @@ def _require_database(uri: str) -> None:
         engine.dispose()
 
 
+BACKUP_MODE_ENV = "MLFLOW_AKS_BACKUP_MODE"
+MANAGED_BACKUPS = "managed"
+
+
+def restore_point_before_migrating(pending: list[str], now: datetime.datetime | None = None) -> str:
+    """Log the time just before migrating and the command that restores the server to it (Azure keeps the
+    point-in-time backups); return that command."""
+    moment = now or datetime.datetime.now(datetime.UTC)
+    at = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    server = os.environ.get("MLFLOW_AKS_DATABASE_SERVER", "<server>")
+    group = os.environ.get("MLFLOW_AKS_DATABASE_RESOURCE_GROUP", "<resource group>")
+    # The restored server is a new one beside it (a flexible server name has at most 63 characters).
+    restored = f"{server[:45]}-{moment.strftime('%Y%m%d-%H%M')}"
+    command = (
+        f"az mysql flexible-server restore --resource-group {group} --name {restored} "
+        f"--source-server {server} --restore-time {at}"
+    )
+    log.info(
+        "migrating existing data (%s) at %s UTC without a backup of our own: the server's point-in-time "
+        "restore keeps it; to go back to the data as it was, run: %s",
+        "; ".join(pending),
+        at,
+        command,
+    )
+    return command
+
+
 # The platform's own tables in the basic-auth database (created by `ensure_platform_tables`):
 # - mlflow_aks_platform: name -> value, e.g. the keyed hash of the last admin password applied;
 # - mlflow_aks_user_changes: an append-only log of users whose password, admin flag or existence
@@ -511,8 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     with migration_lock(tracking_uri):
         record = None
         states = schemas(tracking_uri, auth_uri, sign_in_uri)
-        if any(s.pending for s in states):
-            record = await_backup(states, auth_uri)
+        if pending := [s.describe() for s in states if s.pending]:
+            if os.environ.get(BACKUP_MODE_ENV) == MANAGED_BACKUPS:
+                restore_point_before_migrating(pending)
+            else:
+                record = await_backup(states, auth_uri)
         log.info("migrating the tracking database")
         upgrade_tracking_db.main([tracking_uri], standalone_mode=False)
         log.info("migrating the basic-auth database")

@@ -152,14 +152,23 @@ password: {{ required "externalDatabase.password is required" $db.password | quo
 database: {{ $db.database | quote }}
 authDatabase: {{ $db.authDatabase | quote }}
 oidcDatabase: {{ $db.oidcDatabase | quote }}
+caFile: {{ $db.tls.caFile | quote }}
 {{- end -}}
 {{- end }}
 
-{{/* SQLAlchemy URI of one database; the password is URL-encoded. Call with (list $ "<database>"). */}}
+{{/*
+SQLAlchemy URI of one database; the password is URL-encoded. Call with (list $ "<database>").
+With a CA bundle (`externalDatabase.tls.caFile`) the URI asks PyMySQL for TLS and verifies the server's
+certificate against it and its name against the host (SQLAlchemy's pymysql dialect turns `ssl_ca` and
+`ssl_check_hostname` into PyMySQL's `ssl` options: with a CA, PyMySQL requires a verified certificate).
+*/}}
 {{- define "mlflow-setup.databaseUri" -}}
 {{- $root := index . 0 -}}
 {{- $db := include "mlflow-setup.database" $root | fromYaml -}}
 {{- printf "mysql+pymysql://%s:%s@%s:%v/%s" ($db.user | urlquery) ($db.password | urlquery) $db.host $db.port (index $db (index . 1)) -}}
+{{- with $db.caFile -}}
+{{- printf "?ssl_ca=%s&ssl_check_hostname=true" . -}}
+{{- end -}}
 {{- end }}
 
 {{/* Container securityContext: non-root, read-only root filesystem, no capabilities. Pass the UID. */}}

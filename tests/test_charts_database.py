@@ -98,10 +98,10 @@ def test_the_migration_relies_on_the_servers_restore_instead_of_a_backup(renders
     assert env["MLFLOW_AKS_BACKUP_MODE"] == "managed"
     assert env["MLFLOW_AKS_DATABASE_SERVER"] == SERVER.server_name
     assert env["MLFLOW_AKS_DATABASE_RESOURCE_GROUP"] == SERVER.resource_group
-    assert "MLFLOW_AKS_BACKUP_DESTINATION" not in env
+    assert "MLFLOW_AKS_BACKUP_JOB" not in env
     for name in IN_CLUSTER:
         env = migrate_env(renders[name])
-        assert env["MLFLOW_AKS_BACKUP_DESTINATION"].startswith("wasbs://"), name
+        assert env["MLFLOW_AKS_BACKUP_JOB"].startswith("mlflow-pre-migration-r"), name  # a backup first
         assert "MLFLOW_AKS_BACKUP_MODE" not in env, name
 
 

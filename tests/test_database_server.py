@@ -182,7 +182,15 @@ def test_the_chart_reaches_the_server_over_verified_tls_without_mysql_or_backups
     values = setup_values(run)
     server = run.one(SERVER)
     assert values["mysql"] == {"enabled": False}
-    assert values["backup"] == {"enabled": False}
+    # No scheduled backups; the backup identity stays, for restoring an in-cluster backup into this mode.
+    client_id = run.one(
+        "azure-native:managedidentity:UserAssignedIdentity", "backup-identity-identity"
+    ).outputs["clientId"]
+    assert values["backup"] == {
+        "enabled": False,
+        "serviceAccount": "mlflow-backup",
+        "workloadIdentityClientId": client_id,
+    }
     database = values["externalDatabase"]
     assert database["host"] == server.outputs["fullyQualifiedDomainName"]
     assert database["user"] == "mlflow"

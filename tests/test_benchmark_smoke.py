@@ -1,7 +1,7 @@
 """The tracking-server benchmark's smoke mode: it runs end to end and prints its table.
 
 Nothing here asserts a timing figure (issue 5: no regression guard that lies); the benchmark's
-numbers only count from a full run (`python -m benchmarks.tracking_server`, see README).
+numbers only count from a full run (`python -m benchmarks.tracking_server`, see docs/performance.md).
 """
 
 from __future__ import annotations

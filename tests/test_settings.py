@@ -286,13 +286,12 @@ def test_good_values_are_parsed_to_their_type(config, field, expected):
     assert getattr(settings_from(config), field) == expected
 
 
-def _readme_config_table() -> dict[str, dict[str, str]]:
-    """Rows of the table under README's "Configuration reference" heading: key -> {type, default}."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    start = readme.index("\n## Configuration reference")
-    end = readme.find("\n## ", start + 1)
+def _config_reference_table() -> dict[str, dict[str, str]]:
+    """Rows of the table in docs/configuration.md, the configuration reference: key -> {type, default}."""
+    reference = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    assert reference.startswith("# Configuration reference\n"), "docs/configuration.md lost its heading"
     rows = {}
-    for line in readme[start : end if end != -1 else None].splitlines():
+    for line in reference.splitlines():
         match = re.fullmatch(r"\|\s*`([A-Za-z]+)`\s*\|\s*(\w+)\s*\|\s*(.*?)\s*\|\s*(.+?)\s*\|", line.strip())
         if match:
             key, type_, default, _description = match.groups()
@@ -300,7 +299,7 @@ def _readme_config_table() -> dict[str, dict[str, str]]:
     return rows
 
 
-def _as_readme_default(value: Any) -> str:
+def _as_reference_default(value: Any) -> str:
     if value == "" or value is None:
         return "(empty)"
     if isinstance(value, bool):
@@ -310,13 +309,13 @@ def _as_readme_default(value: Any) -> str:
     return f"`{value}`"
 
 
-def test_readme_config_reference_matches_pulumi_yaml():
-    table = _readme_config_table()
+def test_config_reference_matches_pulumi_yaml():
+    table = _config_reference_table()
     declared = declared_config()
-    assert set(table) == set(declared), "README config table keys differ from Pulumi.yaml"
+    assert set(table) == set(declared), "docs/configuration.md table keys differ from Pulumi.yaml"
     for key, declaration in declared.items():
         assert table[key]["type"] == declaration["type"], key
-        assert table[key]["default"] == _as_readme_default(declaration["default"]), key
+        assert table[key]["default"] == _as_reference_default(declaration["default"]), key
 
 
 def test_example_stack_is_valid():

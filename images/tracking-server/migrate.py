@@ -24,10 +24,16 @@ recorded as a keyed hash in the auth database's table `mlflow_aks_platform`, nev
 Pods that start together would otherwise run the same migration at once; on MySQL/MariaDB a named
 lock (GET_LOCK) makes them take turns, and the second one finds nothing left to do.
 
-Before migrating existing data (either database's revision differs from this image's head), it takes a
-backup with backup.py to MLFLOW_AKS_BACKUP_DESTINATION. MLflow's migrations are not transactional, and
-MLflow's upgrade notes say to back up first. When the backup fails, or no destination is configured, it
-refuses to migrate, and the pod does not start. A new, empty database needs no backup.
+Before migrating existing data (a database's revision differs from this image's head), a backup is taken:
+MLflow's migrations are not transactional, and MLflow's upgrade notes say to back up first. The server's
+identity has no access to backups, so the chart's pre-migration Job of the release (MLFLOW_AKS_BACKUP_JOB,
+`migrate.py backup-before`, as the backup identity) takes it once this init container holds the lock,
+and records it in the auth database; only then does the migration run. When the backup fails, or backups
+are off, it refuses to migrate, and the pod does not start. A new, empty database needs no backup.
+
+`migrate.py rollback-guard` is Helm's pre-rollback hook: run with the image of the version being rolled
+back to, it restores the pre-migration backup of that version's schema when a newer version migrated it
+(and then failed), so that the old servers start on data they can serve.
 
 With MLFLOW_AKS_BACKUP_MODE=managed (an Azure Database for MySQL flexible server, whose point-in-time
 restore is the backup), it logs the UTC time just before migrating and the `az mysql flexible-server
@@ -43,6 +49,7 @@ import contextlib
 import datetime
 import hashlib
 import hmac
+import importlib.util
 import json
 import logging
 import os
@@ -50,6 +57,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlalchemy
 
@@ -172,20 +180,26 @@ class Schema:
         return f"{self.label}: {self.current or 'unversioned'} -> {self.head}"
 
 
-def _scripts(role: str, uri: str):
-    """This image's alembic scripts of a database role (None when the image has none for it)."""
+# Where each database's alembic scripts are in the image, by package: read without importing MLflow (seconds
+# the pre-migration Job and the rollback guard need not spend) or the plugin.
+SCRIPT_DIRECTORIES = {
+    "tracking": ("mlflow", "store/db_migrations"),
+    "auth": ("mlflow", "server/auth/db/migrations"),
+    "sign-in": ("mlflow_oidc_auth", "db/migrations"),
+}
+
+
+def _scripts(role: str):
+    """This image's alembic scripts of a database role (None when the image has none for it: MLflow before
+    2.5 has no basic auth, an image without the sign-in plugin no sign-in database)."""
     from alembic.script import ScriptDirectory
 
-    if role == "tracking":
-        from mlflow.store.db.utils import _get_alembic_config
-    elif role == "auth":
-        try:
-            from mlflow.server.auth.db.utils import _get_alembic_config
-        except ImportError:  # MLflow before 2.5 has no basic auth
-            return None
-    else:
-        from mlflow_oidc_auth.db.utils import _get_alembic_config
-    return ScriptDirectory.from_config(_get_alembic_config(uri))
+    package, path = SCRIPT_DIRECTORIES[role]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    directory = Path(spec.submodule_search_locations[0]) / path
+    return ScriptDirectory(str(directory)) if directory.is_dir() else None
 
 
 def schemas(tracking_uri: str, auth_uri: str | None, sign_in_uri: str | None = None) -> list[Schema]:
@@ -209,7 +223,7 @@ def schemas(tracking_uri: str, auth_uri: str | None, sign_in_uri: str | None = N
                 ).get_current_revision()
         finally:
             engine.dispose()
-        scripts = _scripts(role, uri)
+        scripts = _scripts(role)
         head = scripts.get_current_head() if scripts else None
         try:
             known = current is None or (scripts is not None and scripts.get_revision(current) is not None)

@@ -340,6 +340,7 @@ mlflow = MlflowReleases(
         artifacts_container=storage.container_name,
         backups_container=storage.backups_container_name,
         backup_schedule=settings.backup_schedule,
+        binlog_ship_minutes=settings.binlog_ship_minutes,
         gc_schedule=settings.gc_schedule,
         gc_older_than=settings.gc_older_than,
         projects_account=project_share.account_name,

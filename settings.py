@@ -56,7 +56,7 @@ MYSQL_DISK_MAX_GIB = 32767
 # Flexible Server (components/database_server.py) in a virtual network the program owns.
 DATABASE_MODES = ("inCluster", "flexibleServer")
 # Keys read in one mode only: set in the other, they would be silently ignored.
-IN_CLUSTER_ONLY_KEYS = ("mysqlDiskSku", "mysqlDiskSizeGib", "backupSchedule")
+IN_CLUSTER_ONLY_KEYS = ("mysqlDiskSku", "mysqlDiskSizeGib", "backupSchedule", "binlogShipMinutes")
 FLEXIBLE_SERVER_ONLY_KEYS = (
     "databaseSku",
     "databaseHighAvailability",
@@ -169,6 +169,8 @@ class Settings:
     """A flexible server (restored from the stack's) to adopt; None: the stack's own name."""
     backup_schedule: str
     """Cron schedule (UTC) of the database backup."""
+    binlog_ship_minutes: int
+    """Minutes between two shipments of the binary logs: the point-in-time recovery's RPO."""
     backup_retention_days: int
     """Days a backup is kept before the storage account deletes it."""
     soft_delete_retention_days: int
@@ -397,6 +399,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         _HTTPS_URL, "must be an https:// URL of an ACME directory (e.g. Let's Encrypt's, or its staging)"
     ),
     "backupSchedule": _matches(_CRON, "must be a cron schedule of five fields, like '0 2 * * *'"),
+    "binlogShipMinutes": _between(1, 60),
     "backupRetentionDays": _between(1, 3650),
     # Azure's range for blob and container soft delete
     # (https://learn.microsoft.com/azure/storage/blobs/soft-delete-blob-overview#how-blob-soft-delete-works).

@@ -238,6 +238,7 @@ class SetupContext:
     chart_digest: str = ""
     """SHA-256 of charts/mlflow_setup's files (`chartDigest`): a changed chart changes the values."""
     backup_schedule: str = "0 2 * * *"
+    binlog_ship_minutes: int = 5
     """Cron schedule (UTC) of the backup CronJob."""
     gc_schedule: str = "30 3 * * *"
     """Cron schedule (UTC) of the gc CronJob."""

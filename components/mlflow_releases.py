@@ -149,6 +149,8 @@ class MlflowReleasesArgs:
     """Blob container of database backups (same storage account)."""
     backup_schedule: str
     """Cron schedule (UTC) of the backup CronJob."""
+    binlog_ship_minutes: int
+    """Minutes between two shipments of MySQL's binary logs (the binlog CronJob)."""
     gc_schedule: str
     """Cron schedule (UTC) of the gc CronJob."""
     gc_older_than: str
@@ -372,6 +374,7 @@ class MlflowReleases(pulumi.ComponentResource):
                     chart_digest=setup_chart_digest,
                     exposure=args.exposure,
                     backup_schedule=args.backup_schedule,
+                    binlog_ship_minutes=args.binlog_ship_minutes,
                     gc_schedule=args.gc_schedule,
                     gc_older_than=args.gc_older_than,
                     source_ranges=args.allowed_source_ranges,

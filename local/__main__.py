@@ -158,8 +158,15 @@ def cmd_backups(stack: LocalStack, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(stack: LocalStack, args: argparse.Namespace) -> int:
-    done = stack.restore(args.name, force=args.force)
+    if args.to and args.name:
+        raise StackError("restore --to chooses the backup itself: give no name")
+    done = stack.restore(args.name or "latest", force=args.force, to=args.to)
     print(f"restored {done['restored']}: {done['runs']} runs, {done['rows']} rows in {done['seconds']} s")
+    if point := done.get("point_in_time"):
+        print(
+            f"then replayed {len(point['logs'])} binary log(s) up to {point['to']} "
+            f"(logs shipped until {point['shipped_until'] or 'none after the backup'})"
+        )
     if done["safety_backup"]:
         print(f"what was there before is backup {done['safety_backup']} (restore it by name to undo)")
     else:
@@ -167,6 +174,13 @@ def cmd_restore(stack: LocalStack, args: argparse.Namespace) -> int:
     if done["created"]:
         print(f"created the missing database(s): {', '.join(done['created'])}")
     print(f"MLflow: {stack.public_uri}")
+    return 0
+
+
+def cmd_ship_binlogs(stack: LocalStack, args: argparse.Namespace) -> int:
+    _require_running_database(stack)
+    shipped = stack.ship_binlogs()
+    print(f"shipped {len(shipped['shipped'])} binary log(s): {', '.join(shipped['shipped']) or 'none new'}")
     return 0
 
 
@@ -223,11 +237,19 @@ def main(argv: list[str] | None = None) -> int:
         "restore", help="restore a backup (from any state: databases dropped, server down) and serve it"
     )
     restore.add_argument(
-        "name", help="`latest` (the newest but pre-restore copies), or a name from `backups`"
+        "name",
+        nargs="?",
+        help="`latest` (the newest but pre-restore copies; the default), or a name from `backups`",
+    )
+    restore.add_argument(
+        "--to",
+        metavar="TIME",
+        help="as the databases were at TIME (2026-12-02T14:30:00Z): backup + binary logs",
     )
     restore.add_argument(
         "--force", action="store_true", help="replace databases holding runs with a backup holding none"
     )
+    sub.add_parser("ship-binlogs", help="run the chart's binlog CronJob now (ship the closed binary logs)")
     sub.add_parser("gc", help="run the chart's gc CronJob now (mlflow gc --older-than <gc.olderThan>)")
     args = parser.parse_args(argv)
 
@@ -242,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         "backup": cmd_backup,
         "backups": cmd_backups,
         "restore": cmd_restore,
+        "ship-binlogs": cmd_ship_binlogs,
         "gc": cmd_gc,
     }
     try:

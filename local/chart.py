@@ -445,11 +445,13 @@ def run_spec(
     return process, sorted(pod.dirs), pod.files
 
 
-def job_spec(
+def job_steps(
     repo_root: Path, objects: list[dict], task: str, state_dir: Path, python: str | None = None
-) -> tuple[ProcessSpec, list[Path], dict[Path, bytes]]:
-    """The container of mlflow_setup's `task` CronJob (`backup`, `gc`) or Job (`pre-migration`, the
-    `rollback-guard` hook) as a local process, with the directories and Secret files it needs."""
+) -> tuple[list[ProcessSpec], list[Path], dict[Path, bytes]]:
+    """The containers of mlflow_setup's `task` CronJob (`backup`, `gc`, `binlogs`,
+    `point-in-time-restore`) or Job (`pre-migration`, the `rollback-guard` hook) as local processes, in the
+    order the pod runs them (init containers, then the container), with the directories and Secret files
+    they need. A step in MySQL's image runs MySQL's client tools, which locally are MariaDB's."""
     found = [
         o
         for o in objects
@@ -461,9 +463,18 @@ def job_spec(
     job = found[0]["spec"]["jobTemplate"] if found[0]["kind"] == "CronJob" else found[0]
     pod_spec = job["spec"]["template"]["spec"]
     pod = _Pod(pod_spec, secrets_of(objects), state_dir, {IMAGE_APP_DIR: repo_root / IMAGE_SOURCE}, python)
-    [container] = pod_spec["containers"]
-    process = pod.process(container)
-    return process, sorted(pod.dirs), pod.files
+    steps = [pod.process(c) for c in [*(pod_spec.get("initContainers") or []), *pod_spec["containers"]]]
+    return steps, sorted(pod.dirs), pod.files
+
+
+def job_spec(
+    repo_root: Path, objects: list[dict], task: str, state_dir: Path, python: str | None = None
+) -> tuple[ProcessSpec, list[Path], dict[Path, bytes]]:
+    """A one-container CronJob or Job (see job_steps) as a local process."""
+    steps, dirs, files = job_steps(repo_root, objects, task, state_dir, python)
+    if len(steps) != 1:
+        raise StackError(f"the {task} Job has {len(steps)} containers: run its steps in order")
+    return steps[0], dirs, files
 
 
 def local_values(
@@ -543,7 +554,12 @@ def local_values(
             "auth": auth,
             "artifacts": {"storageAccount": storage_account, "container": container, "path": artifacts_path},
         },
-        "mysql": {"enabled": False},
+        # MariaDB stands in for MySQL: the steps in MySQL's image (the binlog Jobs' mysqlbinlog and mysql)
+        # run the local client tools, which are MariaDB's.
+        "mysql": {
+            "enabled": False,
+            "image": {"registry": "local.invalid", "repository": "mysql", "digest": "sha256:" + "0" * 64},
+        },
         "externalDatabase": {
             "host": "127.0.0.1",
             "port": mysql_port,

@@ -153,6 +153,13 @@ def start(paths: MariaDBPaths, port: int, extra_args: list[str] | None = None) -
         "--innodb-log-file-size=48M",
         "--performance-schema=OFF",
         "--max-connections=200",
+        # Binary logs as charts/mysql writes them, for point-in-time recovery (under the data directory).
+        f"--log-bin={paths.data / 'binlog'}",
+        "--server-id=1",
+        "--binlog-format=ROW",
+        "--binlog-row-image=FULL",
+        "--sync-binlog=1",
+        "--log-bin-trust-function-creators=ON",  # MLflow's migration creates a trigger (charts/mysql)
     ]
     if user:
         argv.append(f"--user={user}")
@@ -212,5 +219,9 @@ def ensure_databases(paths: MariaDBPaths, user: str, password: str, databases: l
         for db in databases
         for suffix in RESTORE_STAGING_SUFFIXES
     ]
+    # As charts/mysql's `mysql.binlogGrants`: read, list and close binary logs, and write a restore
+    # unlogged and replay them (MariaDB: BINLOG ADMIN for sql_log_bin, BINLOG REPLAY for BINLOG statements).
+    binlogs = "RELOAD, REPLICATION CLIENT, REPLICATION SLAVE, BINLOG ADMIN, BINLOG REPLAY"
+    statements.append(f"GRANT {binlogs} ON *.* TO {account};")
     statements.append("FLUSH PRIVILEGES;")
     sql(paths, "\n".join(statements))

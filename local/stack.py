@@ -415,6 +415,42 @@ class LocalStack:
 
     # ----------------------------------------------------------------- backups and gc
 
+    def _steps(self, task: str) -> list[chart.ProcessSpec]:
+        """The steps of the chart's multi-container `task` Job (binlogs, point-in-time-restore), in order."""
+        objects = chart.render(self.config.repo_root, self.chart_values(), helm=self.config.helm)
+        steps, dirs, files = chart.job_steps(
+            self.config.repo_root, objects, task, self.workdir / task, self.config.python
+        )
+        self._write_files(
+            chart.ServerSpec(init=[], main=steps[-1], files=files, dirs=dirs, rendered_env_names=[])
+        )
+        return [step.with_env(AZURE_STORAGE_CONNECTION_STRING=self.azure_connection_string) for step in steps]
+
+    def _run_steps(self, task: str, env: dict[str, str] | None = None, timeout: float = 3600) -> dict:
+        """Run the Job's steps in order, as the pod does; the last one's JSON output. A failing step stops
+        it (the ones after it do not run), as a failing init container does."""
+        done = None
+        for step in self._steps(task):
+            done = subprocess.run(
+                step.argv, env={**step.env, **(env or {})}, cwd=step.cwd, capture_output=True, text=True,
+                check=False, timeout=timeout,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise StackError(
+                    f"{task} step {step.name!r} failed (exit {done.returncode}): "
+                    f"{(done.stderr or done.stdout)[-2000:]}"
+                )
+        assert done is not None
+        return json.loads(done.stdout)
+
+    def ship_binlogs(self) -> dict:
+        """The chart's binlog CronJob, run now: closes the current binary log, ships the closed ones."""
+        return self._run_steps("binlogs")
+
+    def binlogs(self) -> dict:
+        """Shipped binary logs and restore markers, by lineage."""
+        return self._run_task("backup", self._backup_tool("binlogs", "list"))
+
     def _task(self, task: str) -> chart.ProcessSpec:
         """The chart's `task` CronJob or Job container (backup, gc, pre-migration, rollback-guard) as a
         local process, files and dirs in place."""
@@ -451,7 +487,7 @@ class LocalStack:
         """Complete backups, oldest first: name, kind (scheduled, manual, pre-migration, pre-restore)."""
         return self._run_task("backup", self._backup_tool("list"))["backups"]
 
-    def restore(self, name: str = "latest", *, force: bool = False) -> dict:
+    def restore(self, name: str = "latest", *, force: bool = False, to: str | None = None) -> dict:
         """Restore backup `name` from whatever state the stack is in, and end with the server serving.
 
         MariaDB and Azurite are started if they are not. While the server still serves, the backup is
@@ -465,11 +501,19 @@ class LocalStack:
             self._start_mariadb()
             self._start_azurite(azurite_proc)
             options = ["--force"] if force else []
-            self._run_task("backup", self._backup_tool("restore", name, *options, "--dry-run"))
+            which = ["--to", to] if to else [name]
+            self._run_task("backup", self._backup_tool("restore", *which, *options, "--dry-run"))
             self.stop_server()
             failed: StackError | None = None
             try:
-                done = self._run_task("backup", self._backup_tool("restore", name, *options))
+                if to:  # the chart's point-in-time restore: stage, replay, swap
+                    restore_env = {
+                        "MLFLOW_AKS_RESTORE_TO": to,
+                        "MLFLOW_AKS_RESTORE_FORCE": str(force).lower(),
+                    }
+                    done = self._run_steps("point-in-time-restore", restore_env)
+                else:
+                    done = self._run_task("backup", self._backup_tool("restore", name, *options))
             except StackError as error:
                 failed = error
             try:

@@ -65,6 +65,9 @@ def test_with_a_flexible_server_there_is_no_mysql_disk_claim_or_backup_cronjob(r
         assert {c["metadata"]["name"] for c in cr.of_kind(renders[name], "CronJob")} == {
             f"{chart_values.FULLNAME}-backup",
             f"{chart_values.FULLNAME}-gc",
+            # Point-in-time recovery: the binary logs shipped, and the restore's (suspended) template.
+            f"{chart_values.FULLNAME}-binlogs",
+            f"{chart_values.FULLNAME}-point-in-time-restore",
         }
 
 

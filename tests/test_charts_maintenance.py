@@ -246,3 +246,61 @@ def test_maintenance_values_are_checked(helm_bin, tmp_path, change, key):
     result = cr.template(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_path)
     assert result.returncode != 0
     assert key in result.stderr
+
+
+def _steps(cronjob_object: dict) -> tuple[dict, list[dict]]:
+    pod = cronjob_object["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return pod, [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def _mysql_image(objects: list[dict]) -> str:
+    return cr.one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_binary_logs_are_shipped_by_the_backup_identity_with_mysqls_own_tools(objects):
+    """Every binlogShipMinutes (the RPO): plan (this image), fetch (MySQL's mysqlbinlog, the same image as
+    the server, so it reads its logs), upload (this image), one at a time, as the backup ServiceAccount; the
+    database password only in an in-memory volume."""
+    ctx = cr.SETUP_CONTEXTS["private"]
+    shipping = cronjob(objects, "binlogs")
+    assert shipping["spec"]["schedule"] == f"*/{ctx.binlog_ship_minutes} * * * *"
+    assert shipping["spec"]["concurrencyPolicy"] == "Forbid"
+    pod, steps = _steps(shipping)
+    assert pod["serviceAccountName"] == chart_values.BACKUP_SERVICE_ACCOUNT
+    tracking = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert [(s["name"], s["image"], s["command"]) for s in steps] == [
+        (
+            "plan",
+            tracking,
+            ["python", "/app/backup.py", "binlogs", "plan", "/ship", "--secrets", "/ship-secrets"],
+        ),
+        ("fetch", _mysql_image(objects), ["bash", "/ship/fetch.sh"]),
+        ("upload", tracking, ["python", "/app/backup.py", "binlogs", "upload", "/ship"]),
+    ]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["ship-secrets"]["emptyDir"]["medium"] == "Memory"
+    for step in steps:
+        env = {e["name"]: e.get("value") for e in step["env"]}
+        assert env["MLFLOW_AKS_BACKUP_DESTINATION"] == ctx.backup_destination()
+        assert {m["mountPath"] for m in step["volumeMounts"]} >= {"/ship", "/ship-secrets"}
+
+
+def test_a_point_in_time_restore_is_a_suspended_template_of_three_steps(objects):
+    """Never scheduled: scripts/cluster-restore --to makes a Job of it. stage (the backup before the time),
+    replay (MySQL's own tools), swap; each told the time through MLFLOW_AKS_RESTORE_TO."""
+    template = cronjob(objects, "point-in-time-restore")
+    assert template["spec"]["suspend"] is True
+    pod, steps = _steps(template)
+    assert pod["serviceAccountName"] == chart_values.BACKUP_SERVICE_ACCOUNT
+    assert [(s["name"], s["command"]) for s in steps] == [
+        (
+            "stage",
+            ["python", "/app/backup.py", "restore", "--stage", "/restore", "--secrets", "/restore-secrets"],
+        ),
+        ("replay", ["bash", "/restore/replay.sh"]),
+        ("swap", ["python", "/app/backup.py", "swap", "/restore"]),
+    ]
+    assert steps[1]["image"] == _mysql_image(objects)
+    assert {v["name"]: v for v in pod["volumes"]}["restore-secrets"]["emptyDir"]["medium"] == "Memory"
+    for step in steps:
+        assert "MLFLOW_AKS_RESTORE_TO" in {e["name"] for e in step["env"]}

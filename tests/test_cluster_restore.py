@@ -28,7 +28,8 @@ with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps({"args": args, "stdin": stdin}) + "\n")
 rest = args[2:]  # after --namespace <ns>
 if rest[:2] == ["get", "cronjob"]:
-    print(open(os.environ["FAKE_CRONJOB"]).read())
+    named = os.path.join(os.environ["FAKE_CRONJOBS"], rest[2] + ".json")
+    print(open(named if os.path.exists(named) else os.environ["FAKE_CRONJOB"]).read())
 elif rest[:2] == ["get", "deployment"]:
     print("2", end="")
 elif rest[:1] == ["wait"] and rest[1].startswith("job/"):
@@ -42,27 +43,41 @@ elif rest[:2] == ["rollout", "status"]:
 
 
 @pytest.fixture(scope="module")
-def backup_cronjob(helm_bin, tmp_path_factory) -> dict:
+def cronjobs(helm_bin, tmp_path_factory) -> dict[str, dict]:
     values = setup_values(cr.SETUP_CONTEXTS["private"])
     workdir = tmp_path_factory.mktemp("restore")
     objects = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, workdir)
-    [cronjob] = [o for o in cr.of_kind(objects, "CronJob") if o["metadata"]["name"] == "mlflow-backup"]
-    return cronjob
+    return {o["metadata"]["name"]: o for o in cr.of_kind(objects, "CronJob")}
 
 
-def run_restore(tmp_path: Path, cronjob: dict, *args: str, fail: str = "") -> tuple[int, list[dict], str]:
+@pytest.fixture(scope="module")
+def backup_cronjob(cronjobs) -> dict:
+    return cronjobs["mlflow-backup"]
+
+
+def run_restore(
+    tmp_path: Path, cronjob: dict, *args: str, fail: str = "", others: list[dict] = ()
+) -> tuple[int, list[dict], str]:
+    """The script against the stand-in kubectl, which answers `get cronjob <name>` with one of `others` of
+    that name, else with `cronjob`."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     kubectl = bin_dir / "kubectl"
     kubectl.write_text(FAKE_KUBECTL)
     kubectl.chmod(0o755)
     (tmp_path / "cronjob.json").write_text(json.dumps(cronjob))
+    named = tmp_path / "cronjobs"
+    named.mkdir()
+    for other in others:
+        (named / f"{other['metadata']['name']}.json").write_text(json.dumps(other))
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(tmp_path / "calls"),
-           "FAKE_CRONJOB": str(tmp_path / "cronjob.json"), "FAKE_FAIL": fail}  # fmt: skip
+           "FAKE_CRONJOB": str(tmp_path / "cronjob.json"), "FAKE_CRONJOBS": str(named),
+           "FAKE_FAIL": fail}  # fmt: skip
     done = subprocess.run(
         [sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, check=False
     )
-    calls = [json.loads(line) for line in (tmp_path / "calls").read_text().splitlines()]
+    log = tmp_path / "calls"
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return done.returncode, calls, done.stdout + done.stderr
 
 
@@ -196,3 +211,55 @@ def test_a_cronjob_without_a_destination_needs_one_and_changes_nothing(tmp_path,
     code, calls, output = run_restore(tmp_path, gc_cronjob, "latest", "--cronjob", "mlflow-gc")
     assert code == 2 and "--destination" in output and "nothing was changed" in output
     assert _steps(calls) == []
+
+
+def test_a_restore_to_a_time_checks_first_then_runs_the_charts_point_in_time_template(tmp_path, cronjobs):
+    """--to: the check is backup.py's dry run of the same restore; the restore is a Job of the suspended
+    template, its three steps as the chart made them, with the time (and --force) given to every step."""
+    template = cronjobs["mlflow-point-in-time-restore"]
+    assert template["spec"]["suspend"] is True
+    code, calls, output = run_restore(
+        tmp_path, cronjobs["mlflow-backup"], "--to", "2026-12-02T14:30:00Z", "--force", others=[template]
+    )
+    assert code == 0, output
+    jobs = [json.loads(c["stdin"]) for c in calls if c["args"][2:3] == ["create"]]
+    assert len(jobs) == 2
+    [check] = jobs[0]["spec"]["template"]["spec"]["containers"]
+    assert check["command"] == [
+        "python", "/app/backup.py", "restore", "--to", "2026-12-02T14:30:00Z", "--force", "--dry-run"
+    ]  # fmt: skip
+    pod, expected = (
+        jobs[1]["spec"]["template"]["spec"],
+        template["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+    )
+    steps = [*pod["initContainers"], *pod["containers"]]
+    assert [(c["name"], c["image"], c["command"]) for c in steps] == [
+        (c["name"], c["image"], c["command"]) for c in [*expected["initContainers"], *expected["containers"]]
+    ]
+    for container in steps:
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["MLFLOW_AKS_RESTORE_TO"] == "2026-12-02T14:30:00Z", container["name"]
+        assert env["MLFLOW_AKS_RESTORE_FORCE"] == "true", container["name"]
+    assert pod["serviceAccountName"] == "mlflow-backup"
+    assert _steps(calls) == [
+        "job:restore --to 2026-12-02T14:30:00Z --force --dry-run", "--replicas=0", "job:swap /restore",
+        "--replicas=2",
+    ]  # fmt: skip
+    assert "serves the restored data" in output
+
+
+def test_a_time_and_a_name_together_are_refused(tmp_path, backup_cronjob):
+    code, calls, output = run_restore(
+        tmp_path, backup_cronjob, "mlflow-x.sql.gz", "--to", "2026-12-02T14:30:00Z"
+    )
+    assert code == 2 and "give no NAME" in output
+    assert calls == []  # refused before anything was asked of the cluster
+
+
+@pytest.mark.parametrize(
+    ("option", "command"), [("--list", ["list"]), ("--list-binlogs", ["binlogs", "list"])]
+)
+def test_listing_runs_one_job_and_changes_nothing(tmp_path, backup_cronjob, option, command):
+    code, calls, output = run_restore(tmp_path, backup_cronjob, option)
+    assert code == 0, output
+    assert _steps(calls) == ["job:" + " ".join(command)]

@@ -66,6 +66,8 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"allowDataReplacement": "yes"}, "allowDataReplacement"),
     ({"backupSchedule": "daily"}, "backupSchedule"),
     ({"backupSchedule": "0 2 * *"}, "backupSchedule"),
+    ({"binlogShipMinutes": 0}, "binlogShipMinutes"),
+    ({"binlogShipMinutes": 61}, "binlogShipMinutes"),
     ({"backupRetentionDays": 0}, "backupRetentionDays"),
     # Azure's range for blob and container soft delete is 1-365 days.
     ({"softDeleteRetentionDays": 0}, "softDeleteRetentionDays"),
@@ -106,6 +108,7 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"databaseServerName": "mlflow-mysql-restored"}, "databaseServerName"),
     ({"database": "flexibleServer", "mysqlDiskSizeGib": 64}, "mysqlDiskSizeGib"),
     ({"database": "flexibleServer", "backupSchedule": "0 */6 * * *"}, "backupSchedule"),
+    ({"database": "flexibleServer", "binlogShipMinutes": 10}, "binlogShipMinutes"),
 ]
 
 

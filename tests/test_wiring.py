@@ -71,7 +71,12 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "mysqlDiskSizeGib": 64,
         "runs": [TRAIN],
     },
-    "no-runs": {"backupSchedule": "15 1 * * 0", "gcSchedule": "0 4 * * *", "gcOlderThan": "7d12h"},
+    "no-runs": {
+        "backupSchedule": "15 1 * * 0",
+        "gcSchedule": "0 4 * * *",
+        "gcOlderThan": "7d12h",
+        "binlogShipMinutes": 2,
+    },
 }
 
 
@@ -347,6 +352,8 @@ def test_backups_and_gc_are_scheduled_from_config_into_the_data_account(case):
         # The backup Job's own ServiceAccount, federated with the backup identity (not the server's).
         "serviceAccount": "mlflow-backup",
         "workloadIdentityClientId": backup_identity.outputs["clientId"],
+        # The binary logs shipped every binlogShipMinutes: the RPO of a restore to a point in time.
+        "binaryLogs": {"schedule": f"*/{setting(config, 'binlogShipMinutes', 5)} * * * *"},
     }
     assert (
         values["backup"]["workloadIdentityClientId"]

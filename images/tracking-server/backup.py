@@ -55,7 +55,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 FORMAT = "mlflow-aks backup 1"
@@ -68,6 +68,9 @@ BYTES_PER_INSERT = 512 * 1024  # well under MySQL's and MariaDB's max_allowed_pa
 REASON = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 # Kinds of backup (the reason in its name). A safety copy taken by a restore is never `latest`.
 SAFETY_KIND = "pre-restore"
+# The data a restore put in place, backed up before the server serves it: where a restore to a later time
+# starts (see _mark_restored). The team's data, so `latest` may be one.
+POST_RESTORE_KIND = "post-restore"
 # Staging databases of a restore, beside each database: the backup is loaded into `<name>_restore`, and the
 # tables it replaces are moved to `<name>_replaced` by the swap, then dropped. The database user needs
 # every privilege on both (charts/mysql `mysql.alignSql`, local/mariadb.py grant them).
@@ -146,6 +149,36 @@ def connect(database: Database, **options):
             f"({error.args[-1]}): it must run first (cluster: `kubectl get pods -l "
             "app.kubernetes.io/component=database`; local stack: `python -m local up`)"
         ) from error
+
+
+@dataclass(frozen=True)
+class Server:
+    """The database server's flavour and binary logging, which backups and point-in-time recovery follow."""
+
+    mariadb: bool
+    log_bin: bool
+    lineage: str
+    """Names one server's binary logs: they restart at .000001 on a new data directory (a new disk).
+    MySQL's server_uuid is made with its data directory; MariaDB has none (the local stack's, one per
+    stack), so its server id stands in."""
+
+    @classmethod
+    def of(cls, cursor) -> Server:
+        cursor.execute("SELECT @@version, @@log_bin, @@server_id")
+        version, log_bin, server_id = cursor.fetchone()
+        mariadb = "mariadb" in version.lower()
+        if mariadb:
+            lineage = f"mariadb-{server_id}"
+        else:
+            cursor.execute("SELECT @@server_uuid")
+            lineage = cursor.fetchone()[0]
+        return cls(mariadb, bool(int(log_bin)), lineage)
+
+    def log_position(self, cursor) -> tuple[str, int]:
+        """The binary log being written, and the position in it (MySQL 8.4 renamed SHOW MASTER STATUS)."""
+        cursor.execute("SHOW MASTER STATUS" if self.mariadb else "SHOW BINARY LOG STATUS")
+        row = cursor.fetchone()
+        return row[0], int(row[1])
 
 
 def _ident(name: str) -> str:
@@ -232,6 +265,20 @@ class Destination:
         self.container.get_blob_client(self._blob_name(name + MARKER)).upload_blob(
             b"", overwrite=False, metadata={**metadata, "complete": "true"}
         )
+
+    def completed_under(self, path: str) -> dict[str, dict[str, str]]:
+        """Blobs below `path` (names relative to it) that have their marker: name -> the marker's metadata."""
+        base = self._blob_name(path.strip("/") + "/")
+        found = {}
+        for blob in self.container.list_blobs(name_starts_with=base, include=["metadata"]):
+            name = blob.name[len(base) :]
+            if name.endswith(MARKER) and (blob.metadata or {}).get("complete") == "true":
+                found[name[: -len(MARKER)]] = dict(blob.metadata)
+        return found
+
+    def upload_file(self, name: str, path: str) -> None:
+        with open(path, "rb") as source:
+            self.container.get_blob_client(self._blob_name(name)).upload_blob(source, overwrite=False)
 
     def download(self, name: str, into: io.BufferedWriter) -> None:
         self.container.get_blob_client(self._blob_name(name)).download_blob().readinto(into)
@@ -345,8 +392,17 @@ def take(
     conn = connect(targets[0], autocommit=False)
     try:
         with conn.cursor() as cursor:
+            server = Server.of(cursor)
+            # MySQL: where the log stands just before the snapshot, so replaying from there re-applies at
+            # most a few transactions the snapshot holds (idempotently). MariaDB names the exact position.
+            position = server.log_position(cursor) if server.log_bin and not server.mariadb else None
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            snapshot_at = datetime.now(UTC)
+            if server.log_bin and server.mariadb:
+                cursor.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                found = dict(cursor.fetchall())
+                position = (found["Binlog_snapshot_file"], int(found["Binlog_snapshot_position"]))
         size = [0]
 
         def measured(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -367,6 +423,18 @@ def take(
         "runs": str(counts.get("tracking.runs", 0)),
         "tables": str(len(counts)),
         "reason": reason,
+        "snapshot_at": snapshot_at.isoformat(),
+        # Where point-in-time recovery replays the binary logs from, on top of this backup.
+        **(
+            {
+                "binlog_lineage": server.lineage,
+                "binlog_file": position[0],
+                "binlog_position": str(position[1]),
+                "binlog_exact": str(server.mariadb).lower(),
+            }
+            if position
+            else {}
+        ),
     }
     destination.mark_complete(name, metadata)
     return {"name": name, "seconds": round(time.monotonic() - started, 1), **metadata}
@@ -491,6 +559,228 @@ def _create_triggers(cursor, schema: str, triggers: list[dict]) -> None:
         cursor.execute(trigger["create"])
 
 
+@dataclass
+class Plan:
+    """One restore: which backup goes into which databases, through which staging ones. Kept as JSON in the
+    restore's directory between the stages of a point-in-time restore (stage, replay, swap)."""
+
+    backup: str
+    runs: int
+    roles: list[str]
+    live: dict[str, str]
+    staging: dict[str, str]
+    replaced: dict[str, str]
+    left_out: list[str]
+    safety_backup: str | None = None
+    created: list[str] = field(default_factory=list)
+    triggers: dict[str, list[dict]] = field(default_factory=dict)
+    rows: int = 0
+    point_in_time: dict | None = None
+    post_restore_backup: str | None = None
+
+    def save(self, directory: str) -> None:
+        with open(os.path.join(directory, PLAN_FILE), "w") as out:
+            json.dump(asdict(self), out)
+
+    @classmethod
+    def load(cls, directory: str) -> Plan:
+        try:
+            with open(os.path.join(directory, PLAN_FILE)) as source:
+                return cls(**json.load(source))
+        except FileNotFoundError:
+            raise BackupError(f"no staged restore in {directory}: run `restore --stage` first") from None
+
+
+PLAN_FILE = "plan.json"
+
+
+def _plan(
+    destination: Destination, targets: list[Database], checked: Checked, name: str, force: bool
+) -> Plan:
+    """Refuse what must not be restored; the staging names of what will be."""
+    backup_name = os.path.basename(checked.path)
+    by_role = {d.role: d for d in targets}
+    missing = set(checked.databases) - set(by_role)
+    if missing - OPTIONAL_ROLES:
+        raise BackupError(
+            f"the backup holds the {sorted(missing)} database(s), which this server does not have"
+        )
+    # A backup taken with single sign-on, restored after switching back to basic auth: the sign-in users
+    # are left out (the server has no use for them), everything else is restored.
+    roles = [role for role in checked.databases if role in by_role]
+    live = {role: by_role[role].name for role in roles}
+    plan = Plan(
+        backup=backup_name,
+        runs=checked.counts.get("tracking.runs", 0),
+        roles=roles,
+        live=live,
+        staging={role: live[role] + STAGING_SUFFIXES[0] for role in roles},
+        replaced={role: live[role] + STAGING_SUFFIXES[1] for role in roles},
+        left_out=sorted(missing),
+    )
+    if not plan.runs and not force:
+        conn = connect(targets[0], autocommit=True)
+        try:
+            with conn.cursor() as cursor:
+                runs_now = _runs_in(cursor, by_role.get("tracking"))
+        finally:
+            conn.close()
+        _refuse_empty(destination, backup_name, name, runs_now)
+    return plan
+
+
+def _has_tables(targets: list[Database], plan: Plan) -> bool:
+    conn = connect(targets[0], autocommit=True)
+    try:
+        with conn.cursor() as cursor:
+            return any(_tables(cursor, plan.live[role]) for role in plan.roles)
+    finally:
+        conn.close()
+
+
+def _restore_session(targets: list[Database]):
+    """A connection for restoring: foreign keys and unique checks off while loading, and, when the server
+    writes binary logs, not logged: what a restore writes is the backup's, and point-in-time recovery
+    starts after a restore from where it ended (its marker), never through it."""
+    import pymysql
+
+    conn = connect(targets[0], autocommit=True)
+    with conn.cursor() as cursor:
+        cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
+        cursor.execute("SET UNIQUE_CHECKS = 0")
+        # A stored 0 in an AUTO_INCREMENT column (MLflow's Default experiment is id 0) stays 0, instead of
+        # taking the next id (what mysqldump's header does too).
+        cursor.execute("SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_AUTO_VALUE_ON_ZERO')")
+        if Server.of(cursor).log_bin:
+            with contextlib.suppress(pymysql.err.OperationalError):  # without the privilege: logged
+                cursor.execute("SET SESSION sql_log_bin = 0")
+    return conn
+
+
+def _stage(conn, checked: Checked, plan: Plan) -> None:
+    """The backup loaded into fresh staging databases and its rows counted. On any failure what it made is
+    dropped again; the live databases are untouched either way."""
+    try:
+        with conn.cursor() as cursor:
+            for role in plan.roles:
+                _, options = _schema_options(cursor, plan.live[role])
+                # Leftovers of an interrupted restore go first.
+                for schema in (plan.staging[role], plan.replaced[role]):
+                    cursor.execute(f"DROP DATABASE IF EXISTS {_ident(schema)}")
+                    cursor.execute(f"CREATE DATABASE {_ident(schema)} {options}")
+            loaded, plan.triggers = _load(cursor, checked, plan.staging)
+            expected = {k: v for k, v in checked.counts.items() if k.split(".", 1)[0] in plan.staging}
+            if loaded != expected:
+                raise BackupError("the loaded tables do not hold the backup's rows")
+            plan.rows = sum(loaded.values())
+    except BaseException as error:
+        _drop_quietly(conn, [*plan.staging.values(), *plan.replaced.values()])
+        if isinstance(error, Exception):
+            raise _unchanged(plan, error) from error
+        raise
+
+
+def _unchanged(plan: Plan, error: Exception) -> BackupError:
+    return BackupError(
+        f"restoring {plan.backup} failed ({error}); the databases are as they were before"
+        + (f" (and backed up as {plan.safety_backup})" if plan.safety_backup else "")
+    )
+
+
+def _swap(conn, plan: Plan) -> None:
+    """Swap the staging databases' tables in at once (missing databases made just before); then the
+    backup's triggers, and the leftovers gone."""
+    dropped: dict[str, list[dict]] = {}
+    try:
+        with conn.cursor() as cursor:
+            for role in plan.roles:
+                exists, options = _schema_options(cursor, plan.live[role])
+                if not exists:
+                    cursor.execute(f"CREATE DATABASE {_ident(plan.live[role])} {options}")
+                    plan.created.append(plan.live[role])
+            present = {role: _tables(cursor, plan.live[role]) for role in plan.roles}
+            staged = {role: _tables(cursor, plan.staging[role]) for role in plan.roles}
+            if not any(staged.values()):
+                raise BackupError("the staging databases hold no table")
+            # Live triggers keep their tables from moving: dropped just before the swap, made again if it
+            # fails (below).
+            live_triggers = {role: _triggers(cursor, plan.live[role]) for role in plan.roles}
+            for role in plan.roles:
+                for trigger in live_triggers[role]:
+                    cursor.execute(f"DROP TRIGGER {_ident(plan.live[role])}.{_ident(trigger['name'])}")
+            dropped = live_triggers
+            # The swap: one statement, applied whole or not at all (MySQL 8.4 reference manual, "RENAME
+            # TABLE Statement": "If any errors occur during a RENAME TABLE, the statement fails and no
+            # changes are made"; MariaDB: "The rename operation is done atomically").
+            moves = [
+                f"{_ident(plan.live[r])}.{_ident(t)} TO {_ident(plan.replaced[r])}.{_ident(t)}"
+                for r in plan.roles
+                for t in present[r]
+            ]
+            moves += [
+                f"{_ident(plan.staging[r])}.{_ident(t)} TO {_ident(plan.live[r])}.{_ident(t)}"
+                for r in plan.roles
+                for t in staged[r]
+            ]
+            cursor.execute("RENAME TABLE " + ", ".join(moves))
+    except BaseException as error:
+        _restore_triggers_quietly(conn, plan.live, dropped)
+        _drop_quietly(conn, [*plan.staging.values(), *plan.replaced.values(), *plan.created])
+        if isinstance(error, Exception):
+            raise _unchanged(plan, error) from error
+        raise
+    try:
+        with conn.cursor() as cursor:
+            for role in plan.roles:
+                _create_triggers(cursor, plan.live[role], plan.triggers.get(role, []))
+    except Exception as error:
+        raise BackupError(
+            f"{plan.backup} is restored, but its triggers could not be made again ({error}): "
+            "run the same restore again"
+        ) from error
+    _drop_quietly(conn, [*plan.staging.values(), *plan.replaced.values()])
+
+
+def _mark_restored(conn, destination: Destination, targets: list[Database], plan: Plan) -> None:
+    """With binary logs: a restore is where a new history begins. A marker records when it happened, and a
+    backup of the restored data (`post-restore`, taken before the server serves again) is where a restore
+    to a later time starts; one to a time after a restore never replays the logs across it."""
+    with conn.cursor() as cursor:
+        server = Server.of(cursor)
+        if not server.log_bin:
+            return
+        cursor.execute("FLUSH BINARY LOGS")
+    restored_at = datetime.now(UTC)
+    destination.mark_complete(
+        f"{BINLOGS}/{server.lineage}/{RESTORE_MARKER}{restored_at.strftime('%Y%m%dT%H%M%S%fZ')}",
+        {"restored": plan.backup, "restored_at": restored_at.isoformat(), "binlog_lineage": server.lineage},
+    )
+    try:
+        plan.post_restore_backup = take(
+            destination, targets, POST_RESTORE_KIND, metadata={"restored_at": restored_at.isoformat()}
+        )["name"]
+    except Exception as error:
+        raise BackupError(
+            f"{plan.backup} is restored, but the backup of the restored data failed ({error}): a "
+            "restore to a time after this one is not possible until the next backup; take one now "
+            "(`backup.py backup`)"
+        ) from error
+
+
+def _result(plan: Plan, started: float) -> dict:
+    return {
+        "restored": plan.backup,
+        "rows": plan.rows,
+        "runs": plan.runs,
+        "seconds": round(time.monotonic() - started, 1),
+        "safety_backup": plan.safety_backup,
+        "created": plan.created,
+        "left_out": plan.left_out,
+        "post_restore_backup": plan.post_restore_backup,
+        **({"point_in_time": plan.point_in_time} if plan.point_in_time else {}),
+    }
+
+
 def restore(
     destination: Destination,
     targets: list[Database],
@@ -503,111 +793,24 @@ def restore(
     """Replace the backup's databases with backup `name`: check it, back up what is there, load it beside
     the live databases, then swap it in at once. Any failure before the swap leaves the live databases
     as they were; the error says so. `dry_run`: check the backup and whether the restore would go ahead
-    (the refusals below), and change nothing: what to run while the server still serves."""
+    (the refusals), and change nothing: what to run while the server still serves."""
     with tempfile.TemporaryDirectory(prefix="mlflow-restore-") as workdir:
         checked = check(destination, name, workdir)
-        backup_name = os.path.basename(checked.path)
-        by_role = {d.role: d for d in targets}
-        missing = set(checked.databases) - set(by_role)
-        if missing - OPTIONAL_ROLES:
-            raise BackupError(
-                f"the backup holds the {sorted(missing)} database(s), which this server does not have"
-            )
-        # A backup taken with single sign-on, restored after switching back to basic auth: the sign-in
-        # users are left out (the server has no use for them), everything else is restored.
-        roles = [role for role in checked.databases if role in by_role]
-        live = {role: by_role[role].name for role in roles}
-        staging = {role: live[role] + STAGING_SUFFIXES[0] for role in roles}
-        replaced = {role: live[role] + STAGING_SUFFIXES[1] for role in roles}
-        conn = connect(targets[0], autocommit=True)
+        plan = _plan(destination, targets, checked, name, force)
+        if dry_run:
+            return {"would_restore": plan.backup, "runs": plan.runs}
+        # Nothing to keep when every table is gone (the databases were dropped): no empty safety copy.
+        if safety_backup and _has_tables(targets, plan):
+            plan.safety_backup = take(destination, targets, SAFETY_KIND)["name"]
+        started = time.monotonic()
+        conn = _restore_session(targets)
         try:
-            with conn.cursor() as cursor:
-                present = {role: _tables(cursor, live[role]) for role in roles}
-                runs_now = _runs_in(cursor, by_role.get("tracking"))
-            runs_in_backup = checked.counts.get("tracking.runs", 0)
-            if not runs_in_backup and not force:
-                _refuse_empty(destination, backup_name, name, runs_now)
-            # Nothing to keep when every table is gone (the databases were dropped): no empty safety copy.
-            keep = safety_backup and any(present.values())
-            if dry_run:
-                return {"would_restore": backup_name, "runs": runs_in_backup, "runs_now": runs_now}
-            safety = take(destination, targets, SAFETY_KIND) if keep else None
-            started = time.monotonic()
-            created: list[str] = []
-            dropped_triggers: dict[str, list[dict]] = {}
-            try:
-                with conn.cursor() as cursor:
-                    cursor.execute("SET FOREIGN_KEY_CHECKS = 0")
-                    cursor.execute("SET UNIQUE_CHECKS = 0")
-                    # A stored 0 in an AUTO_INCREMENT column (MLflow's Default experiment is id 0) stays
-                    # 0, instead of taking the next id (what mysqldump's header does too).
-                    cursor.execute(
-                        "SET SESSION sql_mode = CONCAT(@@SESSION.sql_mode, ',NO_AUTO_VALUE_ON_ZERO')"
-                    )
-                    for role in roles:
-                        exists, options = _schema_options(cursor, live[role])
-                        # Leftovers of an interrupted restore go first.
-                        for schema in (staging[role], replaced[role]):
-                            cursor.execute(f"DROP DATABASE IF EXISTS {_ident(schema)}")
-                            cursor.execute(f"CREATE DATABASE {_ident(schema)} {options}")
-                        if not exists:
-                            cursor.execute(f"CREATE DATABASE {_ident(live[role])} {options}")
-                            created.append(live[role])
-                    loaded, triggers = _load(cursor, checked, staging)
-                    expected = {k: v for k, v in checked.counts.items() if k.split(".", 1)[0] in staging}
-                    if loaded != expected:
-                        raise BackupError("the loaded tables do not hold the backup's rows")
-                    # Live triggers keep their tables from moving: dropped just before the swap, made
-                    # again if it fails (below).
-                    live_triggers = {role: _triggers(cursor, live[role]) for role in roles}
-                    for role in roles:
-                        for trigger in live_triggers[role]:
-                            cursor.execute(f"DROP TRIGGER {_ident(live[role])}.{_ident(trigger['name'])}")
-                    dropped_triggers = live_triggers
-                    # The swap: one statement, applied whole or not at all (MySQL 8.4 reference manual,
-                    # "RENAME TABLE Statement": "If any errors occur during a RENAME TABLE, the statement
-                    # fails and no changes are made"; MariaDB: "The rename operation is done atomically").
-                    moves = [
-                        f"{_ident(live[r])}.{_ident(t)} TO {_ident(replaced[r])}.{_ident(t)}"
-                        for r in roles
-                        for t in present[r]
-                    ]
-                    moves += [
-                        f"{_ident(staging[r])}.{_ident(t)} TO {_ident(live[r])}.{_ident(t)}"
-                        for r in roles
-                        for t in _tables(cursor, staging[r])
-                    ]
-                    cursor.execute("RENAME TABLE " + ", ".join(moves))
-            except BaseException as error:
-                _restore_triggers_quietly(conn, live, dropped_triggers)
-                _drop_quietly(conn, [*staging.values(), *replaced.values(), *created])
-                if isinstance(error, Exception):
-                    raise BackupError(
-                        f"restoring {backup_name} failed ({error}); the databases are as they were before"
-                        + (f" (and backed up as {safety['name']})" if safety else "")
-                    ) from error
-                raise
-            try:
-                with conn.cursor() as cursor:
-                    for role in roles:
-                        _create_triggers(cursor, live[role], triggers[role])
-            except Exception as error:
-                raise BackupError(
-                    f"{backup_name} is restored, but its triggers could not be made again ({error}): "
-                    "run the same restore again"
-                ) from error
-            _drop_quietly(conn, [*staging.values(), *replaced.values()])
+            _stage(conn, checked, plan)
+            _swap(conn, plan)
+            _mark_restored(conn, destination, targets, plan)
         finally:
             conn.close()
-        return {
-            "restored": backup_name,
-            "rows": sum(loaded.values()),
-            "runs": runs_in_backup,
-            "seconds": round(time.monotonic() - started, 1),
-            "safety_backup": safety["name"] if safety else None,
-            "created": created,
-            "left_out": sorted(missing),
-        }
+        return _result(plan, started)
 
 
 def _refuse_empty(destination: Destination, backup_name: str, asked: str, runs_now: int) -> None:
@@ -657,6 +860,272 @@ def _drop_quietly(conn, schemas: list[str]) -> None:
             return
 
 
+# ------------------------------------------------------------------------------------------ binary logs
+#
+# Point-in-time recovery: the server writes binary logs (row format, synced at every commit); every few
+# minutes the binlog Job closes the current one (FLUSH BINARY LOGS) and ships the closed ones it has not
+# shipped yet to `<destination>/binlogs/<lineage>/`, in three steps of one pod: `binlogs plan` (this
+# image: what to fetch), the MySQL image's mysqlbinlog (`fetch.sh`: the logs, byte for byte, over the
+# replication protocol), `binlogs upload` (this image). Each shipped log is a new blob with its marker,
+# so the container may be write-once. Restoring to a time T loads the newest backup (or restore) before T
+# into staging databases, replays the shipped logs from its position up to T into them (`replay.sh`,
+# mysqlbinlog piped into mysql, again the MySQL image's), then swaps them in as any restore does.
+
+BINLOGS = "binlogs"
+# A marker under a lineage's logs: a restore happened there, and the restored data's history goes on from
+# the position it names.
+RESTORE_MARKER = "restored-"
+FETCH_SCRIPT = "fetch.sh"
+REPLAY_SCRIPT = "replay.sh"
+CLIENT_OPTIONS = "client.cnf"
+
+
+def _log_index(name: str) -> int:
+    return int(name.rsplit(".", 1)[1])
+
+
+def _client_options(database: Database, directory: str) -> str:
+    """A MySQL client option file (0600) with the server and the user: how mysqlbinlog and mysql sign in,
+    with no password on a command line. On the cluster the directory is an in-memory volume."""
+    path = os.path.join(directory, CLIENT_OPTIONS)
+    # A quoted value may hold anything but its own quote and a line break; `\\` stands for a backslash
+    # (MySQL 8.4 reference manual, "Using Option Files"). The platform's passwords are letters and digits.
+    quote = next((q for q in ('"', "'") if q not in database.password), None)
+    if quote is None or "\n" in database.password:
+        raise BackupError("the database password holds both quote characters or a line break: MySQL's client "
+                          "tools cannot be given it in an option file")  # fmt: skip
+    password = database.password.replace("\\", "\\\\")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(
+            f'[client]\nhost="{database.host}"\nport={database.port}\nuser="{database.user}"\n'
+            f"password={quote}{password}{quote}\n"
+        )
+    return path
+
+
+def _script(directory: str, name: str, lines: list[str]) -> str:
+    path = os.path.join(directory, name)
+    with open(path, "w") as out:
+        out.write("\n".join(["#!/bin/bash", "set -euo pipefail", *lines]) + "\n")
+    return path
+
+
+def binlogs_plan(destination: Destination, targets: list[Database], directory: str, secrets: str) -> dict:
+    """Close the current binary log and write `fetch.sh`, which fetches the closed ones not shipped yet."""
+    conn = connect(targets[0], autocommit=True)
+    try:
+        with conn.cursor() as cursor:
+            server = Server.of(cursor)
+            if not server.log_bin:
+                raise BackupError(
+                    "the database server writes no binary logs (charts/mysql binaryLogs.enabled)"
+                )
+            cursor.execute("FLUSH BINARY LOGS")
+            cursor.execute("SHOW BINARY LOGS")
+            logs = [row[0] for row in cursor.fetchall()]
+    finally:
+        conn.close()
+    shipped = destination.completed_under(f"{BINLOGS}/{server.lineage}")
+    wanted = [name for name in logs[:-1] if name not in shipped]  # the last one is being written
+    options = _client_options(targets[0], secrets)
+    quoted = " ".join(f"'{name}'" for name in wanted)
+    _script(
+        directory,
+        FETCH_SCRIPT,
+        [f"cd '{directory}'"]
+        + (
+            [f"mysqlbinlog --defaults-extra-file='{options}' --read-from-remote-server --raw {quoted}"]
+            if wanted
+            else ["echo 'nothing to fetch'"]
+        ),
+    )
+    with open(os.path.join(directory, "wanted.json"), "w") as out:
+        json.dump({"lineage": server.lineage, "wanted": wanted}, out)
+    return {"lineage": server.lineage, "wanted": wanted}
+
+
+def binlogs_upload(destination: Destination, directory: str) -> dict:
+    """Ship what `fetch.sh` fetched, each log with its marker (its SHA-256 and when it was shipped)."""
+    with open(os.path.join(directory, "wanted.json")) as source:
+        wanted = json.load(source)
+    shipped = []
+    for name in wanted["wanted"]:
+        path = os.path.join(directory, name)
+        if not os.path.getsize(path):
+            raise BackupError(f"{name} was not fetched: see the fetch step's log")
+        digest = hashlib.sha256()
+        with open(path, "rb") as source:
+            while block := source.read(1024 * 1024):
+                digest.update(block)
+        blob = f"{BINLOGS}/{wanted['lineage']}/{name}"
+        destination.upload_file(blob, path)
+        destination.mark_complete(
+            blob,
+            {
+                "sha256": digest.hexdigest(),
+                "bytes": str(os.path.getsize(path)),
+                "shipped_at": datetime.now(UTC).isoformat(),
+            },
+        )
+        shipped.append(name)
+    return {"lineage": wanted["lineage"], "shipped": shipped}
+
+
+def binlogs_list(destination: Destination) -> dict:
+    """Shipped logs and restore markers, by lineage."""
+    found: dict[str, dict] = {}
+    for name, metadata in destination.completed_under(BINLOGS).items():
+        lineage, _, rest = name.partition("/")
+        entry = found.setdefault(lineage, {"logs": [], "restores": []})
+        if rest.startswith(RESTORE_MARKER):
+            entry["restores"].append({"marker": rest, **metadata})
+        else:
+            entry["logs"].append({"name": rest, "shipped_at": metadata.get("shipped_at")})
+    for entry in found.values():
+        entry["logs"].sort(key=lambda log: _log_index(log["name"]))
+    return found
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BackupError(f"--to must be a time like 2026-12-02T14:30:00Z: {text!r}") from None
+    if parsed.tzinfo is None:
+        raise BackupError(f"--to needs a time zone (Z for UTC): {text!r}")
+    return parsed.astimezone(UTC)
+
+
+def _base_for(destination: Destination, when: datetime) -> dict:
+    """The newest backup before `when` that binary logs continue from: taken with binary logs on, at or
+    before `when`. A backup of restored data counts from the restore (nothing was written between the two:
+    the server was stopped). A restore in between with no backup after it leaves nothing to start from."""
+    candidates = []
+    for backup in destination.list():
+        metadata = backup["metadata"]
+        if "binlog_file" not in metadata:
+            continue
+        at = datetime.fromisoformat(metadata.get("restored_at") or metadata["snapshot_at"])
+        if at <= when:
+            candidates.append((at, backup["name"], metadata))
+    restores = [
+        datetime.fromisoformat(marker["restored_at"])
+        for entry in binlogs_list(destination).values()
+        for marker in entry["restores"]
+        if datetime.fromisoformat(marker["restored_at"]) <= when
+    ]
+    if not candidates:
+        raise BackupError(
+            f"no backup taken with binary logs on before {when.isoformat()}: restore a backup by name instead"
+        )
+    at, name, coordinates = max(candidates, key=lambda candidate: candidate[0])
+    if restores and max(restores) > at:
+        raise BackupError(
+            f"a restore at {max(restores).isoformat()} came after the newest backup before "
+            f"{when.isoformat()}, and no backup of its data exists: the history before the restore cannot be "
+            "replayed across it. Restore a backup by name instead"
+        )
+    return {"at": at, "backup": name, **coordinates}
+
+
+def stage_point_in_time(
+    destination: Destination,
+    targets: list[Database],
+    when_text: str,
+    directory: str,
+    secrets: str,
+    *,
+    safety_backup: bool = True,
+    force: bool = False,
+    dry_run: bool = False,
+) -> dict:
+    """The first stage of a restore to a time: the newest backup (or restore) before it loaded into the
+    staging databases, the binary logs after it downloaded, and `replay.sh` written, which replays them
+    into the staging databases up to that time. `swap` then swaps them in."""
+    when = _parse_time(when_text)
+    base = _base_for(destination, when)
+    lineage = base["binlog_lineage"]
+    start = _log_index(base["binlog_file"])
+    logs = []
+    for log in binlogs_list(destination).get(lineage, {"logs": []})["logs"]:
+        index = _log_index(log["name"])
+        if index == start + len(logs):  # consecutive from the base's: a log never shipped ends the replay
+            logs.append(log)
+        elif index > start + len(logs):
+            break
+    shipped_until = max((log["shipped_at"] for log in logs), default=None)
+    checked = check(destination, base["backup"], directory)
+    plan = _plan(destination, targets, checked, base["backup"], force)
+    plan.point_in_time = {
+        "to": when.isoformat(),
+        "from": base["at"].isoformat(),
+        "logs": [log["name"] for log in logs],
+        # Changes after the last log shipped are not in any: the recovery reaches at most that far.
+        "shipped_until": shipped_until,
+    }
+    if dry_run:
+        return {"would_restore": plan.backup, "runs": plan.runs, "point_in_time": plan.point_in_time}
+    if safety_backup and _has_tables(targets, plan):
+        plan.safety_backup = take(destination, targets, SAFETY_KIND)["name"]
+    for log in logs:
+        with open(os.path.join(directory, log["name"]), "wb") as out:
+            destination.download(f"{BINLOGS}/{lineage}/{log['name']}", out)
+    conn = _restore_session(targets)
+    try:
+        with conn.cursor() as cursor:
+            mariadb = Server.of(cursor).mariadb
+        _stage(conn, checked, plan)
+    finally:
+        conn.close()
+    options = _client_options(targets[0], secrets)
+    files = " ".join(f"'{log['name']}'" for log in logs)
+    replay = [f"cd '{directory}'", "export TZ=UTC"]
+    if logs:
+        for role in plan.roles:
+            rewrite = f"--rewrite-db='{plan.live[role]}->{plan.staging[role]}'"
+            # mysqlbinlog --database filters by the name after --rewrite-db in MySQL, before it in MariaDB.
+            kept = plan.live[role] if mariadb else plan.staging[role]
+            replay.append(
+                # Not logged (what a restore writes is its source's); MySQL's position is from just before
+                # the snapshot, so the few transactions in both are applied again, idempotently.
+                "mysqlbinlog --disable-log-bin"
+                + ("" if base["binlog_exact"] == "true" else " --idempotent")
+                + f" --start-position={base['binlog_position']}"
+                + f" --stop-datetime='{when.strftime('%Y-%m-%d %H:%M:%S')}'"
+                + f" {rewrite} --database='{kept}' {files}"
+                + f" | mysql --defaults-extra-file='{options}' --binary-mode"
+            )
+    replay.append(f"echo 'replayed {len(logs)} binary log(s) up to {when.isoformat()}'")
+    _script(directory, REPLAY_SCRIPT, replay)
+    plan.save(directory)
+    return {"staged": plan.backup, "runs": plan.runs, "point_in_time": plan.point_in_time}
+
+
+def swap_staged(destination: Destination, targets: list[Database], directory: str) -> dict:
+    """The last stage of a restore to a time: swap the replayed staging databases in."""
+    plan = Plan.load(directory)
+    started = time.monotonic()
+    conn = _restore_session(targets)
+    try:
+        with conn.cursor() as cursor:
+            plan.rows = 0
+            for role in plan.roles:
+                for table in _tables(cursor, plan.staging[role]):
+                    cursor.execute(
+                        f"SELECT COUNT(*) FROM {_ident(plan.staging[role])}.{_ident(table)}"  # noqa: S608
+                    )
+                    plan.rows += cursor.fetchone()[0]
+            if "tracking" in plan.roles and "runs" in _tables(cursor, plan.staging["tracking"]):
+                cursor.execute(f"SELECT COUNT(*) FROM {_ident(plan.staging['tracking'])}.`runs`")  # noqa: S608
+                plan.runs = cursor.fetchone()[0]
+        _swap(conn, plan)
+        _mark_restored(conn, destination, targets, plan)
+    finally:
+        conn.close()
+    return _result(plan, started)
+
+
 # ------------------------------------------------------------------------------------------ command line
 
 
@@ -669,19 +1138,41 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     commands.add_parser("list", help="complete backups, oldest first")
     verify_cmd = commands.add_parser("verify", help="download a backup and check it, changing nothing")
     verify_cmd.add_argument("name", help="a backup's name, or `latest`")
-    restore_cmd = commands.add_parser("restore", help="replace the databases with a backup")
-    restore_cmd.add_argument("name", help="a backup's name, or `latest`")
+    restore_cmd = commands.add_parser(
+        "restore", help="replace the databases with a backup, or as they were at --to"
+    )
+    restore_cmd.add_argument("name", nargs="?", help="a backup's name, or `latest` (not with --to)")
+    restore_cmd.add_argument(
+        "--to",
+        default=environ.get("MLFLOW_AKS_RESTORE_TO") or None,
+        help="a time (2026-12-02T14:30:00Z): the newest backup before it, then the binary logs up to it",
+    )
+    restore_cmd.add_argument(
+        "--stage", metavar="DIR", help="with --to: where its files go (then replay.sh, swap)"
+    )
+    restore_cmd.add_argument("--secrets", metavar="DIR", help="with --to: where the client option file goes")
     restore_cmd.add_argument(
         "--no-safety-backup", action="store_true", help="do not back up the current data first"
     )
     restore_cmd.add_argument(
-        "--force", action="store_true", help="replace databases that hold runs with a backup that holds none"
+        "--force",
+        action="store_true",
+        default=environ.get("MLFLOW_AKS_RESTORE_FORCE") == "true",
+        help="replace databases that hold runs with a backup that holds none",
     )
     restore_cmd.add_argument(
         "--dry-run",
         action="store_true",
         help="check the backup and that the restore would go ahead; change nothing",
     )
+    swap_cmd = commands.add_parser(
+        "swap", help="swap in what `restore --to ... --stage DIR` staged and replayed"
+    )
+    swap_cmd.add_argument("directory")
+    logs_cmd = commands.add_parser("binlogs", help="ship binary logs: plan, (fetch.sh), upload; or list them")
+    logs_cmd.add_argument("step", choices=["plan", "upload", "list"])
+    logs_cmd.add_argument("directory", nargs="?")
+    logs_cmd.add_argument("--secrets", metavar="DIR", help="plan: where the client option file goes")
     args = parser.parse_args(argv)
     try:
         uri = environ.get(DESTINATION_ENV)
@@ -700,22 +1191,50 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
                     "runs": checked.counts.get("tracking.runs", 0),
                     "rows": sum(checked.counts.values()),
                 }
-        else:
+        elif args.command == "restore" and args.to:
+            if args.name:
+                raise BackupError("restore --to chooses the backup itself: give no name")
+            if not args.dry_run and not (args.stage and args.secrets):
+                raise BackupError("restore --to needs --stage DIR and --secrets DIR (or --dry-run)")
+            with tempfile.TemporaryDirectory(prefix="mlflow-check-") as scratch:
+                result = stage_point_in_time(
+                    destination,
+                    databases(environ),
+                    args.to,
+                    args.stage or scratch,
+                    args.secrets or scratch,
+                    safety_backup=not args.no_safety_backup,
+                    force=args.force,
+                    dry_run=args.dry_run,
+                )
+        elif args.command == "restore":
             result = restore(
                 destination,
                 databases(environ),
-                args.name,
+                args.name or "latest",
                 safety_backup=not args.no_safety_backup,
                 force=args.force,
                 dry_run=args.dry_run,
             )
+        elif args.command == "swap":
+            result = swap_staged(destination, databases(environ), args.directory)
+        elif args.step == "list":
+            result = binlogs_list(destination)
+        elif args.step == "plan":
+            if not (args.directory and args.secrets):
+                raise BackupError("binlogs plan needs a DIR and --secrets DIR")
+            result = binlogs_plan(destination, databases(environ), args.directory, args.secrets)
+        else:
+            if not args.directory:
+                raise BackupError("binlogs upload needs the DIR its plan and fetch used")
+            result = binlogs_upload(destination, args.directory)
     except BackupError as error:
         print(f"backup.py: {error}", file=sys.stderr)
         return 1
     except Exception as error:  # the blob store or the database failing: one line, not a traceback
         print(f"backup.py: {args.command} failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 

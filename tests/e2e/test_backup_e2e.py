@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import gzip
 import hashlib
 import json
@@ -195,16 +196,18 @@ def test_the_bad_day_drill_brings_everything_back_even_after_a_failed_restore(st
     assert not {f"{stack.config.database}_restore", f"{stack.config.database}_replaced"} & _schemas(stack)
     _assert_everything_back(stack, client, run.info.run_id, experiment_id, auth)
 
-    # One table lost: restore brings it back, keeping a copy of what it replaced, and `latest` stays the same.
+    # One table lost: restore brings it back, keeping a copy of what it replaced. `latest` is now the backup
+    # of the data the first restore put in place.
     _sql(stack, f"DROP TABLE `{stack.config.database}`.`metrics`")
+    first = restored
     restored = stack.restore("latest")
-    assert restored["restored"] == taken["name"]
+    assert restored["restored"] == first["post_restore_backup"]
     assert restored["safety_backup"].endswith("-pre-restore.sql.gz")
     kinds = {b["name"]: b["kind"] for b in stack.backups()}
     assert kinds[restored["safety_backup"]] == "pre-restore" and kinds[taken["name"]] == "manual"
+    # The restored data is backed up before the server serves it (where a restore to a later time starts).
+    assert kinds[restored["post_restore_backup"]] == "post-restore"
     _assert_everything_back(stack, client, run.info.run_id, experiment_id, auth)
-    again = stack.restore("latest")  # `latest` is never the pre-restore copy the last restore took
-    assert again["restored"] == taken["name"]
 
 
 def _assert_everything_back(stack: LocalStack, client, run_id: str, experiment_id: str, auth) -> None:
@@ -446,10 +449,8 @@ def test_an_mlflow_2_database_upgrade_is_refused_without_a_backup_rolled_back_wh
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"restoring {pre_migration['name']}" in done.stderr
         assert _one(legacy, "SELECT version_num FROM alembic_version") == old_revision
-        assert [b["kind"] for b in legacy.backups()] == [
-            "pre-migration",
-            "pre-restore",
-        ]  # the failed one's kept
+        # What the failed version wrote is kept; the restored data is backed up before the old server serves.
+        assert [b["kind"] for b in legacy.backups()] == ["pre-migration", "pre-restore", "post-restore"]
         again = subprocess.run(
             rollback, env=old_image, cwd=guard.cwd, capture_output=True, text=True, timeout=300
         )
@@ -515,3 +516,74 @@ def _one(stack: LocalStack, query: str):
     with pymysql.connect(**stack.database_settings()) as conn, conn.cursor() as cursor:
         cursor.execute(query)
         return cursor.fetchone()[0]
+
+
+def test_a_restore_to_a_time_brings_back_every_metric_before_it_and_nothing_after(stack, admin):
+    """Point-in-time recovery: a backup, then metrics logged without pause while the binary logs are shipped
+    every `interval` (the chart's binlog CronJob, time compressed). A time T is noted in the middle. After
+    the databases are dropped, `restore --to T` brings back every metric acknowledged before T (the logs
+    were shipped after T; at most the last interval before the disaster is ever lost), and none sent after."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(stack.tracking_uri)
+    run_id = client.create_run(client.create_experiment(f"pitr-{uuid.uuid4().hex[:6]}")).info.run_id
+    base = stack.backup()
+    assert base["binlog_file"] and base["snapshot_at"]
+    interval = 1.5
+    logged: list[tuple[int, float, float]] = []  # (step, sent, acknowledged)
+    stop = threading.Event()
+
+    def log() -> None:
+        step = 0
+        while not stop.is_set():
+            sent = time.time()
+            client.log_metric(run_id, "loss", float(step), step=step)
+            logged.append((step, sent, time.time()))
+            step += 1
+
+    writer = threading.Thread(target=log)
+    writer.start()
+    try:
+        shipped = []
+        deadline = time.monotonic() + 4 * interval
+        while time.monotonic() < deadline:
+            time.sleep(interval)
+            shipped.append(stack.ship_binlogs())
+        # T on a whole second (binary log times have one-second resolution).
+        target = float(int(time.time()) + 1)
+        while time.time() < target + 3 * interval:
+            time.sleep(interval)
+            shipped.append(stack.ship_binlogs())
+    finally:
+        stop.set()
+        writer.join()
+    shipped.append(stack.ship_binlogs())
+    assert sum(len(s["shipped"]) for s in shipped) >= 5, shipped
+    before = [step for step, _, acknowledged in logged if acknowledged < target]
+    after = [step for step, sent, _ in logged if sent >= target]
+    assert len(before) > 20 and len(after) > 20, "metrics were logged on both sides of T"
+
+    _drop_databases(stack, recreate=False)
+    to = datetime.datetime.fromtimestamp(target, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    restored = stack.restore(to=to)
+    assert restored["restored"] == base["name"]
+    assert restored["point_in_time"]["to"].startswith(to.rstrip("Z"))
+    steps = {int(m.step) for m in client.get_metric_history(run_id, "loss")}
+    assert set(before) <= steps, f"acknowledged before T but missing: {sorted(set(before) - steps)[:10]}"
+    assert not set(after) & steps, f"sent after T but restored: {sorted(set(after) & steps)[:10]}"
+    # The restore is a new starting point: a restore to a time after it starts from its marker (the data it
+    # restored, then the logs after it), never replaying through it.
+    markers = [m for entry in stack.binlogs().values() for m in entry["restores"]]
+    assert max(markers, key=lambda m: m["restored_at"])["restored"] == base["name"]
+    for step in range(10_000, 10_005):
+        client.log_metric(run_id, "loss", float(step), step=step)
+    time.sleep(1.1)
+    later = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.1)
+    client.log_metric(run_id, "loss", 99_999.0, step=99_999)  # after `later`
+    stack.ship_binlogs()
+    again = stack.restore(to=later)
+    assert again["point_in_time"]["from"] > restored["point_in_time"]["to"]  # the marker, not the backup
+    steps = {int(m.step) for m in client.get_metric_history(run_id, "loss")}
+    assert set(before) | set(range(10_000, 10_005)) <= steps and 99_999 not in steps
+    assert not set(after) & steps

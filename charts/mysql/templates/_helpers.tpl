@@ -57,6 +57,23 @@ CREATE DATABASE IF NOT EXISTS `{{ . }}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bi
 GRANT ALL PRIVILEGES ON `{{ . }}`.* TO {{ $user }};
 {{- end }}
 {{- include "mysql.restoreGrants" (dict "user" $user "databases" (prepend .Values.auth.extraDatabases .Values.auth.database)) }}
+{{- include "mysql.binlogGrants" (dict "user" $user "Values" .Values) }}
+{{- end }}
+
+{{/*
+With binary logs: the application user may read them (REPLICATION SLAVE: mysqlbinlog
+--read-from-remote-server, which the binlog shipping and point-in-time restore Jobs run), see where they
+stand (REPLICATION CLIENT: SHOW BINARY LOGS), close the current one (RELOAD: FLUSH BINARY LOGS), restore
+without logging what it writes (SESSION_VARIABLES_ADMIN: sql_log_bin) and replay logs into its databases
+(REPLICATION_APPLIER: the BINLOG statements of mysqlbinlog's output, with the privileges it holds on each
+database; not BINLOG_ADMIN, which could also purge logs not shipped yet). It holds every privilege on every
+database here already: reading their changes reveals nothing more.
+*/}}
+{{- define "mysql.binlogGrants" -}}
+{{- if .Values.binaryLogs.enabled }}
+GRANT RELOAD, REPLICATION CLIENT, REPLICATION SLAVE ON *.* TO {{ .user }};
+GRANT SESSION_VARIABLES_ADMIN, REPLICATION_APPLIER ON *.* TO {{ .user }};
+{{- end }}
 {{- end }}
 
 {{/*

@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import importlib.util
 import json
+import os
 import re
 import shlex
 import sqlite3
@@ -393,6 +394,10 @@ def image_venvs(tmp_path_factory) -> dict[str, Path]:
 
 
 def run_in(python: Path, *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 180):
+    # Bytecode is cached as the image has it (its pip install compiles; the venv's is --no-compile), so
+    # only the first run imports MLflow from source; PYTHONDONTWRITEBYTECODE in ours would recompile
+    # it in every run.
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTHONDONTWRITEBYTECODE"}
     return subprocess.run(
         [str(python), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )

@@ -41,6 +41,14 @@ class MariaDBPaths:
     def pid_file(self) -> Path:
         return self.root / "mariadbd.pid"
 
+    @property
+    def tmp(self) -> Path:
+        """mariadbd's own tmpdir. Not /tmp: every mariadbd deletes the `#sql*` files in its tmpdir when it
+        starts, so a server starting beside another (two stacks, or a stack and a bootstrap) would delete
+        the other's temporary tables (`mariadb-install-db` then fails with Unknown table
+        'mysql.tmp_user_sys')."""
+        return self.root / "tmp"
+
 
 def _find(name: str, *extra_dirs: str) -> str | None:
     found = shutil.which(name)
@@ -104,6 +112,7 @@ def initialise(paths: MariaDBPaths) -> None:
     bins = binaries()
     paths.root.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.root, 0o750)  # noqa: S103 (owner mysql; others get nothing)
+    paths.tmp.mkdir(mode=0o700, exist_ok=True)
     user = _run_as()
     if user:
         _check_traversable(paths.root, user)
@@ -118,6 +127,7 @@ def initialise(paths: MariaDBPaths) -> None:
         bins["mariadb-install-db"],
         "--no-defaults",
         f"--datadir={paths.data}",
+        f"--tmpdir={paths.tmp}",  # passed on to the bootstrap mariadbd
         "--auth-root-authentication-method=socket",
         f"--auth-root-socket-user={socket_user}",
         "--skip-test-db",
@@ -140,6 +150,7 @@ def start(paths: MariaDBPaths, port: int, extra_args: list[str] | None = None) -
         bins["mariadbd"],
         "--no-defaults",
         f"--datadir={paths.data}",
+        f"--tmpdir={paths.tmp}",
         f"--socket={paths.socket}",
         f"--pid-file={paths.pid_file}",
         f"--log-error={paths.log}",

@@ -4,7 +4,7 @@ Everything listens on 127.0.0.1 and lives under one working directory (default `
 
     secrets.json      generated passwords and keys (0600; never printed)
     state.json        ports and the PIDs (with start times) of the running services
-    mariadb/          data directory, socket and error log of `mariadbd`
+    mariadb/          data directory, temporary files, socket and error log of `mariadbd`
     azurite/          blob data and log of Azurite
     server/           rendered Secret files (0600), scratch volumes, server.log
     acme/, tls/       with `https`: the local ACME CA (Pebble) and the TLS terminator's certificates

@@ -6,13 +6,18 @@ numbers only count from a full run (`python -m benchmarks.tracking_server`, see 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -33,40 +38,104 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_benchmark_smoke_runs_and_prints_its_table(repo_root: Path, helm_bin: str):
+@dataclass(frozen=True)
+class Benchmark:
+    module: str
+    args: tuple[str, ...]
+    workdir: str  # the stack's directory, in the run's scratch directory
+    timeout: float
+
+
+class SmokeResult(NamedTuple):
+    done: subprocess.CompletedProcess
+    leftovers: list[str]  # processes still mentioning the run's scratch directory once it ended
+    written: str | None  # the report file it wrote
+
+
+BENCHMARKS = {
+    "tracking_server": Benchmark("benchmarks.tracking_server", ("--smoke", "--sign-in"), "stack", 900),
+    "artifacts": Benchmark("benchmarks.artifacts", ("--smoke",), "work", 600),
+    "scale": Benchmark("benchmarks.scale", ("--smoke",), "work", 600),
+}
+# The benchmark each test checks: the fixture starts those of the tests selected.
+BENCHMARK_OF = {
+    "test_benchmark_smoke_runs_and_prints_its_table": "tracking_server",
+    "test_artifact_benchmark_smoke_runs_both_paths_and_prints_its_table": "artifacts",
+    "test_scale_benchmark_smoke_measures_both_servers": "scale",
+}
+
+
+class SmokeRun:
+    """`python -m <benchmark> --smoke` in a scratch directory of its own (stack, report, output)."""
+
+    def __init__(self, name: str, repo_root: Path, env: dict[str, str]):
+        self.benchmark = BENCHMARKS[name]
+        # Not pytest's tmp_path: MariaDB runs as user `mysql`, who cannot enter /tmp/pytest-of-root (0700).
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"mlflow-aks-bench-{name}-"))
+        os.chmod(self.scratch, 0o755)  # noqa: S103 (the stack's secrets inside are 0600)
+        self.report_file = self.scratch / f"{name}.md"
+        argv = [
+            sys.executable, "-m", self.benchmark.module, *self.benchmark.args,
+            "--output", str(self.report_file), "--workdir", str(self.scratch / self.benchmark.workdir),
+        ]  # fmt: skip
+        # Output to files, not pipes: a run must never block on a pipe while the test waits on another.
+        with open(self.scratch / "stdout", "w") as stdout, open(self.scratch / "stderr", "w") as stderr:
+            self.process = subprocess.Popen(argv, cwd=repo_root, env=env, stdout=stdout, stderr=stderr)
+        self.started = time.monotonic()
+        self.result: SmokeResult | None = None
+
+    def finish(self) -> SmokeResult:
+        """Wait for the run, within its timeout counted from its start; then its scratch directory goes."""
+        if self.result is not None:
+            return self.result
+        try:
+            try:
+                self.process.wait(
+                    timeout=max(0.1, self.benchmark.timeout - (time.monotonic() - self.started))
+                )
+            except BaseException:  # timed out or interrupted: killed, as subprocess.run(timeout=…) does
+                self.process.kill()
+                self.process.wait()
+                raise
+            done = subprocess.CompletedProcess(
+                self.process.args,
+                self.process.returncode,
+                (self.scratch / "stdout").read_text(),
+                (self.scratch / "stderr").read_text(),
+            )
+            leftovers = _processes_mentioning(str(self.scratch))
+            written = self.report_file.read_text() if self.report_file.exists() else None
+            self.result = SmokeResult(done, leftovers, written)
+            return self.result
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(request, repo_root: Path, helm_bin: str) -> Iterator[dict[str, SmokeRun]]:
+    """The selected tests' smoke runs, all started at once: each spends most of its time waiting for
+    its own stack and servers to start, so together they take little more than the longest alone."""
     missing = missing_prerequisites(repo_root)
     if missing:
         # Not a skip: CI installs all of these (scripts/bootstrap); missing ones mean set-up was not run.
         pytest.fail("missing prerequisites: " + "; ".join(missing))
-    # Not pytest's tmp_path: MariaDB runs as user `mysql`, who cannot enter /tmp/pytest-of-root (0700).
-    scratch = Path(tempfile.mkdtemp(prefix="mlflow-aks-bench-smoke-"))
-    os.chmod(scratch, 0o755)  # noqa: S103 (the stack's secrets inside are 0600)
-    report_file = scratch / "smoke.md"
     env = {**os.environ, "PATH": f"{Path(helm_bin).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    selected = {
+        BENCHMARK_OF[item.originalname] for item in request.session.items if item.module is request.module
+    }
+    runs: dict[str, SmokeRun] = {}
     try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.tracking_server",
-                "--smoke",
-                "--sign-in",
-                "--output",
-                str(report_file),
-                "--workdir",
-                str(scratch / "stack"),
-            ],
-            cwd=repo_root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        leftovers = _processes_mentioning(str(scratch))
-        written = report_file.read_text() if report_file.exists() else None
+        for name in sorted(selected):
+            runs[name] = SmokeRun(name, repo_root, env)
+        yield runs
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        for run in runs.values():
+            with contextlib.suppress(Exception):
+                run.finish()
+
+
+def test_benchmark_smoke_runs_and_prints_its_table(smoke_runs):
+    done, leftovers, written = smoke_runs["tracking_server"].finish()
     assert done.returncode == 0, done.stderr[-4000:]
     assert not leftovers, f"processes left behind: {leftovers}"
     report = done.stdout
@@ -87,23 +156,10 @@ def test_benchmark_smoke_runs_and_prints_its_table(repo_root: Path, helm_bin: st
     assert written == report.rstrip("\n") + "\n"
 
 
-def test_artifact_benchmark_smoke_runs_both_paths_and_prints_its_table(repo_root: Path, helm_bin: str):
+def test_artifact_benchmark_smoke_runs_both_paths_and_prints_its_table(smoke_runs):
     """`python -m benchmarks.artifacts --smoke`: a small file and a few files, through the server and
     straight to Azurite, byte-identical after the round trip; no figure is asserted."""
-    scratch = Path(tempfile.mkdtemp(prefix="mlflow-aks-bench-artifacts-"))
-    os.chmod(scratch, 0o755)  # noqa: S103 (the stack's secrets inside are 0600)
-    report_file = scratch / "artifacts.md"
-    env = {**os.environ, "PATH": f"{Path(helm_bin).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.artifacts", "--smoke", "--output", str(report_file),
-             "--workdir", str(scratch / "work")],
-            cwd=repo_root, env=env, capture_output=True, text=True, timeout=600, check=False,
-        )  # fmt: skip
-        leftovers = _processes_mentioning(str(scratch))
-        written = report_file.read_text() if report_file.exists() else None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    done, leftovers, written = smoke_runs["artifacts"].finish()
     assert done.returncode == 0, done.stderr[-4000:]
     assert not leftovers, f"processes left behind: {leftovers}"
     report = done.stdout
@@ -115,23 +171,10 @@ def test_artifact_benchmark_smoke_runs_both_paths_and_prints_its_table(repo_root
     assert written == report.rstrip("\n") + "\n"
 
 
-def test_scale_benchmark_smoke_measures_both_servers(repo_root: Path, helm_bin: str):
+def test_scale_benchmark_smoke_measures_both_servers(smoke_runs):
     """`python -m benchmarks.scale --smoke`: a few seeded runs and a short metric history, queried through
     MLflow's defaults and the chart's server; no figure is asserted."""
-    scratch = Path(tempfile.mkdtemp(prefix="mlflow-aks-bench-scale-"))
-    os.chmod(scratch, 0o755)  # noqa: S103 (the stack's secrets inside are 0600)
-    report_file = scratch / "scale.md"
-    env = {**os.environ, "PATH": f"{Path(helm_bin).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks.scale", "--smoke", "--output", str(report_file),
-             "--workdir", str(scratch / "work")],
-            cwd=repo_root, env=env, capture_output=True, text=True, timeout=600, check=False,
-        )  # fmt: skip
-        leftovers = _processes_mentioning(str(scratch))
-        written = report_file.read_text() if report_file.exists() else None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    done, leftovers, written = smoke_runs["scale"].finish()
     assert done.returncode == 0, done.stderr[-4000:]
     assert not leftovers, f"processes left behind: {leftovers}"
     report = done.stdout

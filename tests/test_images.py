@@ -10,10 +10,12 @@ The venvs are built once per session, concurrently, under a session tmp dir.
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import contextlib
 import datetime
 import importlib.util
 import json
+import os
 import re
 import shlex
 import sqlite3
@@ -371,26 +373,31 @@ def test_project_requirements_hold_nothing_of_the_server():
 @pytest.fixture(scope="session")
 def image_venvs(tmp_path_factory) -> dict[str, Path]:
     """One clean venv per Python image, installed by the Dockerfile's own `pip install` arguments (the
-    lock, hash-checked, no dependency resolution), built concurrently."""
+    lock, hash-checked, no dependency resolution), each made and installed beside the others."""
     root = tmp_path_factory.mktemp("image-venvs")
-    pythons = {}
-    jobs = {}
-    for image in PYTHON_IMAGES:
+
+    def build(image: str) -> subprocess.CompletedProcess:
         venv = root / image
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pythons[image] = venv / "bin" / "python"
-        argv = [str(pythons[image]), "-m", "pip", "install", *TEST_PIP_OPTIONS, *pip_install(image)]
-        jobs[image] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    failures = []
-    for image, job in jobs.items():
-        _, err = job.communicate(timeout=900)
-        if job.returncode != 0:
-            failures.append(f"{image}: pip install failed:\n{err[-3000:]}")
+        argv = [str(venv / "bin" / "python"), "-m", "pip", "install", *TEST_PIP_OPTIONS, *pip_install(image)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=900)
+
+    with concurrent.futures.ThreadPoolExecutor(len(PYTHON_IMAGES)) as pool:
+        installs = dict(zip(PYTHON_IMAGES, pool.map(build, PYTHON_IMAGES), strict=True))
+    failures = [
+        f"{image}: pip install failed:\n{done.stderr[-3000:]}"
+        for image, done in installs.items()
+        if done.returncode != 0
+    ]
     assert not failures, "\n".join(failures)
-    return pythons
+    return {image: root / image / "bin" / "python" for image in PYTHON_IMAGES}
 
 
 def run_in(python: Path, *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 180):
+    # Bytecode is cached as the image has it (its pip install compiles; the venv's is --no-compile), so
+    # only the first run imports MLflow from source; PYTHONDONTWRITEBYTECODE in ours would recompile
+    # it in every run.
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTHONDONTWRITEBYTECODE"}
     return subprocess.run(
         [str(python), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )

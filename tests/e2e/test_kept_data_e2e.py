@@ -91,7 +91,10 @@ def test_kept_data_serves_the_next_stack_with_its_own_secrets(workdir, helm_bin)
             model = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1]))
             mlflow.set_tracking_uri(first.tracking_uri)  # the fluent API's, whatever ran before
             with mlflow.start_run(run_id=run.info.run_id):
-                mlflow.sklearn.log_model(model, name="model", registered_model_name="kept-model")
+                # Explicit requirements: skip MLflow's requirement inference (a subprocess, seconds).
+                mlflow.sklearn.log_model(
+                    model, name="model", registered_model_name="kept-model", pip_requirements=["scikit-learn"]
+                )
             return experiment_id, run.info.run_id
 
         experiment_id, run_id = _with_env(_env(first, *admin), log_team_history)

@@ -246,11 +246,14 @@ class Cluster(pulumi.ComponentResource):
             role_assignment_id=self.admin_assignment.id,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.admin_assignment]),
         )
+        # No `delete_unreachable`: the provider calls the cluster unreachable on any failure to reach it (an
+        # expired `az login`, an address outside apiServerAuthorizedIpRanges), and with it a `pulumi refresh`
+        # would drop every release from the state while they keep running (pulumi/pulumi-kubernetes#1485,
+        # #1522). A stack whose cluster is really gone is destroyed with PULUMI_K8S_DELETE_UNREACHABLE,
+        # set for that one command (docs/operations.md, "When the cluster is already gone").
         self.provider = kubernetes.Provider(
             f"{name}-k8s",
             kubeconfig=self.kubeconfig,
-            # Lets `pulumi destroy` finish when the cluster is already gone.
-            delete_unreachable=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.access]),
         )
 

@@ -9,6 +9,7 @@ out on purpose so a typo in components/roles.py cannot hide.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from pulumi_mocks import (
     DEPLOYING_USER_OBJECT_ID,
     KUBELET_OBJECT_ID,
     OIDC_ISSUER_URL,
+    REPO_ROOT,
     SUBSCRIPTION_ID,
     TENANT_ID,
     ProgramRun,
@@ -660,6 +662,33 @@ def test_kubernetes_waits_until_the_deploying_principal_may_deploy(case):
     kubernetes_resources = [r for r in run.resources if r.type.startswith("kubernetes:")]
     assert kubernetes_resources
     assert all(r.provider and f"::{provider.name}::" in r.provider for r in kubernetes_resources)
+
+
+def test_the_kubernetes_provider_never_drops_state_for_an_unreachable_cluster(monkeypatch):
+    """An expired `az login` or a laptop outside the authorized ranges makes the cluster "unreachable" to
+    the provider; with deleteUnreachable a `pulumi refresh` would then forget every release while it keeps
+    running (pulumi/pulumi-kubernetes#1485). Unset, the provider errors instead, and only an operator who
+    exports PULUMI_K8S_DELETE_UNREACHABLE for one command (docs/operations.md) turns it on."""
+    # The SDK reads the variable into the provider's inputs at program time: not set here, as by default.
+    monkeypatch.delenv("PULUMI_K8S_DELETE_UNREACHABLE", raising=False)
+    provider = run_program({}).one("pulumi:providers:kubernetes")
+    assert "deleteUnreachable" not in provider.inputs
+    assert "skipUpdateUnreachable" not in provider.inputs
+    assert is_secret(provider.inputs["kubeconfig"])
+
+
+def test_the_destroy_command_for_a_gone_cluster_sets_what_the_provider_reads():
+    """docs/operations.md gives one command for a stack whose cluster is gone: it must set the variable
+    the installed pulumi_kubernetes reads for deleteUnreachable, and refresh first (a Helm release's
+    delete ignores the variable, pulumi/pulumi-kubernetes#2675; its read honours it)."""
+    import pulumi_kubernetes
+
+    source = (Path(pulumi_kubernetes.__file__).parent / "provider.py").read_text()
+    (variable,) = set(re.findall(r"delete_unreachable = _utilities.get_env_bool\('(\w+)'\)", source))
+    operations = (REPO_ROOT / "docs" / "operations.md").read_text()
+    section = operations.split("### When the cluster is already gone", 1)[1].split("\n### ", 1)[0]
+    commands = [line for line in section.splitlines() if "pulumi destroy" in line and "=" in line]
+    assert commands == [f"{variable}=true pulumi destroy --refresh --exclude-protected"]
 
 
 @DEFAULT_AND_CUSTOM

@@ -11,6 +11,7 @@ from components.data_guard import DataGuard, DataIdentity
 from components.database_disk import DatabaseDisk, DatabaseDiskArgs
 from components.database_server import DatabaseServer, DatabaseServerArgs
 from components.deployer import Deployer, DeployerArgs
+from components.deployer_address import require_api_server_reach
 from components.images import Images, ImagesArgs
 from components.kept_data import AdoptedServer, KeptData
 from components.mlflow_releases import (
@@ -40,6 +41,8 @@ from settings import load_settings
 settings = load_settings()
 # The Kubernetes provider signs in through kubelogin and az: without them, stop before creating anything.
 require_tools()
+# Nor from outside the API server's authorized ranges, which it would only find out once the cluster exists.
+require_api_server_reach(settings.api_server_authorized_ip_ranges, settings.deployer_ip_address)
 client = authorization.get_client_config_output()
 kept_data = (
     KeptData.in_current_subscription(settings.name_prefix, settings.data_storage_account)

@@ -127,6 +127,10 @@ class Settings:
     """AKS version, or None for the AKS default."""
     api_server_authorized_ip_ranges: tuple[str, ...]
     """IPv4 CIDRs that may reach the Kubernetes API server; empty: no IP restriction (Entra ID still)."""
+    deployer_ip_address: str | None
+    """The public IPv4 address the API server sees from the machine running `pulumi up` (None: detect
+    it), checked against api_server_authorized_ip_ranges before anything is created
+    (components/deployer_address.py)."""
     system_node_vm_size: str
     """VM size of the system node pool."""
     system_node_count: int
@@ -337,6 +341,32 @@ def _matches(pattern: re.Pattern[str], rule: str) -> tuple[Callable[[Any], bool]
     return (lambda v: bool(pattern.fullmatch(v))), rule
 
 
+# Addresses a machine's own interfaces show but the internet never sees (RFC 1918, RFC 6598 shared,
+# loopback, link-local, multicast and reserved): a deployer address in them is a mistake. Documentation
+# ranges are allowed.
+_NOT_SEEN_BY_AZURE = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "224.0.0.0/3",
+    )
+)
+
+
+def _public_ipv4(value: str) -> bool:
+    try:
+        address = ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return not any(address in network for network in _NOT_SEEN_BY_AZURE)
+
+
 _VM_SIZE_RULE = _matches(_VM_SIZE, "must be an Azure VM size like Standard_D4s_v5")
 
 # One rule per key: (predicate over the typed value, what the rule says).
@@ -351,6 +381,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kubernetesVersion": (
         lambda v: v == "" or bool(_K8S_VERSION.fullmatch(v)),
         "must be MAJOR.MINOR or MAJOR.MINOR.PATCH (e.g. 1.33), or empty for the AKS default",
+    ),
+    "deployerIpAddress": (
+        lambda v: v == "" or _public_ipv4(v),
+        "must be empty (detect it) or the public IPv4 address the API server sees from this machine, like "
+        "203.0.113.7: not a private, loopback, link-local or carrier-grade NAT address, which the API "
+        "server never sees (`curl https://api.ipify.org` prints it)",
     ),
     "systemNodeVmSize": _VM_SIZE_RULE,
     "systemNodeCount": _between(1, 1000),
@@ -716,6 +752,12 @@ def _validate(
         problems.extend(_cidr_problems(typed["allowedSourceRanges"], typed.get("exposure")))
     if "apiServerAuthorizedIpRanges" in typed:
         problems.extend(_api_server_range_problems(typed["apiServerAuthorizedIpRanges"]))
+    if "deployerIpAddress" in given and typed.get("apiServerAuthorizedIpRanges") == []:
+        rule = (
+            "is read only when apiServerAuthorizedIpRanges is set (it is checked against them); set the "
+            "ranges, or `pulumi config rm deployerIpAddress`"
+        )
+        problems.append(Problem("deployerIpAddress", rule, typed["deployerIpAddress"]))
     auth = typed.get("auth")
     if auth == "basic":
         for key in ENTRA_ONLY_KEYS:
@@ -825,6 +867,7 @@ def load_settings(
     fields["kubernetes_version"] = fields["kubernetes_version"] or None
     fields["data_storage_account"] = fields["data_storage_account"] or None
     fields["database_server_name"] = fields["database_server_name"] or None
+    fields["deployer_ip_address"] = fields["deployer_ip_address"] or None
     fields["allowed_source_ranges"] = tuple(str(cidr) for cidr in fields["allowed_source_ranges"])
     # Canonical form: a single address becomes /32, as AKS stores it.
     fields["api_server_authorized_ip_ranges"] = tuple(

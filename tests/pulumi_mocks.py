@@ -67,6 +67,9 @@ users:
 KEPT_BACKUPS_RETENTION_DAYS = 30
 # The tools `pulumi up` needs on PATH (components/cluster_access.py), as a mocked run finds them.
 TOOLS_ON_PATH = ("kubelogin", "az")
+# This machine's public address as a mocked run detects it (components/deployer_address.py): inside the
+# ranges the tests authorize (203.0.113.0/24), and never looked up on the network.
+DEPLOYER_ADDRESS = "203.0.113.10"
 
 # The input that carries each azure-native resource's explicit Azure name.
 _NAME_KEYS = {
@@ -161,6 +164,8 @@ class ProgramRun:
     calls: list[pulumi_mocks.MockCallArgs]
     exports: dict[str, Any]
     secret_exports: set[str]
+    detected: int = 0
+    """How many times the program detected this machine's public address."""
 
     def of_type(self, type_: str) -> list[Registered]:
         return [r for r in self.resources if r.type == type_]
@@ -387,13 +392,17 @@ def run_program(
     mocks: RecordingMocks | None = None,
     preview: bool = False,
     tools_on_path: Collection[str] = TOOLS_ON_PATH,
+    deployer_address: str | Exception = DEPLOYER_ADDRESS,
 ) -> ProgramRun:
     """Run `program` once in a fresh mock runtime with `config` as the stack config.
 
     `tools_on_path`: what the program's prerequisite check finds on PATH (nothing is looked up for real,
-    so the tests need no kubelogin or az).
+    so the tests need no kubelogin or az). `deployer_address`: what detecting this machine's public
+    address returns, or the exception it raises; `detected` in the returned run counts the detections.
     """
-    from components import cluster_access  # the program's own module (program_snapshot puts it first)
+    # The program's own modules (program_snapshot puts them first).
+    from components import cluster_access
+    from components import deployer_address as address_check
 
     mocks = mocks or RecordingMocks()
     pulumi_settings.ROOT.set(None)
@@ -403,12 +412,22 @@ def run_program(
     pulumi_settings.SETTINGS.rpc_manager.clear()
     pulumi_settings.SETTINGS.outputs.clear()
 
-    real_find_tool = cluster_access.find_tool
+    detections: list[str | Exception] = []
+
+    def detect() -> str:
+        detections.append(deployer_address)
+        if isinstance(deployer_address, Exception):
+            raise deployer_address
+        return deployer_address
+
+    real_find_tool, real_detect = cluster_access.find_tool, address_check.detect_public_address
     cluster_access.find_tool = lambda tool: f"/usr/local/bin/{tool}" if tool in tools_on_path else None
+    address_check.detect_public_address = detect
     try:
         _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program), run_name="__main__")))
     finally:
         cluster_access.find_tool = real_find_tool
+        address_check.detect_public_address = real_detect
 
     for resource in mocks.resources:
         resource.options = monitor.options[(resource.type, resource.name)]
@@ -419,4 +438,4 @@ def run_program(
         resolved.values[key] = _sync_await(output.future())
         if _sync_await(output.is_secret()):
             resolved.secrets.add(key)
-    return ProgramRun(mocks.resources, mocks.calls, resolved.values, resolved.secrets)
+    return ProgramRun(mocks.resources, mocks.calls, resolved.values, resolved.secrets, len(detections))

@@ -176,6 +176,7 @@ def test_declared_defaults_are_valid_and_become_the_settings():
             "kubernetes_version",
             "data_storage_account",
             "database_server_name",
+            "deployer_ip_address",
         ):  # empty: not set
             default = default or None
         value = getattr(settings, field.name)
@@ -455,6 +456,36 @@ def test_api_server_ranges_that_azure_refuses_or_mean_the_internet_are_refused(c
 )
 def test_api_server_ranges_are_accepted_in_canonical_form(ranges, expected):
     assert settings_from({"apiServerAuthorizedIpRanges": ranges}).api_server_authorized_ip_ranges == expected
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.1.2.3",
+        "172.16.0.9",
+        "192.168.1.5",
+        "100.64.0.1",
+        "127.0.0.1",
+        "169.254.1.1",
+        "2001:db8::1",
+        "office",
+    ],
+)
+def test_a_deployer_address_the_api_server_never_sees_is_refused(address):
+    with pytest.raises(SettingsError) as raised:
+        settings_from({"apiServerAuthorizedIpRanges": ["203.0.113.0/24"], "deployerIpAddress": address})
+    (problem,) = raised.value.problems
+    assert problem.key == "deployerIpAddress" and problem.value == address
+    assert "public IPv4 address" in problem.rule
+
+
+def test_a_deployer_address_is_read_only_with_api_server_ranges():
+    with pytest.raises(SettingsError) as raised:
+        settings_from({"deployerIpAddress": "198.51.100.7"})
+    (problem,) = raised.value.problems
+    assert problem.key == "deployerIpAddress" and "apiServerAuthorizedIpRanges" in problem.rule
+    config = {"apiServerAuthorizedIpRanges": ["198.51.100.0/24"], "deployerIpAddress": "198.51.100.7"}
+    assert settings_from(config).deployer_ip_address == "198.51.100.7"
 
 
 def test_the_retired_password_end_date_says_what_replaced_it():

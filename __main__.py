@@ -5,7 +5,7 @@ from pulumi_azure_native import authorization
 
 from components import chart_values, roles
 from components.certificate_share import CertificateShare, CertificateShareArgs
-from components.cluster import JOBS_POOL_LABEL, JOBS_POOL_TAINT, Cluster, ClusterArgs
+from components.cluster import JOBS_POOL_LABEL, JOBS_POOL_TAINT, SYSTEM_POOL_NAME, Cluster, ClusterArgs
 from components.cluster_access import require_tools
 from components.data_guard import DataGuard, DataIdentity
 from components.database_disk import DatabaseDisk, DatabaseDiskArgs
@@ -13,6 +13,7 @@ from components.database_server import DatabaseServer, DatabaseServerArgs
 from components.deployer import Deployer, DeployerArgs
 from components.deployer_address import require_api_server_reach
 from components.images import Images, ImagesArgs
+from components.in_place_guard import AzureNames, GuardedValues, InPlaceGuard
 from components.kept_data import AdoptedServer, KeptData
 from components.mlflow_releases import (
     PROJECT_CHART,
@@ -23,9 +24,11 @@ from components.mlflow_releases import (
 from components.monitoring import Monitoring, MonitoringArgs
 from components.naming import (
     backup_identity_name,
+    cluster_name,
     data_group_name,
     mysql_disk_name,
     mysql_server_name,
+    platform_group_name,
     tracking_identity_name,
 )
 from components.private_network import PrivateNetwork, PrivateNetworkArgs
@@ -64,6 +67,24 @@ data_guard = DataGuard(
     ),
     allow_replacement=settings.allow_data_replacement,
 )
+# Right after it, and everything else waits for both: a change Azure cannot make in place stops here.
+in_place_guard = InPlaceGuard(
+    "in-place-guard",
+    values=GuardedValues(
+        systemNodeVmSize=settings.system_node_vm_size,
+        mysqlDiskSku=None if settings.flexible_server else settings.mysql_disk_sku,
+    ),
+    names=AzureNames(
+        platform_group=platform_group_name(settings.name_prefix),
+        cluster=cluster_name(settings.name_prefix),
+        system_pool=SYSTEM_POOL_NAME,
+        data_group=data_group_name(settings.name_prefix),
+        mysql_disk=mysql_disk_name(settings.name_prefix),
+    ),
+    subscription_id=client.subscription_id,
+    opts=pulumi.ResourceOptions(depends_on=[data_guard]),
+)
+guards = [data_guard, in_place_guard]
 groups = ResourceGroups(
     "groups",
     ResourceGroupsArgs(
@@ -72,7 +93,7 @@ groups = ResourceGroups(
         retain_data=settings.retain_data,
         protect_data=settings.protect_data,
         kept_data=kept_data,
-        depends_on=[data_guard],
+        depends_on=guards,
     ),
 )
 monitoring = Monitoring(
@@ -166,7 +187,7 @@ deployer = Deployer(
         password_lifetime_days=settings.deployer_password_lifetime_days,
         subscription_id=client.subscription_id,
         registry_id=registry.registry_id,
-        depends_on=[data_guard],
+        depends_on=guards,
     ),
 )
 # `auth: entra`: the Entra ID application people and scripts sign in with.
@@ -177,7 +198,7 @@ sign_in = (
             name_prefix=settings.name_prefix,
             secret_lifetime_days=settings.sign_in_secret_lifetime_days,
             public_hostname=public_endpoint.hostname if public_endpoint else None,
-            depends_on=[data_guard],
+            depends_on=guards,
         ),
     )
     if settings.entra_sign_in

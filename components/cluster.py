@@ -17,6 +17,7 @@ from pulumi_azure_native import authorization, containerservice
 
 from components import roles
 from components.cluster_access import ClusterAccess, entra_kubeconfig
+from components.naming import cluster_name
 
 SYSTEM_POOL_NAME = "system"
 JOBS_POOL_NAME = "jobs"
@@ -108,7 +109,7 @@ class Cluster(pulumi.ComponentResource):
 
         self.managed_cluster = containerservice.ManagedCluster(
             f"{name}-aks",
-            resource_name_=f"{args.name_prefix}-aks",
+            resource_name_=cluster_name(args.name_prefix),
             resource_group_name=args.resource_group_name,
             location=args.location,
             dns_prefix=args.name_prefix,
@@ -197,12 +198,16 @@ class Cluster(pulumi.ComponentResource):
                 node_labels={label_key: label_value},
                 node_taints=[JOBS_POOL_TAINT],
                 **subnet,
-                # The autoscaler moves `count` between 0 and max as runs come and go: not drift.
+                # The autoscaler moves `count` between 0 and max as runs come and go: not drift. A new VM size
+                # (like a new subnet) is a new pool, as AKS cannot change it in place
+                # (https://learn.microsoft.com/azure/aks/manage-node-pools#limitations; azure-native replaces
+                # the pool for it, pulumi/pulumi-azure-native#3655). Its name is fixed, so the old pool goes
+                # first: run Jobs in flight stop and start again on the new nodes (nothing else runs there).
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     ignore_changes=["count"],
-                    replace_on_changes=["vnetSubnetID"] if in_network else None,
-                    delete_before_replace=in_network or None,
+                    replace_on_changes=["vmSize", *(["vnetSubnetID"] if in_network else [])],
+                    delete_before_replace=True,
                 ),
             )
 

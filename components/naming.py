@@ -33,6 +33,10 @@ def platform_group_name(name_prefix: str) -> str:
     return f"{name_prefix}-platform"
 
 
+def cluster_name(name_prefix: str) -> str:
+    return f"{name_prefix}-aks"
+
+
 def data_group_name(name_prefix: str) -> str:
     return f"{name_prefix}-data"
 

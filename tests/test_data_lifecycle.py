@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from pulumi_mocks import SUBSCRIPTION_ID, ProgramRun, RecordingMocks, is_secret, plain, run_program
+from pulumi_mocks import REPO_ROOT, SUBSCRIPTION_ID, ProgramRun, RecordingMocks, is_secret, plain, run_program
 
 from components.data_guard import DataGuardProvider, DataReplacementRefused
 from components.database_server import ADOPTION_ONLY, AZURE_MANAGED
@@ -552,3 +554,39 @@ def test_the_guard_refuses_another_server_name_unless_allowed():
 
 def test_the_guard_comes_first_with_a_flexible_server_too(flexible_created):
     _assert_the_guard_comes_first(flexible_created)
+
+
+# --- the tear-down guide matches the lock ------------------------------------------------------------------
+
+_DELETES_IN_DATA_GROUP = re.compile(
+    r"^\s*(?:#\s*)?az (?!group lock|lock)[\w -]*\bdelete\b.*<prefix>-data", re.MULTILINE
+)
+
+
+def _code_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)^\s*```", markdown, flags=re.DOTALL | re.MULTILINE)
+
+
+def test_every_documented_delete_under_the_lock_lifts_it_first_and_puts_it_back(created):
+    """The lock refuses any delete in the data group, portal or az, Owner or not: each command block of
+    the docs that deletes something there first deletes the very lock the program creates, and a block
+    that keeps the rest of the data puts that lock back (pulumi up --refresh, or az with its level)."""
+    (lock,) = created.of_type("azure-native:authorization:ManagementLockAtResourceGroupLevel")
+    lift = f"az group lock delete --resource-group <prefix>-data --name {lock.inputs['lockName']}"
+    recreate = (
+        f"az group lock create --resource-group <prefix>-data --name {lock.inputs['lockName']} "
+        f"--lock-type {lock.inputs['level']}"
+    )
+    checked = 0
+    for doc in sorted((REPO_ROOT / "docs").glob("*.md")):
+        for block in _code_blocks(doc.read_text()):
+            deletes = [m.start() for m in _DELETES_IN_DATA_GROUP.finditer(block)]
+            if not deletes:
+                continue
+            checked += 1
+            assert lift in block and block.index(lift) < min(deletes), (doc.name, block)
+            if "az group delete" not in block:  # the rest of the data stays: so does its lock
+                assert "pulumi up --refresh" in block or recreate in block, (doc.name, block)
+    assert checked >= 3  # the old project share, one kept resource, the whole group
+    operations = (REPO_ROOT / "docs" / "operations.md").read_text()
+    assert recreate in operations

@@ -286,6 +286,18 @@ def _assert_the_guard_comes_first(run: ProgramRun) -> None:
     assert {name for name in waiting if guard not in closure[name]} == set()
 
 
+def test_the_in_place_guard_follows_the_data_guard_and_everything_else_waits_for_both(created):
+    closure = _transitive_dependencies(created)
+    in_place = "in-place-guard"
+    assert "data-guard" in closure[in_place]
+    changes = [
+        r.name
+        for r in created.resources
+        if r.custom and r.name != in_place and not r.type.startswith(("random:", "pulumi:providers:", GUARD))
+    ]
+    assert changes and [name for name in changes if in_place not in closure[name]] == []
+
+
 def test_the_guard_records_the_identity_the_data_lives_under(created):
     guard = created.one(GUARD)
     assert plain(guard.inputs)["identity"] == {
@@ -489,6 +501,11 @@ def test_a_restored_server_is_adopted_by_its_name(flexible_created):
     )
     assert plain(run.one(GUARD).inputs)["identity"]["databaseServerName"] == restored
     assert run.exports["databaseServer"] == restored
+
+
+def test_with_a_flexible_server_there_is_no_disk_sku_to_guard(flexible_created):
+    guard = plain(flexible_created.one("pulumi-python:dynamic/mlflow-aks:InPlaceGuard").inputs)
+    assert set(guard["values"]) == {"systemNodeVmSize"}
 
 
 def test_the_guard_records_the_database_mode_only_when_it_is_not_in_cluster(flexible_created):

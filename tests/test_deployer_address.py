@@ -12,7 +12,7 @@ import io
 import urllib.error
 
 import pytest
-from pulumi_mocks import DEPLOYER_ADDRESS, RecordingMocks, run_program
+from pulumi_mocks import RecordingMocks, run_program
 
 from components import deployer_address
 from components.deployer_address import (
@@ -134,15 +134,10 @@ def test_the_program_stops_before_anything_when_detection_fails():
     assert "deployerIpAddress" in str(stopped.value)
 
 
-def test_the_program_detects_the_address_when_ranges_are_set():
-    inside = run_program({"apiServerAuthorizedIpRanges": ["203.0.113.0/24"]})
-    assert inside.detected == 1 and DEPLOYER_ADDRESS.startswith("203.0.113.")
-    assert inside.one("azure-native:containerservice:ManagedCluster")
-
-
-def test_a_given_address_is_used_instead_of_detecting():
-    config = {"apiServerAuthorizedIpRanges": ["198.51.100.0/28"], "deployerIpAddress": "198.51.100.9"}
-    run = run_program(config, deployer_address=LookupError("must not be asked"))
-    assert run.detected == 0 and run.one("azure-native:containerservice:ManagedCluster")
-    with pytest.raises(ApiServerRangesError, match=r"198\.51\.100\.99 "):
-        run_program({**config, "deployerIpAddress": "198.51.100.99"})
+def test_the_program_checks_a_given_address_without_detecting():
+    config = {"apiServerAuthorizedIpRanges": ["198.51.100.0/28"], "deployerIpAddress": "198.51.100.99"}
+    mocks = RecordingMocks()
+    with pytest.raises(ApiServerRangesError) as stopped:
+        run_program(config, mocks=mocks, deployer_address=LookupError("must not be asked"))
+    assert "198.51.100.99 (config deployerIpAddress)" in str(stopped.value)
+    assert mocks.resources == [] and mocks.calls == []

@@ -541,6 +541,37 @@ def test_jobs_pool_scales_from_zero_and_only_takes_run_jobs(case):
     assert jobs["resourceName"] == run.one(CLUSTER).outputs["name"]
 
 
+@DEFAULT_AND_CUSTOM
+def test_a_new_jobs_vm_size_replaces_the_pool_old_pool_first(case):
+    """AKS cannot resize a pool; the jobs pool's name is fixed, so its replacement deletes it first."""
+    cfg, run = case
+    (pool,) = run.of_type(AGENT_POOL)
+    assert cfg["jobsNodePool"] and pool.inputs["vmSize"] == cfg["jobsNodeVmSize"]
+    assert pool.options["replaceOnChanges"] == ["vmSize"]
+    assert pool.options["deleteBeforeReplace"] is True
+
+
+@DEFAULT_AND_CUSTOM
+def test_the_in_place_guard_records_what_azure_cannot_change_and_where_it_is(case):
+    cfg, run = case
+    guard = plain(run.one("pulumi-python:dynamic/mlflow-aks:InPlaceGuard").inputs)
+    assert guard["values"] == {
+        "systemNodeVmSize": cfg["systemNodeVmSize"],
+        "mysqlDiskSku": cfg["mysqlDiskSku"],
+    }
+    cluster = run.one(CLUSTER).inputs
+    assert guard["azure"] == {
+        "subscription": SUBSCRIPTION_ID,
+        "platform_group": cluster["resourceGroupName"],
+        "cluster": cluster["resourceName"],
+        "system_pool": cluster["agentPoolProfiles"][0]["name"],
+        "data_group": run.one(DISK).inputs["resourceGroupName"],
+        "mysql_disk": run.one(DISK).inputs["diskName"],
+    }
+    # The deployer's address is looked up only to check authorized ranges.
+    assert run.detected == (1 if cfg["apiServerAuthorizedIpRanges"] else 0)
+
+
 @EVERY_CONFIGURATION
 def test_data_retention_decides_what_destroy_leaves(case):
     cfg, run = case

@@ -3,7 +3,9 @@
 `systemNodeVmSize` (AKS cannot resize a node pool) and `mysqlDiskSku` (a disk's type changes only while
 no running VM has it attached) are recorded by the in-place guard, which everything else waits for. Its
 diff refuses a change of either, naming the key, both values, the downtime and the procedure, until
-Azure has the new value (read with `az`, replaced here). The jobs pool is replaced instead, deleted first.
+Azure has the new value (read with `az`, replaced here). What the program declares (the guard's inputs,
+its place before everything else, the jobs pool replaced old-first) is checked on the runs
+tests/test_foundation.py and tests/test_data_lifecycle.py already make.
 """
 
 from __future__ import annotations
@@ -11,14 +13,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from pulumi_mocks import REPO_ROOT, SUBSCRIPTION_ID, ProgramRun, plain, run_program
-from test_data_lifecycle import _transitive_dependencies
+from pulumi_mocks import REPO_ROOT, SUBSCRIPTION_ID
 from test_readme import github_anchor
 
 from components import in_place_guard
 from components.in_place_guard import InPlaceChangeRefused, InPlaceGuardProvider
 
-GUARD = "pulumi-python:dynamic/mlflow-aks:InPlaceGuard"
 AZURE = {
     "platform_group": "mlflow-platform",
     "cluster": "mlflow-aks",
@@ -28,46 +28,6 @@ AZURE = {
     "subscription": SUBSCRIPTION_ID,
 }
 VALUES = {"systemNodeVmSize": "Standard_D4s_v5", "mysqlDiskSku": "StandardSSD_LRS"}
-
-
-@pytest.fixture(scope="module")
-def run() -> ProgramRun:
-    return run_program({"jobsNodePool": True, "mysqlDiskSku": "StandardSSD_LRS"})
-
-
-def test_the_guard_records_the_values_and_where_azure_holds_them(run):
-    guard = plain(run.one(GUARD).inputs)
-    assert guard["values"] == VALUES
-    assert guard["azure"] == AZURE
-    cluster = run.one("azure-native:containerservice:ManagedCluster").inputs
-    assert cluster["resourceName"] == AZURE["cluster"]
-    assert cluster["agentPoolProfiles"][0]["name"] == AZURE["system_pool"]
-    assert run.named("mysql-disk-disk").inputs["diskName"] == AZURE["mysql_disk"]
-
-
-def test_with_a_flexible_server_there_is_no_disk_sku_to_guard():
-    guard = plain(run_program({"database": "flexibleServer"}).one(GUARD).inputs)
-    assert guard["values"] == {"systemNodeVmSize": "Standard_D4s_v5"}
-
-
-def test_everything_that_changes_the_world_waits_for_the_guard(run):
-    closure = _transitive_dependencies(run)
-    changes = [
-        r.name
-        for r in run.resources
-        if r.custom
-        and r.name not in ("data-guard", "in-place-guard")
-        and not r.type.startswith(("random:", "pulumi:providers:"))
-    ]
-    assert changes
-    assert [name for name in changes if "in-place-guard" not in closure[name]] == []
-    assert "data-guard" in closure["in-place-guard"]
-
-
-def test_the_jobs_pool_is_replaced_for_a_new_vm_size_old_pool_first(run):
-    pool = run.one("azure-native:containerservice:AgentPool")
-    assert pool.options["replaceOnChanges"] == ["vmSize"]
-    assert pool.options["deleteBeforeReplace"] is True
 
 
 class FakeAzure:

@@ -4,6 +4,7 @@ the cluster is reached with the Entra ID identity of whoever runs `pulumi up`, n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -24,6 +25,9 @@ class DeployerArgs:
     """Subscription of the built-in role definitions."""
     registry_id: pulumi.Input[str]
     """Scope of AcrPush."""
+    owners: pulumi.Input[Sequence[str]]
+    """Object ids of the application's and service principal's owners: the stack's operators
+    (components/operators.py), a list that only grows."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What must exist before the Entra ID application is created (the data guard)."""
 
@@ -43,18 +47,18 @@ class Deployer(pulumi.ComponentResource):
     def __init__(self, name: str, args: DeployerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-aks:foundation:Deployer", name, None, opts)
 
-        # The person running `pulumi up` owns the application, so they can manage it without admin rights.
-        current = azuread.get_client_config_output()
+        # The stack's operators own the application and its service principal, so any of them can manage
+        # them without admin rights; not whoever runs `pulumi up` this time.
         self.application = azuread.Application(
             f"{name}-app",
             display_name=f"{args.name_prefix}-deployer",
-            owners=[current.object_id],
+            owners=args.owners,
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
         )
         self.service_principal = azuread.ServicePrincipal(
             f"{name}-sp",
             client_id=self.application.client_id,
-            owners=[current.object_id],
+            owners=args.owners,
             opts=pulumi.ResourceOptions(parent=self),
         )
         # A date computed once (components/password_expiry.py): the same lifetime on the next `pulumi up`

@@ -1,5 +1,5 @@
 """Sign-in with Entra ID (config `auth: entra`): the application people, scripts and the tracking server
-use, registered in the tenant of whoever runs `pulumi up`.
+use, registered in the tenant of whoever runs `pulumi up` and owned by the stack's operators.
 
 - People sign in in the browser (authorization code flow, a web app with a client secret): Entra ID sends
   them back to `https://<public hostname>/callback`, or to the port-forward's `http://localhost:5000/callback`.
@@ -15,6 +15,7 @@ deployer's password): later `pulumi up`s keep it, a new lifetime rotates it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -46,6 +47,9 @@ class SignInArgs:
     """Prefix of the application's display name."""
     secret_lifetime_days: int
     """Days the client secret is valid from its creation (a new value rotates it)."""
+    owners: pulumi.Input[Sequence[str]]
+    """Object ids of the application's and service principal's owners: the stack's operators
+    (components/operators.py), a list that only grows."""
     public_hostname: pulumi.Input[str] | None = None
     """DNS name of the public endpoint (`exposure: public`): its `/callback` is a redirect URI. None:
     private, only the port-forward's."""
@@ -79,7 +83,7 @@ class SignIn(pulumi.ComponentResource):
     def __init__(self, name: str, args: SignInArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-aks:app:SignIn", name, None, opts)
 
-        # As the deployer's: the person running `pulumi up` owns the application and its tenant is the one.
+        # As the deployer's: the stack's operators own the application; the tenant is the caller's.
         current = azuread.get_client_config_output()
         self.scope_id = random.RandomUuid(f"{name}-scope-id", opts=pulumi.ResourceOptions(parent=self))
         redirect_uris: list[pulumi.Input[str]] = []
@@ -91,7 +95,7 @@ class SignIn(pulumi.ComponentResource):
         self.application = azuread.Application(
             f"{name}-app",
             display_name=f"{args.name_prefix}-mlflow",
-            owners=[current.object_id],
+            owners=args.owners,
             sign_in_audience="AzureADMyOrg",
             web=azuread.ApplicationWebArgs(
                 redirect_uris=redirect_uris,
@@ -149,7 +153,7 @@ class SignIn(pulumi.ComponentResource):
         self.service_principal = azuread.ServicePrincipal(
             f"{name}-sp",
             client_id=self.client_id,
-            owners=[current.object_id],
+            owners=args.owners,
             opts=pulumi.ResourceOptions(parent=self),
         )
         # A date computed once (components/password_expiry.py): the same lifetime on the next `pulumi up`

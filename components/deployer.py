@@ -12,6 +12,7 @@ import pulumi_azuread as azuread
 from pulumi_azure_native import authorization
 
 from components import roles
+from components.entra_owners import EntraOwners
 from components.password_expiry import PasswordExpiry
 
 
@@ -35,6 +36,8 @@ class DeployerArgs:
 class Deployer(pulumi.ComponentResource):
     application: azuread.Application
     service_principal: azuread.ServicePrincipal
+    owners: list[EntraOwners]
+    """Operators added after creation, made owners of the application and service principal."""
     password_expiry: PasswordExpiry
     """The password's end date, fixed when the password is created."""
     role_assignments: list[authorization.RoleAssignment]
@@ -48,19 +51,34 @@ class Deployer(pulumi.ComponentResource):
         super().__init__("mlflow-aks:foundation:Deployer", name, None, opts)
 
         # The stack's operators own the application and its service principal, so any of them can manage
-        # them without admin rights; not whoever runs `pulumi up` this time.
+        # them without admin rights; not whoever runs `pulumi up` this time. `owners` is taken at creation
+        # only: operators added later are added by `owners` below, and nobody is ever removed.
         self.application = azuread.Application(
             f"{name}-app",
             display_name=f"{args.name_prefix}-deployer",
             owners=args.owners,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, ignore_changes=["owners"]),
         )
         self.service_principal = azuread.ServicePrincipal(
             f"{name}-sp",
             client_id=self.application.client_id,
             owners=args.owners,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["owners"]),
         )
+        self.owners = [
+            EntraOwners(
+                f"{name}-app-owners",
+                path=pulumi.Output.concat("applications/", self.application.object_id),
+                owners=args.owners,
+                opts=pulumi.ResourceOptions(parent=self),
+            ),
+            EntraOwners(
+                f"{name}-sp-owners",
+                path=pulumi.Output.concat("servicePrincipals/", self.service_principal.object_id),
+                owners=args.owners,
+                opts=pulumi.ResourceOptions(parent=self),
+            ),
+        ]
         # A date computed once (components/password_expiry.py): the same lifetime on the next `pulumi up`
         # is no change, so the password is not rotated on every run.
         self.password_expiry = PasswordExpiry(

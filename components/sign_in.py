@@ -23,6 +23,7 @@ import pulumi_azuread as azuread
 import pulumi_random as random
 
 from components import chart_values
+from components.entra_owners import EntraOwners
 from components.password_expiry import PasswordExpiry
 
 # The Azure CLI's well-known client id
@@ -66,6 +67,8 @@ class SignIn(pulumi.ComponentResource):
     cli_pre_authorization: azuread.ApplicationPreAuthorized
     """The Azure CLI may ask for the scope without a consent prompt."""
     service_principal: azuread.ServicePrincipal
+    owners: list[EntraOwners]
+    """Operators added after creation, made owners of the application and service principal."""
     secret_expiry: PasswordExpiry
     """The client secret's end date, fixed when the secret is created."""
     client_secret_credential: azuread.ApplicationPassword
@@ -130,8 +133,9 @@ class SignIn(pulumi.ComponentResource):
             ),
             # The identifier URI names the client id, known only once the application exists: it is the
             # ApplicationIdentifierUri below, which the provider says to pair with ignoring this input.
+            # `owners` is taken at creation only: `owners` below adds later operators, removing nobody.
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=args.depends_on, ignore_changes=["identifierUris"]
+                parent=self, depends_on=args.depends_on, ignore_changes=["identifierUris", "owners"]
             ),
         )
         self.client_id = self.application.client_id
@@ -154,8 +158,22 @@ class SignIn(pulumi.ComponentResource):
             f"{name}-sp",
             client_id=self.client_id,
             owners=args.owners,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["owners"]),
         )
+        self.owners = [
+            EntraOwners(
+                f"{name}-app-owners",
+                path=pulumi.Output.concat("applications/", self.application.object_id),
+                owners=args.owners,
+                opts=pulumi.ResourceOptions(parent=self),
+            ),
+            EntraOwners(
+                f"{name}-sp-owners",
+                path=pulumi.Output.concat("servicePrincipals/", self.service_principal.object_id),
+                owners=args.owners,
+                opts=pulumi.ResourceOptions(parent=self),
+            ),
+        ]
         # A date computed once (components/password_expiry.py): the same lifetime on the next `pulumi up`
         # is no change, so the secret is not rotated on every run.
         self.secret_expiry = PasswordExpiry(

@@ -33,6 +33,7 @@ APPLICATION = "azuread:index/application:Application"
 SERVICE_PRINCIPAL = "azuread:index/servicePrincipal:ServicePrincipal"
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 CLUSTER_ACCESS = "pulumi-python:dynamic/mlflow-aks:ClusterAccess"
+ENTRA_OWNERS = "pulumi-python:dynamic/mlflow-aks:EntraOwners"
 ENTRA = {
     "auth": "entra",
     "entraAllowedGroups": ["0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"],
@@ -56,6 +57,19 @@ def run_as(caller: str, config: dict[str, Any], state: dict[str, Any] | None = N
 def owners(run: ProgramRun) -> dict[str, list[str]]:
     azuread = run.of_type(APPLICATION) + run.of_type(SERVICE_PRINCIPAL)
     return {r.name: sorted(plain(r.inputs["owners"])) for r in azuread}
+
+
+def owners_added(run: ProgramRun) -> dict[str, tuple[str, list[str]]]:
+    """EntraOwners name -> (Graph path, owners it adds), checked against the application or SP it names."""
+    added = {}
+    for resource in run.of_type(ENTRA_OWNERS):
+        target = run.named(resource.name.replace("-owners", ""))
+        kind = "applications" if target.type == APPLICATION else "servicePrincipals"
+        assert plain(resource.inputs["path"]) == f"{kind}/{target.outputs['objectId']}"
+        # The provider would set the owner list to exactly its input on any change: creation only.
+        assert "owners" in target.options["ignoreChanges"], target.name
+        added[resource.name] = sorted(plain(resource.inputs["owners"]))
+    return added
 
 
 def cluster_admins(run: ProgramRun) -> dict[str, tuple[str, str]]:
@@ -137,6 +151,7 @@ def test_two_runs_by_different_principals_declare_no_owner_or_role_change(case):
         ["sign-in-app", "sign-in-sp"] if "auth" in config else []
     )
     assert owners(second) == {name: sorted(config["operators"]) for name in applications}
+    assert owners_added(second) == {f"{name}-owners": sorted(config["operators"]) for name in applications}
     assert second.exports["firstDeployer"] == first_runner
     group = config.get("operatorsGroup")
     if group:
@@ -159,6 +174,7 @@ def test_adding_operators_keeps_the_first_deployer_assignment_and_owners_are_nev
     first = run_as(ALICE, {})
     listed = run_as(ALICE, {"operators": [ALICE, CI]}, first.ledger)
     assert owners(listed) == {"deployer-app": [ALICE, CI], "deployer-sp": [ALICE, CI]}
+    assert owners_added(listed) == {"deployer-app-owners": [ALICE, CI], "deployer-sp-owners": [ALICE, CI]}
     assert cluster_admins(listed) == {
         f"cluster-operator-{ALICE}-cluster-admin": (ALICE, "User"),
         f"cluster-operator-{CI}-cluster-admin": (CI, "ServicePrincipal"),
@@ -175,6 +191,7 @@ def test_adding_operators_keeps_the_first_deployer_assignment_and_owners_are_nev
     # CI takes Alice out: Alice keeps ownership (never removed by a later run), not the cluster role.
     narrowed = run_as(CI, {"operators": [CI]}, listed.ledger)
     assert owners(narrowed) == {"deployer-app": [ALICE, CI], "deployer-sp": [ALICE, CI]}
+    assert owners_added(narrowed) == owners_added(listed)
     assert cluster_admins(narrowed) == {f"cluster-operator-{CI}-cluster-admin": (CI, "ServicePrincipal")}
     assert narrowed.exports["firstDeployer"] == ALICE
 

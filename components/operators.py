@@ -9,9 +9,8 @@ state does:
 - `first_deployer`: the caller of the run that created it, never changed afterwards. A colleague's
   `pulumi up` on the same config declares the same owners and the same cluster role, not their own.
 - `owners`: every operator the stack has ever had (the first deployer when none were configured).
-  It only grows: an operator taken out of `operators` stays an owner, so a later run never removes an
-  owner (the azuread provider makes the owner list exactly what it is given, see `owners` in
-  hashicorp/terraform-provider-azuread internal/services/applications/application_resource.go).
+  It only grows: an operator taken out of `operators` stays an owner. The applications take it when they
+  are created, and components/entra_owners.py adds later operators; nothing ever removes an owner.
 
 It also refuses early, in `pulumi preview` too (diff runs there), a run by someone who is not an
 operator: they could not manage the applications (a Graph 403 half-way) nor reach the cluster.
@@ -61,13 +60,20 @@ def check_caller(caller: str, first_deployer: str, operators: Sequence[str], own
 
 
 def check_transition(first_deployer: str, old_operators: Sequence[str], operators: Sequence[str]) -> None:
-    """Moving from the first deployer alone to a list: list the first deployer first, if at all.
+    """Moving from the first deployer alone to a list: list the first deployer first, if at all; and a
+    list never goes back to empty.
 
     The first listed operator's cluster role takes over the first deployer's assignment (an alias in
     components/cluster.py); a second assignment of the same role to the same principal on the same scope
     is refused by Azure (RoleAssignmentExists,
     https://learn.microsoft.com/azure/role-based-access-control/troubleshooting#symptom---role-assignment-already-exists).
     """
+    if old_operators and not operators:
+        # The first deployer's assignment went to the first listed operator: it cannot come back by name.
+        raise NotAnOperatorError(
+            "config `operators` cannot go back to empty once it listed operators: keep at least one "
+            f"(the stack's first deployer is {first_deployer}); nothing was changed"
+        )
     if old_operators or not operators:
         return
     if first_deployer in operators and operators[0] != first_deployer:

@@ -236,3 +236,13 @@ def test_the_first_deployer_is_listed_first_when_operators_are_first_set():
     with pytest.raises(NotAnOperatorError, match="put it first"):
         provider.diff("operators", created, {"caller": ALICE, "operators": [CI, ALICE]})
     assert provider.diff("operators", created, {"caller": ALICE, "operators": [ALICE, CI]}).changes
+
+
+def test_operators_once_listed_never_go_back_to_empty():
+    """The first deployer's assignment became the first operator's: an empty list would make it again,
+    twice for one principal."""
+    provider = OperatorsProvider()
+    created = provider.create({"caller": ALICE, "operators": []}).outs
+    listed = provider.update("operators", created, {"caller": ALICE, "operators": [ALICE, CI]}).outs
+    with pytest.raises(NotAnOperatorError, match="cannot go back to empty"):
+        provider.diff("operators", listed, {"caller": ALICE, "operators": []})

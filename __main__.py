@@ -31,6 +31,7 @@ from components.naming import (
     platform_group_name,
     tracking_identity_name,
 )
+from components.operators import Operators
 from components.private_network import PrivateNetwork, PrivateNetworkArgs
 from components.project_share import ProjectShare, ProjectShareArgs
 from components.public_endpoint import PublicEndpoint, PublicEndpointArgs
@@ -53,6 +54,9 @@ kept_data = (
     else None
 )
 
+# Who may run `pulumi up`, own the Entra ID applications and administer the cluster; remembers the first
+# deployer. Before anything else: a run by someone who is not an operator stops here.
+operators = Operators("operators", caller=client.object_id, operators=settings.operators)
 # First, and everything else depends on it: a config change that would replace the data stops here.
 data_guard = DataGuard(
     "data-guard",
@@ -66,6 +70,7 @@ data_guard = DataGuard(
         databaseServerName=settings.database_server_name or "",
     ),
     allow_replacement=settings.allow_data_replacement,
+    opts=pulumi.ResourceOptions(depends_on=[operators]),
 )
 # Right after it, and everything else waits for both: a change Azure cannot make in place stops here.
 in_place_guard = InPlaceGuard(
@@ -153,7 +158,10 @@ cluster = Cluster(
         jobs_node_max_count=settings.jobs_node_max_count,
         tenant_id=client.tenant_id,
         subscription_id=client.subscription_id,
-        deploying_principal_id=client.object_id,
+        runner_id=client.object_id,
+        first_deployer_id=operators.first_deployer,
+        operators=settings.operators,
+        operators_group=settings.operators_group,
         api_server_authorized_ip_ranges=settings.api_server_authorized_ip_ranges,
         vnet_subnet_id=private_network.cluster_subnet_id if private_network else None,
         depends_on=[public_endpoint.address] if public_endpoint else [],
@@ -187,6 +195,7 @@ deployer = Deployer(
         password_lifetime_days=settings.deployer_password_lifetime_days,
         subscription_id=client.subscription_id,
         registry_id=registry.registry_id,
+        owners=operators.owners,
         depends_on=guards,
     ),
 )
@@ -197,6 +206,7 @@ sign_in = (
         SignInArgs(
             name_prefix=settings.name_prefix,
             secret_lifetime_days=settings.sign_in_secret_lifetime_days,
+            owners=operators.owners,
             public_hostname=public_endpoint.hostname if public_endpoint else None,
             depends_on=guards,
         ),
@@ -434,6 +444,9 @@ if settings.export_deployer_password:  # off by default: the password stays insi
 pulumi.export("trackingIdentityClientId", tracking_identity.client_id)
 pulumi.export("backupIdentityClientId", backup_identity.client_id)
 pulumi.export("tenantId", client.tenant_id)
+# Who owns the Entra ID applications (every operator the stack has had) and who deployed it first.
+pulumi.export("owners", operators.owners)
+pulumi.export("firstDeployer", operators.first_deployer)
 pulumi.export("namespace", settings.namespace)
 pulumi.export("runsNamespace", settings.runs_namespace)
 pulumi.export("trackingUrl", mlflow.tracking_url)

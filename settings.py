@@ -131,6 +131,12 @@ class Settings:
     """The public IPv4 address the API server sees from the machine running `pulumi up` (None: detect
     it), checked against api_server_authorized_ip_ranges before anything is created
     (components/deployer_address.py)."""
+    operators: tuple[str, ...]
+    """Object ids (lower case, no repeats) of who runs `pulumi up`: owners of the Entra ID applications,
+    cluster admins; empty: the stack's first deployer (components/operators.py)."""
+    operators_group: str | None
+    """Object id (lower case) of the group that gets the cluster role instead of each operator; None: each
+    operator gets it."""
     system_node_vm_size: str
     """VM size of the system node pool."""
     system_node_count: int
@@ -540,6 +546,34 @@ def _group_problems(key: str, groups: list[Any], auth: Any) -> list[Problem]:
     return problems
 
 
+def _operator_problems(operators: list[Any], group: Any) -> list[Problem]:
+    """operators: object ids, each once; operatorsGroup: empty or an object id."""
+    problems = []
+    seen: dict[str, int] = {}
+    for index, operator in enumerate(operators):
+        at = f"operators[{index}]"
+        if not (isinstance(operator, str) and _GUID.fullmatch(operator)):
+            rule = (
+                "must be the object id of a user or service principal (a GUID like "
+                "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0), not a name or an application (client) id: "
+                "`az ad user show --id <upn> --query id -o tsv`, "
+                "`az ad sp show --id <client id> --query id -o tsv`"
+            )
+            problems.append(Problem(at, rule, operator))
+            continue
+        canonical = str(uuid.UUID(operator))
+        if canonical in seen:
+            problems.append(Problem(at, f"repeats operators[{seen[canonical]}]", operator))
+        seen.setdefault(canonical, index)
+    if group and not (isinstance(group, str) and _GUID.fullmatch(group)):
+        rule = (
+            "must be empty or an Entra ID group's object id (a GUID), not its display name: "
+            "`az ad group show --group <name> --query id -o tsv`"
+        )
+        problems.append(Problem("operatorsGroup", rule, group))
+    return problems
+
+
 def _canonical_guids(groups: list[str]) -> tuple[str, ...]:
     """Lower case (as the `groups` claim carries them), without repeats, in the order given."""
     return tuple(dict.fromkeys(str(uuid.UUID(group)) for group in groups))
@@ -768,6 +802,8 @@ def _validate(
         for key in ("entraAllowedGroups", "entraAdminGroups"):
             if key in typed:
                 problems.extend(_group_problems(key, typed[key], auth))
+    if "operators" in typed:
+        problems.extend(_operator_problems(typed["operators"], typed.get("operatorsGroup")))
     if typed.get("trackingServiceAccount") == BACKUP_SERVICE_ACCOUNT:
         rule = (
             f"must not be {BACKUP_SERVICE_ACCOUNT!r}, the backup Jobs' ServiceAccount: the server would get "
@@ -875,5 +911,8 @@ def load_settings(
     )
     fields["entra_allowed_groups"] = _canonical_guids(fields["entra_allowed_groups"])
     fields["entra_admin_groups"] = _canonical_guids(fields["entra_admin_groups"])
+    fields["operators"] = _canonical_guids(fields["operators"])
+    group = fields["operators_group"]
+    fields["operators_group"] = str(uuid.UUID(group)) if group else None
     fields["runs"] = runs
     return Settings(**fields)

@@ -1,12 +1,15 @@
 """AKS cluster (managed identity, AKS-managed Entra ID with Azure RBAC and no local accounts, OIDC
 issuer, workload identity, Container Insights), an optional `jobs` node pool for MLflow run Jobs, the
 Entra ID kubeconfig and the `kubernetes.Provider` every Kubernetes and Helm resource of the program uses.
-The provider authenticates as the person running `pulumi up` (kubelogin, their `az login`), who gets
-"Azure Kubernetes Service RBAC Cluster Admin" on the cluster; it is ready once that role is effective."""
+The provider authenticates as the person running `pulumi up` (kubelogin, their `az login`). The stack's
+operators (components/operators.py: config `operators`, or the first deployer) each get "Azure Kubernetes
+Service RBAC Cluster Admin" on the cluster, or config `operatorsGroup` does instead; the runner is one of
+them (the Operators ledger refuses anyone else), and the provider is ready once their access is."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -60,8 +63,15 @@ class ClusterArgs:
     """Entra ID tenant the cluster authenticates against (the deploying client's)."""
     subscription_id: pulumi.Input[str]
     """Subscription of the built-in role definitions."""
-    deploying_principal_id: pulumi.Input[str]
-    """Object id of whoever runs `pulumi up` (user or CI principal): gets AKS RBAC Cluster Admin."""
+    runner_id: pulumi.Input[str]
+    """Object id of whoever runs `pulumi up` this time: the access check waits for them."""
+    first_deployer_id: pulumi.Input[str]
+    """The stack's first deployer (the Operators ledger's, fixed): the one cluster admin when `operators`
+    and `operators_group` are empty."""
+    operators: Sequence[str]
+    """Config `operators`: each gets AKS RBAC Cluster Admin (unless `operators_group`)."""
+    operators_group: str | None
+    """Config `operatorsGroup`: the one principal (a group) that gets the role, instead of each operator."""
     api_server_authorized_ip_ranges: tuple[str, ...]
     """CIDRs that may reach the API server; empty for no IP restriction (Entra ID still required)."""
     vnet_subnet_id: pulumi.Input[str] | None = None
@@ -75,8 +85,8 @@ class ClusterArgs:
 class Cluster(pulumi.ComponentResource):
     managed_cluster: containerservice.ManagedCluster
     jobs_pool: containerservice.AgentPool | None
-    admin_assignment: authorization.RoleAssignment
-    """AKS RBAC Cluster Admin of the principal running `pulumi up`, on the cluster."""
+    admin_assignments: list[authorization.RoleAssignment]
+    """AKS RBAC Cluster Admin on the cluster: of the group, of each operator, or of the first deployer."""
     access: ClusterAccess
     """Exists once that role is effective; the provider depends on it."""
     provider: kubernetes.Provider
@@ -211,20 +221,10 @@ class Cluster(pulumi.ComponentResource):
                 ),
             )
 
-        # Whoever runs `pulumi up` installs the Helm releases with their own Entra ID identity: Kubernetes
-        # admin through Azure RBAC, on this cluster only. They may be a user or a CI service principal, and
-        # Azure refuses an assignment whose principalType does not match (UnmatchedPrincipalType, see
-        # hashicorp/terraform-provider-azurerm#4168): the type is read from Entra ID.
-        deploying_principal = azuread.get_directory_object_output(object_id=args.deploying_principal_id)
-        self.admin_assignment = roles.assign_role(
-            f"{name}-deployer-cluster-admin",
-            subscription_id=args.subscription_id,
-            role=roles.AKS_RBAC_CLUSTER_ADMIN,
-            principal_id=args.deploying_principal_id,
-            scope=self.managed_cluster.id,
-            parent=self,
-            principal_type=deploying_principal.type,
-        )
+        # Operators install the Helm releases with their own Entra ID identity: Kubernetes admin through
+        # Azure RBAC, on this cluster only. Each assignment's principal is named in config (or is the first
+        # deployer the ledger keeps), never the caller, so a colleague's or CI's run changes none of them.
+        self.admin_assignments = self._admin_assignments(name, args)
 
         # Azure's cluster-user kubeconfig gives the server and its CA; its user (a device-code login) is
         # replaced by kubelogin with the Azure CLI's login (components/cluster_access.py).
@@ -247,9 +247,12 @@ class Cluster(pulumi.ComponentResource):
             certificate_authority_data=api_server.apply(
                 lambda cluster: cluster.get("certificate-authority-data", "")
             ),
-            principal_id=args.deploying_principal_id,
-            role_assignment_id=self.admin_assignment.id,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.admin_assignment]),
+            principal_id=args.runner_id,
+            # Any new or replaced assignment is a reason to check again.
+            role_assignment_id=pulumi.Output.all(*(a.id for a in self.admin_assignments)).apply(
+                lambda ids: ",".join(sorted(ids))
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.admin_assignments),
         )
         # No `delete_unreachable`: the provider calls the cluster unreachable on any failure to reach it (an
         # expired `az login`, an address outside apiServerAuthorizedIpRanges), and with it a `pulumi refresh`
@@ -284,3 +287,40 @@ class Cluster(pulumi.ComponentResource):
                 "kubeconfig": self.kubeconfig,
             }
         )
+
+    def _admin_assignments(self, name: str, args: ClusterArgs) -> list[authorization.RoleAssignment]:
+        def assign(
+            resource_name: str, principal_id: pulumi.Input[str], **opts
+        ) -> authorization.RoleAssignment:
+            # A user or a CI service principal (or a group): Azure refuses an assignment whose principalType
+            # does not match (UnmatchedPrincipalType, see hashicorp/terraform-provider-azurerm#4168), so
+            # the type is read from Entra ID.
+            principal = azuread.get_directory_object_output(object_id=principal_id)
+            return roles.assign_role(
+                resource_name,
+                subscription_id=args.subscription_id,
+                role=roles.AKS_RBAC_CLUSTER_ADMIN,
+                principal_id=principal_id,
+                scope=self.managed_cluster.id,
+                parent=self,
+                principal_type=principal.type,
+                **opts,
+            )
+
+        first_deployer_name = f"{name}-deployer-cluster-admin"
+        if args.operators_group:
+            return [assign(f"{name}-operators-group-cluster-admin", args.operators_group)]
+        if not args.operators:
+            # The name stacks made before `operators` existed gave the deployer's: kept, so no change.
+            return [assign(first_deployer_name, args.first_deployer_id)]
+        # One per operator, named by object id: adding or removing one leaves the others alone. The first
+        # listed takes over the first deployer's assignment when the list is first set (the ledger has it
+        # listed first, if at all, so that no principal gets the role twice).
+        return [
+            assign(
+                f"{name}-operator-{operator}-cluster-admin",
+                operator,
+                aliases=[pulumi.Alias(name=first_deployer_name)] if index == 0 else None,
+            )
+            for index, operator in enumerate(args.operators)
+        ]

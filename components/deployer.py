@@ -4,6 +4,7 @@ the cluster is reached with the Entra ID identity of whoever runs `pulumi up`, n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -11,6 +12,7 @@ import pulumi_azuread as azuread
 from pulumi_azure_native import authorization
 
 from components import roles
+from components.entra_owners import EntraOwners
 from components.password_expiry import PasswordExpiry
 
 
@@ -24,6 +26,9 @@ class DeployerArgs:
     """Subscription of the built-in role definitions."""
     registry_id: pulumi.Input[str]
     """Scope of AcrPush."""
+    owners: pulumi.Input[Sequence[str]]
+    """Object ids of the application's and service principal's owners: the stack's operators
+    (components/operators.py), a list that only grows."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What must exist before the Entra ID application is created (the data guard)."""
 
@@ -31,6 +36,8 @@ class DeployerArgs:
 class Deployer(pulumi.ComponentResource):
     application: azuread.Application
     service_principal: azuread.ServicePrincipal
+    owners: list[EntraOwners]
+    """Operators added after creation, made owners of the application and service principal."""
     password_expiry: PasswordExpiry
     """The password's end date, fixed when the password is created."""
     role_assignments: list[authorization.RoleAssignment]
@@ -43,20 +50,35 @@ class Deployer(pulumi.ComponentResource):
     def __init__(self, name: str, args: DeployerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-aks:foundation:Deployer", name, None, opts)
 
-        # The person running `pulumi up` owns the application, so they can manage it without admin rights.
-        current = azuread.get_client_config_output()
+        # The stack's operators own the application and its service principal, so any of them can manage
+        # them without admin rights; not whoever runs `pulumi up` this time. `owners` is taken at creation
+        # only: operators added later are added by `owners` below, and nobody is ever removed.
         self.application = azuread.Application(
             f"{name}-app",
             display_name=f"{args.name_prefix}-deployer",
-            owners=[current.object_id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on),
+            owners=args.owners,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on, ignore_changes=["owners"]),
         )
         self.service_principal = azuread.ServicePrincipal(
             f"{name}-sp",
             client_id=self.application.client_id,
-            owners=[current.object_id],
-            opts=pulumi.ResourceOptions(parent=self),
+            owners=args.owners,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["owners"]),
         )
+        self.owners = [
+            EntraOwners(
+                f"{name}-app-owners",
+                path=pulumi.Output.concat("applications/", self.application.object_id),
+                owners=args.owners,
+                opts=pulumi.ResourceOptions(parent=self),
+            ),
+            EntraOwners(
+                f"{name}-sp-owners",
+                path=pulumi.Output.concat("servicePrincipals/", self.service_principal.object_id),
+                owners=args.owners,
+                opts=pulumi.ResourceOptions(parent=self),
+            ),
+        ]
         # A date computed once (components/password_expiry.py): the same lifetime on the next `pulumi up`
         # is no change, so the password is not rotated on every run.
         self.password_expiry = PasswordExpiry(

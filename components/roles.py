@@ -36,6 +36,7 @@ def assign_role(
     parent: pulumi.Resource,
     principal_type: pulumi.Input[str] = authorization.PrincipalType.SERVICE_PRINCIPAL,
     retain_on_delete: bool = False,
+    aliases: list[pulumi.Alias] | None = None,
 ) -> authorization.RoleAssignment:
     """Grant `role` to a service principal or managed identity (`principal_id`) on `scope`.
 
@@ -43,6 +44,7 @@ def assign_role(
     principal's (UnmatchedPrincipalType), and the SDK would send `User` for an empty one.
     `retain_on_delete` for a scope under a CanNotDelete lock, where Azure refuses to delete the assignment:
     Pulumi then forgets it instead (components/resource_groups.py).
+    `aliases`: earlier names of the assignment, so that a rename keeps it.
     """
     return authorization.RoleAssignment(
         name,
@@ -51,5 +53,5 @@ def assign_role(
         # Declaring the type lets Azure accept a principal created seconds ago (no replication wait).
         principal_type=principal_type,
         scope=scope,
-        opts=pulumi.ResourceOptions(parent=parent, retain_on_delete=retain_on_delete),
+        opts=pulumi.ResourceOptions(parent=parent, retain_on_delete=retain_on_delete, aliases=aliases),
     )

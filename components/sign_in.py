@@ -1,5 +1,5 @@
 """Sign-in with Entra ID (config `auth: entra`): the application people, scripts and the tracking server
-use, registered in the tenant of whoever runs `pulumi up`.
+use, registered in the tenant of whoever runs `pulumi up` and owned by the stack's operators.
 
 - People sign in in the browser (authorization code flow, a web app with a client secret): Entra ID sends
   them back to `https://<public hostname>/callback`, or to the port-forward's `http://localhost:5000/callback`.
@@ -15,6 +15,7 @@ deployer's password): later `pulumi up`s keep it, a new lifetime rotates it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -22,6 +23,7 @@ import pulumi_azuread as azuread
 import pulumi_random as random
 
 from components import chart_values
+from components.entra_owners import EntraOwners
 from components.password_expiry import PasswordExpiry
 
 # The Azure CLI's well-known client id
@@ -46,6 +48,9 @@ class SignInArgs:
     """Prefix of the application's display name."""
     secret_lifetime_days: int
     """Days the client secret is valid from its creation (a new value rotates it)."""
+    owners: pulumi.Input[Sequence[str]]
+    """Object ids of the application's and service principal's owners: the stack's operators
+    (components/operators.py), a list that only grows."""
     public_hostname: pulumi.Input[str] | None = None
     """DNS name of the public endpoint (`exposure: public`): its `/callback` is a redirect URI. None:
     private, only the port-forward's."""
@@ -62,6 +67,8 @@ class SignIn(pulumi.ComponentResource):
     cli_pre_authorization: azuread.ApplicationPreAuthorized
     """The Azure CLI may ask for the scope without a consent prompt."""
     service_principal: azuread.ServicePrincipal
+    owners: list[EntraOwners]
+    """Operators added after creation, made owners of the application and service principal."""
     secret_expiry: PasswordExpiry
     """The client secret's end date, fixed when the secret is created."""
     client_secret_credential: azuread.ApplicationPassword
@@ -79,7 +86,7 @@ class SignIn(pulumi.ComponentResource):
     def __init__(self, name: str, args: SignInArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-aks:app:SignIn", name, None, opts)
 
-        # As the deployer's: the person running `pulumi up` owns the application and its tenant is the one.
+        # As the deployer's: the stack's operators own the application; the tenant is the caller's.
         current = azuread.get_client_config_output()
         self.scope_id = random.RandomUuid(f"{name}-scope-id", opts=pulumi.ResourceOptions(parent=self))
         redirect_uris: list[pulumi.Input[str]] = []
@@ -91,7 +98,7 @@ class SignIn(pulumi.ComponentResource):
         self.application = azuread.Application(
             f"{name}-app",
             display_name=f"{args.name_prefix}-mlflow",
-            owners=[current.object_id],
+            owners=args.owners,
             sign_in_audience="AzureADMyOrg",
             web=azuread.ApplicationWebArgs(
                 redirect_uris=redirect_uris,
@@ -126,8 +133,9 @@ class SignIn(pulumi.ComponentResource):
             ),
             # The identifier URI names the client id, known only once the application exists: it is the
             # ApplicationIdentifierUri below, which the provider says to pair with ignoring this input.
+            # `owners` is taken at creation only: `owners` below adds later operators, removing nobody.
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=args.depends_on, ignore_changes=["identifierUris"]
+                parent=self, depends_on=args.depends_on, ignore_changes=["identifierUris", "owners"]
             ),
         )
         self.client_id = self.application.client_id
@@ -149,9 +157,23 @@ class SignIn(pulumi.ComponentResource):
         self.service_principal = azuread.ServicePrincipal(
             f"{name}-sp",
             client_id=self.client_id,
-            owners=[current.object_id],
-            opts=pulumi.ResourceOptions(parent=self),
+            owners=args.owners,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["owners"]),
         )
+        self.owners = [
+            EntraOwners(
+                f"{name}-app-owners",
+                path=pulumi.Output.concat("applications/", self.application.object_id),
+                owners=args.owners,
+                opts=pulumi.ResourceOptions(parent=self),
+            ),
+            EntraOwners(
+                f"{name}-sp-owners",
+                path=pulumi.Output.concat("servicePrincipals/", self.service_principal.object_id),
+                owners=args.owners,
+                opts=pulumi.ResourceOptions(parent=self),
+            ),
+        ]
         # A date computed once (components/password_expiry.py): the same lifetime on the next `pulumi up`
         # is no change, so the secret is not rotated on every run.
         self.secret_expiry = PasswordExpiry(

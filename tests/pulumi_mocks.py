@@ -65,6 +65,8 @@ users:
 # The retention Azure reports on a kept backups container: the Pulumi.yaml default of backupRetentionDays,
 # what the stack that kept it had (RecordingMocks takes another, 0 for a container kept without one).
 KEPT_BACKUPS_RETENTION_DAYS = 30
+# The stack's Operators ledger (components/operators.py), a dynamic resource with state of its own.
+OPERATORS_TYPE = "pulumi-python:dynamic/mlflow-aks:Operators"
 # The tools `pulumi up` needs on PATH (components/cluster_access.py), as a mocked run finds them.
 TOOLS_ON_PATH = ("kubelogin", "az")
 # This machine's public address as a mocked run detects it (components/deployer_address.py): inside the
@@ -284,18 +286,30 @@ class RecordingMocks(pulumi.runtime.Mocks):
         extra_outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None,
         deploying_principal_type: str = "User",
         kept_backups_retention_days: int = KEPT_BACKUPS_RETENTION_DAYS,
+        caller_object_id: str = DEPLOYING_USER_OBJECT_ID,
+        principal_types: dict[str, str] | None = None,
+        operators_state: dict[str, Any] | None = None,
     ):
         self.resources: list[Registered] = []
         self.calls: list[pulumi_mocks.MockCallArgs] = []
         self._extra_outputs = extra_outputs
         # What Entra ID says the principal running `pulumi up` is: a person, or a CI service principal.
         self.deploying_principal_type = deploying_principal_type
+        # Who runs `pulumi up` (both client configs' objectId), and what Entra ID says other principals are.
+        self.caller_object_id = caller_object_id
+        self.principal_types = {caller_object_id: deploying_principal_type, **(principal_types or {})}
+        # The Operators ledger as an earlier run left it in the stack (None: a new stack). The engine's
+        # diff/update is played with the real provider; `operators_outputs` is what this run leaves.
+        self.operators_state = operators_state
+        self.operators_outputs: dict[str, Any] | None = None
         # The retention policy Azure reports on a kept backups container (0: none, an older stack's).
         self.kept_backups_retention_days = kept_backups_retention_days
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
         id_ = f"{args.name}-id"
         outputs = {**args.inputs, **_computed_outputs(args.typ, args.name, args.inputs, id_)}
+        if args.typ == OPERATORS_TYPE:
+            outputs.update(self._operators(args.inputs))
         if self._extra_outputs:
             outputs.update(self._extra_outputs(args))
         self.resources.append(
@@ -311,25 +325,41 @@ class RecordingMocks(pulumi.runtime.Mocks):
         )
         return [outputs.get("id", id_), outputs]
 
+    def _operators(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The ledger's outputs as the engine would make them: create on a new stack, else diff and
+        update (or keep the state) with the provider's own code."""
+        from components.operators import OperatorsProvider
+
+        news = {key: value for key, value in plain(inputs).items() if not key.startswith("__")}
+        provider = OperatorsProvider()
+        if self.operators_state is None:
+            outs = provider.create(news).outs
+        elif provider.diff("operators", self.operators_state, news).changes:
+            outs = provider.update("operators", self.operators_state, news).outs
+        else:
+            outs = dict(self.operators_state)
+        self.operators_outputs = outs
+        return outs
+
     def call(self, args: pulumi_mocks.MockCallArgs):
         self.calls.append(args)
         if args.token == "azure-native:authorization:getClientConfig":
             return {
                 "clientId": _guid("cli-client"),
-                "objectId": DEPLOYING_USER_OBJECT_ID,
+                "objectId": self.caller_object_id,
                 "subscriptionId": SUBSCRIPTION_ID,
                 "tenantId": TENANT_ID,
             }
         if args.token == "azuread:index/getClientConfig:getClientConfig":
             return {
                 "clientId": _guid("cli-client"),
-                "objectId": DEPLOYING_USER_OBJECT_ID,
+                "objectId": self.caller_object_id,
                 "tenantId": TENANT_ID,
             }
         if args.token == "azuread:index/getDirectoryObject:getDirectoryObject":
             object_id = args.args["objectId"]
-            assert object_id == DEPLOYING_USER_OBJECT_ID, f"unexpected directory lookup of {object_id}"
-            return {"id": object_id, "objectId": object_id, "type": self.deploying_principal_type}
+            assert object_id in self.principal_types, f"unexpected directory lookup of {object_id}"
+            return {"id": object_id, "objectId": object_id, "type": self.principal_types[object_id]}
         if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
             encoded = base64.b64encode(KUBECONFIG.encode()).decode()
             return {"kubeconfigs": [{"name": "clusterUser", "value": encoded}]}

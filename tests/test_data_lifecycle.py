@@ -38,6 +38,7 @@ BLOB_SERVICE = "storage-blob-service"
 PROTECTED = (*DATA, SUFFIX, BLOB_SERVICE)
 IMPORTED = (*DATA, LOCK)
 GUARD = "pulumi-python:dynamic/mlflow-aks:DataGuard"
+OPERATORS = "pulumi-python:dynamic/mlflow-aks:Operators"
 
 
 def by_name(run: ProgramRun) -> dict[str, object]:
@@ -275,11 +276,16 @@ def test_the_guard_comes_first_and_every_change_to_the_world_waits_for_it(config
 def _assert_the_guard_comes_first(run: ProgramRun) -> None:
     # Registrations reach the mock monitor from worker threads, so components (which wait for nothing)
     # may be recorded before the guard; what changes the world is recorded after it, as it depends on it.
+    # The operators ledger (components/operators.py) precedes it: it changes nothing; the guard waits for it.
+    operators = [r for r in run.resources if r.type == OPERATORS]
     changes = [
-        r for r in run.resources if r.custom and not r.type.startswith(("random:", "pulumi:providers:"))
+        r
+        for r in run.resources
+        if r.custom and not r.type.startswith(("random:", "pulumi:providers:")) and r.type != OPERATORS
     ]
     assert changes[0].type == GUARD
     closure = _transitive_dependencies(run)
+    assert [r.name for r in operators] == ["operators"] and "operators" in closure[changes[0].name]
     guard = changes[0].name
     waiting = {r.name for r in changes[1:]}
     assert waiting, "the program declares resources"
@@ -293,7 +299,9 @@ def test_the_in_place_guard_follows_the_data_guard_and_everything_else_waits_for
     changes = [
         r.name
         for r in created.resources
-        if r.custom and r.name != in_place and not r.type.startswith(("random:", "pulumi:providers:", GUARD))
+        if r.custom
+        and r.name != in_place
+        and not r.type.startswith(("random:", "pulumi:providers:", GUARD, OPERATORS))
     ]
     assert changes and [name for name in changes if in_place not in closure[name]] == []
 

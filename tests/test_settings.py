@@ -14,6 +14,9 @@ from pulumi_mocks import PROJECT, REPO_ROOT, STACK, RecordingMocks, config_value
 from settings import Settings, SettingsError, config_key, declared_config, load_settings
 
 # (config, the key the error must name). Each would break a deployment or a derived Azure name.
+# An operator's object id (a person or a CI service principal).
+OPERATOR = "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+
 BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"systemNodeCount": 0}, "systemNodeCount"),
     ({"systemNodeCount": "three"}, "systemNodeCount"),
@@ -109,6 +112,11 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"database": "flexibleServer", "mysqlDiskSizeGib": 64}, "mysqlDiskSizeGib"),
     ({"database": "flexibleServer", "backupSchedule": "0 */6 * * *"}, "backupSchedule"),
     ({"database": "flexibleServer", "binlogShipMinutes": 10}, "binlogShipMinutes"),
+    # Operators are object ids, each once (a UPN or a client id would never match the caller).
+    ({"operators": ["alice@example.com"]}, "operators[0]"),
+    ({"operators": [OPERATOR, OPERATOR.upper()]}, "operators[1]"),
+    ({"operators": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"}, "operators"),
+    ({"operatorsGroup": "mlflow-operators"}, "operatorsGroup"),
 ]
 
 
@@ -177,6 +185,7 @@ def test_declared_defaults_are_valid_and_become_the_settings():
             "data_storage_account",
             "database_server_name",
             "deployer_ip_address",
+            "operators_group",
         ):  # empty: not set
             default = default or None
         value = getattr(settings, field.name)
@@ -279,6 +288,8 @@ def test_the_cli_passing_every_default_changes_nothing():
             "sign_in_secret_lifetime_days",
             180,
         ),
+        ({"operators": [OPERATOR.upper(), ENTRA_GROUP]}, "operators", (OPERATOR, ENTRA_GROUP)),
+        ({"operatorsGroup": ENTRA_GROUP.upper()}, "operators_group", ENTRA_GROUP),
         (
             {"systemNodeAutoscale": False, "systemNodeMinCount": 5, "systemNodeMaxCount": 2},
             "system_node_min_count",

@@ -221,6 +221,10 @@ class Settings:
     """MLflow permission every user has on experiments and models they did not create (both modes)."""
     sign_in_secret_lifetime_days: int
     """Days the sign-in application's client secret is valid from its creation (`auth: entra`)."""
+    kek_version: int
+    """Version of the key over the AI Gateway's stored API keys; raising it rotates the key."""
+    mlflow_telemetry: bool
+    """MLflow's usage telemetry on (off: MLFLOW_DISABLE_TELEMETRY in every pod and Job)."""
     runs: tuple[RunSpec, ...]
     """MLflow project runs, one `mlflow_project` release each."""
 
@@ -458,6 +462,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "defaultPermission": _one_of(MLFLOW_PERMISSIONS),
     # At most a year, as for the deployer's password; a new value rotates the secret.
     "signInSecretLifetimeDays": _between(1, 365),
+    "kekVersion": _between(1, 1000),
 }
 
 

@@ -187,6 +187,18 @@ class SetupContext:
     """Password of the MLflow admin user (secret, generated, at least 12 characters)."""
     flask_secret_key: str
     """Flask secret key shared by the tracking replicas (secret, generated, at least 16 characters)."""
+    kek_passphrase: str
+    """Passphrase of MLflow's key-encryption key over the AI Gateway's stored keys (secret, generated,
+    at least 32 characters)."""
+    webhook_key: str
+    """Fernet key of MLflow's webhook secrets (secret, generated: 32 bytes, URL-safe base64)."""
+    kek_version: int = 1
+    """Version of the key-encryption key (config kekVersion)."""
+    previous_kek_passphrase: str = ""
+    """Passphrase of version `kek_version - 1` (secret), kept so that keys still wrapped with it are
+    re-wrapped; empty at version 1."""
+    telemetry: bool = False
+    """MLflow's usage telemetry on (config mlflowTelemetry)."""
     mysql_root_password: str = ""
     """MySQL root password (secret, generated; required unless `flexible_server`)."""
     mysql_password: str = ""
@@ -307,6 +319,8 @@ class ProjectContext:
     projected ServiceAccount token, for a server with Entra ID sign-in)."""
     token_audience: str = RUN_TOKEN_AUDIENCE
     """Audience of the projected token (`serviceAccountToken`)."""
+    telemetry: bool = False
+    """MLflow's usage telemetry on in the run (config mlflowTelemetry)."""
 
 
 def tracking_url(namespace: str) -> str:

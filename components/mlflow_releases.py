@@ -9,6 +9,7 @@ values file is written anywhere.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -197,8 +198,21 @@ class MlflowReleasesArgs:
     run_depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What run Jobs need besides the setup release: the jobs pool they are scheduled on. A pool that
     failed to create then fails its runs at once instead of leaving them Pending until their timeout."""
+    kek_version: int = 1
+    """Version of the key over the AI Gateway's stored keys (config kekVersion); raising it rotates it."""
+    telemetry: bool = False
+    """MLflow's usage telemetry on (config mlflowTelemetry)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """Azure resources the pods need first (AcrPull, federated credential, blob access, disk attach)."""
+
+
+def _kek_passphrase_name(name: str, version: int) -> str:
+    return f"{name}-kek-passphrase" if version == 1 else f"{name}-kek-passphrase-v{version}"
+
+
+def _fernet_key(standard_base64: str) -> str:
+    """32 random bytes as a Fernet key: URL-safe base64 (RandomBytes gives the standard alphabet)."""
+    return base64.urlsafe_b64encode(base64.b64decode(standard_base64)).decode()
 
 
 def _password(name: str, parent: pulumi.Resource, length: int) -> random.RandomPassword:
@@ -250,6 +264,18 @@ class MlflowReleases(pulumi.ComponentResource):
 
         admin_password = _password(f"{name}-admin-password", self, 24)
         flask_secret_key = _password(f"{name}-flask-secret-key", self, 64)
+        # What MLflow encrypts in its database. The gateway keys' passphrase of each `kek_version` is a
+        # resource of its own, and the previous version's is kept, so raising the version rotates: the
+        # init container re-wraps every stored key from the previous passphrase (kek.py).
+        kek_passphrase = _password(_kek_passphrase_name(name, args.kek_version), self, 64)
+        previous_kek_passphrase = (
+            _password(_kek_passphrase_name(name, args.kek_version - 1), self, 64).result
+            if args.kek_version > 1
+            else ""
+        )
+        webhook_key = random.RandomBytes(
+            f"{name}-webhook-key", length=32, opts=pulumi.ResourceOptions(parent=self)
+        ).base64.apply(_fernet_key)
 
         public: dict[str, pulumi.Input[str]] = {}
         if args.exposure == "public":
@@ -362,6 +388,9 @@ class MlflowReleases(pulumi.ComponentResource):
             tls_existing_claim=self.certificate_volume.claim_name,
             admin_password=admin_password.result,
             flask_secret_key=flask_secret_key.result,
+            kek_passphrase=kek_passphrase.result,
+            previous_kek_passphrase=previous_kek_passphrase,
+            webhook_key=webhook_key,
             **public,
             **oidc,
             runs_namespace=runs_namespace,
@@ -382,6 +411,8 @@ class MlflowReleases(pulumi.ComponentResource):
                     tracking_service_account=args.tracking_service_account,
                     admin_username=args.admin_username,
                     tracking_replicas=args.tracking_replicas,
+                    kek_version=args.kek_version,
+                    telemetry=args.telemetry,
                 )
             )
         )
@@ -425,6 +456,7 @@ class MlflowReleases(pulumi.ComponentResource):
                 jobs_pool_taint=args.jobs_pool_taint,
                 # With Entra ID sign-in, a run presents its own short-lived ServiceAccount token.
                 auth="password" if args.sign_in is None else "serviceAccountToken",
+                telemetry=args.telemetry,
             )
 
         run_inputs = pulumi.Output.all(

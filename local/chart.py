@@ -491,6 +491,8 @@ def local_values(
     run_username: str,
     run_password: str,
     flask_secret_key: str,
+    kek_passphrase: str,
+    webhook_key: str,
     storage_account: str,
     container: str,
     artifacts_path: str,
@@ -552,6 +554,7 @@ def local_values(
             "metrics": {"host": "127.0.0.1", "port": metrics_port},
             "serviceAccount": {"workloadIdentityClientId": "00000000-0000-0000-0000-000000000000"},
             "auth": auth,
+            "encryption": {"kekPassphrase": kek_passphrase, "kekVersion": 1, "webhookKey": webhook_key},
             "artifacts": {"storageAccount": storage_account, "container": container, "path": artifacts_path},
         },
         # MariaDB stands in for MySQL: the steps in MySQL's image (the binlog Jobs' mysqlbinlog and mysql)

@@ -40,6 +40,7 @@ stand-in of the cluster's issuer, and no password.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import fcntl
@@ -334,6 +335,7 @@ class LocalStack:
             }
         if self.config.https:
             env["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(self.ca_bundle)
+        env["MLFLOW_DISABLE_TELEMETRY"] = "true"  # as in every pod and Job (config mlflowTelemetry)
         return env
 
     # ----------------------------------------------------------------- the chart contract
@@ -371,6 +373,8 @@ class LocalStack:
             run_username=c.run_username,
             run_password=s["run_password"],
             flask_secret_key=s["flask_secret_key"],
+            kek_passphrase=s["kek_passphrase"],
+            webhook_key=s["webhook_key"],
             storage_account=c.storage_account,
             container=c.container,
             artifacts_path=c.artifacts_path,
@@ -1041,6 +1045,9 @@ _SECRET_GENERATORS = {
     "admin_password": lambda: secrets.token_urlsafe(24),
     "run_password": lambda: secrets.token_urlsafe(24),
     "flask_secret_key": lambda: secrets.token_hex(32),
+    # What MLflow encrypts in its database: the gateway keys' passphrase, and webhook secrets' Fernet key.
+    "kek_passphrase": lambda: secrets.token_urlsafe(48),
+    "webhook_key": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
     # Azurite wants a base64 account key, as Azure's.
     "storage_key": lambda: _b64(secrets.token_bytes(64)),
     # Single sign-on: the application's client secret at the local provider, and the local stand-in of

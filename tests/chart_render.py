@@ -72,6 +72,8 @@ SECRETS = {
     "mysql_password": "Db#pass/word%41&x=y",
     "admin_password": "Admin'pass\"word: 1234",
     "flask_secret_key": "flask-secret-key-0123456789abcdef",
+    "kek_passphrase": "kek 'pass\"phrase: with odd chars 0123456789",
+    "webhook_key": "ZmVybmV0LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OWE=",
 }
 
 

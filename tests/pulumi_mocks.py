@@ -270,6 +270,9 @@ def _computed_outputs(type_: str, name: str, inputs: dict[str, Any], id_: str) -
     elif type_ in ("random:index/randomString:RandomString", "random:index/randomPassword:RandomPassword"):
         length = int(plain(inputs.get("length", 16)))
         out["result"] = (hashlib.sha256(name.encode()).hexdigest() * 4)[:length]
+    elif type_ == "random:index/randomBytes:RandomBytes":
+        raw = (hashlib.sha512(name.encode()).digest() * 4)[: int(plain(inputs.get("length", 32)))]
+        out.update(base64=base64.b64encode(raw).decode(), hex=raw.hex())
     elif type_ == "docker:index/image:Image":
         image_name = plain(inputs.get("imageName", name))
         digest = hashlib.sha256(image_name.encode()).hexdigest()

@@ -414,6 +414,73 @@ def test_disruption_budgets_never_block_a_node_drain(setup_renders, name):
     assert 10 <= mysql["terminationGracePeriodSeconds"] <= 120
 
 
+def _env(container: dict) -> dict[str, dict]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def _from_secret(item: dict) -> tuple[str, str]:
+    ref = item["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_stacks_keys_reach_the_server_and_its_migration(helm_bin, tmp_dir, version):
+    """MLflow's gateway-key passphrase and webhook key come from the tracking Secret into both the init
+    container (which re-wraps stored keys, kek.py) and the server; the previous passphrase of a rotation
+    only into the init container. Without them MLflow falls back to its public default passphrase and a
+    per-process webhook key."""
+    ctx = cr.setup_context()
+    previous = "previous kek passphrase, 32 characters or more" if version > 1 else ""
+    ctx = SetupContext(**{**ctx.__dict__, "kek_version": version, "previous_kek_passphrase": previous})
+    objects = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, setup_values(ctx), tmp_dir)
+    secret = cr.one(objects, "Secret", chart_values.TRACKING_SERVICE)
+    data = cr.secret_data(secret)
+    assert data["kek-passphrase"] == ctx.kek_passphrase
+    assert data["webhook-key"] == ctx.webhook_key
+    assert data.get("previous-kek-passphrase", "") == previous
+    pod = tracking_deployment(objects)["spec"]["template"]["spec"]
+    migrate = next(c for c in pod["initContainers"] if c["name"] == "migrate")
+    for container in (migrate, server_container(objects)):
+        env = _env(container)
+        assert _from_secret(env["MLFLOW_CRYPTO_KEK_PASSPHRASE"]) == (
+            secret["metadata"]["name"],
+            "kek-passphrase",
+        )
+        assert _from_secret(env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"]) == (
+            secret["metadata"]["name"],
+            "webhook-key",
+        )
+        assert env["MLFLOW_CRYPTO_KEK_VERSION"]["value"] == str(version)
+    assert ("MLFLOW_AKS_PREVIOUS_KEK_PASSPHRASE" in _env(migrate)) is (version > 1)
+    assert "MLFLOW_AKS_PREVIOUS_KEK_PASSPHRASE" not in _env(server_container(objects))
+    if version > 1:
+        assert _from_secret(_env(migrate)["MLFLOW_AKS_PREVIOUS_KEK_PASSPHRASE"]) == (
+            secret["metadata"]["name"], "previous-kek-passphrase"
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("telemetry", [False, True])
+def test_mlflow_telemetry_is_off_in_every_mlflow_container_unless_opted_in(helm_bin, tmp_dir, telemetry):
+    """Every container that runs MLflow (the tracking image: server, migration, maintenance Jobs and
+    CronJobs, the helm test; the project image: run Jobs) gets MLFLOW_DISABLE_TELEMETRY unless opted in."""
+    ctx = SetupContext(**{**cr.setup_context("public", ("203.0.113.0/24",)).__dict__, "telemetry": telemetry})
+    setup = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, setup_values(ctx), tmp_dir)
+    run_ctx = cr.project_context(cr.RUNS["train"], True)
+    run = cr.render(
+        helm_bin, cr.PROJECT_CHART, run_ctx.run.name,
+        project_values(ProjectContext(**{**run_ctx.__dict__, "telemetry": telemetry})), tmp_dir,
+    )  # fmt: skip
+    checked = 0
+    for _, container in cr.every_container([*setup, *run]):
+        image = container["image"]
+        if not any(name in image for name in ("mlflow-tracking-server", "mlflow-project")):
+            continue  # MySQL, Caddy: no MLflow in them
+        checked += 1
+        value = _env(container).get("MLFLOW_DISABLE_TELEMETRY", {}).get("value")
+        assert value == (None if telemetry else "true"), container["name"]
+    assert checked >= 8  # server, migration, backup, binlogs, gc, upgrade Jobs, helm test, the run
+
+
 def test_helm_test_checks_health_and_an_authenticated_call(private_setup):
     pod = cr.one(private_setup, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
@@ -845,6 +912,18 @@ SETUP_REJECTIONS = {
     "no workload identity": (
         lambda v: v["tracking"]["serviceAccount"].update(workloadIdentityClientId=""),
         "workloadIdentityClientId",
+    ),
+    "short gateway-key passphrase": (
+        lambda v: v["tracking"]["encryption"].update(kekPassphrase="short"),
+        "kekPassphrase",
+    ),
+    "no gateway-key passphrase": (
+        lambda v: v["tracking"]["encryption"].update(kekPassphrase=""),
+        "kekPassphrase",
+    ),
+    "webhook key that is no Fernet key": (
+        lambda v: v["tracking"]["encryption"].update(webhookKey="not-a-key"),
+        "webhookKey",
     ),
     "no storage key": (lambda v: v["project"]["volume"].update(storageAccountKey=""), "storageAccountKey"),
     "claim name that is no Kubernetes name": (

@@ -569,6 +569,26 @@ def test_project_image_imports_what_the_project_runs(image_venvs):
     assert done.returncode == 0 and "--env-manager" in done.stdout, done.stderr[-3000:]
 
 
+def test_project_image_logs_system_metrics(image_venvs, tmp_path):
+    """`mlflow.start_run(log_system_metrics=True)` in a run: the image has psutil, so the run gets the
+    pod's CPU and memory series instead of MLflow's "psutil is not installed" warning."""
+    script = textwrap.dedent(f"""
+        import time, mlflow
+        mlflow.set_tracking_uri("sqlite:///{tmp_path}/mlflow.db")
+        mlflow.set_system_metrics_sampling_interval(0.2)
+        mlflow.set_system_metrics_samples_before_logging(1)
+        with mlflow.start_run(log_system_metrics=True) as run:
+            time.sleep(2)
+        print(sorted(mlflow.get_run(run.info.run_id).data.metrics))
+    """)
+    done = run_in(image_venvs["project"], "-c", script, env={"HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "psutil" not in done.stderr, done.stderr[-3000:]
+    metrics = done.stdout.strip().splitlines()[-1]
+    assert "system/cpu_utilization_percentage" in metrics
+    assert "system/system_memory_usage_megabytes" in metrics
+
+
 def test_project_image_signs_in_with_its_service_account_token(image_venvs, tmp_path):
     """MLFLOW_TRACKING_AUTH=kubernetes (the Job with a sign-in server): MLflow's provider, with the
     Kubernetes client it needs, sends the projected token as the bearer credential."""

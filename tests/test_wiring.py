@@ -76,6 +76,9 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "gcSchedule": "0 4 * * *",
         "gcOlderThan": "7d12h",
         "binlogShipMinutes": 2,
+        # The gateway keys' key rotated twice; telemetry opted in.
+        "kekVersion": 3,
+        "mlflowTelemetry": True,
     },
 }
 
@@ -200,17 +203,56 @@ def test_namespaces_are_created_by_the_program_and_runs_get_their_own(case):
 
 
 def test_generated_secrets_come_from_pulumi_random(case):
-    _, run = case
+    config, run = case
     passwords = {p.name: p.inputs for p in run.of_type(PASSWORD)}
+    version = setting(config, "kekVersion", 1)
+
+    # The gateway keys' passphrase of the current version and, after a rotation, the previous one.
+    def kek(at: int) -> str:
+        return "mlflow-kek-passphrase" if at == 1 else f"mlflow-kek-passphrase-v{at}"
+
+    kek_passphrases = {kek(version)} if version == 1 else {kek(version), kek(version - 1)}
     assert set(passwords) == {
         "mlflow-mysql-root-password",
         "mlflow-mysql-password",
         "mlflow-admin-password",
         "mlflow-flask-secret-key",
+        *kek_passphrases,
     }
     for inputs in passwords.values():
         assert inputs["special"] is False
         assert inputs["length"] >= 24
+
+
+def test_encryption_keys_are_the_stacks_generated_secrets(case):
+    """MLflow's gateway-key passphrase and webhook key: generated per stack, the same for every replica,
+    and after a rotation (kekVersion raised) the previous passphrase too, so the init container re-wraps."""
+    config, run = case
+    version = setting(config, "kekVersion", 1)
+    encryption = plain(setup_release(run).inputs["values"])["tracking"]["encryption"]
+    current = generated(run, "kek-passphrase" if version == 1 else f"kek-passphrase-v{version}")
+    previous = "" if version == 1 else generated(
+        run, "kek-passphrase" if version == 2 else f"kek-passphrase-v{version - 1}"
+    )  # fmt: skip
+    webhook = run.named("mlflow-webhook-key")
+    assert webhook.inputs["length"] == 32
+    raw = base64.b64decode(webhook.outputs["base64"])
+    assert encryption == {
+        "kekPassphrase": current,
+        "kekVersion": version,
+        "previousKekPassphrase": previous,
+        # Fernet's alphabet (URL-safe) over the same 32 random bytes.
+        "webhookKey": base64.urlsafe_b64encode(raw).decode(),
+    }
+    assert len(current) >= 32 and current != previous
+
+
+def test_telemetry_is_off_unless_opted_in(case):
+    config, run = case
+    enabled = setting(config, "mlflowTelemetry", False)
+    assert plain(setup_release(run).inputs["values"])["telemetry"] == {"enabled": enabled}
+    for release in run_releases(run).values():
+        assert release.inputs["values"]["telemetry"] is enabled
 
 
 def test_setup_release_installs_atomically_with_secret_values(case):

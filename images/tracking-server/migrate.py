@@ -39,6 +39,9 @@ With MLFLOW_AKS_BACKUP_MODE=managed (an Azure Database for MySQL flexible server
 restore is the backup), it logs the UTC time just before migrating and the `az mysql flexible-server
 restore` command that brings the server back to it (MLFLOW_AKS_DATABASE_SERVER, _RESOURCE_GROUP), then
 migrates.
+
+With MLFLOW_CRYPTO_KEK_PASSPHRASE set (always, in the chart), the AI Gateway's stored keys are then
+re-wrapped with the stack's key-encryption key where needed: kek.py (adoption and rotation).
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # /app's modules, wherever this runs from
+import kek
 
 LOCK_NAME = "mlflow_schema_migration"
 LOCK_TIMEOUT_SECONDS = 900
@@ -592,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         run_user, run_password = os.environ.get("MLFLOW_RUN_USERNAME"), os.environ.get("MLFLOW_RUN_PASSWORD")
         if run_user and run_password:
             ensure_run_user(auth_uri, run_user, run_password)
+        if os.environ.get(kek.PASSPHRASE_ENV):
+            kek.rewrap(tracking_uri)
     log.info("schema migration done")
     return 0
 

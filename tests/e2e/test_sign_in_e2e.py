@@ -22,6 +22,7 @@ import pytest
 
 from local import LocalStack, oidc
 from local.stack import SIGN_IN_SERVICES
+from tests.e2e import otlp
 from tests.e2e.conftest import own_stack
 
 # Every credential a test handles: none may appear in a log (checked last).
@@ -143,6 +144,28 @@ def test_scripts_use_bearer_tokens_with_the_default_permission(sso_stack, monkey
     # His own experiments are his to write.
     own = bob.create_experiment(f"sso-bob-{time.time_ns()}")
     bob.log_metric(bob.create_run(own).info.run_id, "loss", 0.2)
+
+
+def test_an_otlp_export_with_a_bearer_token_becomes_an_mlflow_trace(sso_stack, monkeypatch):
+    """Traces from outside over OTLP/HTTP (docs/genai.md): the exporter sends the same access token as
+    the MLflow client, through the TLS terminator, to `/v1/traces`."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(sso_stack.ca_bundle))
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    token = sso_stack.bearer_token("alice@local")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+    alice = MlflowClient(tracking_uri=sso_stack.public_uri)
+    experiment = alice.create_experiment(f"sso-otlp-{time.time_ns()}")
+    with browser(sso_stack) as http:
+        refused, _ = otlp.export(http, experiment, "no token", {})
+        answer, trace_id = otlp.export(http, experiment, "retrieve", bearer(token))
+    assert refused.status_code == 401, refused.text
+    assert answer.status_code == 200, answer.text
+    traces = alice.search_traces(locations=[experiment])
+    assert [span.name for trace in traces for span in trace.data.spans] == ["retrieve"]
+    assert trace_id in traces[0].info.trace_id
 
 
 def test_leaving_the_allowed_groups_ends_api_access(sso_stack):

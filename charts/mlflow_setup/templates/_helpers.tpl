@@ -277,3 +277,28 @@ with, and the cluster's ServiceAccount issuer for run Jobs' tokens (only from th
 {{- end -}}
 {{- toJson $providers -}}
 {{- end }}
+
+{{/* MLflow's usage telemetry (env of every MLflow container): off unless `telemetry.enabled`. */}}
+{{- define "mlflow-setup.telemetryEnv" -}}
+{{- if not .Values.telemetry.enabled }}
+- name: MLFLOW_DISABLE_TELEMETRY
+  value: "true"
+{{- end }}
+{{- end }}
+
+{{/* The stack's keys over what MLflow encrypts in its database (env of the init container and the server). */}}
+{{- define "mlflow-setup.encryptionEnv" -}}
+{{- $secret := include "mlflow-setup.tracking.secretName" . -}}
+- name: MLFLOW_CRYPTO_KEK_PASSPHRASE
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: kek-passphrase
+- name: MLFLOW_CRYPTO_KEK_VERSION
+  value: {{ .Values.tracking.encryption.kekVersion | quote }}
+- name: MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: webhook-key
+{{- end }}

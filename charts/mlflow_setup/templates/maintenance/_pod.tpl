@@ -92,6 +92,7 @@ spec:
     {{- with .task.env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+    {{- include "mlflow-setup.telemetryEnv" $ | nindent 4 }}
     - name: HOME
       value: /tmp
   resources:

@@ -40,6 +40,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 /etc/mysql/align/align.sql
 {{- end }}
 
+{{/* Where the StatefulSet mounts the passwords (the Secret's `root-password` and `password`) as files. */}}
+{{- define "mysql.passwordsDir" -}}
+/etc/mysql/passwords
+{{- end }}
+
 {{/* A MySQL string literal: quotes and backslashes escaped (the default sql_mode reads backslash escapes). */}}
 {{- define "mysql.string" -}}
 '{{ . | replace "\\" "\\\\" | replace "'" "''" }}'

@@ -132,6 +132,15 @@ def test_quota_and_limits_bound_the_runs_and_a_default_run_fits(setup, run_job):
     assert _memory(resources["limits"]["memory"]) <= _memory(limits["max"]["memory"])
     assert _cpu(resources["requests"]["cpu"]) <= _cpu(quota["requests.cpu"])
     assert _memory(resources["limits"]["memory"]) <= _memory(quota["limits.memory"])
+    # Ephemeral storage (scratch volumes, logs: the nodes' disks) is bounded like memory, and a container
+    # that sets none gets a default, which a quota on it requires (issue 18.6).
+    for bound in ("requests", "limits"):
+        assert _memory(resources[bound]["ephemeral-storage"]) <= _memory(quota[f"{bound}.ephemeral-storage"])
+    assert _memory(resources["limits"]["ephemeral-storage"]) <= _memory(limits["max"]["ephemeral-storage"])
+    assert {"ephemeral-storage"} <= set(limits["default"]) & set(limits["defaultRequest"])
+    assert _memory(limits["defaultRequest"]["ephemeral-storage"]) <= _memory(
+        limits["default"]["ephemeral-storage"]
+    )
 
 
 def test_without_a_runs_namespace_nothing_namespace_wide_is_added(helm_bin, tmp_dir):

@@ -206,6 +206,20 @@ def test_the_local_stack_gives_mariadb_the_charts_limit(helm_bin, tmp_path, monk
     )
 
 
+def test_a_changed_connection_limit_restarts_mysql(setup_renders_by_name):
+    """MySQL reads its option files only at start: the program's values change its pod template whenever
+    the limit changes (here with trackingReplicas), and leave it alone when it does not (here exposure)."""
+    renders = {
+        name: setup_renders_by_name(name) for name in ("private", "private-one-replica", "public-one-range")
+    }
+    limits = {name: mysql_max_connections(objects) for name, objects in renders.items()}
+    templates = {name: mysql_pod(objects) for name, objects in renders.items()}
+    for a in renders:
+        for b in renders:
+            assert (limits[a] != limits[b]) == (templates[a] != templates[b]), (a, b)
+    assert limits["private"] != limits["private-one-replica"]
+
+
 # --- probes -----------------------------------------------------------------------------------------
 
 

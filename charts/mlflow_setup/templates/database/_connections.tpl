@@ -8,6 +8,9 @@ its own SQLAlchemy engines - the tracking store, the model registry, the basic-a
 `tracking.auth.mode: oidc` the sign-in plugin's user store - each holding up to `databasePool.size` +
 `databasePool.maxOverflow` connections. Plus `databasePool.otherConnections` for everything else: the
 migrate init containers and the maintenance Jobs (NullPool or one connection each), an operator's client.
+Not counted: MLflow's job runner (`tracking.jobExecution`, off by default), whose consumer processes
+(mlflow/server/jobs) open the tracking store too, a number of them per job type: raise `otherConnections`
+when turning it on.
 */}}
 
 {{/* The tracking Deployment's rollingUpdate.maxSurge (tests/test_database_limits.py reads both). */}}

@@ -278,32 +278,67 @@ def test_mysql_reads_its_passwords_from_files(private_setup):
     assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
 
 
+# The image's entrypoint as far as passwords go (docker-library/mysql docker-entrypoint.sh, file_env):
+# each `<VAR>_FILE` read into an exported `<VAR>`, then `exec "$@"`, which runs `mysqld` from PATH.
+STAND_IN_ENTRYPOINT = """#!/bin/sh
+for var in MYSQL_ROOT_PASSWORD MYSQL_PASSWORD; do
+  eval "file=\\${${var}_FILE:-}"
+  if [ -n "$file" ]; then export "$var=$(cat "$file")"; echo "entrypoint read $var"; fi
+  unset "${var}_FILE"
+done
+exec "$@"
+"""
+# The server: what it finds in its environment.
+STAND_IN_MYSQLD = "#!/bin/sh\nenv | grep '^MYSQL_' | sort\n"
+
+
 @pytest.mark.parametrize("existing", [True, False], ids=["existing-data", "empty-volume"])
-def test_the_entrypoint_reads_password_files_only_to_initialise(private_setup, tmp_path, existing):
-    """On an empty volume the image's entrypoint reads `*_FILE` to create the accounts; on existing data
-    align.sql sets the passwords, and the `*_FILE` variables are dropped before the entrypoint runs, so it
-    never loads a password into the server's environment."""
+def test_the_server_never_holds_a_password_in_its_environment(private_setup, tmp_path, existing):
+    """On an empty volume the entrypoint reads the `*_FILE` passwords to create the accounts, and the
+    `mysqld` the command puts first on PATH drops them before the server starts; on existing data
+    align.sql sets the passwords and the entrypoint reads none. Either way the server's environment holds
+    no password. (A stand-in entrypoint and server: the real image is not run here.)"""
+    ctx = cr.SETUP_CONTEXTS["private"]
     container = mysql_container(private_setup)
-    shim = tmp_path / "bin" / "docker-entrypoint.sh"
-    shim.parent.mkdir()
-    shim.write_text('#!/bin/sh\nenv | grep "^MYSQL_" | sort\n')
-    shim.chmod(0o755)
+    image_bin = tmp_path / "image-bin"
+    image_bin.mkdir()
+    for name, text in (("docker-entrypoint.sh", STAND_IN_ENTRYPOINT), ("mysqld", STAND_IN_MYSQLD)):
+        (image_bin / name).write_text(text)
+        (image_bin / name).chmod(0o755)
+    # Places translated to this machine: the data directory, the mounted volumes.
     datadir = tmp_path / "data"
     if existing:
         (datadir / "mysql").mkdir(parents=True)
-    args = [a if not a.startswith("--datadir=") else f"--datadir={datadir}" for a in container["args"]]
+    mounts = {m["mountPath"]: tmp_path / m["name"] for m in container["volumeMounts"]}
+    for path in mounts.values():
+        path.mkdir(exist_ok=True)
+    script = container["command"][2]
+    for mount_path, local in mounts.items():
+        script = script.replace(mount_path, str(local))
     env = {e["name"]: e["value"] for e in container["env"]}
+    for variable, password in (
+        ("MYSQL_ROOT_PASSWORD_FILE", ctx.mysql_root_password),
+        ("MYSQL_PASSWORD_FILE", ctx.mysql_password),
+    ):
+        path = Path(env[variable])
+        local = mounts[str(path.parent)] / path.name
+        local.write_text(password)
+        env[variable] = str(local)
+    args = [a if not a.startswith("--datadir=") else f"--datadir={datadir}" for a in container["args"]]
     done = subprocess.run(
-        [*container["command"], *args],
-        env={"PATH": f"{shim.parent}:/usr/bin:/bin", **env},
+        [*container["command"][:2], script, *container["command"][3:], *args],
+        env={"PATH": f"{image_bin}:/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         check=True,
     )
-    seen = dict(line.split("=", 1) for line in done.stdout.splitlines())
-    password_files = {k for k in seen if k.endswith("PASSWORD_FILE")}
-    assert password_files == (set() if existing else {"MYSQL_ROOT_PASSWORD_FILE", "MYSQL_PASSWORD_FILE"})
-    assert "MYSQL_ROOT_PASSWORD" not in seen and "MYSQL_PASSWORD" not in seen
+    lines = done.stdout.splitlines()
+    read = {line.split()[-1] for line in lines if line.startswith("entrypoint read ")}
+    assert read == (set() if existing else {"MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD"})
+    server_env = dict(line.split("=", 1) for line in lines if line.startswith("MYSQL_"))
+    assert server_env, done.stdout  # the server ran, with the rest of its environment
+    assert not [k for k in server_env if "PASSWORD" in k], server_env
+    assert ctx.mysql_password not in done.stdout and ctx.mysql_root_password not in done.stdout
 
 
 # --- network ----------------------------------------------------------------------------------------

@@ -196,14 +196,9 @@ def test_the_local_stack_gives_mariadb_the_charts_limit(helm_bin, tmp_path, monk
     with pytest.raises(_Started):
         stack._start_mariadb()
     local_server = local_chart.render(config.repo_root, stack.chart_values(), helm_bin)
-    need = worst_case_connections(local_server)
     assert started["port"] == config.mysql_port
-    one_worker = deep_merge(stack.chart_values(), {"tracking": {"workers": 1}})
-    assert (
-        started["max_connections"]
-        >= need
-        > worst_case_connections(local_chart.render(config.repo_root, one_worker, helm_bin))
-    )
+    # 3 workers: more than the 200 it used to have, so a fixed number would fail here.
+    assert started["max_connections"] >= worst_case_connections(local_server) > 200
 
 
 def test_a_changed_connection_limit_restarts_mysql(setup_renders_by_name):

@@ -11,8 +11,8 @@ components/certificate_volume.py mounts it on the cluster.
 
 Why an account of its own rather than a second share in the project files account
 (components/project_share.py): the CSI driver mounts Azure Files with the account key, and a key opens
-every share of its account. The project key sits in a Secret in the runs namespace, where projects'
-code runs; the private key of the public name should not be one key away from there.
+every share of its account. The project key sits in a Secret the kubelet reads to mount the share on
+nodes where projects' code runs; the private key of the public name should not be one key away from there.
 
 Not data: losing it costs one new certificate. So, like the project files account, it lives and dies
 with the platform (no retain, no protect, no lock): everything short of `pulumi destroy` keeps it.

@@ -40,7 +40,7 @@ TRACKING_SERVICE = f"{FULLNAME}-tracking"
 TRACKING_SERVICE_PORT = 5000
 RUN_CREDENTIALS_SECRET = f"{FULLNAME}-run-credentials"
 RUN_USERNAME = "runner"
-PROJECTS_CLAIM = f"{FULLNAME}-projects"
+PROJECTS_CLAIM = f"{FULLNAME}-project-files"
 MYSQL_FULLNAME = f"{FULLNAME}-mysql"
 # Prefix of the database backups in their container.
 BACKUPS_PATH = "databases"

@@ -79,6 +79,23 @@ def find_helm(repo_root: Path) -> str:
     raise StackError("helm not found on PATH or in .tools/bin: install helm 3 (or run scripts/fetch-helm)")
 
 
+def database_max_connections(repo_root: Path, values: Mapping, helm: str | None = None) -> int:
+    """`max_connections` the chart gives its bundled MySQL for these values (computed from the servers'
+    pools, workers, replicas and surge: templates/database/_connections.tpl), read from the option file
+    it renders. The local overlay has no bundled MySQL (MariaDB is its external database), so the render
+    turns it on, with placeholder passwords that go nowhere."""
+    import configparser
+
+    placeholder = {"enabled": True, "auth": {"rootPassword": "unused", "password": "unused"}}
+    objects = render(repo_root, deep_merge(values, {"mysql": placeholder}), helm)
+    [options] = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-mysql-options")
+    ]
+    parser = configparser.ConfigParser()
+    parser.read_string(options["data"]["connections.cnf"])
+    return parser.getint("mysqld", "max_connections")
+
+
 def deep_merge(base: Mapping, overlay: Mapping) -> dict:
     merged = copy.deepcopy(dict(base))
     for key, value in overlay.items():

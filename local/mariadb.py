@@ -142,8 +142,13 @@ def initialise(paths: MariaDBPaths) -> None:
         _chown_tree(paths.root, user)
 
 
-def start(paths: MariaDBPaths, port: int, extra_args: list[str] | None = None) -> Proc:
-    """`mariadbd` on 127.0.0.1:`port` with the stack's settings, plus `extra_args` (e.g. --init-file)."""
+def start(
+    paths: MariaDBPaths, port: int, extra_args: list[str] | None = None, *, max_connections: int | None = None
+) -> Proc:
+    """`mariadbd` on 127.0.0.1:`port` with the stack's settings, plus `extra_args` (e.g. --init-file).
+
+    `max_connections`: the stack passes what the chart computes for its servers (local/chart.py
+    database_max_connections), as the cluster's MySQL gets it; None keeps MariaDB's default."""
     bins = binaries()
     user = _run_as()
     argv = [
@@ -163,7 +168,6 @@ def start(paths: MariaDBPaths, port: int, extra_args: list[str] | None = None) -
         "--innodb-buffer-pool-size=64M",
         "--innodb-log-file-size=48M",
         "--performance-schema=OFF",
-        "--max-connections=200",
         # Binary logs as charts/mysql writes them, for point-in-time recovery (under the data directory).
         f"--log-bin={paths.data / 'binlog'}",
         "--server-id=1",
@@ -172,6 +176,8 @@ def start(paths: MariaDBPaths, port: int, extra_args: list[str] | None = None) -
         "--sync-binlog=1",
         "--log-bin-trust-function-creators=ON",  # MLflow's migration creates a trigger (charts/mysql)
     ]
+    if max_connections is not None:
+        argv.append(f"--max-connections={max_connections}")
     if user:
         argv.append(f"--user={user}")
     argv += extra_args or []

@@ -649,7 +649,8 @@ class LocalStack:
             return
         self._free_port_or_fail("mariadb", self.config.mysql_port)
         mariadb.initialise(self._mariadb_paths)
-        proc = mariadb.start(self._mariadb_paths, self.config.mysql_port)
+        limit = chart.database_max_connections(self.config.repo_root, self.chart_values(), self.config.helm)
+        proc = mariadb.start(self._mariadb_paths, self.config.mysql_port, max_connections=limit)
         self._record(proc, "mariadb")
         mariadb.wait_ready(self._mariadb_paths, proc)
         c = self.config

@@ -150,8 +150,8 @@ def test_the_runs_namespace_holds_no_password(public):
     in_runs = [
         o for o in public if o["metadata"].get("namespace") == cr.RUNS_NAMESPACE and o["kind"] == "Secret"
     ]
-    # Only the project share's mount key (read by the CSI driver, never by a pod).
-    assert [o["metadata"]["labels"]["app.kubernetes.io/component"] for o in in_runs] == ["project"]
+    # No Secret at all: not even the project share's mount key, which stays in the platform's namespace.
+    assert in_runs == []
     [migrate] = _pod(public)["initContainers"]
     env = _env(migrate)
     assert "MLFLOW_RUN_PASSWORD" not in env

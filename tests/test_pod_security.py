@@ -147,3 +147,85 @@ def test_the_check_catches_what_restricted_refuses(renders, change, violation):
     pod = copy.deepcopy(pod)
     change(pod)
     assert any(violation in v for v in restricted_violations(pod)), restricted_violations(pod)
+
+
+# --- ephemeral storage (issue 18.6) ----------------------------------------------------------------
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+def scratch_violations(pod: dict) -> list[str]:
+    """Scratch space a pod may fill without having asked for it: a disk-backed emptyDir without a size
+    limit, a container whose `ephemeral-storage` request is below the size limits of the emptyDirs it
+    mounts (or whose limit is below its request), a pod whose effective request (the larger of its
+    biggest init container and its containers' sum) is below all of them. In-memory volumes count as
+    memory, not here."""
+    found = []
+    scratch = {}
+    for volume in pod.get("volumes") or []:
+        empty = volume.get("emptyDir")
+        if empty is None or empty.get("medium") == "Memory":
+            continue
+        if "sizeLimit" not in empty:
+            found.append(f"emptyDir {volume['name']} has no sizeLimit")
+            continue
+        scratch[volume["name"]] = _bytes(str(empty["sizeLimit"]))
+
+    def request(container: dict) -> int:
+        value = ((container.get("resources") or {}).get("requests") or {}).get("ephemeral-storage")
+        return _bytes(value) if value else 0
+
+    for container in cr.containers(pod):
+        mounted = {m["name"] for m in container.get("volumeMounts") or []} & set(scratch)
+        need = sum(scratch[name] for name in mounted)
+        if request(container) < need:
+            found.append(f"{container['name']}: requests {request(container)} B, mounts {need} B of scratch")
+        limit = ((container.get("resources") or {}).get("limits") or {}).get("ephemeral-storage")
+        if mounted and (limit is None or _bytes(limit) < request(container)):
+            found.append(f"{container['name']}: ephemeral-storage limit {limit} below its request")
+    effective = max(
+        [sum(request(c) for c in pod["containers"]), *(request(c) for c in pod.get("initContainers") or [])]
+    )
+    if effective < sum(scratch.values()):
+        found.append(f"pod requests {effective} B for {sum(scratch.values())} B of scratch volumes")
+    return found
+
+
+def test_every_scratch_volume_is_requested_as_ephemeral_storage(renders):
+    checked = 0
+    for name, objects in renders.items():
+        for obj, pod in cr.pod_specs(objects):
+            assert scratch_violations(pod) == [], f"{name}: {obj['kind']}/{obj['metadata']['name']}"
+            checked += any("emptyDir" in v for v in pod.get("volumes") or [])
+    # The tracking server, MySQL, the maintenance Jobs and CronJobs, the run Jobs.
+    assert checked >= len(renders) * 2
+
+
+@pytest.mark.parametrize(
+    "change, violation",
+    [
+        (lambda pod: pod["volumes"].append({"name": "new", "emptyDir": {}}), "no sizeLimit"),
+        (
+            lambda pod: (
+                pod["volumes"].append({"name": "new", "emptyDir": {"sizeLimit": "1Gi"}}),
+                pod["containers"][0]["volumeMounts"].append({"name": "new", "mountPath": "/new"}),
+            ),
+            "mounts",
+        ),
+        (lambda pod: pod["containers"][0]["resources"]["limits"].pop("ephemeral-storage"), "limit"),
+    ],
+    ids=["unbounded", "unrequested", "no-limit"],
+)
+def test_the_scratch_check_catches_what_it_should(renders, change, violation):
+    import copy
+
+    [(_, pod)] = [
+        (obj, pod) for obj, pod in cr.pod_specs(renders["setup:private"]) if obj["kind"] == "Deployment"
+    ]
+    pod = copy.deepcopy(pod)
+    assert scratch_violations(pod) == []
+    change(pod)
+    assert any(violation in v for v in scratch_violations(pod)), scratch_violations(pod)

@@ -43,7 +43,6 @@ def test_runs_namespace_holds_only_what_a_run_needs(setup):
     assert found == sorted(
         [
             ("Secret", chart_values.RUN_CREDENTIALS_SECRET),
-            ("Secret", "mlflow-project-share"),
             ("PersistentVolumeClaim", chart_values.PROJECTS_CLAIM),
             ("ServiceAccount", "mlflow-run"),
             ("NetworkPolicy", "mlflow-runs"),
@@ -58,9 +57,8 @@ def test_runs_namespace_holds_only_what_a_run_needs(setup):
         "username": chart_values.RUN_USERNAME,
         "password": ctx.effective_run_password(),
     }
-    share = cr.secret_data(cr.one(setup, "Secret", "mlflow-project-share"))
-    assert set(share) == {"azurestorageaccountname", "azurestorageaccountkey"}
-    # None of the platform's secrets: MySQL's, the admin password, the Flask key.
+    # None of the platform's secrets: MySQL's, the admin password, the Flask key, the project share's key
+    # (who may install a run may read every Secret of the namespace, Helm's own included).
     for secret in cr.of_kind(in_runs_namespace(setup), "Secret"):
         values = set(cr.secret_data(secret).values())
         for platform_secret in (
@@ -68,12 +66,17 @@ def test_runs_namespace_holds_only_what_a_run_needs(setup):
             ctx.mysql_password,
             ctx.admin_password,
             ctx.flask_secret_key,
+            ctx.projects_account_key,
         ):
             assert not any(platform_secret in value for value in values), secret["metadata"]["name"]
-    # The project volume is bound from the runs namespace, and mounted with the key kept there.
+    # The project volume is bound from the runs namespace, and mounted with the key kept in the platform's.
     pv = cr.one(setup, "PersistentVolume")
     assert pv["spec"]["claimRef"] == {"name": chart_values.PROJECTS_CLAIM, "namespace": cr.RUNS_NAMESPACE}
-    assert pv["spec"]["csi"]["nodeStageSecretRef"]["namespace"] == cr.RUNS_NAMESPACE
+    ref = pv["spec"]["csi"]["nodeStageSecretRef"]
+    assert ref["namespace"] == cr.NAMESPACE
+    share = [s for s in cr.of_kind(setup, "Secret") if s["metadata"]["name"] == ref["name"]]
+    assert [s["metadata"]["namespace"] for s in share] == [cr.NAMESPACE]
+    assert cr.secret_data(share[0])["azurestorageaccountkey"] == ctx.projects_account_key
     assert pv["spec"]["csi"]["volumeHandle"].endswith(f"#{cr.RUNS_NAMESPACE}")
 
 
@@ -129,6 +132,15 @@ def test_quota_and_limits_bound_the_runs_and_a_default_run_fits(setup, run_job):
     assert _memory(resources["limits"]["memory"]) <= _memory(limits["max"]["memory"])
     assert _cpu(resources["requests"]["cpu"]) <= _cpu(quota["requests.cpu"])
     assert _memory(resources["limits"]["memory"]) <= _memory(quota["limits.memory"])
+    # Ephemeral storage (scratch volumes, logs: the nodes' disks) is bounded like memory, and a container
+    # that sets none gets a default, which a quota on it requires (issue 18.6).
+    for bound in ("requests", "limits"):
+        assert _memory(resources[bound]["ephemeral-storage"]) <= _memory(quota[f"{bound}.ephemeral-storage"])
+    assert _memory(resources["limits"]["ephemeral-storage"]) <= _memory(limits["max"]["ephemeral-storage"])
+    assert {"ephemeral-storage"} <= set(limits["default"]) & set(limits["defaultRequest"])
+    assert _memory(limits["defaultRequest"]["ephemeral-storage"]) <= _memory(
+        limits["default"]["ephemeral-storage"]
+    )
 
 
 def test_without_a_runs_namespace_nothing_namespace_wide_is_added(helm_bin, tmp_dir):

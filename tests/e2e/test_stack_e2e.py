@@ -82,6 +82,15 @@ def test_init_containers_migrated_both_databases(stack, db) -> None:
     assert {"users", "experiment_permissions", "registered_model_permissions"} <= tables
 
 
+def test_mariadb_runs_with_the_charts_connection_limit(stack, db) -> None:
+    """The running database accepts as many connections as the chart computes for this server (issue 18.6)."""
+    from local import chart
+    from tests.e2e.conftest import query
+
+    expected = chart.database_max_connections(stack.config.repo_root, stack.chart_values(), stack.config.helm)
+    assert query(db, "SELECT @@max_connections")[0][0] == expected
+
+
 def test_start_again_is_a_no_op(stack) -> None:
     before = stack.status()
     stack.start()

@@ -34,3 +34,27 @@ app.kubernetes.io/part-of: mlflow
 {{- $digest := required "image.digest is required (sha256:…)" .Values.image.digest -}}
 {{- printf "%s/%s@%s" $registry .Values.image.repository $digest -}}
 {{- end }}
+
+{{/*
+The run's resources with ephemeral storage: the request is its scratch volume's size limit (`tmpSizeLimit`),
+so the run lands on a node with that room and the runs namespace's quota counts it; the limit adds
+`logsEphemeralStorage` (its logs; the root filesystem is read-only).
+*/}}
+{{- define "mlflow-project.resources" -}}
+{{- $mebibytes := include "mlflow-project.mebibytes" .Values.tmpSizeLimit | int -}}
+{{- $logs := include "mlflow-project.mebibytes" .Values.logsEphemeralStorage | int -}}
+{{- $resources := deepCopy .Values.resources -}}
+{{- $_ := set $resources "requests" (merge (dict "ephemeral-storage" (printf "%dMi" $mebibytes)) (omit $resources.requests "ephemeral-storage")) -}}
+{{- $_ := set $resources "limits" (merge (dict "ephemeral-storage" (printf "%dMi" (add $mebibytes $logs))) (omit $resources.limits "ephemeral-storage")) -}}
+{{- toYaml $resources -}}
+{{- end }}
+
+{{/* A quantity in Mi or Gi as a number of MiB. */}}
+{{- define "mlflow-project.mebibytes" -}}
+{{- $q := toString . -}}
+{{- if hasSuffix "Gi" $q -}}
+{{- mul (trimSuffix "Gi" $q | atoi) 1024 -}}
+{{- else -}}
+{{- trimSuffix "Mi" $q | atoi -}}
+{{- end -}}
+{{- end }}

@@ -181,12 +181,17 @@ capabilities:
   drop: ["ALL"]
 {{- end }}
 
-{{/* Names of the project volume's objects. The PersistentVolume is cluster-scoped: its name carries the namespace. */}}
+{{/*
+Names of the project volume's objects. The PersistentVolume is cluster-scoped: its name carries the
+namespace. `project-files`, not `projects` as before the mount key moved to the release's namespace: a
+volume's source (its secret reference) and a claim's volume cannot change in place
+(https://github.com/kubernetes/kubernetes/issues/88622), so an upgrade replaces both under new names.
+*/}}
 {{- define "mlflow-setup.project.claimName" -}}
-{{- printf "%s-projects" (include "mlflow-setup.fullname" .) }}
+{{- printf "%s-project-files" (include "mlflow-setup.fullname" .) }}
 {{- end }}
 {{- define "mlflow-setup.project.volumeName" -}}
-{{- printf "%s-%s-projects" .Release.Namespace (include "mlflow-setup.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s-project-files" .Release.Namespace (include "mlflow-setup.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- define "mlflow-setup.project.secretName" -}}
 {{- printf "%s-project-share" (include "mlflow-setup.fullname" .) }}

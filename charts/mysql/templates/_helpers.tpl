@@ -40,6 +40,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 /etc/mysql/align/align.sql
 {{- end }}
 
+{{/* Where the StatefulSet mounts the passwords (the Secret's `root-password` and `password`) as files. */}}
+{{- define "mysql.passwordsDir" -}}
+/etc/mysql/passwords
+{{- end }}
+
 {{/* A MySQL string literal: quotes and backslashes escaped (the default sql_mode reads backslash escapes). */}}
 {{- define "mysql.string" -}}
 '{{ . | replace "\\" "\\\\" | replace "'" "''" }}'
@@ -88,4 +93,33 @@ beside each database. `_` is escaped: each grant names one database, not a patte
 GRANT ALL PRIVILEGES ON `{{ $literal }}\_restore`.* TO {{ $user }};
 GRANT ALL PRIVILEGES ON `{{ $literal }}\_replaced`.* TO {{ $user }};
 {{- end }}
+{{- end }}
+
+{{/* A quantity in Mi or Gi as a number of MiB (scratch volume sizes). */}}
+{{- define "mysql.mebibytes" -}}
+{{- $q := toString . -}}
+{{- if hasSuffix "Gi" $q -}}
+{{- mul (trimSuffix "Gi" $q | atoi) 1024 -}}
+{{- else if hasSuffix "Mi" $q -}}
+{{- trimSuffix "Mi" $q | atoi -}}
+{{- else -}}
+{{- fail (printf "%s: a scratch volume's size must be in Mi or Gi" $q) -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+`resources` with ephemeral storage: the request is the sum of the scratch volumes' size limits (so the pod
+lands on a node with that room), the limit adds `logsEphemeralStorage` (the root filesystem is read-only).
+Called with a dict: `root`, `resources`, `scratch` (size limits).
+*/}}
+{{- define "mysql.resourcesWithScratch" -}}
+{{- $resources := deepCopy (.resources | default dict) -}}
+{{- $mebibytes := 0 -}}
+{{- range .scratch -}}
+{{- $mebibytes = add $mebibytes (include "mysql.mebibytes" .) -}}
+{{- end -}}
+{{- $logs := include "mysql.mebibytes" .root.Values.logsEphemeralStorage -}}
+{{- $_ := set $resources "requests" (merge (dict "ephemeral-storage" (printf "%dMi" $mebibytes)) (omit ($resources.requests | default dict) "ephemeral-storage")) -}}
+{{- $_ := set $resources "limits" (merge (dict "ephemeral-storage" (printf "%dMi" (add $mebibytes $logs))) (omit ($resources.limits | default dict) "ephemeral-storage")) -}}
+{{- toYaml $resources -}}
 {{- end }}

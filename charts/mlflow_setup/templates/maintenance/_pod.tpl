@@ -9,8 +9,11 @@ each `name`, `mountPath` and `emptyDir`) mounted in every step.
 */}}
 {{- define "mlflow-setup.maintenance.podTemplate" -}}
 {{- $ := .root -}}
-{{- $task := . -}}
 {{- $steps := .steps | default (list (dict "name" .component "command" .command)) -}}
+{{- /* Every step mounts every scratch volume: each asks for all of their room (ephemeral storage). */ -}}
+{{- $scratch := list $.Values.maintenanceTmpSizeLimit -}}
+{{- range .volumes }}{{ if ne (.emptyDir.medium | default "") "Memory" }}{{ $scratch = append $scratch .emptyDir.sizeLimit }}{{ end }}{{ end -}}
+{{- $task := dict "env" .env "resources" .resources "volumes" .volumes "scratch" $scratch -}}
 metadata:
   labels:
     {{- include "mlflow-setup.maintenance.selectorLabels" $ | nindent 4 }}
@@ -56,7 +59,7 @@ spec:
     # backup here before it checks it).
     - name: tmp
       emptyDir:
-        sizeLimit: 1Gi
+        sizeLimit: {{ $.Values.maintenanceTmpSizeLimit | quote }}
     {{- range .volumes }}
     - name: {{ .name }}
       emptyDir:
@@ -96,7 +99,7 @@ spec:
     - name: HOME
       value: /tmp
   resources:
-    {{- toYaml .task.resources | nindent 4 }}
+    {{- include "mlflow-setup.resourcesWithScratch" (dict "root" $ "resources" .task.resources "scratch" .task.scratch) | nindent 4 }}
   securityContext:
     {{- include "mlflow-setup.containerSecurityContext" $.Values.tracking.runAsUser | nindent 4 }}
   volumeMounts:

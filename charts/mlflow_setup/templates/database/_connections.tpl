@@ -1,0 +1,56 @@
+{{/*
+How many connections MySQL must accept, from the values that size the tracking servers' pools, so that a
+rolling update at full load never meets "Too many connections".
+
+Worst case: every pod of a rollout at once (`replicaCount` + the Deployment's `maxSurge`), each uvicorn
+worker process (`tracking.workers`; null: serve.py starts one per whole CPU of the container's limit) with
+its own SQLAlchemy engines - the tracking store, the model registry, the basic-auth user store, and with
+`tracking.auth.mode: oidc` the sign-in plugin's user store - each holding up to `databasePool.size` +
+`databasePool.maxOverflow` connections. Plus `databasePool.otherConnections` for everything else: the
+migrate init containers and the maintenance Jobs (NullPool or one connection each), an operator's client.
+Not counted: MLflow's job runner (`tracking.jobExecution`, off by default), whose consumer processes
+(mlflow/server/jobs) open the tracking store too, a number of them per job type: raise `otherConnections`
+when turning it on.
+*/}}
+
+{{/* The tracking Deployment's rollingUpdate.maxSurge (tests/test_database_limits.py reads both). */}}
+{{- define "mlflow-setup.tracking.maxSurge" -}}
+1
+{{- end }}
+
+{{/* uvicorn worker processes per tracking pod, as serve.py chooses them. */}}
+{{- define "mlflow-setup.tracking.processes" -}}
+{{- $t := .Values.tracking -}}
+{{- if $t.workers -}}
+{{- $t.workers -}}
+{{- else -}}
+{{- $cpu := toString (dig "limits" "cpu" "" ($t.resources | default dict)) -}}
+{{- if not $cpu -}}
+{{- fail "tracking.workers is null and tracking.resources.limits.cpu is unset: serve.py would start one worker per CPU of the node, which bounds no database connection count; set one of them" -}}
+{{- end -}}
+{{- $cores := 0 -}}
+{{- if hasSuffix "m" $cpu -}}
+{{- $cores = div (trimSuffix "m" $cpu | atoi) 1000 -}}
+{{- else -}}
+{{- $cores = $cpu | float64 | floor | int -}}
+{{- end -}}
+{{- max 1 $cores -}}
+{{- end -}}
+{{- end }}
+
+{{/* SQLAlchemy engines per server process (see above). */}}
+{{- define "mlflow-setup.tracking.databaseEngines" -}}
+{{- ternary 4 3 (eq .Values.tracking.auth.mode "oidc") -}}
+{{- end }}
+
+{{- define "mlflow-setup.database.maxConnections" -}}
+{{- $pool := .Values.tracking.databasePool -}}
+{{- $pods := add .Values.tracking.replicaCount (include "mlflow-setup.tracking.maxSurge" . | int) -}}
+{{- $processes := include "mlflow-setup.tracking.processes" . | int -}}
+{{- $engines := include "mlflow-setup.tracking.databaseEngines" . | int -}}
+{{- $total := add (mul $pods $processes $engines (add $pool.size $pool.maxOverflow)) $pool.otherConnections -}}
+{{- if gt $total 100000 -}}
+{{- fail (printf "the tracking servers could open %d database connections, more than MySQL's most (100000): lower tracking.workers, replicaCount or databasePool" $total) -}}
+{{- end -}}
+{{- $total -}}
+{{- end }}

@@ -166,7 +166,8 @@ def test_backups_and_the_helm_test_cover_the_sign_in_mode(public):
         o for o in cr.of_kind(public, "Pod") if "helm.sh/hook" in o["metadata"].get("annotations", {})
     ]
     env = _env(test_pod["spec"]["containers"][0])
-    assert set(env) == {"MLFLOW_FLASK_SERVER_SECRET_KEY"}
+    # No password: the readiness identity (and telemetry off, as in every MLflow container).
+    assert set(env) == {"MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_DISABLE_TELEMETRY"}
     assert _secret_key(env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == "flask-secret-key"
 
 

@@ -546,6 +546,9 @@ def local_values(
             # Never pulled here; the chart requires an image reference by digest.
             "image": {"registry": "local.invalid", "digest": "sha256:" + "0" * 64},
             "replicaCount": 1,
+            # No load balancer sends to a local server, so nothing needs time to stop sending to a stopping
+            # one: it stops at once (requests in flight still finish). The rollout e2e test drains.
+            "shutdown": {"drainSeconds": 0},
             "host": "127.0.0.1",
             "port": server_port,
             "service": {"port": server_port},

@@ -67,6 +67,8 @@ class ServerSpec:
     rendered_env_names: list[str]
     # The release's Jobs that run beside the pods (not hooks): the pre-migration backup.
     jobs: list[ProcessSpec] = field(default_factory=list)
+    # The pod's terminationGracePeriodSeconds: how long a stop may take before the kill.
+    termination_grace_seconds: int | None = None
 
 
 def find_helm(repo_root: Path) -> str:
@@ -310,6 +312,7 @@ def server_spec(
         dirs=sorted(dirs),
         rendered_env_names=[e["name"] for e in main.get("env") or []],
         jobs=jobs,
+        termination_grace_seconds=pod_spec.get("terminationGracePeriodSeconds"),
     )
 
 

@@ -21,11 +21,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 
 from local import LocalStack
-from local.procs import Proc, free_port, stop
+from local.chart import ServerSpec
+from local.procs import Proc, free_ports, stop
 
 MIB = 1024 * 1024
 UPLOAD_MIB = 200  # the issue's size
@@ -35,7 +37,7 @@ UPLOAD_MIB_PER_SECOND = 25  # paced, so that the upload is still in flight when 
 SHUTDOWN = {
     "drainSeconds": 3,
     "largestTransferMiB": UPLOAD_MIB,
-    "minTransferMiBPerSecond": 10,
+    "minTransferMiBPerSecond": 5,
     "exitSeconds": 2,
 }
 # How long the endpoint's removal takes to reach the balancer (kube-proxy's lag), within the drain.
@@ -190,16 +192,54 @@ def stop_like_kubernetes(replica: Proc, balancer: Balancer, endpoint: int, grace
     return time.monotonic() - started
 
 
-def scenario(stack: LocalStack, client, name: str, shutdown: dict, *, upload_mib: int) -> dict:
-    """Start a replica rendered with `shutdown`, load both servers (and upload `upload_mib` through the
-    replica, if any), stop the replica; what the clients saw."""
-    port = free_port()
-    spec = stack.replica_spec(name, port, {"tracking": {"shutdown": shutdown}})
-    grace = spec.termination_grace_seconds
+@dataclass
+class Replica:
+    """Another pod of the tracking Deployment (LocalStack.replica_spec), started."""
+
+    name: str
+    port: int
+    spec: ServerSpec
+    proc: Proc | None = None
+
+
+@contextlib.contextmanager
+def replicas(stack: LocalStack, shutdowns: dict[str, dict]) -> Iterator[dict[str, Replica]]:
+    """Replicas rendered with each `tracking.shutdown`, started together (as a rollout's surge pods start),
+    stopped at the end whatever happened."""
+    started = {
+        name: Replica(name, port, stack.replica_spec(name, port, {"tracking": {"shutdown": shutdown}}))
+        for (name, shutdown), port in zip(shutdowns.items(), free_ports(len(shutdowns)), strict=True)
+    }
+    errors: list[BaseException] = []
+
+    def start(replica: Replica) -> None:
+        try:
+            replica.proc = stack.start_replica(replica.name, replica.spec)
+        except BaseException as error:  # re-raised below
+            errors.append(error)
+
+    threads = [threading.Thread(target=start, args=(r,)) for r in started.values()]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        yield started
+    finally:
+        for replica in started.values():
+            if replica.proc is not None:
+                stop(replica.proc, timeout=10)
+
+
+def scenario(stack: LocalStack, client, replica: Replica, *, upload_mib: int) -> dict:
+    """Load the stack's server and `replica` behind one balancer (and upload `upload_mib` through the
+    replica, if any), stop the replica as Kubernetes stops a pod; what the clients saw."""
+    name, port, proc = replica.name, replica.port, replica.proc
+    assert proc is not None
+    grace = replica.spec.termination_grace_seconds
     assert grace is not None
-    started = time.monotonic()
-    replica = stack.start_replica(name, spec)
-    replica_start = time.monotonic() - started
     balancer = Balancer([port, stack.config.server_port])  # the first connection goes to the replica
     loads: list[MetricLoad] = []
     try:
@@ -232,7 +272,7 @@ def scenario(stack: LocalStack, client, name: str, shutdown: dict, *, upload_mib
         wait_for("every client's first answer", lambda: all(load.acknowledged for load in loads), 30)
         assert not [f for load in loads for f in load.failures]
         opened_before_stop = len(balancer.opened)
-        took = stop_like_kubernetes(replica, balancer, port, grace)
+        took = stop_like_kubernetes(proc, balancer, port, grace)
         time.sleep(0.5)  # the load goes on on the other server
         for load in loads:
             load.done.set()
@@ -248,8 +288,7 @@ def scenario(stack: LocalStack, client, name: str, shutdown: dict, *, upload_mib
             "url": url,
             "took": took,
             "grace": grace,
-            "drain": float(spec.main.env["MLFLOW_AKS_DRAIN_SECONDS"]),
-            "replica_start": replica_start,
+            "drain": float(replica.spec.main.env["MLFLOW_AKS_DRAIN_SECONDS"]),
             "upload_on_replica": balancer.opened[0] == port,
             "replica_connections_after_stop": balancer.opened[opened_before_stop:].count(port),
             "log": (stack.workdir / name / "server.log").read_text(errors="replace"),
@@ -257,15 +296,22 @@ def scenario(stack: LocalStack, client, name: str, shutdown: dict, *, upload_mib
     finally:
         for load in loads:
             load.done.set()
-        stop(replica, timeout=10)
         balancer.close()
 
 
 def test_stopping_a_server_under_load_fails_no_request(stack, client, db):
-    seen = scenario(stack, client, "replica-drains", SHUTDOWN, upload_mib=UPLOAD_MIB)
+    started = time.monotonic()
+    with replicas(
+        stack, {"drains": SHUTDOWN, "no-drain": {**SHUTDOWN, "drainSeconds": 0}}
+    ) as started_replicas:
+        print(f"two replicas ready in {time.monotonic() - started:.1f}s")
+        seen = scenario(stack, client, started_replicas["drains"], upload_mib=UPLOAD_MIB)
+        # The same stop of a server without the drain (no upload: the load's failures are the point, and
+        # uvicorn would still wait for the upload).
+        undrained = scenario(stack, client, started_replicas["no-drain"], upload_mib=0)
     loads: list[MetricLoad] = seen["loads"]
     print(
-        f"replica start {seen['replica_start']:.1f}s; stop took {seen['took']:.1f}s "
+        f"stop took {seen['took']:.1f}s "
         f"(grace {seen['grace']}s); "
         f"acknowledged {[len(load.acknowledged) for load in loads]}; new connections to the replica after "
         f"its SIGTERM {seen['replica_connections_after_stop']}"
@@ -300,9 +346,7 @@ def test_stopping_a_server_under_load_fails_no_request(stack, client, db):
             digest.update(chunk)
     assert digest.hexdigest() == seen["upload"].digest.hexdigest()
 
-    # The same stop of a server without the drain fails requests: the test sees a missing drain.
-    # (No upload: the load's failures are the point; the upload would finish, uvicorn still waits for it.)
-    undrained = scenario(stack, client, "replica-no-drain", {**SHUTDOWN, "drainSeconds": 0}, upload_mib=0)
+    # Without the drain, the same stop fails requests: the test sees a missing drain.
     failures = [f for load in undrained["loads"] for f in load.failures]
     print(
         f"without a drain: {len(failures)} failed requests, e.g. {failures[:2]}; "

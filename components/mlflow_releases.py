@@ -123,6 +123,8 @@ class MlflowReleasesArgs:
     """CIDRs that may reach a public server's HTTPS."""
     tracking_replicas: int
     """Tracking-server pods."""
+    largest_artifact_mib: int
+    """Largest artifact transfer through the server (MiB), which a stopping pod lets finish."""
     tracking_service_account: str
     """ServiceAccount federated with the tracking identity."""
     admin_username: str
@@ -382,6 +384,7 @@ class MlflowReleases(pulumi.ComponentResource):
                     tracking_service_account=args.tracking_service_account,
                     admin_username=args.admin_username,
                     tracking_replicas=args.tracking_replicas,
+                    largest_artifact_mib=args.largest_artifact_mib,
                 )
             )
         )

@@ -41,15 +41,16 @@ def tmp_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def render(helm_bin, tmp_dir):
-    """render(context name, case): each rendered once per module."""
-    done: dict[tuple[str, str], list[dict]] = {}
+    """render(context name, case) -> (objects, the shutdown values in effect): each rendered once."""
+    done: dict[tuple[str, str], tuple[list[dict], dict]] = {}
 
-    def rendered(name: str, case: str = "defaults") -> list[dict]:
+    def rendered(name: str, case: str = "defaults") -> tuple[list[dict], dict]:
         if (name, case) not in done:
-            values = setup_values(cr.SETUP_CONTEXTS[name])
-            if CASES[case]:
-                values.setdefault("tracking", {})["shutdown"] = CASES[case]
-            done[(name, case)] = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_dir)
+            values = setup_values(cr.SETUP_CONTEXTS[name])  # the program's (largestArtifactMib)
+            given = {**values["tracking"].get("shutdown", {}), **CASES[case]}
+            values["tracking"]["shutdown"] = given
+            objects = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_dir)
+            done[(name, case)] = objects, {**SHUTDOWN, **given}
         return done[(name, case)]
 
     return rendered
@@ -74,8 +75,7 @@ def expected(shutdown: dict) -> tuple[int, int, int]:
 @pytest.mark.parametrize("name", ["private", "public-one-range"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_grace_period_covers_the_drain_and_the_largest_transfer(render, name, case):
-    shutdown = {**SHUTDOWN, **CASES[case]}
-    objects = render(name, case)
+    objects, shutdown = render(name, case)
     drain, transfer, grace = expected(shutdown)
     assert _pod(objects)["terminationGracePeriodSeconds"] == grace
     server = _env(objects, "mlflow")
@@ -98,7 +98,7 @@ def test_default_drain_outlasts_the_azure_load_balancer_probe():
 def test_caddy_drains_then_waits_for_transfers_with_the_rendered_numbers(render):
     """The Caddyfile the sidecar runs, adapted by Caddy itself with the rendered env: Caddy's shutdown
     delay is the drain, its grace period the transfer time, and while draining answers close connections."""
-    objects = render("public-one-range", "odd")
+    objects, shutdown = render("public-one-range", "odd")
     env = _env(objects, "tls")
     adapted = subprocess.run(
         [str(CADDY), "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
@@ -108,7 +108,7 @@ def test_caddy_drains_then_waits_for_transfers_with_the_rendered_numbers(render)
         check=True,
     )
     config = json.loads(adapted.stdout)["apps"]["http"]
-    drain, transfer, _ = expected({**SHUTDOWN, **CASES["odd"]})
+    drain, transfer, _ = expected(shutdown)
     assert config["shutdown_delay"] == drain * 10**9
     assert config["grace_period"] == transfer * 10**9
     routes = json.dumps(config["servers"])
@@ -120,7 +120,7 @@ def test_caddy_drains_then_waits_for_transfers_with_the_rendered_numbers(render)
 def test_disruption_budget_lets_drains_evict_unready_pods(render, name):
     """A pod that is not Ready may be evicted even when the budget is spent: a crash-looping replica never
     blocks a node drain or an AKS upgrade."""
-    objects = render(name)
+    objects, _ = render(name)
     budgets = cr.of_kind(objects, "PodDisruptionBudget")
     assert budgets
     for budget in budgets:

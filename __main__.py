@@ -353,6 +353,7 @@ mlflow = MlflowReleases(
         exposure=settings.exposure,
         allowed_source_ranges=settings.allowed_source_ranges,
         tracking_replicas=settings.tracking_replicas,
+        largest_artifact_mib=settings.largest_artifact_mib,
         tracking_service_account=settings.tracking_service_account,
         admin_username=settings.admin_username,
         runs=settings.runs,

@@ -208,6 +208,8 @@ class Settings:
     """ACME directory of the public endpoint's certificate."""
     tracking_replicas: int
     """Tracking-server pods."""
+    largest_artifact_mib: int
+    """Largest artifact transfer through the server (MiB): a stopping pod waits for one to finish."""
     admin_username: str
     """MLflow admin user."""
     auth: str
@@ -455,6 +457,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         _DURATION, "must be a duration like 30d, 12h or 1d2h (days, hours, minutes, seconds)"
     ),
     "trackingReplicas": _between(1, 10),
+    # The most the server's streamed uploads can store: 50,000 blocks of 8 MiB (stream_artifacts.py).
+    "largestArtifactMib": _between(1, 400_000),
     "adminUsername": _matches(
         _ADMIN_USERNAME, "must be 3-64 letters, digits, '_', '.' or '-', starting with a letter"
     ),

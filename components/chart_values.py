@@ -241,6 +241,8 @@ class SetupContext:
     """Path in the artifact container under which the server stores artifacts."""
     tracking_replicas: int = 2
     """Tracking-server pods."""
+    largest_artifact_mib: int = 10240
+    """Largest artifact transfer through the server (MiB), which a stopping pod lets finish."""
     run_password: str = ""
     """Password of the non-admin user run Jobs log in as (secret). Empty: derived from
     `flask_secret_key` (HMAC-SHA256), so the run user exists without one more generated secret."""

@@ -124,6 +124,8 @@ class MlflowReleasesArgs:
     """CIDRs that may reach a public server's HTTPS."""
     tracking_replicas: int
     """Tracking-server pods."""
+    largest_artifact_mib: int
+    """Largest artifact transfer through the server (MiB), which a stopping pod lets finish."""
     tracking_service_account: str
     """ServiceAccount federated with the tracking identity."""
     admin_username: str
@@ -413,6 +415,7 @@ class MlflowReleases(pulumi.ComponentResource):
                     tracking_replicas=args.tracking_replicas,
                     kek_version=args.kek_version,
                     telemetry=args.telemetry,
+                    largest_artifact_mib=args.largest_artifact_mib,
                 )
             )
         )

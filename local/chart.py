@@ -67,6 +67,8 @@ class ServerSpec:
     rendered_env_names: list[str]
     # The release's Jobs that run beside the pods (not hooks): the pre-migration backup.
     jobs: list[ProcessSpec] = field(default_factory=list)
+    # The pod's terminationGracePeriodSeconds: how long a stop may take before the kill.
+    termination_grace_seconds: int | None = None
 
 
 def find_helm(repo_root: Path) -> str:
@@ -327,6 +329,7 @@ def server_spec(
         dirs=sorted(dirs),
         rendered_env_names=[e["name"] for e in main.get("env") or []],
         jobs=jobs,
+        termination_grace_seconds=pod_spec.get("terminationGracePeriodSeconds"),
     )
 
 
@@ -565,6 +568,9 @@ def local_values(
             # Never pulled here; the chart requires an image reference by digest.
             "image": {"registry": "local.invalid", "digest": "sha256:" + "0" * 64},
             "replicaCount": 1,
+            # No load balancer sends to a local server, so nothing needs time to stop sending to a stopping
+            # one: it stops at once (requests in flight still finish). The rollout e2e test drains.
+            "shutdown": {"drainSeconds": 0},
             "host": "127.0.0.1",
             "port": server_port,
             "service": {"port": server_port},

@@ -742,6 +742,34 @@ class LocalStack:
             stop(proc)
             self._record(None, "server")
 
+    def replica_spec(self, name: str, port: int, values: Mapping[str, Any] | None = None) -> chart.ServerSpec:
+        """Another pod of the tracking Deployment: the chart's server on `port` (its metrics on a free one),
+        rendered with `values` over the stack's, on the same databases and artifact store, with its own state
+        directory `<workdir>/<name>`. The release's Jobs are left out: they ran with the stack's server."""
+        own = {"tracking": {"port": port, "service": {"port": port}, "metrics": {"port": free_port()}}}
+        merged = chart.deep_merge(chart.deep_merge(self.chart_values(), own), values or {})
+        objects = chart.render(self.config.repo_root, merged, helm=self.config.helm)
+        spec = chart.server_spec(self.config.repo_root, objects, self.workdir / name, self.config.python)
+        azure = {"AZURE_STORAGE_CONNECTION_STRING": self.azure_connection_string}
+        return dataclasses.replace(
+            spec, main=spec.main.with_env(**azure), init=[p.with_env(**azure) for p in spec.init], jobs=[]
+        )
+
+    def start_replica(self, name: str, spec: chart.ServerSpec, *, timeout: float = 180) -> Proc:
+        """Start a `replica_spec` as a pod starts (init containers, then the server) and wait until it is
+        ready. Not recorded in the stack's state: the caller stops the Proc it gets."""
+        self._write_files(spec)
+        log = self.workdir / name / "server.log"
+        for init in spec.init:
+            self._run_init(init, log)
+        proc = spawn(name, spec.main.argv, env=spec.main.env, log=log, cwd=spec.main.cwd)
+        try:
+            self._wait_ready(spec.main, proc, timeout)
+        except BaseException:
+            stop(proc)
+            raise
+        return proc
+
     def kill_server(self, sig: int = signal.SIGKILL) -> None:
         """Signal the server's whole process tree (a crashed container), without a graceful stop."""
         proc = self._proc("server")

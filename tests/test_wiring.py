@@ -67,6 +67,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "jobsNodePool": False,
         "namespace": "ml-team",
         "trackingReplicas": 3,
+        "largestArtifactMib": 2048,
         "adminUsername": "mlops",
         "mysqlDiskSizeGib": 64,
         "runs": [TRAIN],
@@ -318,6 +319,9 @@ def test_setup_values_come_from_stack_outputs(case):
         "workloadIdentityClientId": identity,
     }
     assert values["tracking"]["replicaCount"] == setting(config, "trackingReplicas", 2)
+    # A stopping pod lets the largest artifact's transfer finish (tests/test_charts_rollouts.py).
+    largest = setting(config, "largestArtifactMib", 10240)
+    assert values["tracking"]["shutdown"] == {"largestTransferMiB": largest}
     auth = values["tracking"]["auth"]
     assert auth["adminUsername"] == setting(config, "adminUsername", "admin")
     assert auth["adminPassword"] == generated(run, "admin-password")
@@ -591,6 +595,7 @@ BAD_WIRING_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"allowedSourceRanges": ["10.0.0.300/24"]}, "allowedSourceRanges[0]"),
     ({"exposure": "internet"}, "exposure"),
     ({"trackingReplicas": 0}, "trackingReplicas"),
+    ({"largestArtifactMib": 0}, "largestArtifactMib"),
     ({"adminUsername": "a b"}, "adminUsername"),
 ]
 

@@ -64,6 +64,15 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    addition: a person's bearer token must name an allowed group on every request (`with_group_gate`),
    which the plugin checks only when the token's first use creates the user.
 
+12. Rollouts and node drains fail no request. Kubernetes signals a stopping pod while it removes it from
+   the Service's endpoints, and the nodes and load balancers learn of the removal a few seconds later. On
+   the first SIGTERM (or Ctrl-C) the server keeps serving for MLFLOW_AKS_DRAIN_SECONDS, and every answer
+   then carries `Connection: close`, so a kept-alive client's next request opens a new connection, which
+   goes to another pod; uvicorn would otherwise close idle kept-alive connections at once, under a client
+   about to send on one. Then uvicorn stops accepting and gives the requests in flight (an artifact upload
+   or download) MLFLOW_AKS_GRACEFUL_SHUTDOWN_SECONDS to finish (`timeout_graceful_shutdown`). The chart
+   derives both, and the pod's grace period, from `tracking.shutdown`. A second signal stops at once.
+
 (5), (6), (7), (8) and (10) reach into MLflow's private internals, which change between releases without
 notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION, the one they were
 written and tested against (tests/test_images.py keeps it equal to the image's pin): a new MLflow needs
@@ -113,6 +122,11 @@ READINESS_HEADER = "x-mlflow-aks-readiness"
 READINESS_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 # A prefix that never holds artifacts: listing it costs one small request to the artifact store.
 READINESS_ARTIFACT_PATH = "readiness-probe"
+# (12) Seconds to keep serving after SIGTERM, then seconds the requests in flight get to finish.
+DRAIN_SECONDS_ENV = "MLFLOW_AKS_DRAIN_SECONDS"
+GRACEFUL_SHUTDOWN_SECONDS_ENV = "MLFLOW_AKS_GRACEFUL_SHUTDOWN_SECONDS"
+# Set once this process is draining (per serving process: each worker drains on its own signal).
+_draining = threading.Event()
 # The longest the endpoint waits for its checks (the probe asks for its own remaining time, `?timeout=`).
 READINESS_MAX_TIMEOUT = 30.0
 
@@ -412,6 +426,58 @@ def with_group_gate(app, issuer: str, allowed: set[str], groups_claim: str = "gr
     return gated
 
 
+def _env_seconds(variable: str) -> float | None:
+    try:
+        return max(0.0, float(os.environ[variable]))
+    except (KeyError, ValueError):
+        return None
+
+
+def with_drain(app, draining: threading.Event):
+    """(12) Once `draining` is set, every response says `Connection: close` (uvicorn then closes the
+    connection after it), whenever its request started."""
+
+    async def drained(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+
+        async def send_closing(message):
+            if message["type"] == "http.response.start" and draining.is_set():
+                headers = [(k, v) for k, v in message.get("headers") or [] if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        return await app(scope, receive, send_closing)
+
+    return drained
+
+
+def _drain_on_exit_signal(drain_seconds: float) -> None:
+    """(12) uvicorn's first exit signal starts the drain; uvicorn's own handling follows `drain_seconds`
+    later (or at once, on a second signal)."""
+    import logging
+
+    import uvicorn.server
+
+    original = uvicorn.server.Server.handle_exit
+    if getattr(original, "_mlflow_aks_drain", False):
+        return
+
+    def handle_exit(self: uvicorn.server.Server, sig: int, frame) -> None:
+        if _draining.is_set():
+            return original(self, sig, frame)
+        _draining.set()
+        logging.getLogger("uvicorn.error").info(
+            "Draining for %.0f s: serving on, each answer closing its connection", drain_seconds
+        )
+        timer = threading.Timer(drain_seconds, original, args=(self, sig, None))
+        timer.daemon = True
+        timer.start()
+
+    handle_exit._mlflow_aks_drain = True  # type: ignore[attr-defined]
+    uvicorn.server.Server.handle_exit = handle_exit  # type: ignore[method-assign]
+
+
 def with_readiness(app, secret_key: str):
     """The ASGI app, with READINESS_PATH answered here for a caller holding the readiness token."""
     import asyncio
@@ -528,9 +594,12 @@ def _fastapi_app(app):
 
 
 def _patch_uvicorn_worker() -> None:
-    """In each serving process: (7), (8); SO_REUSEPORT socket (several workers); with auth, (5), (6)."""
+    """In each serving process: (7), (8), (12); SO_REUSEPORT socket (several workers); with auth, (5), (6)."""
     import uvicorn.server
 
+    # Before uvicorn serves: it installs its signal handlers (the bound method) before startup().
+    if drain := _env_seconds(DRAIN_SECONDS_ENV):
+        _drain_on_exit_signal(drain)
     original = uvicorn.server.Server.startup
 
     async def startup(self: uvicorn.server.Server, sockets: list[socket.socket] | None = None) -> None:
@@ -549,6 +618,10 @@ def _patch_uvicorn_worker() -> None:
             import metrics  # beside this file (/app in the image)
 
             self.config.loaded_app = metrics.instrument(self.config.loaded_app)
+        if _env_seconds(DRAIN_SECONDS_ENV):
+            self.config.loaded_app = with_drain(self.config.loaded_app, _draining)
+        if (graceful := _env_seconds(GRACEFUL_SHUTDOWN_SECONDS_ENV)) is not None:
+            self.config.timeout_graceful_shutdown = graceful
         if _basic_auth():
             if size := _run_experiment_cache_size():
                 _cache_run_experiments(size)

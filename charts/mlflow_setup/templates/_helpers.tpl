@@ -307,3 +307,20 @@ with, and the cluster's ServiceAccount issuer for run Jobs' tokens (only from th
       name: {{ $secret }}
       key: webhook-key
 {{- end }}
+
+{{- /*
+Seconds the largest configured artifact transfer takes at the slowest assumed rate (rounded up).
+*/}}
+{{- define "mlflow-setup.tracking.transferSeconds" -}}
+{{- $s := .Values.tracking.shutdown -}}
+{{- div (add (int $s.largestTransferMiB) (sub (int $s.minTransferMiBPerSecond) 1)) (int $s.minTransferMiBPerSecond) -}}
+{{- end }}
+
+{{- /*
+A tracking pod's terminationGracePeriodSeconds: it keeps accepting for drainSeconds, then a transfer that
+started just before may take transferSeconds, then the processes exit.
+*/}}
+{{- define "mlflow-setup.tracking.terminationGracePeriodSeconds" -}}
+{{- $s := .Values.tracking.shutdown -}}
+{{- add (int $s.drainSeconds) (include "mlflow-setup.tracking.transferSeconds" . | int) (int $s.exitSeconds) -}}
+{{- end }}

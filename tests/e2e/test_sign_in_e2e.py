@@ -182,6 +182,8 @@ def test_run_job_signs_in_with_its_service_account_token_and_no_password(sso_sta
     admin = httpx.Client(base_url=sso_stack.tracking_uri, headers=bearer(sso_stack.bearer_token()))
     run = admin.get("/api/2.0/mlflow/runs/get", params={"run_id": result.run_id}).json()["run"]
     assert {m["key"] for m in run["data"]["metrics"]} >= {"accuracy", "f1"}
+    # Tagged with the identity the server signed the Job in as, not the OS user of its process.
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["mlflow.user"] == me["username"]
 
 
 def _segment(token: str, index: int) -> str:

@@ -143,6 +143,10 @@ def cmd_credentials(stack: LocalStack, args: argparse.Namespace) -> int:
 DENIED = re.compile(r"error code 403 |INTERNAL_ERROR: Permission denied|PERMISSION_DENIED")
 
 
+#: What `run-project -e` runs: `both` (the default) is train, then evaluate of that run.
+ENTRY_POINTS = {"both": ["train", "evaluate"], "train": ["train"], "evaluate": ["evaluate"]}
+
+
 def permission_hint(stack: LocalStack, result: RunResult) -> str | None:
     """What to do when the run's user may not write its experiment (None: that is not why it failed)."""
     if not DENIED.search(result.output):
@@ -162,7 +166,7 @@ def cmd_run_project(stack: LocalStack, args: argparse.Namespace) -> int:
     if not stack.status()["server"]["running"]:
         raise StackError("the tracking server is not running: run `python -m local up` first")
     params = parse_params(args.param)
-    entry_points = ["train", "evaluate"] if args.entry_point == "both" else [args.entry_point]
+    entry_points = ENTRY_POINTS[args.entry_point]
     train_run = None
     for entry_point in entry_points:
         if entry_point == "train":
@@ -293,7 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--experiment", default="local-demo", help="training experiment (evaluate uses <name>_eval)"
     )
-    run.add_argument("-e", "--entry-point", choices=["both", "train", "evaluate"], default="both")
+    run.add_argument(
+        "-e",
+        "--entry-point",
+        choices=list(ENTRY_POINTS),
+        default="both",
+        help="both (default): train, then evaluate that run; train or evaluate (the latest train run) alone",
+    )
     run.add_argument("-P", "--param", action="append", default=[], help="key=value for the entry point")
     sub.add_parser("backup", help="back up both databases now (the chart's backup CronJob)")
     sub.add_parser("backups", help="list the complete backups, oldest first")

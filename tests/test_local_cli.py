@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 import urllib.parse
 from pathlib import Path
 
@@ -143,3 +144,24 @@ def test_status_and_run_project_print_the_address_a_browser_uses(
         # Sign-in ends at the redirect URI: a login started at another host loses its state cookie.
         assert address.hostname == "localhost"
         assert stack.redirect_uri == f"{status_address}/callback"
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/local-stack.md"])
+def test_documented_run_project_commands_run_each_entry_point_once(page, repo_root: Path) -> None:
+    """A reader runs a code block's commands one after the other: none may repeat what an earlier did
+    (`run-project` without -e runs train, then evaluate)."""
+    text = (repo_root / page).read_text()
+    blocks = re.findall(r"^```bash\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+    commands = 0
+    for block in blocks:
+        ran: list[tuple[str, str]] = []
+        for line in block.splitlines():
+            if " -m local run-project" not in line:
+                continue
+            argv = shlex.split(line, comments=True)
+            args = cli.build_parser().parse_args(argv[argv.index("local") + 1 :])
+            for entry_point in cli.ENTRY_POINTS[args.entry_point]:
+                assert (args.experiment, entry_point) not in ran, f"{page}: {line.strip()!r} repeats it"
+                ran.append((args.experiment, entry_point))
+            commands += 1
+    assert commands, f"{page} shows no run-project command"

@@ -1,7 +1,8 @@
 """`python -m local up|down|status|credentials|token|run-project`: the local stack from the command line.
 
-Ports given to `up` are remembered in the working directory's state, so the other commands find
-the running stack without repeating them.
+Ports and modes (--https, --sign-in) given to `up` are remembered in the working directory's state, so
+the other commands find the running stack without repeating them, and a later `up` keeps them until
+--no-https or --no-sign-in turns a mode off.
 """
 
 from __future__ import annotations
@@ -32,15 +33,16 @@ def _config(args: argparse.Namespace) -> StackConfig:
         state = json.loads((Path(args.workdir) / "state.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         state = {}
-    remembered = {**state.get("ports", {}), "metrics": state.get("metrics_port")}
+    # A mode's ports too while it is off: `up --https` again serves where it did before.
+    remembered = {**state.get("up_ports", {}), **state.get("ports", {}), "metrics": state.get("metrics_port")}
     for name in PORT_FIELDS:
         given = getattr(args, name, None)
         key = STATE_PORT_KEYS[name]
         setattr(config, name, given or remembered.get(key) or getattr(config, name))
     # Each mode stays as the last `up` left it (its ports are in the state) until --no-<mode> turns it off.
     https, sign_in = getattr(args, "https", None), getattr(args, "sign_in", None)
-    config.https = https if https is not None else "tls" in remembered
-    config.sign_in = sign_in if sign_in is not None else "oidc" in remembered
+    config.https = https if https is not None else "tls" in state.get("ports", {})
+    config.sign_in = sign_in if sign_in is not None else "oidc" in state.get("ports", {})
     return config
 
 
@@ -62,8 +64,8 @@ def _running_modes(stack: LocalStack) -> dict[str, bool] | None:
     status = stack.status()
     if not any(info["running"] for info in status.values()):
         return None
-    state = json.loads((stack.workdir / "state.json").read_text())
-    return {"https": "tls" in state.get("ports", {}), "sign_in": "oidc" in state.get("ports", {})}
+    ports = stack._load_state().get("ports", {})
+    return {"https": "tls" in ports, "sign_in": "oidc" in ports}
 
 
 def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
@@ -83,6 +85,8 @@ def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
         extra += " with single sign-on (a local OpenID provider)"
     print(f"starting MariaDB, Azurite, the tracking server{extra} under {stack.workdir} ...", flush=True)
     stack.start()
+    up_ports = {STATE_PORT_KEYS[name]: getattr(stack.config, name) for name in PORT_FIELDS}
+    stack._save_state({**stack._load_state(), "up_ports": up_ports})
     for line in modes(stack):
         print(line)
     if stack.config.sign_in:

@@ -82,12 +82,15 @@ def test_two_https_stacks_bind_no_common_port(tmp_path) -> None:
 
 
 def test_modes_are_remembered_until_turned_off(workdir, started) -> None:
-    assert cli.main(["--workdir", str(workdir), "up", "--https", "--sign-in"]) == 0
+    assert cli.main(["--workdir", str(workdir), "up", "--https", "--sign-in", "--https-port=6443"]) == 0
     assert (_config(workdir, "status").https, _config(workdir, "status").sign_in) == (True, True)
     assert cli.main(["--workdir", str(workdir), "up", "--no-https"]) == 0
     assert (_config(workdir, "status").https, _config(workdir, "status").sign_in) == (False, True)
     assert cli.main(["--workdir", str(workdir), "up", "--no-sign-in"]) == 0
     assert (_config(workdir, "status").https, _config(workdir, "status").sign_in) == (False, False)
+    # Turned on again, a mode serves on the ports it had.
+    assert cli.main(["--workdir", str(workdir), "up", "--https"]) == 0
+    assert (_config(workdir, "status").https, _config(workdir, "status").https_port) == (True, 6443)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -1,39 +1,71 @@
 """`python -m local up|down|status|credentials|token|run-project`: the local stack from the command line.
 
-Ports given to `up` are remembered in the working directory's state, so the other commands find
-the running stack without repeating them.
+Ports and modes (--https, --sign-in) given to `up` are remembered in the working directory's state, so
+the other commands find the running stack without repeating them, and a later `up` keeps them until
+--no-https or --no-sign-in turns a mode off.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 from local.procs import StackError
-from local.stack import LocalStack, StackConfig, missing_prerequisites, parse_params
+from local.stack import (
+    STATE_PORT_KEYS,
+    LocalStack,
+    RunResult,
+    StackConfig,
+    missing_prerequisites,
+    parse_params,
+)
+
+#: Every port the stack binds: a StackConfig field and an `up` option each, remembered in the state.
+PORT_FIELDS = tuple(STATE_PORT_KEYS)
 
 
 def _config(args: argparse.Namespace) -> StackConfig:
     config = StackConfig(workdir=Path(args.workdir))
     try:
-        remembered = json.loads((Path(args.workdir) / "state.json").read_text()).get("ports", {})
+        state = json.loads((Path(args.workdir) / "state.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
-        remembered = {}
-    config.mysql_port = getattr(args, "mysql_port", None) or remembered.get("mariadb", config.mysql_port)
-    config.azurite_port = getattr(args, "azurite_port", None) or remembered.get(
-        "azurite", config.azurite_port
-    )
-    config.server_port = getattr(args, "server_port", None) or remembered.get("server", config.server_port)
-    # HTTPS, once asked for, is remembered too (its ports are in the state while it runs).
-    config.https = bool(getattr(args, "https", False)) or "tls" in remembered
-    config.https_port = getattr(args, "https_port", None) or remembered.get("tls", config.https_port)
-    config.acme_port = getattr(args, "acme_port", None) or remembered.get("acme", config.acme_port)
-    # So is single sign-on (the local OpenID provider's port is in the state while it runs).
-    config.sign_in = bool(getattr(args, "sign_in", False)) or "oidc" in remembered
-    config.oidc_port = getattr(args, "oidc_port", None) or remembered.get("oidc", config.oidc_port)
+        state = {}
+    # A mode's ports too while it is off: `up --https` again serves where it did before.
+    remembered = {**state.get("up_ports", {}), **state.get("ports", {}), "metrics": state.get("metrics_port")}
+    for name in PORT_FIELDS:
+        given = getattr(args, name, None)
+        key = STATE_PORT_KEYS[name]
+        setattr(config, name, given or remembered.get(key) or getattr(config, name))
+    # Each mode stays as the last `up` left it (its ports are in the state) until --no-<mode> turns it off.
+    https, sign_in = getattr(args, "https", None), getattr(args, "sign_in", None)
+    config.https = https if https is not None else "tls" in state.get("ports", {})
+    config.sign_in = sign_in if sign_in is not None else "oidc" in state.get("ports", {})
     return config
+
+
+def modes(stack: LocalStack) -> list[str]:
+    """One line per mode: on or off, and the `up` option that turns it the other way."""
+    on_off = (
+        ("HTTPS", stack.config.https, "https", "the TLS terminator, as `exposure: public`"),
+        ("sign-in", stack.config.sign_in, "sign-in", "a local OpenID provider, as `auth: entra`"),
+    )
+    return [
+        f"{name + ' mode:':14}{'on ' if on else 'off'} ({what}); "
+        f"`python -m local up --{'no-' if on else ''}{option}` turns it {'off' if on else 'on'}"
+        for name, on, option, what in on_off
+    ]
+
+
+def _running_modes(stack: LocalStack) -> dict[str, bool] | None:
+    """The modes of the services running now (None: nothing runs)."""
+    status = stack.status()
+    if not any(info["running"] for info in status.values()):
+        return None
+    ports = stack._load_state().get("ports", {})
+    return {"https": "tls" in ports, "sign_in": "oidc" in ports}
 
 
 def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
@@ -42,24 +74,34 @@ def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
     )
     if missing:
         raise StackError("missing prerequisites: " + "; ".join(missing))
+    running = _running_modes(stack)
+    wanted = {"https": stack.config.https, "sign_in": stack.config.sign_in}
+    if running is not None and running != wanted:
+        # The server's chart values (redirect URI, sign-in app) follow the modes: restart, data kept.
+        print("modes changed: stopping the running stack first (data kept) ...", flush=True)
+        stack.stop()
     extra = " and the TLS terminator (with a local ACME CA)" if stack.config.https else ""
     if stack.config.sign_in:
         extra += " with single sign-on (a local OpenID provider)"
     print(f"starting MariaDB, Azurite, the tracking server{extra} under {stack.workdir} ...", flush=True)
     stack.start()
+    up_ports = {STATE_PORT_KEYS[name]: getattr(stack.config, name) for name in PORT_FIELDS}
+    stack._save_state({**stack._load_state(), "up_ports": up_ports})
+    for line in modes(stack):
+        print(line)
     if stack.config.sign_in:
         from local import oidc
 
         # The browser comes back to the redirect URI's host (localhost): start there, so the session
         # cookie is the one it keeps (browsers accept a Secure cookie from http://localhost).
-        ui = stack.redirect_uri.removesuffix("/callback")
+        ui = stack.browser_uri
         print(f"MLflow UI and API: {ui}  (sign in through the local OpenID provider as one of:")
         for line in oidc.users_summary():
             print(f"  {line}")
         print(")  scripts: `export MLFLOW_TRACKING_TOKEN=$(python -m local token admin@local)`")
     else:
         user, _ = stack.admin_credentials()
-        print(f"MLflow UI and API: {stack.public_uri}  (log in as {user!r}; `python -m local credentials`)")
+        print(f"MLflow UI and API: {stack.browser_uri}  (log in as {user!r}; `python -m local credentials`)")
     if stack.config.https:
         print(
             f"HTTPS: certificate from the local ACME CA; clients trust {stack.ca_bundle} "
@@ -86,7 +128,7 @@ def cmd_status(stack: LocalStack, args: argparse.Namespace) -> int:
         state = f"running, pid {info['pid']}" if info["running"] else "stopped"
         print(f"{name:8} {state:22} 127.0.0.1:{info['port']}")
     if status["server"]["running"]:
-        print(f"MLflow: {stack.public_uri}")
+        print(f"MLflow: {stack.browser_uri}")
     return 0 if all(info["running"] for info in status.values()) else 3
 
 
@@ -98,11 +140,37 @@ def cmd_credentials(stack: LocalStack, args: argparse.Namespace) -> int:
     return 0
 
 
+# How MLflow's client reports a 403 of the tracking server (mlflow/utils/rest_utils.py): basic-auth's
+# plain-text body "Permission denied" as "... error code 403 != 200. Response body: 'Permission denied'";
+# mlflow-oidc-auth's {"message": "Permission denied"} as "INTERNAL_ERROR: Permission denied"; serve.py's
+# group gate as "PERMISSION_DENIED: ...". Not "[Errno 13] Permission denied" (a file).
+DENIED = re.compile(r"error code 403 |INTERNAL_ERROR: Permission denied|PERMISSION_DENIED")
+
+
+#: What `run-project -e` runs: `both` (the default) is train, then evaluate of that run.
+ENTRY_POINTS = {"both": ["train", "evaluate"], "train": ["train"], "evaluate": ["evaluate"]}
+
+
+def permission_hint(stack: LocalStack, result: RunResult) -> str | None:
+    """What to do when the run's user may not write its experiment (None: that is not why it failed)."""
+    if not DENIED.search(result.output):
+        return None
+    if stack.config.sign_in:
+        grant = f"as admin, in {stack.browser_uri}/oidc/ui"
+    else:
+        grant = "as admin: docs/local-stack.md#run-the-project has the command"
+    return (
+        f"run-project: the server refused to let {result.user!r}, the user runs log in as, write there: "
+        "it may only read experiments other users created. Use a new experiment name, or give "
+        f"{result.user!r} EDIT on that experiment ({grant})"
+    )
+
+
 def cmd_run_project(stack: LocalStack, args: argparse.Namespace) -> int:
     if not stack.status()["server"]["running"]:
         raise StackError("the tracking server is not running: run `python -m local up` first")
     params = parse_params(args.param)
-    entry_points = ["train", "evaluate"] if args.entry_point == "both" else [args.entry_point]
+    entry_points = ENTRY_POINTS[args.entry_point]
     train_run = None
     for entry_point in entry_points:
         if entry_point == "train":
@@ -118,16 +186,10 @@ def cmd_run_project(stack: LocalStack, args: argparse.Namespace) -> int:
             result = stack.run_project("evaluate", args.experiment + "_eval", eval_params, echo=True)
         if result.returncode != 0:
             print(f"run-project: {entry_point} failed (exit {result.returncode})", file=sys.stderr)
-            if "PERMISSION_DENIED" in result.output:
-                user, _ = stack.run_credentials()
-                print(
-                    f"run-project: runs log in as the non-admin user {user!r}, which may only read "
-                    "experiments other users created: use a new experiment name, or give it EDIT on "
-                    "that experiment (as admin, in the UI)",
-                    file=sys.stderr,
-                )
+            if hint := permission_hint(stack, result):
+                print(hint, file=sys.stderr)
             return result.returncode or 1
-    print(f"run-project: done; see {stack.tracking_uri}/#/experiments")
+    print(f"run-project: done; see {stack.browser_uri}/#/experiments")
     return 0
 
 
@@ -173,7 +235,7 @@ def cmd_restore(stack: LocalStack, args: argparse.Namespace) -> int:
         print("the databases held no table before: nothing to keep")
     if done["created"]:
         print(f"created the missing database(s): {', '.join(done['created'])}")
-    print(f"MLflow: {stack.public_uri}")
+    print(f"MLflow: {stack.browser_uri}")
     return 0
 
 
@@ -196,29 +258,39 @@ def cmd_token(stack: LocalStack, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--workdir", default=str(StackConfig().workdir), help="working directory (default: .local-stack)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start MariaDB, Azurite and the tracking server (idempotent)")
-    up.add_argument("--server-port", type=int, help="tracking server port (default 5000)")
-    up.add_argument("--mysql-port", type=int, help="MariaDB port (default 13306)")
-    up.add_argument("--azurite-port", type=int, help="Azurite blob port (default 10000)")
+    defaults = StackConfig()
+    for name, what in (
+        ("server_port", "tracking server port"),
+        ("mysql_port", "MariaDB port"),
+        ("azurite_port", "Azurite blob port"),
+        ("metrics_port", "tracking server's Prometheus metrics port"),
+        ("https_port", "HTTPS port with --https"),
+        ("http_port", "HTTP port of the TLS terminator with --https (ACME challenge, redirect)"),
+        ("acme_port", "local ACME CA port with --https"),
+        ("acme_management_port", "local ACME CA's management port with --https"),
+        ("oidc_port", "local OpenID provider port with --sign-in"),
+    ):
+        default = getattr(defaults, name) or "a free one"
+        up.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"{what} (default {default})")
     up.add_argument(
         "--https",
-        action="store_true",
-        help="serve HTTPS through the chart's TLS terminator, as `exposure: public` does (Caddy, Pebble)",
+        action=argparse.BooleanOptionalAction,
+        help="serve HTTPS through the chart's TLS terminator, as `exposure: public` does (Caddy, Pebble); "
+        "remembered until --no-https",
     )
-    up.add_argument("--https-port", type=int, help="HTTPS port with --https (default 5443)")
-    up.add_argument("--acme-port", type=int, help="local ACME CA port with --https (default 14000)")
     up.add_argument(
         "--sign-in",
-        action="store_true",
-        help="single sign-on (auth: entra) with a local OpenID provider in place of Entra ID",
+        action=argparse.BooleanOptionalAction,
+        help="single sign-on (auth: entra) with a local OpenID provider in place of Entra ID; "
+        "remembered until --no-sign-in",
     )
-    up.add_argument("--oidc-port", type=int, help="local OpenID provider port with --sign-in (default 9400)")
     down = sub.add_parser("down", help="stop everything the stack started")
     down.add_argument("--purge", action="store_true", help="also delete the working directory (all data)")
     sub.add_parser("status", help="what is running (exit 3 if not everything)")
@@ -229,7 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--experiment", default="local-demo", help="training experiment (evaluate uses <name>_eval)"
     )
-    run.add_argument("-e", "--entry-point", choices=["both", "train", "evaluate"], default="both")
+    run.add_argument(
+        "-e",
+        "--entry-point",
+        choices=list(ENTRY_POINTS),
+        default="both",
+        help="both (default): train, then evaluate that run; train or evaluate (the latest train run) alone",
+    )
     run.add_argument("-P", "--param", action="append", default=[], help="key=value for the entry point")
     sub.add_parser("backup", help="back up both databases now (the chart's backup CronJob)")
     sub.add_parser("backups", help="list the complete backups, oldest first")
@@ -251,7 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("ship-binlogs", help="run the chart's binlog CronJob now (ship the closed binary logs)")
     sub.add_parser("gc", help="run the chart's gc CronJob now (mlflow gc --older-than <gc.olderThan>)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     stack = LocalStack(_config(args))
     handlers = {

@@ -69,6 +69,12 @@ HTTPS_SERVICES = ("acme", "tls")
 # Only with `sign_in`.
 SIGN_IN_SERVICES = ("oidc",)
 LOCAL_HOSTNAME = "localhost"
+#: Where each port StackConfig binds is remembered in the state (`ports`; the metrics port on its own).
+STATE_PORT_KEYS = {
+    "server_port": "server", "mysql_port": "mariadb", "azurite_port": "azurite", "metrics_port": "metrics",
+    "https_port": "tls", "http_port": "tls-http", "acme_port": "acme",
+    "acme_management_port": "acme-management", "oidc_port": "oidc",
+}  # fmt: skip
 
 
 @dataclass
@@ -120,7 +126,14 @@ class StackConfig:
     def ports(self) -> dict[str, int]:
         ports = {"mariadb": self.mysql_port, "azurite": self.azurite_port, "server": self.server_port}
         if self.https:
-            ports.update({"acme": self.acme_port, "tls": self.https_port})
+            ports.update(
+                {
+                    "acme": self.acme_port,
+                    "acme-management": self.acme_management_port,
+                    "tls": self.https_port,
+                    "tls-http": self.http_port,
+                }
+            )
         if self.sign_in:
             ports["oidc"] = self.oidc_port
         return ports
@@ -137,6 +150,8 @@ class RunResult:
     run_id: str | None
     returncode: int
     output: str
+    #: The MLflow user the run logged in as (the run Job's LOGNAME, which mlflow.user records).
+    user: str = ""
 
 
 def missing_prerequisites(
@@ -315,6 +330,15 @@ class LocalStack:
         )
 
     @property
+    def browser_uri(self) -> str:
+        """Where a browser opens the UI: `public_uri`, but at the redirect URI's host with `sign_in` (a
+        sign-in started at another host than the one the provider sends the browser back to loses its
+        state cookie: `mismatching_state: CSRF Warning!`)."""
+        if self.config.sign_in:
+            return self.redirect_uri.removesuffix("/callback")
+        return self.public_uri
+
+    @property
     def redirect_uri(self) -> str:
         """Where the provider sends a signed-in browser back (the chart's `redirectUri`)."""
         if self.config.https:
@@ -351,6 +375,10 @@ class LocalStack:
             self.config.metrics_port = remembered
             if self.workdir.exists():
                 self._save_state({**state, "metrics_port": remembered})
+        elif self.workdir.exists() and (state := self._load_state()).get("metrics_port") != (
+            port := self.config.metrics_port
+        ):
+            self._save_state({**state, "metrics_port": port})  # given by `up --metrics-port`: remembered
         return self.config.metrics_port
 
     def _server_running(self) -> bool:
@@ -626,7 +654,7 @@ class LocalStack:
                 f"{', '.join(str(old[n]) for n in changed)}: run `down` first to change ports"
             )
 
-    def _free_port_or_fail(self, name: str, port: int) -> None:
+    def _free_port_or_fail(self, name: str, port: int, flag: str | None = None) -> None:
         if port_in_use(port):
             option = {
                 "mariadb": "mysql",
@@ -638,7 +666,7 @@ class LocalStack:
             }[name]
             raise StackError(
                 f"port {port} on 127.0.0.1 (for {name}) is taken by another program: "
-                f"choose another one (python -m local up --{option}-port N)"
+                f"choose another one (python -m local up --{flag or option}-port N)"
             )
 
     # ----------------------------------------------------------------- MariaDB
@@ -900,7 +928,7 @@ class LocalStack:
         location = self.workdir / "acme"
         if proc is None or not proc.alive():
             self._free_port_or_fail("acme", self.config.acme_port)
-            self._free_port_or_fail("acme", self.config.acme_management_port)
+            self._free_port_or_fail("acme", self.config.acme_management_port, "acme-management")
             proc = acme.start(
                 location, self.config.acme_port, self.config.acme_management_port, self.config.http_port
             )
@@ -926,7 +954,7 @@ class LocalStack:
         proc = self._proc("tls")
         if proc is None or not proc.alive():
             self._free_port_or_fail("tls", self.config.https_port)
-            self._free_port_or_fail("tls", self.config.http_port)
+            self._free_port_or_fail("tls", self.config.http_port, "http")
             spec = self.tls_spec()
             for directory in (spec.cwd, *(Path(v) for k, v in spec.env.items() if k.startswith("XDG_"))):
                 directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -1066,7 +1094,7 @@ class LocalStack:
             raise
         reader.join(timeout=10)
         output = "".join(lines)
-        return RunResult(entry_point, _run_id_from(output), done.returncode, output)
+        return RunResult(entry_point, _run_id_from(output), done.returncode, output, env.get("LOGNAME", ""))
 
 
 _SECRET_GENERATORS = {

@@ -859,6 +859,8 @@ def test_job_runs_its_configured_run(project_renders, private_setup, run, pool):
     for name, key in (("MLFLOW_TRACKING_USERNAME", "username"), ("MLFLOW_TRACKING_PASSWORD", "password")):
         ref = env[name]["valueFrom"]["secretKeyRef"]
         assert key in cr.secret_data(cr.one(private_setup, "Secret", ref["name"])) and ref["key"] == key
+    # `mlflow run` tags mlflow.user with getpass.getuser() (LOGNAME first): the user the run logs in as.
+    assert env["LOGNAME"]["valueFrom"] == env["MLFLOW_TRACKING_USERNAME"]["valueFrom"]
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/projects")
     assert mount["readOnly"] is True
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])

@@ -250,6 +250,11 @@ def test_run_job_presents_a_short_lived_token_for_the_server_only(token_job):
     env = _env(container)
     assert env["MLFLOW_TRACKING_AUTH"]["value"] == "kubernetes"
     assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"} & set(env)
+    # mlflow.user (getpass.getuser(), LOGNAME first) names the user the plugin signs this token in as.
+    from mlflow_oidc_auth.kubernetes import USERNAME_TEMPLATE
+
+    namespace, account = token_job["metadata"]["namespace"], pod["serviceAccountName"]
+    assert env["LOGNAME"]["value"] == USERNAME_TEMPLATE.format(name=account, namespace=namespace)
     # No API token: the only token is the projected one, whose audience the API server refuses.
     assert pod["automountServiceAccountToken"] is False
     mount = next(m for m in container["volumeMounts"] if m["name"] == "tracking-token")

@@ -57,7 +57,9 @@ def test_model_blobs_in_azurite_under_configured_path(project_runs: ProjectRuns,
     assert "signature:" in mlmodel and "sklearn" in mlmodel
 
 
-def test_evaluations_logged_in_eval_experiment_with_link_tags(project_runs: ProjectRuns, client) -> None:
+def test_evaluations_logged_in_eval_experiment_with_link_tags(
+    project_runs: ProjectRuns, client, stack
+) -> None:
     eval_experiment = client.get_experiment_by_name(EXPERIMENT + "_eval")
     assert eval_experiment is not None
     explicit = client.get_run(project_runs.eval_explicit_run_id)
@@ -68,6 +70,8 @@ def test_evaluations_logged_in_eval_experiment_with_link_tags(project_runs: Proj
     )
     for run in (explicit, latest):
         assert run.info.experiment_id == eval_experiment.experiment_id
+        # The user the Job logged in as, not the OS user its process runs as.
+        assert run.data.tags["mlflow.user"] == stack.run_credentials()[0]
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.project.entryPoint"] == "evaluate"
         assert run.data.tags["source_run_id"] == project_runs.train_run_id
@@ -80,7 +84,9 @@ def test_evaluations_logged_in_eval_experiment_with_link_tags(project_runs: Proj
     # Same model, same fresh data (from the training seed): the two evaluations agree exactly...
     assert explicit.data.metrics == latest.data.metrics
     # ...and differ from the training split's scores, as they are computed on unseen samples.
-    train_metrics = client.get_run(project_runs.train_run_id).data.metrics
+    train = client.get_run(project_runs.train_run_id)
+    assert train.data.tags["mlflow.user"] == stack.run_credentials()[0]
+    train_metrics = train.data.metrics
     assert {k: explicit.data.metrics[k] for k in METRICS} != {k: train_metrics[k] for k in METRICS}
 
 

@@ -173,3 +173,18 @@ def test_concurrent_users_never_share_an_identity(stack) -> None:
         assert runner_statuses.result() == [403] * rounds
     with httpx.Client(base_url=stack.tracking_uri, timeout=30) as check:
         assert _stored_steps(check, admin, run_id) == set(range(rounds))
+
+
+def test_run_project_into_an_experiment_it_may_not_write_says_why(stack, client, capsys) -> None:
+    """`python -m local run-project` into the admin's experiment: the run user may read it, not write."""
+    import local.__main__ as cli
+
+    experiment = f"perm-cli-{uuid.uuid4().hex[:8]}"
+    client.create_experiment(experiment)
+    argv = ["--workdir", str(stack.workdir), "run-project", "--experiment", experiment, "-e", "train"]
+    assert cli.main([*argv, "-P", "n_samples=200"]) == 1
+    printed = capsys.readouterr()
+    assert "Permission denied" in printed.out  # what MLflow's client printed of the server's 403
+    user = stack.run_credentials()[0]
+    assert f"the server refused to let {user!r}, the user runs log in as, write there" in printed.err
+    assert f"give {user!r} EDIT on that experiment" in printed.err

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from mlflow_oidc_auth.kubernetes import USERNAME_TEMPLATE
 
 from local import LocalStack, oidc
 from local.stack import SIGN_IN_SERVICES
@@ -205,6 +206,29 @@ def test_run_job_signs_in_with_its_service_account_token_and_no_password(sso_sta
     admin = httpx.Client(base_url=sso_stack.tracking_uri, headers=bearer(sso_stack.bearer_token()))
     run = admin.get("/api/2.0/mlflow/runs/get", params={"run_id": result.run_id}).json()["run"]
     assert {m["key"] for m in run["data"]["metrics"]} >= {"accuracy", "f1"}
+    # Tagged with the identity the server signed the Job in as, not the OS user of its process.
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["mlflow.user"] == me["username"]
+
+
+def test_run_project_into_an_experiment_it_may_not_write_says_why(sso_stack, capsys):
+    """`python -m local run-project` into the admin's experiment: the Job's identity may read it only."""
+    import local.__main__ as cli
+
+    experiment = f"sso-perm-{time.time_ns()}"
+    admin = httpx.Client(base_url=sso_stack.tracking_uri, headers=bearer(sso_stack.bearer_token()))
+    created = admin.post("/api/2.0/mlflow/experiments/create", json={"name": experiment})
+    assert created.status_code == 200, created.text
+    argv = ["--workdir", str(sso_stack.workdir), "run-project", "--experiment", experiment, "-e", "train"]
+    assert cli.main([*argv, "-P", "n_samples=200"]) == 1
+    printed = capsys.readouterr()
+    assert "Permission denied" in printed.out  # what MLflow's client printed of the plugin's 403
+    # The hint names the user the plugin signed the Job's token in as.
+    token = (sso_stack.workdir / "runs" / "volumes" / "tracking-token" / "token").read_text()
+    namespace, account = json.loads(_segment(token, 1))["sub"].split(":")[2:]
+    user = USERNAME_TEMPLATE.format(name=account, namespace=namespace)
+    assert f"the server refused to let {user!r}, the user runs log in as, write there" in printed.err
+    where = f"as admin, in {sso_stack.browser_uri}/oidc/ui"
+    assert f"give {user!r} EDIT on that experiment ({where})" in printed.err
 
 
 def _segment(token: str, index: int) -> str:

@@ -21,6 +21,16 @@ from tests.conftest import REPO_ROOT
 SERVE = REPO_ROOT / "images" / "tracking-server" / "serve.py"
 
 
+def _run(coro):
+    """asyncio.run without its side effect on the main thread's event loop, which it leaves unset: the
+    Pulumi program runs of later tests in this process need it."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 @pytest.fixture
 def serve(monkeypatch):
     """A fresh serve.py (its own drain state); uvicorn's Server class restored after the test."""
@@ -52,10 +62,10 @@ async def _ok(scope, receive, send):
 
 def test_answers_close_their_connection_only_while_draining(serve):
     app = serve.with_drain(_ok, serve._draining)
-    before = asyncio.run(_answer(app))
+    before = _run(_answer(app))
     assert before[0]["headers"] == [(b"connection", b"keep-alive")]
     serve._draining.set()
-    during = asyncio.run(_answer(app))
+    during = _run(_answer(app))
     assert during[0]["headers"] == [(b"connection", b"close")]
     assert during[1] == before[1]  # the body is untouched
 
@@ -100,7 +110,7 @@ def test_each_serving_process_takes_its_settings_from_the_chart_env(serve, monke
     config = uvicorn.Config(_ok)
     config.loaded_app = _ok
     server = uvicorn.Server(config)
-    asyncio.run(server.startup())
+    _run(server.startup())
     assert getattr(uvicorn.server.Server.handle_exit, "_mlflow_aks_drain", False) is chart_env
     assert server.config.timeout_graceful_shutdown == (512 if chart_env else None)
     assert (server.config.loaded_app is _ok) is not chart_env

@@ -68,7 +68,11 @@ def _cores(quantity: str | int | float) -> float:
 def worst_case_connections(objects: list[dict]) -> int:
     """What the tracking servers can hold at once during a rollout, from the rendered Deployment only."""
     deployment = cr.one(objects, "Deployment")  # the tracking server, whatever the release's name
-    pods = deployment["spec"]["replicas"] + deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"]
+    # Running (replicas + surge), and every old pod still draining: terminating pods keep their pools until
+    # they exit (terminationGracePeriodSeconds), and a Deployment does not count them against its surge.
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 0
+    replicas = deployment["spec"]["replicas"]
+    pods = replicas + deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] + replicas
     [server] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "mlflow"]
     args = server["args"]
     if "--workers" in args:

@@ -2,7 +2,9 @@
 How many connections MySQL must accept, from the values that size the tracking servers' pools, so that a
 rolling update at full load never meets "Too many connections".
 
-Worst case: every pod of a rollout at once (`replicaCount` + the Deployment's `maxSurge`), each uvicorn
+Worst case: every pod of a rollout at once - `replicaCount` + the Deployment's `maxSurge` running, and up
+to `replicaCount` old pods still draining (tracking.shutdown: they finish transfers for up to their grace
+period, holding their pools, and a Deployment does not count terminating pods against its surge) - each uvicorn
 worker process (`tracking.workers`; null: serve.py starts one per whole CPU of the container's limit) with
 its own SQLAlchemy engines - the tracking store, the model registry, the basic-auth user store, and with
 `tracking.auth.mode: oidc` the sign-in plugin's user store - each holding up to `databasePool.size` +
@@ -45,7 +47,7 @@ when turning it on.
 
 {{- define "mlflow-setup.database.maxConnections" -}}
 {{- $pool := .Values.tracking.databasePool -}}
-{{- $pods := add .Values.tracking.replicaCount (include "mlflow-setup.tracking.maxSurge" . | int) -}}
+{{- $pods := add (mul 2 .Values.tracking.replicaCount) (include "mlflow-setup.tracking.maxSurge" . | int) -}}
 {{- $processes := include "mlflow-setup.tracking.processes" . | int -}}
 {{- $engines := include "mlflow-setup.tracking.databaseEngines" . | int -}}
 {{- $total := add (mul $pods $processes $engines (add $pool.size $pool.maxOverflow)) $pool.otherConnections -}}

@@ -185,6 +185,51 @@ def _ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+# ------------------------------------------------------------------------------------------ status
+
+# What the alerts read (alerts/rules.yaml): each backup and each binary-log shipment records the time it
+# succeeded or failed in the user database's `mlflow_aks_platform` table (name -> value, migrate.py), and
+# the tracking server exposes them as gauges (metrics.py). The database, not the Job's pod, so that the
+# same alert works on the cluster and on the local stack, and the server needs no access to the backups.
+STATUS_TABLE = "mlflow_aks_platform"
+BACKUP_SUCCESS = "backup_last_success_at"
+BACKUP_FAILURE = "backup_last_failure_at"
+BINLOGS_SUCCESS = "binlogs_last_success_at"
+BINLOGS_FAILURE = "binlogs_last_failure_at"
+BINLOGS_INTERVAL = "binlogs_ship_interval_seconds"
+# The shipping schedule's interval in seconds (the chart sets it from backup.binaryLogs.schedule's minutes).
+BINLOGS_INTERVAL_ENV = "MLFLOW_AKS_BINLOG_SHIP_SECONDS"
+
+
+def record_status(targets: list[Database], values: dict[str, str], connect_to=None) -> bool:
+    """Write `values` (name -> value) into the user database's status table; False (and a line on stderr)
+    when it cannot: the backup or shipment itself stands, and the alerts then see no news of it."""
+    auth = next((target for target in targets if target.role == "auth"), None)
+    if auth is None or not values:
+        return False
+    table = f"{_ident(auth.name)}.{_ident(STATUS_TABLE)}"
+    sql = f"INSERT INTO {table} (name, value) VALUES (%s, %s) ON DUPLICATE KEY UPDATE value = VALUES(value)"  # noqa: S608
+    try:
+        conn = (connect_to or connect)(auth, autocommit=True, connect_timeout=10)
+        try:
+            with conn.cursor() as cursor:
+                for name, value in values.items():
+                    cursor.execute(sql, (name, value))
+        finally:
+            conn.close()
+    except Exception as error:
+        print(
+            f"backup.py: could not record {', '.join(values)}: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def _now() -> str:
+    return f"{time.time():.3f}"
+
+
 # ------------------------------------------------------------------------------------------ destination
 
 
@@ -1129,6 +1174,20 @@ def swap_staged(destination: Destination, targets: list[Database], directory: st
 # ------------------------------------------------------------------------------------------ command line
 
 
+@contextlib.contextmanager
+def _recorded(
+    targets: list[Database], success: str | None, failure: str, extra: dict[str, str] | None = None
+):
+    """Record the time of the step's success (with `extra`) or failure in the status table."""
+    try:
+        yield
+    except BaseException:
+        record_status(targets, {failure: _now()})
+        raise
+    if success:
+        record_status(targets, {success: _now(), **(extra or {})})
+
+
 def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
     environ = dict(os.environ if environ is None else environ)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -1180,7 +1239,9 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
             raise BackupError(f"{DESTINATION_ENV} is not set")
         destination = Destination(uri, environ)
         if args.command == "backup":
-            result = take(destination, databases(environ), args.reason)
+            targets = databases(environ)
+            with _recorded(targets, BACKUP_SUCCESS, BACKUP_FAILURE):
+                result = take(destination, targets, args.reason)
         elif args.command == "list":
             result = {"backups": destination.list()}
         elif args.command == "verify":
@@ -1223,11 +1284,18 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
         elif args.step == "plan":
             if not (args.directory and args.secrets):
                 raise BackupError("binlogs plan needs a DIR and --secrets DIR")
-            result = binlogs_plan(destination, databases(environ), args.directory, args.secrets)
+            targets = databases(environ)
+            with _recorded(targets, None, BINLOGS_FAILURE):
+                result = binlogs_plan(destination, targets, args.directory, args.secrets)
         else:
             if not args.directory:
                 raise BackupError("binlogs upload needs the DIR its plan and fetch used")
-            result = binlogs_upload(destination, args.directory)
+            targets = databases(environ)
+            interval = environ.get(BINLOGS_INTERVAL_ENV, "")
+            with _recorded(
+                targets, BINLOGS_SUCCESS, BINLOGS_FAILURE, {BINLOGS_INTERVAL: interval} if interval else {}
+            ):
+                result = binlogs_upload(destination, args.directory)
     except BackupError as error:
         print(f"backup.py: {error}", file=sys.stderr)
         return 1

@@ -463,8 +463,20 @@ USER_CHANGES = sqlalchemy.Table(
 ADMIN_PASSWORD_APPLIED = "admin_password_applied"  # noqa: S105 - a row name, not a password
 
 
+# When the platform first ran on this database: until a first backup, the backup alert counts from here.
+INSTALLED_AT = "installed_at"
+
+
 def ensure_platform_tables(engine: sqlalchemy.engine.Engine) -> None:
     PLATFORM_METADATA.create_all(engine, checkfirst=True)
+    with engine.begin() as conn:
+        known = conn.execute(
+            sqlalchemy.select(PLATFORM.c.value).where(PLATFORM.c.name == INSTALLED_AT)
+        ).first()
+    if known is None:
+        # Two pods starting together: one inserts, the other finds the row taken; either way it is there.
+        with contextlib.suppress(sqlalchemy.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(PLATFORM.insert().values(name=INSTALLED_AT, value=f"{time.time():.3f}"))
 
 
 def record_user_change(engine: sqlalchemy.engine.Engine, username: str) -> None:

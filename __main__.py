@@ -4,6 +4,7 @@ import pulumi
 from pulumi_azure_native import authorization
 
 from components import chart_values, roles
+from components.alerts import Alerts, AlertsArgs
 from components.certificate_share import CertificateShare, CertificateShareArgs
 from components.cluster import JOBS_POOL_LABEL, JOBS_POOL_TAINT, SYSTEM_POOL_NAME, Cluster, ClusterArgs
 from components.cluster_access import require_tools
@@ -165,6 +166,20 @@ cluster = Cluster(
         api_server_authorized_ip_ranges=settings.api_server_authorized_ip_ranges,
         vnet_subnet_id=private_network.cluster_subnet_id if private_network else None,
         depends_on=[public_endpoint.address] if public_endpoint else [],
+    ),
+)
+# The alert rules of alerts/rules.yaml on the cluster's managed Prometheus; they mail config alertEmails.
+alerts = Alerts(
+    "alerts",
+    AlertsArgs(
+        resource_group_name=groups.platform_name,
+        location=settings.location,
+        name_prefix=settings.name_prefix,
+        cluster_id=cluster.cluster_id,
+        cluster_name=cluster.cluster_name,
+        provider=cluster.provider,
+        namespace=settings.namespace,
+        emails=settings.alert_emails,
     ),
 )
 if private_network:

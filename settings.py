@@ -89,6 +89,11 @@ _DATABASE_SKU = re.compile(r"^Standard_[BDE][0-9]+[a-z]*(_v[0-9]+)?$")
 # Flexible server names: 3-63 lowercase letters, digits and hyphens, not starting or ending with one.
 _DATABASE_SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 # An Entra ID object id as the portal and `az ad group show --query id` print it.
+# An address Azure Monitor's action groups accept: local@domain.tld, nothing fancier.
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+# At most 1000 email receivers per action group
+# (https://learn.microsoft.com/azure/azure-monitor/service-limits#action-groups).
+MAX_ALERT_EMAILS = 1000
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -155,6 +160,8 @@ class Settings:
     """Maximum nodes of the jobs pool."""
     log_retention_days: int
     """Log Analytics retention in days."""
+    alert_emails: tuple[str, ...]
+    """Who is mailed when an alert fires or resolves (lower case, no repeats); empty: nobody."""
     acr_sku: str
     """Container registry SKU."""
     storage_sku: str
@@ -536,6 +543,19 @@ def _api_server_range_problems(ranges: list[Any]) -> list[Problem]:
     return problems
 
 
+def _email_problems(emails: list[Any]) -> list[Problem]:
+    """alertEmails: email addresses, at most MAX_ALERT_EMAILS."""
+    problems = []
+    for index, email in enumerate(emails):
+        if not (isinstance(email, str) and _EMAIL.fullmatch(email)):
+            rule = "must be an email address like oncall@example.com"
+            problems.append(Problem(f"alertEmails[{index}]", rule, email))
+    if len(emails) > MAX_ALERT_EMAILS:
+        rule = f"must list at most {MAX_ALERT_EMAILS} addresses (an action group's limit)"
+        problems.append(Problem("alertEmails", rule, emails))
+    return problems
+
+
 def _group_problems(key: str, groups: list[Any], auth: Any) -> list[Problem]:
     """entraAllowedGroups / entraAdminGroups: Entra ID group object ids, at least one with `auth: entra`.
 
@@ -791,6 +811,8 @@ def _validate(
     low, high = typed.get("systemNodeMinCount"), typed.get("systemNodeMaxCount")
     if typed.get("systemNodeAutoscale") and isinstance(low, int) and isinstance(high, int) and low > high:
         problems.append(Problem("systemNodeMinCount", f"must not exceed systemNodeMaxCount ({high})", low))
+    if "alertEmails" in typed:
+        problems.extend(_email_problems(typed["alertEmails"]))
     if "allowedSourceRanges" in typed:
         problems.extend(_cidr_problems(typed["allowedSourceRanges"], typed.get("exposure")))
     if "apiServerAuthorizedIpRanges" in typed:
@@ -914,6 +936,7 @@ def load_settings(
     fields["database_server_name"] = fields["database_server_name"] or None
     fields["deployer_ip_address"] = fields["deployer_ip_address"] or None
     fields["allowed_source_ranges"] = tuple(str(cidr) for cidr in fields["allowed_source_ranges"])
+    fields["alert_emails"] = tuple(dict.fromkeys(email.lower() for email in fields["alert_emails"]))
     # Canonical form: a single address becomes /32, as AKS stores it.
     fields["api_server_authorized_ip_ranges"] = tuple(
         str(ipaddress.ip_network(str(cidr))) for cidr in fields["api_server_authorized_ip_ranges"]

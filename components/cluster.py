@@ -149,6 +149,11 @@ class Cluster(pulumi.ComponentResource):
                     enabled=True,
                 ),
             ),
+            # Azure Monitor managed Prometheus: the metrics add-on scrapes the cluster and the platform's
+            # pods into the workspace components/alerts.py declares, where the alert rules run.
+            azure_monitor_profile=containerservice.ManagedClusterAzureMonitorProfileArgs(
+                metrics=containerservice.ManagedClusterAzureMonitorProfileMetricsArgs(enabled=True),
+            ),
             addon_profiles={
                 "omsagent": containerservice.ManagedClusterAddonProfileArgs(
                     enabled=True,

@@ -31,6 +31,7 @@ from pulumi_mocks import (
     run_program,
 )
 
+import alerts
 from components.cluster_access import ACCESS_CHECKS, ACCESS_TIMEOUT_SECONDS, AKS_SERVER_APP_ID
 from settings import declared_config
 
@@ -131,6 +132,13 @@ def test_declares_every_foundation_resource_once(case):
         "azure-native:managedidentity:FederatedIdentityCredential": 2,
         "random:index/randomString:RandomString": 4,  # three storage accounts' suffixes, the registry's
         "pulumi:providers:kubernetes": 1,
+        # Managed Prometheus and the alerts (components/alerts.py): one rule group per group of the rule file.
+        "azure-native:monitor:AzureMonitorWorkspace": 1,
+        "azure-native:monitor:DataCollectionEndpoint": 1,
+        "azure-native:monitor:DataCollectionRule": 1,
+        "azure-native:monitor:DataCollectionRuleAssociation": 2,
+        "azure-native:monitor:ActionGroup": 1,
+        "azure-native:alertsmanagement:PrometheusRuleGroup": len(alerts.groups()),
     }
     counts = run.type_counts()
     assert {t: counts.get(t, 0) for t in expected} == expected

@@ -43,6 +43,10 @@ def _config(args: argparse.Namespace) -> StackConfig:
     https, sign_in = getattr(args, "https", None), getattr(args, "sign_in", None)
     config.https = https if https is not None else "tls" in state.get("ports", {})
     config.sign_in = sign_in if sign_in is not None else "oidc" in state.get("ports", {})
+    # So does Prometheus (alerts), until --no-prometheus; the time scale applies when it starts.
+    prometheus = getattr(args, "prometheus", None)
+    config.prometheus = prometheus if prometheus is not None else "prometheus" in state.get("ports", {})
+    config.alert_time_scale = getattr(args, "alert_time_scale", None) or config.alert_time_scale
     return config
 
 
@@ -70,7 +74,11 @@ def _running_modes(stack: LocalStack) -> dict[str, bool] | None:
 
 def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
     missing = missing_prerequisites(
-        stack.config.repo_root, stack.config.helm, https=stack.config.https, sign_in=stack.config.sign_in
+        stack.config.repo_root,
+        stack.config.helm,
+        https=stack.config.https,
+        sign_in=stack.config.sign_in,
+        prometheus_server=stack.config.prometheus,
     )
     if missing:
         raise StackError("missing prerequisites: " + "; ".join(missing))
@@ -83,6 +91,8 @@ def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
     extra = " and the TLS terminator (with a local ACME CA)" if stack.config.https else ""
     if stack.config.sign_in:
         extra += " with single sign-on (a local OpenID provider)"
+    if not stack.config.prometheus:
+        stack.stop_prometheus()  # --no-prometheus: Prometheus alone stops, nothing else needs to
     print(f"starting MariaDB, Azurite, the tracking server{extra} under {stack.workdir} ...", flush=True)
     stack.start()
     up_ports = {STATE_PORT_KEYS[name]: getattr(stack.config, name) for name in PORT_FIELDS}
@@ -106,6 +116,11 @@ def cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
         print(
             f"HTTPS: certificate from the local ACME CA; clients trust {stack.ca_bundle} "
             "(MLFLOW_TRACKING_SERVER_CERT_PATH)"
+        )
+    if stack.config.prometheus:
+        print(
+            f"Prometheus: http://127.0.0.1:{stack.config.prometheus_port}/alerts (the alert rules, time "
+            f"{stack.config.alert_time_scale:g} times faster)"
         )
     print(f"artifacts: {stack.artifacts_destination} -> Azurite on 127.0.0.1:{stack.config.azurite_port}")
     print(f"database:  MariaDB on 127.0.0.1:{stack.config.mysql_port}")
@@ -276,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("acme_port", "local ACME CA port with --https"),
         ("acme_management_port", "local ACME CA's management port with --https"),
         ("oidc_port", "local OpenID provider port with --sign-in"),
+        ("prometheus_port", "Prometheus port with --prometheus"),
     ):
         default = getattr(defaults, name) or "a free one"
         up.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"{what} (default {default})")
@@ -290,6 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="single sign-on (auth: entra) with a local OpenID provider in place of Entra ID; "
         "remembered until --no-sign-in",
+    )
+    up.add_argument(
+        "--prometheus",
+        action=argparse.BooleanOptionalAction,
+        help="also run Prometheus: it scrapes the server's metrics and evaluates the alert rules; "
+        "remembered until --no-prometheus",
+    )
+    up.add_argument(
+        "--alert-time-scale",
+        type=float,
+        help="with --prometheus: time in the alert rules runs this much faster (3600: an hour a second)",
     )
     down = sub.add_parser("down", help="stop everything the stack started")
     down.add_argument("--purge", action="store_true", help="also delete the working directory (all data)")

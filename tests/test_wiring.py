@@ -399,7 +399,11 @@ def test_backups_and_gc_are_scheduled_from_config_into_the_data_account(case):
         "serviceAccount": "mlflow-backup",
         "workloadIdentityClientId": backup_identity.outputs["clientId"],
         # The binary logs shipped every binlogShipMinutes: the RPO of a restore to a point in time.
-        "binaryLogs": {"schedule": f"*/{setting(config, 'binlogShipMinutes', 5)} * * * *"},
+        # Its interval is recorded with each shipment: MlflowBinlogShippingStale compares against it.
+        "binaryLogs": {
+            "schedule": f"*/{setting(config, 'binlogShipMinutes', 5)} * * * *",
+            "intervalSeconds": 60 * setting(config, "binlogShipMinutes", 5),
+        },
     }
     assert (
         values["backup"]["workloadIdentityClientId"]

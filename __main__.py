@@ -180,6 +180,7 @@ alerts = Alerts(
         provider=cluster.provider,
         namespace=settings.namespace,
         emails=settings.alert_emails,
+        in_cluster_database=not settings.flexible_server,
     ),
 )
 if private_network:

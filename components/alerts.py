@@ -24,6 +24,8 @@ from pulumi_azure_native import alertsmanagement, monitor
 
 import alerts as alert_rules
 
+# The rule group about the in-cluster MySQL (backups, binary logs, disk).
+DATABASE_GROUP = "mlflow-aks-database"
 # kube-state-metrics series the rules need beyond the minimal ingestion profile's keep list.
 EXTRA_KUBE_STATE_METRICS = ("kube_job_status_failed",)
 SETTINGS_CONFIGMAP = "ama-metrics-settings-configmap"
@@ -51,6 +53,9 @@ class AlertsArgs:
     """The platform's namespace: its annotated pods (the tracking server) are scraped."""
     emails: tuple[str, ...]
     """Who is mailed when an alert fires and resolves (config alertEmails); empty: nobody."""
+    in_cluster_database: bool = True
+    """MySQL runs in the cluster (backed up by the chart's Jobs, on its own disk); False: a flexible server,
+    whose backups and storage Azure keeps, so the `DATABASE_GROUP` rules are left out."""
     rules_file: Path = alert_rules.RULES_FILE
     """The Prometheus rule file the rule groups are made from."""
 
@@ -197,6 +202,7 @@ class Alerts(pulumi.ComponentResource):
                 opts=child,
             )
             for group in alert_rules.groups(args.rules_file)
+            if args.in_cluster_database or group["name"] != DATABASE_GROUP
         ]
         # Server-side apply upserts: a ConfigMap someone created by hand is taken over, not a conflict
         # (https://www.pulumi.com/registry/packages/kubernetes/how-to-guides/managing-resources-with-server-side-apply/).

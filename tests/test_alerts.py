@@ -12,7 +12,7 @@ import pytest
 from pulumi_mocks import run_program
 
 import alerts
-from components.alerts import EXTRA_KUBE_STATE_METRICS, SETTINGS_CONFIGMAP
+from components.alerts import DATABASE_GROUP, EXTRA_KUBE_STATE_METRICS, SETTINGS_CONFIGMAP
 from settings import SettingsError
 
 CLUSTER = "azure-native:containerservice:ManagedCluster"
@@ -120,6 +120,17 @@ def test_no_address_still_declares_the_alerts_and_warns(monkeypatch):
     assert run.one(ACTION_GROUP).plain_inputs.get("emailReceivers", []) == []
     assert len(run.of_type(RULE_GROUP)) == len(alerts.groups())
     assert any("alertEmails is empty" in w for w in warnings)
+
+
+def test_a_flexible_server_leaves_out_the_in_cluster_database_alerts():
+    """Its backups and storage are Azure's: no backup Job records anything, no claim fills up."""
+    run = run_program({"database": "flexibleServer", "namePrefix": "mlops"})
+    declared = sorted(g.plain_inputs["ruleGroupName"] for g in run.of_type(RULE_GROUP))
+    expected = sorted(f"mlops-{g['name']}" for g in alerts.groups() if g["name"] != DATABASE_GROUP)
+    assert declared == expected
+    assert DATABASE_GROUP in [g["name"] for g in alerts.groups()]
+    database_alerts = next(g for g in alerts.groups() if g["name"] == DATABASE_GROUP)["rules"]
+    assert {r["alert"] for r in database_alerts} >= {"MlflowBackupMissing", "MlflowDatabaseDiskFilling"}
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import ssl
 import tempfile
@@ -162,6 +163,16 @@ def test_only_the_stack_name_gets_a_certificate(https_stack):
         context.wrap_socket(raw, server_hostname="someone-else.example"),
     ):
         pass
+
+
+def test_the_servers_metrics_carry_the_served_certificates_expiry(https_stack):
+    """What MlflowCertificateExpiring reads: the notAfter of the certificate the terminator serves, read by
+    the server's metrics process with a handshake (the tracking container has no certificate files)."""
+    served = ssl.cert_time_to_seconds(served_certificate(https_stack)["notAfter"])
+    text = requests.get(f"http://127.0.0.1:{https_stack.metrics_port}/metrics", timeout=10).text
+    found = re.search(r"^mlflow_aks_tls_certificate_expiry_timestamp_seconds ([0-9.e+]+)$", text, re.M)
+    assert found, text[-2000:]
+    assert float(found[1]) == served
 
 
 def test_certificate_survives_restarts_and_is_shared_by_a_second_replica(https_stack):

@@ -93,3 +93,26 @@ def test_compressed_rules_divide_every_duration_and_still_load(tmp_path: Path) -
     (tmp_path / "fast.yaml").write_text(yaml.safe_dump(alerts.compressed(scale)))
     done = _promtool("check", "rules", "fast.yaml", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_local_prometheus_scrapes_the_servers_metrics_port_with_the_compressed_rules(
+    tmp_path: Path,
+) -> None:
+    from local import prometheus
+
+    config = yaml.safe_load(prometheus.write_config(tmp_path, 19090, 3600.0).read_text())
+    [job] = config["scrape_configs"]
+    assert job["static_configs"] == [{"targets": ["127.0.0.1:19090"]}]
+    [rules_path] = config["rule_files"]
+    assert yaml.safe_load(Path(rules_path).read_text()) == alerts.compressed(3600.0, min_range=2.0)
+    done = _promtool("check", "config", "prometheus.yml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_up_with_prometheus_names_it_when_it_is_missing(monkeypatch) -> None:
+    from local import prometheus
+    from local.stack import missing_prerequisites
+
+    monkeypatch.setattr(prometheus, "binary", lambda: None)
+    assert any("Prometheus" in item for item in missing_prerequisites(prometheus_server=True))
+    assert not any("Prometheus" in item for item in missing_prerequisites(prometheus_server=False))

@@ -37,11 +37,13 @@ def image_modules():
 
 
 class FakeConnection:
-    def __init__(self, log: list):
-        self.log = log
+    """pymysql's connection as backup.py uses it: statements logged, SELECTs answered with `rows`."""
+
+    def __init__(self, log: list, rows: list | None = None):
+        self.log, self.rows = log, rows or []
 
     def cursor(self):
-        log = self.log
+        log, rows = self.log, self.rows
 
         class Cursor:
             def __enter__(self):
@@ -52,6 +54,9 @@ class FakeConnection:
 
             def execute(self, sql, params=None):
                 log.append((" ".join(sql.split()), params))
+
+            def fetchall(self):
+                return list(rows)
 
         return Cursor()
 
@@ -91,7 +96,7 @@ def _writes(log: list) -> dict[str, str]:
     upsert = "INSERT INTO `mlflow_auth`.`mlflow_aks_platform` (name, value) VALUES (%s, %s) ON DUPLICATE KEY"
     written = {}
     for sql, params in log[1:]:
-        if sql != "closed":
+        if sql != "closed" and not sql.startswith("SELECT"):
             assert sql.startswith(upsert), sql
             written[params[0]] = params[1]
     return written
@@ -146,6 +151,41 @@ def test_a_status_the_database_cannot_take_does_not_fail_the_backup(image_module
     monkeypatch.setattr(backup, "take", lambda destination, targets, reason: {"name": "b"})
     assert backup.main(["backup"], env) == 0
     assert f"could not record {backup.BACKUP_SUCCESS}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("post_restore_backup", [None, "mlflow-20261202T120000000000Z-post-restore.sql.gz"])
+def test_a_restore_keeps_the_record_of_backups_the_restored_data_would_roll_back(
+    image_modules, env, monkeypatch, post_restore_backup
+):
+    """The restored user database holds the status rows of its backup's time; what happened to backups
+    since (and the installation) is written back, and a post-restore backup counts as a good backup."""
+    backup, _, _ = image_modules
+    log: list = []
+    before = [(backup.BACKUP_SUCCESS, "1764990000.000"), (backup.INSTALLED_AT, "1700000000.000")]
+    monkeypatch.setattr(backup, "connect", lambda database, **options: FakeConnection(log, before))
+    monkeypatch.setattr(backup, "Destination", lambda uri, environ: object())
+    monkeypatch.setattr(backup.time, "time", lambda: 1_765_000_000.25)
+    monkeypatch.setattr(
+        backup, "restore", lambda *a, **k: {"restored": "b", "post_restore_backup": post_restore_backup}
+    )
+    assert backup.main(["restore", "latest"], env) == 0
+    [select] = [params for sql, params in log if sql.startswith("SELECT")]
+    assert set(select) == set(backup.STATUS_NAMES)
+    expected_success = "1765000000.250" if post_restore_backup else "1764990000.000"
+    assert _writes([None, *log]) == {
+        backup.BACKUP_SUCCESS: expected_success,
+        backup.INSTALLED_AT: "1700000000.000",
+    }
+
+
+def test_a_dry_run_restore_writes_nothing(image_modules, env, monkeypatch):
+    backup, _, _ = image_modules
+    log: list = []
+    monkeypatch.setattr(backup, "connect", lambda database, **options: FakeConnection(log))
+    monkeypatch.setattr(backup, "Destination", lambda uri, environ: object())
+    monkeypatch.setattr(backup, "restore", lambda *a, **k: {"restored": "b", "dry_run": True})
+    assert backup.main(["restore", "latest", "--dry-run"], env) == 0
+    assert log == []
 
 
 def _status_database(tmp_path: Path, migrate, rows: dict[str, str]) -> str:

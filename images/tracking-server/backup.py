@@ -197,6 +197,16 @@ BACKUP_FAILURE = "backup_last_failure_at"
 BINLOGS_SUCCESS = "binlogs_last_success_at"
 BINLOGS_FAILURE = "binlogs_last_failure_at"
 BINLOGS_INTERVAL = "binlogs_ship_interval_seconds"
+# Written by migrate.py when the platform first runs on the database.
+INSTALLED_AT = "installed_at"
+STATUS_NAMES = (
+    BACKUP_SUCCESS,
+    BACKUP_FAILURE,
+    BINLOGS_SUCCESS,
+    BINLOGS_FAILURE,
+    BINLOGS_INTERVAL,
+    INSTALLED_AT,
+)
 # The shipping schedule's interval in seconds (the chart sets it from backup.binaryLogs.schedule's minutes).
 BINLOGS_INTERVAL_ENV = "MLFLOW_AKS_BINLOG_SHIP_SECONDS"
 
@@ -224,6 +234,38 @@ def record_status(targets: list[Database], values: dict[str, str], connect_to=No
         )
         return False
     return True
+
+
+def read_status(targets: list[Database], connect_to=None) -> dict[str, str]:
+    """The status rows (STATUS_NAMES) as the user database holds them now; empty when it cannot say."""
+    auth = next((target for target in targets if target.role == "auth"), None)
+    if auth is None:
+        return {}
+    table = f"{_ident(auth.name)}.{_ident(STATUS_TABLE)}"
+    marks = ", ".join(["%s"] * len(STATUS_NAMES))
+    try:
+        conn = (connect_to or connect)(auth, autocommit=True, connect_timeout=10)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(f"SELECT name, value FROM {table} WHERE name IN ({marks})", STATUS_NAMES)  # noqa: S608
+                return {name: value for name, value in cursor.fetchall()}
+        finally:
+            conn.close()
+    except Exception:
+        return {}
+
+
+@contextlib.contextmanager
+def _status_kept(targets: list[Database]):
+    """Around a restore, which puts back the status table as the backup holds it: the record of backups
+    and shipments does not go back in time with the data, so the rows are written back as they were, and
+    the backup of the restored data (`post_restore_backup`, in the dict yielded) counts as a good backup."""
+    before = read_status(targets)
+    result: dict = {}
+    yield result
+    if result.get("post_restore_backup"):
+        before[BACKUP_SUCCESS] = _now()
+    record_status(targets, before)
 
 
 def _now() -> str:
@@ -1269,16 +1311,22 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
                     dry_run=args.dry_run,
                 )
         elif args.command == "restore":
-            result = restore(
-                destination,
-                databases(environ),
-                args.name or "latest",
-                safety_backup=not args.no_safety_backup,
-                force=args.force,
-                dry_run=args.dry_run,
-            )
+            targets = databases(environ)
+            with _status_kept(targets) if not args.dry_run else contextlib.nullcontext({}) as kept:
+                result = restore(
+                    destination,
+                    targets,
+                    args.name or "latest",
+                    safety_backup=not args.no_safety_backup,
+                    force=args.force,
+                    dry_run=args.dry_run,
+                )
+                kept.update(result)
         elif args.command == "swap":
-            result = swap_staged(destination, databases(environ), args.directory)
+            targets = databases(environ)
+            with _status_kept(targets) as kept:
+                result = swap_staged(destination, targets, args.directory)
+                kept.update(result)
         elif args.step == "list":
             result = binlogs_list(destination)
         elif args.step == "plan":

@@ -64,7 +64,7 @@ PLATFORM_GAUGES = {
         "mlflow_aks_binlog_ship_interval_seconds",
         "Seconds between two scheduled binary-log shipments.",
     ),
-    "installed_at": (
+    backup.INSTALLED_AT: (
         "mlflow_aks_platform_installed_timestamp_seconds",
         "When the platform first ran on this database (Unix time).",
     ),

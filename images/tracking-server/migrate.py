@@ -463,7 +463,8 @@ USER_CHANGES = sqlalchemy.Table(
 ADMIN_PASSWORD_APPLIED = "admin_password_applied"  # noqa: S105 - a row name, not a password
 
 
-# When the platform first ran on this database: until a first backup, the backup alert counts from here.
+# When the platform first ran on this database: until a first backup, the backup alert counts from here
+# (the name backup.py's STATUS_NAMES and metrics.py know it by).
 INSTALLED_AT = "installed_at"
 
 

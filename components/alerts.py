@@ -97,7 +97,7 @@ class Alerts(pulumi.ComponentResource):
     endpoint_association: monitor.DataCollectionRuleAssociation
     action_group: monitor.ActionGroup
     rule_groups: list[alertsmanagement.PrometheusRuleGroup]
-    metrics_settings: kubernetes.core.v1.ConfigMap
+    metrics_settings_map: kubernetes.core.v1.ConfigMap
     workspace_id: pulumi.Output[str]
     action_group_id: pulumi.Output[str]
 
@@ -206,7 +206,7 @@ class Alerts(pulumi.ComponentResource):
         ]
         # Server-side apply upserts: a ConfigMap someone created by hand is taken over, not a conflict
         # (https://www.pulumi.com/registry/packages/kubernetes/how-to-guides/managing-resources-with-server-side-apply/).
-        self.metrics_settings = kubernetes.core.v1.ConfigMap(
+        self.metrics_settings_map = kubernetes.core.v1.ConfigMap(
             f"{name}-metrics-settings",
             metadata=kubernetes.meta.v1.ObjectMetaArgs(
                 name=SETTINGS_CONFIGMAP,

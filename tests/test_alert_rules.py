@@ -116,3 +116,31 @@ def test_up_with_prometheus_names_it_when_it_is_missing(monkeypatch) -> None:
     monkeypatch.setattr(prometheus, "binary", lambda: None)
     assert any("Prometheus" in item for item in missing_prerequisites(prometheus_server=True))
     assert not any("Prometheus" in item for item in missing_prerequisites(prometheus_server=False))
+
+
+def test_up_remembers_prometheus_until_no_prometheus(tmp_path: Path, monkeypatch, capsys) -> None:
+    import local.__main__ as cli
+    from local import LocalStack
+
+    def start(stack: LocalStack) -> None:  # the state as each service's start records it; nothing runs
+        stack.workdir.mkdir(parents=True, exist_ok=True)
+        stack.metrics_port  # noqa: B018
+        for name in stack.config.services:
+            stack._record(None, name)
+
+    stopped: list[bool] = []
+    monkeypatch.setattr(cli, "missing_prerequisites", lambda *a, **k: [])
+    monkeypatch.setattr(LocalStack, "start", start)
+    monkeypatch.setattr(LocalStack, "stop_prometheus", lambda stack: stopped.append(True))
+    workdir = str(tmp_path / "stack")
+
+    def later():
+        return cli._config(cli.build_parser().parse_args(["--workdir", workdir, "status"]))
+
+    argv = ["--workdir", workdir, "up", "--prometheus", "--prometheus-port=19091", "--alert-time-scale=3600"]
+    assert cli.main(argv) == 0
+    assert "Prometheus: http://127.0.0.1:19091/alerts" in capsys.readouterr().out
+    assert (later().prometheus, later().prometheus_port) == (True, 19091)
+    assert cli.main(["--workdir", workdir, "up"]) == 0 and later().prometheus and not stopped
+    assert cli.main(["--workdir", workdir, "up", "--no-prometheus"]) == 0
+    assert not later().prometheus and stopped

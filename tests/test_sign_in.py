@@ -315,6 +315,10 @@ def test_entra_changes_only_the_sign_in_values(exposure):
     stripped = copy.deepcopy(entra_setup)
     assert stripped["tracking"]["auth"].pop("mode") == "oidc"
     assert stripped["tracking"]["auth"].pop("oidc")
+    # MySQL restarts once with a connection limit that counts the sign-in store's pools too.
+    annotation = "mlflow-aks/connection-limit-inputs"
+    assert stripped["mysql"]["podAnnotations"].pop(annotation).endswith(",auth=oidc")
+    assert basic_setup["mysql"]["podAnnotations"].pop(annotation).endswith(",auth=basic")
     assert stripped == basic_setup
     basic_project = plain(basic_run.named("mlflow-run-train-demo").inputs["values"])
     entra_project = plain(entra_run.named("mlflow-run-train-demo").inputs["values"])

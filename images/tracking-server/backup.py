@@ -422,9 +422,19 @@ def dump_lines(conn, targets: list[Database], counts: dict[str, int]) -> Iterato
             yield f"DROP TABLE IF EXISTS {_ident(table)};\n"
             yield " ".join(create.split("\n")) + ";\n"
             rows = 0
+            with conn.cursor() as cursor:
+                # Generated columns (MLflow's spans.duration_ns) are computed by the table itself: a value
+                # given for one is refused on restore (error 1906 in strict mode). MySQL marks a plain
+                # column with an empty expression, MariaDB with NULL.
+                cursor.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                    "AND table_name = %s AND COALESCE(generation_expression, '') = '' "
+                    "ORDER BY ordinal_position",
+                    (database.name, table),
+                )
+                columns = ", ".join(_ident(row[0]) for row in cursor.fetchall())
             with conn.cursor(cursor_class) as cursor:
-                cursor.execute(f"SELECT * FROM {qualified}")  # noqa: S608 - names from information_schema
-                columns = ", ".join(_ident(c[0]) for c in cursor.description)
+                cursor.execute(f"SELECT {columns} FROM {qualified}")  # noqa: S608 - names from information_schema
                 # Names from information_schema, values escaped by the driver: text meant to be SQL.
                 insert = f"INSERT INTO {_ident(table)} ({columns}) VALUES "  # noqa: S608
                 batch: list[str] = []

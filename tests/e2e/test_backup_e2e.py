@@ -158,6 +158,11 @@ def test_the_bad_day_drill_brings_everything_back_even_after_a_failed_restore(st
             mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
         model = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1]))
         mlflow.sklearn.log_model(model, name="model", registered_model_name="restored-model")
+        # A trace too (in the run's experiment): MLflow's spans table has a generated column, whose value
+        # a restore must not insert.
+        with mlflow.start_span("retrieve") as span:
+            span.set_inputs({"query": "restore"})
+    mlflow.flush_trace_async_logging()
     auth = stack.admin_credentials()
     with httpx.Client(base_url=stack.tracking_uri, auth=auth, timeout=30) as http:
         assert (
@@ -220,6 +225,10 @@ def _assert_everything_back(stack: LocalStack, client, run_id: str, experiment_i
     loaded = mlflow.pyfunc.load_model("models:/restored-model/1")
     assert list(loaded.predict(np.array([[0.0], [3.0]]))) == [0, 1]
     assert client.get_experiment("0").name == "Default"  # id 0 kept (no auto-increment renumbering)
+    spans = [span for trace in client.search_traces(locations=[experiment_id]) for span in trace.data.spans]
+    assert [(span.name, span.inputs) for span in spans if span.name == "retrieve"] == [
+        ("retrieve", {"query": "restore"})
+    ]
     # MLflow's guard on its secrets table (a trigger) is part of the backup and comes back with it.
     triggers = (
         "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = %s AND trigger_name = %s"

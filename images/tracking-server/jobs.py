@@ -1,0 +1,109 @@
+"""Entry point of the job-runner container: `python /app/jobs.py` (the chart's `jobs` Deployment).
+
+MLflow's server-side jobs (LLM judges started from the UI, online trace and session scoring, prompt
+optimization, issue detection, UI-started GenAI evaluation) run here, in one pod of their own, never in
+the serving pods. Why (read against MLflow 3.17's mlflow/server/jobs):
+
+- `mlflow server` with MLFLOW_SERVER_ENABLE_JOB_EXECUTION starts a job runner beside *every* server.
+  Its default engine (Huey) queues each job in a SQLite file under a per-process temporary directory,
+  so a job submitted to one pod could only run in that pod, and is lost with it; with N replicas the
+  periodic tasks (the online-scoring scheduler, trace archival) would run N times a minute.
+- The `executor` engine (MLFLOW_SERVER_JOB_EXECUTION_ENGINE=executor) keeps the queue in the tracking
+  database (`jobs` table): a serving pod only inserts a PENDING row, and a runner claims it with a
+  conditional update (claim_job), so no job is taken twice. But its recovery at start resets every
+  RUNNING job created before the runner started (_recover_orphaned_executor_jobs; lease-based recovery
+  of a live peer's jobs is "a follow-up" there), and the periodic tasks still run on a local Huey. So
+  exactly one runner may live at a time: this Deployment has one replica and the Recreate strategy
+  (the old pod is gone before the new one starts).
+
+Together: a job is a database row from the moment it is submitted (not lost when any pod dies); one
+runner claims it (never run twice at once); a runner that dies leaves it RUNNING, and the next runner
+puts it back to PENDING and runs it again, or its terminal state stays (never stuck); periodic tasks run
+in this one pod (once per cluster). The serving pods keep their process layout (serve.py change 12).
+
+This file only prepares what `mlflow server` would have given its runner (the backend store, the
+start time that bounds recovery, the periodic tasks' Huey directory, the gateway's address and the
+internal token it accepts from jobs) and then runs MLflow's own executor runner in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+
+EXECUTOR_ENGINE = "executor"
+# Required from the chart: the database (a secret), where judges reach the AI Gateway (the tracking
+# Service), and the engine. The internal gateway token is required too unless sign-in is oidc.
+REQUIRED_ENV = ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_GATEWAY_URI", "MLFLOW_SERVER_JOB_EXECUTION_ENGINE")
+
+
+def runner_env(environ: Mapping[str, str], *, now_ms: int, pid: int, huey_dir: str) -> dict[str, str]:
+    """The environment MLflow's runner reads, as `mlflow server` would set it (mlflow/server/__init__.py,
+    _run_server, and jobs/utils.py, _launch_job_runner); raises ValueError when the chart's is incomplete."""
+    from mlflow.server.constants import (
+        BACKEND_STORE_URI_ENV_VAR,
+        HUEY_STORAGE_PATH_ENV_VAR,
+        MLFLOW_SERVER_UP_TIME,
+    )
+
+    missing = [name for name in REQUIRED_ENV if not environ.get(name)]
+    if missing:
+        raise ValueError(f"jobs.py: {', '.join(missing)} not set")
+    engine = environ["MLFLOW_SERVER_JOB_EXECUTION_ENGINE"].strip().lower()
+    if engine != EXECUTOR_ENGINE:
+        # Huey's queue is a file in one pod: jobs submitted to the serving pods would never arrive here.
+        raise ValueError(
+            f"jobs.py: MLFLOW_SERVER_JOB_EXECUTION_ENGINE is {engine!r}; only {EXECUTOR_ENGINE!r} keeps the "
+            "queue in the database that every pod shares"
+        )
+    backend = environ["MLFLOW_BACKEND_STORE_URI"]
+    return {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true",
+        BACKEND_STORE_URI_ENV_VAR: backend,
+        # The periodic tasks build their store from this one (utils.initialize_periodic_tasks_tracking_store).
+        "MLFLOW_BACKEND_STORE_URI": backend,
+        # Jobs created before this instant and left RUNNING by a previous runner are put back to PENDING.
+        MLFLOW_SERVER_UP_TIME: str(now_ms),
+        # The runner stops when this PID dies (`mlflow server`'s); here it is the runner itself.
+        "MLFLOW_SERVER_PID": str(pid),
+        # The periodic tasks' Huey queue and locks: local to this one pod, on its scratch volume.
+        HUEY_STORAGE_PATH_ENV_VAR: huey_dir,
+        # As `mlflow server` sets it for its runner; jobs themselves get the database (executor context).
+        "MLFLOW_TRACKING_URI": environ["MLFLOW_GATEWAY_URI"],
+    }
+
+
+def main() -> int:
+    from importlib.metadata import version
+
+    from serve import mlflow_version_problem
+
+    if problem := mlflow_version_problem(version("mlflow")):
+        print(problem, file=sys.stderr)
+        return 2
+    huey_dir = tempfile.mkdtemp(prefix="mlflow-huey-")
+    try:
+        env = runner_env(os.environ, now_ms=int(time.time() * 1000), pid=os.getpid(), huey_dir=huey_dir)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    os.environ.update(env)
+
+    from mlflow.server.jobs.executor_registry import validate_executor_config
+    from mlflow.server.jobs.utils import _check_requirements
+
+    _check_requirements(env["MLFLOW_BACKEND_STORE_URI"])
+    validate_executor_config()
+    from mlflow.server.jobs import _executor_runner
+
+    # Returns on a fatal error after signalling this process (SIGTERM); the periodic-tasks consumer's
+    # thread is not a daemon, so a healthy runner never gets here.
+    _executor_runner.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,6 +21,10 @@ runner claims it (never run twice at once); a runner that dies leaves it RUNNING
 puts it back to PENDING and runs it again, or its terminal state stays (never stuck); periodic tasks run
 in this one pod (once per cluster). The serving pods keep their process layout (serve.py change 12).
 
+The probes (`python /app/jobs.py --probe <seconds>`) ask whether the runner's scheduler loop has
+ticked (it does once a second, whether or not there is work) within that many seconds: a wedged loop
+gets the pod restarted, which is the recovery above.
+
 This file only prepares what `mlflow server` would have given its runner (the backend store, the
 start time that bounds recovery, the periodic tasks' Huey directory, the gateway's address and the
 internal token it accepts from jobs) and then runs MLflow's own executor runner in this process.
@@ -35,6 +39,42 @@ import time
 from collections.abc import Mapping
 
 EXECUTOR_ENGINE = "executor"
+# Touched after every tick of MLflow's scheduler loop; on the pod's scratch volume.
+HEARTBEAT_FILE = "mlflow-aks-jobs-heartbeat"
+
+
+def heartbeat_path() -> str:
+    return os.path.join(tempfile.gettempdir(), HEARTBEAT_FILE)
+
+
+def probe(max_age_seconds: float, *, now: float | None = None) -> int:
+    """0 when the scheduler loop ticked within `max_age_seconds`, else 1 (the exec probe's status)."""
+    try:
+        age = (time.time() if now is None else now) - os.stat(heartbeat_path()).st_mtime
+    except FileNotFoundError:
+        print("jobs.py: the job runner has not ticked yet", file=sys.stderr)
+        return 1
+    if age > max_age_seconds:
+        print(f"jobs.py: the job runner last ticked {age:.0f}s ago", file=sys.stderr)
+        return 1
+    return 0
+
+
+def beat_on_every_tick(scheduler_class: type) -> None:
+    """Touch the heartbeat after each tick of MLflow's `_JobScheduler` that returns (a raising tick,
+    which MLflow logs and retries, does not count)."""
+    original = scheduler_class.tick
+    path = heartbeat_path()
+
+    def tick(self):
+        scheduled = original(self)
+        with open(path, "a"):
+            os.utime(path)
+        return scheduled
+
+    scheduler_class.tick = tick
+
+
 # Required from the chart: the database (a secret), where judges reach the AI Gateway (the tracking
 # Service), and the engine. The internal gateway token is required too unless sign-in is oidc.
 REQUIRED_ENV = ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_GATEWAY_URI", "MLFLOW_SERVER_JOB_EXECUTION_ENGINE")
@@ -76,7 +116,9 @@ def runner_env(environ: Mapping[str, str], *, now_ms: int, pid: int, huey_dir: s
     }
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--probe"]:
+        return probe(float(argv[1]))
     from importlib.metadata import version
 
     from serve import mlflow_version_problem
@@ -99,6 +141,7 @@ def main() -> int:
     validate_executor_config()
     from mlflow.server.jobs import _executor_runner
 
+    beat_on_every_tick(_executor_runner._JobScheduler)
     # Returns on a fatal error after signalling this process (SIGTERM); the periodic-tasks consumer's
     # thread is not a daemon, so a healthy runner never gets here.
     _executor_runner.main()
@@ -106,4 +149,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

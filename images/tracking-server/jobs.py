@@ -13,8 +13,16 @@ the serving pods. Why (read against MLflow 3.17's mlflow/server/jobs):
   conditional update (claim_job), so no job is taken twice. But its recovery at start resets every
   RUNNING job created before the runner started (_recover_orphaned_executor_jobs; lease-based recovery
   of a live peer's jobs is "a follow-up" there), and the periodic tasks still run on a local Huey. So
-  exactly one runner may live at a time: this Deployment has one replica and the Recreate strategy
-  (the old pod is gone before the new one starts).
+  exactly one runner may live at a time. The Deployment has one replica and the Recreate strategy, but
+  Kubernetes waits for the old pod only on an upgrade: a deleted or evicted pod (a node drain) is
+  replaced at once, while the old one may still be terminating
+  (https://kubernetes.io/docs/concepts/workloads/controllers/deployment/#recreate-deployment). So the
+  runner also takes a MySQL named lock (GET_LOCK) on a connection of its own before it starts, and only
+  then takes its start time: a second runner waits until the first one's connection is gone, which MySQL
+  sees when its process ends (https://dev.mysql.com/doc/refman/8.4/en/locking-functions.html). A runner
+  that loses the lock (its connection broke) exits at once; SIGTERM ends it at once too (as PID 1 it
+  would otherwise ignore it until the kill after the grace period), and MLflow's job processes end
+  within a second of their runner (utils._exit_when_orphaned).
 
 Together: a job is a database row from the moment it is submitted (not lost when any pod dies); one
 runner claims it (never run twice at once); a runner that dies leaves it RUNNING, and the next runner
@@ -41,6 +49,60 @@ from collections.abc import Mapping
 EXECUTOR_ENGINE = "executor"
 # Touched after every tick of MLflow's scheduler loop; on the pod's scratch volume.
 HEARTBEAT_FILE = "mlflow-aks-jobs-heartbeat"
+# The lock only one runner holds (see above), and how often its holder checks it still does.
+LEADER_LOCK = "mlflow_aks_job_runner"
+LOCK_CHECK_SECONDS = 5.0
+LOCK_WAIT_SECONDS = 10
+
+
+def take_leader_lock(uri: str):
+    """A connection holding LEADER_LOCK, waited for as long as another runner holds it (None when the
+    database has no named locks: SQLite, one host only)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    conn = engine.connect()
+    if engine.dialect.name != "mysql":  # MariaDB reports "mysql" too
+        conn.close()
+        return None
+    query = sqlalchemy.text("SELECT GET_LOCK(:name, :timeout)")
+    while conn.execute(query, {"name": LEADER_LOCK, "timeout": LOCK_WAIT_SECONDS}).scalar() != 1:
+        print(f"jobs.py: waiting for the {LEADER_LOCK} lock (another job runner holds it)", file=sys.stderr)
+    print(f"jobs.py: holding the {LEADER_LOCK} lock", file=sys.stderr)
+    return conn
+
+
+def still_holds_leader_lock(conn) -> bool:
+    import sqlalchemy
+
+    try:
+        query = sqlalchemy.text("SELECT IS_USED_LOCK(:name) = CONNECTION_ID()")
+        return conn.execute(query, {"name": LEADER_LOCK}).scalar() == 1
+    except sqlalchemy.exc.SQLAlchemyError:
+        return False
+
+
+def watch_leader_lock(conn, interval: float = LOCK_CHECK_SECONDS) -> None:
+    """Exit the moment the lock is lost: another runner may take it and recover this one's jobs."""
+    import threading
+
+    def watch() -> None:
+        while still_holds_leader_lock(conn):
+            time.sleep(interval)
+        print(f"jobs.py: lost the {LEADER_LOCK} lock; exiting", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="leader-lock-watch", daemon=True).start()
+
+
+def exit_on_sigterm() -> None:
+    import signal
+
+    def stop(signum, frame):
+        print("jobs.py: stopping (SIGTERM)", file=sys.stderr, flush=True)
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def heartbeat_path() -> str:
@@ -126,12 +188,18 @@ def main(argv: list[str]) -> int:
     if problem := mlflow_version_problem(version("mlflow")):
         print(problem, file=sys.stderr)
         return 2
+    exit_on_sigterm()
     huey_dir = tempfile.mkdtemp(prefix="mlflow-huey-")
     try:
-        env = runner_env(os.environ, now_ms=int(time.time() * 1000), pid=os.getpid(), huey_dir=huey_dir)
+        runner_env(os.environ, now_ms=0, pid=os.getpid(), huey_dir=huey_dir)  # complete before waiting
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
+    lock = take_leader_lock(os.environ["MLFLOW_BACKEND_STORE_URI"])
+    if lock is not None:
+        watch_leader_lock(lock)
+    # The start time after the lock: every job created before it and still RUNNING is a previous runner's.
+    env = runner_env(os.environ, now_ms=int(time.time() * 1000), pid=os.getpid(), huey_dir=huey_dir)
     os.environ.update(env)
 
     from mlflow.server.jobs.executor_registry import validate_executor_config

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from local.procs import spawn, stop
 from tests.e2e.conftest import own_stack
 from tests.e2e.fake_llm import VERDICT, FakeLLM, fake_llm
 
@@ -190,6 +191,20 @@ def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
     job = _wait_job(base, auth, killed_job["job_id"], TERMINAL, JOB_DEADLINE)
     assert job["status"] in ("SUCCEEDED", "FAILED"), job
     print(f"job after the runner's restart: {job['status']} in {time.monotonic() - killed:.1f}s")
+
+    # A second runner (a pod replaced while the old one still terminates) waits for the first one's lock:
+    # it recovers and claims nothing. (While online scoring has its minute, so this costs no time.)
+    runner = jobs_stack.server_spec().job_runner
+    log = jobs_stack.workdir / "server" / "jobs-second.log"
+    second = spawn("jobs-second", runner.argv, env=runner.env, log=log, cwd=runner.cwd)
+    try:
+        end = time.monotonic() + JOB_DEADLINE
+        while "waiting for the" not in log.read_text() and time.monotonic() < end:
+            time.sleep(0.2)
+        text = log.read_text()
+        assert "waiting for the mlflow_aks_job_runner lock" in text and "holding" not in text, text[-2000:]
+    finally:
+        stop(second)
 
     # Online scoring: both traces get the judge's assessment (the first one a second one).
     while time.monotonic() - traces_logged < ONLINE_DEADLINE:

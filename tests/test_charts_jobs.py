@@ -299,3 +299,25 @@ def test_serving_pods_start_no_runner_and_keep_the_charts_token(monkeypatch):
     job_utils._launch_job_execution_runner({}, 1)
     assert ran == {"argv": ["app"], "token": "the-charts-token"}
     assert launched == []
+
+
+def test_runner_waits_for_the_servers_schema_migration(tmp_path):
+    """An empty database (first install) or an older schema (an MLflow upgrade) is migrated by the tracking
+    pods' init container: the runner waits instead of letting MLflow's store create or use it."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    jobs = _module("jobs")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert jobs.schema_is_current(uri)[0] is False  # empty
+    engine = sqlalchemy.create_engine(uri)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(sqlalchemy.text("INSERT INTO alembic_version VALUES ('0584bdc529eb')"))
+    current, state = jobs.schema_is_current(uri)
+    assert current is False and "0584bdc529eb" in state  # older
+    with engine.begin() as conn:
+        head = {"v": _get_latest_schema_revision()}
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = :v"), head)
+    assert jobs.schema_is_current(uri)[0] is True
+    engine.dispose()

@@ -95,6 +95,32 @@ def watch_leader_lock(conn, interval: float = LOCK_CHECK_SECONDS) -> None:
     threading.Thread(target=watch, name="leader-lock-watch", daemon=True).start()
 
 
+def schema_is_current(uri: str) -> tuple[bool, str]:
+    """Whether the tracking database has MLflow's latest schema, and what was found. The tracking pods'
+    init container (migrate.py) migrates it; the runner must neither create the tables of an empty database
+    (MLflow's store would, racing that migration) nor work on an older schema."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _get_latest_schema_revision, _get_schema_version
+
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        found, head = _get_schema_version(engine), _get_latest_schema_revision()
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        return False, f"database not reachable ({type(error).__name__})"
+    finally:
+        engine.dispose()
+    return found == head, f"schema {found}, MLflow's {head}"
+
+
+def wait_for_schema(uri: str, interval: float = 3.0) -> None:
+    while True:
+        current, state = schema_is_current(uri)
+        if current:
+            return
+        print(f"jobs.py: waiting for the tracking server's schema migration ({state})", file=sys.stderr)
+        time.sleep(interval)
+
+
 def exit_on_sigterm() -> None:
     import signal
 
@@ -195,6 +221,7 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
+    wait_for_schema(os.environ["MLFLOW_BACKEND_STORE_URI"])
     lock = take_leader_lock(os.environ["MLFLOW_BACKEND_STORE_URI"])
     if lock is not None:
         watch_leader_lock(lock)

@@ -321,3 +321,10 @@ def test_runner_waits_for_the_servers_schema_migration(tmp_path):
         conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = :v"), head)
     assert jobs.schema_is_current(uri)[0] is True
     engine.dispose()
+
+
+def test_extra_env_reaches_the_runner_only(helm_bin, tmp_dir):
+    key = {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"name": "llm-keys", "key": "openai"}}}
+    objects = _render(helm_bin, tmp_dir, {"jobs": {"extraEnv": [key]}})
+    assert _env(_runner(objects)[1])["OPENAI_API_KEY"] == key
+    assert "OPENAI_API_KEY" not in _env(_server(objects))

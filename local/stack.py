@@ -508,6 +508,7 @@ class LocalStack:
             options = ["--force"] if force else []
             which = ["--to", to] if to else [name]
             self._run_task("backup", self._backup_tool("restore", *which, *options, "--dry-run"))
+            self.stop_jobs()  # it writes to the tracking database too; _start_server starts it again
             self.stop_server()
             failed: StackError | None = None
             try:
@@ -747,6 +748,12 @@ class LocalStack:
         """Start the job runner (from a fresh render) if it is not running."""
         with self._lock():
             self._start_jobs(self.server_spec())
+
+    def stop_jobs(self) -> None:
+        proc = self._proc("jobs")
+        if proc is not None:
+            stop(proc)
+            self._record(None, "jobs")
 
     def kill_jobs(self, sig: int = signal.SIGKILL) -> None:
         """Signal the job runner's process group (a crashed pod), without a graceful stop."""

@@ -508,8 +508,7 @@ class LocalStack:
             options = ["--force"] if force else []
             which = ["--to", to] if to else [name]
             self._run_task("backup", self._backup_tool("restore", *which, *options, "--dry-run"))
-            self.stop_jobs()  # it writes to the tracking database too; _start_server starts it again
-            self.stop_server()
+            self.stop_server()  # and the job runner, which writes to the same database; both start again
             failed: StackError | None = None
             try:
                 if to:  # the chart's point-in-time restore: stage, replay, swap
@@ -776,6 +775,8 @@ class LocalStack:
             self._start_server(spec, timeout=timeout)
 
     def stop_server(self) -> None:
+        """Stop the release's MLflow processes: the job runner (same database), then the server."""
+        self.stop_jobs()
         proc = self._proc("server")
         if proc is not None:
             stop(proc)

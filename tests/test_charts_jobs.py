@@ -328,3 +328,27 @@ def test_extra_env_reaches_the_runner_only(helm_bin, tmp_dir):
     objects = _render(helm_bin, tmp_dir, {"jobs": {"extraEnv": [key]}})
     assert _env(_runner(objects)[1])["OPENAI_API_KEY"] == key
     assert "OPENAI_API_KEY" not in _env(_server(objects))
+
+
+def test_a_runner_stops_when_its_lock_or_the_schema_goes(tmp_path, monkeypatch):
+    """Checked every few seconds while it runs: a lost lock, or a database restored or being migrated
+    under it, ends the runner (MLflow's stores would otherwise create or upgrade tables themselves)."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    jobs = _module("jobs")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    engine = sqlalchemy.create_engine(uri)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        head = {"v": _get_latest_schema_revision()}
+        conn.execute(sqlalchemy.text("INSERT INTO alembic_version VALUES (:v)"), head)
+    held = {"lock": True}
+    monkeypatch.setattr(jobs, "still_holds_leader_lock", lambda conn: held["lock"])
+    assert jobs.reason_to_stop(None, uri) is None
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DROP TABLE alembic_version"))  # e.g. dropped for a restore
+    assert "the tracking database changed" in jobs.reason_to_stop(None, uri)
+    held["lock"] = False
+    assert "lost the mlflow_aks_job_runner lock" in jobs.reason_to_stop(None, uri)
+    engine.dispose()

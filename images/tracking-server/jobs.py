@@ -82,17 +82,7 @@ def still_holds_leader_lock(conn) -> bool:
         return False
 
 
-def watch_leader_lock(conn, interval: float = LOCK_CHECK_SECONDS) -> None:
-    """Exit the moment the lock is lost: another runner may take it and recover this one's jobs."""
-    import threading
-
-    def watch() -> None:
-        while still_holds_leader_lock(conn):
-            time.sleep(interval)
-        print(f"jobs.py: lost the {LEADER_LOCK} lock; exiting", file=sys.stderr, flush=True)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="leader-lock-watch", daemon=True).start()
+_HEAD_REVISION: str | None = None
 
 
 def schema_is_current(uri: str) -> tuple[bool, str]:
@@ -102,9 +92,11 @@ def schema_is_current(uri: str) -> tuple[bool, str]:
     import sqlalchemy
     from mlflow.store.db.utils import _get_latest_schema_revision, _get_schema_version
 
+    global _HEAD_REVISION
+    _HEAD_REVISION = _HEAD_REVISION or _get_latest_schema_revision()  # parses MLflow's migration scripts
     engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
     try:
-        found, head = _get_schema_version(engine), _get_latest_schema_revision()
+        found, head = _get_schema_version(engine), _HEAD_REVISION
     except sqlalchemy.exc.SQLAlchemyError as error:
         return False, f"database not reachable ({type(error).__name__})"
     finally:
@@ -119,6 +111,29 @@ def wait_for_schema(uri: str, interval: float = 3.0) -> None:
             return
         print(f"jobs.py: waiting for the tracking server's schema migration ({state})", file=sys.stderr)
         time.sleep(interval)
+
+
+def reason_to_stop(conn, uri: str) -> str | None:
+    """Why this runner must exit now, or None: the lock is lost (another runner may take it and recover
+    this one's jobs), or the tracking database's schema is no longer MLflow's latest (a restore or a
+    migration under way: MLflow's stores would create or upgrade tables behind migrate.py's back). The
+    next start waits for both."""
+    if not still_holds_leader_lock(conn):
+        return f"lost the {LEADER_LOCK} lock"
+    current, state = schema_is_current(uri)
+    return None if current else f"the tracking database changed ({state})"
+
+
+def watch_leader_lock(conn, uri: str, interval: float = LOCK_CHECK_SECONDS) -> None:
+    import threading
+
+    def watch() -> None:
+        while (reason := reason_to_stop(conn, uri)) is None:
+            time.sleep(interval)
+        print(f"jobs.py: {reason}; exiting", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="leader-lock-watch", daemon=True).start()
 
 
 def exit_on_sigterm() -> None:
@@ -224,7 +239,7 @@ def main(argv: list[str]) -> int:
     wait_for_schema(os.environ["MLFLOW_BACKEND_STORE_URI"])
     lock = take_leader_lock(os.environ["MLFLOW_BACKEND_STORE_URI"])
     if lock is not None:
-        watch_leader_lock(lock)
+        watch_leader_lock(lock, os.environ["MLFLOW_BACKEND_STORE_URI"])
     # The start time after the lock: every job created before it and still RUNNING is a previous runner's.
     env = runner_env(os.environ, now_ms=int(time.time() * 1000), pid=os.getpid(), huey_dir=huey_dir)
     os.environ.update(env)

@@ -234,6 +234,10 @@ class Settings:
     """Version of the key over the AI Gateway's stored API keys; raising it rotates the key."""
     mlflow_telemetry: bool
     """MLflow's usage telemetry on (off: MLFLOW_DISABLE_TELEMETRY in every pod and Job)."""
+    server_jobs: bool
+    """MLflow's server-side jobs on (the jobs pod of charts/mlflow_setup)."""
+    llm_provider_cidrs: tuple[str, ...]
+    """CIDR ranges (canonical) of LLM providers at private addresses the gateway and judges reach."""
     runs: tuple[RunSpec, ...]
     """MLflow project runs, one `mlflow_project` release each."""
 
@@ -480,6 +484,27 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 # The widest source range a public tracking server accepts, per address family: /8 is 16 million IPv4
 # addresses, already far more than any team's networks; a wider one is the internet in all but name.
 MIN_SOURCE_PREFIX = {4: 8, 6: 32}
+
+
+def _provider_cidr_problems(ranges: list[Any]) -> list[Problem]:
+    """llmProviderCidrs: CIDR ranges, none wider than MIN_SOURCE_PREFIX (an egress rule to much of the
+    internet or of the private network is not a provider's address)."""
+
+    def key(index: int) -> str:
+        return f"llmProviderCidrs[{index}]"
+
+    problems = []
+    for index, cidr in enumerate(ranges):
+        try:
+            network = ipaddress.ip_network(str(cidr), strict=False)
+        except ValueError:
+            problems.append(Problem(key(index), "must be a CIDR range like 10.20.0.0/28", cidr))
+            continue
+        widest = MIN_SOURCE_PREFIX[network.version]
+        if network.prefixlen < widest:
+            rule = f"must not be wider than /{widest} (IPv{network.version}): it names a provider's addresses"
+            problems.append(Problem(key(index), rule, cidr))
+    return problems
 
 
 def _cidr_problems(ranges: list[Any], exposure: Any) -> list[Problem]:
@@ -817,6 +842,8 @@ def _validate(
         problems.extend(_cidr_problems(typed["allowedSourceRanges"], typed.get("exposure")))
     if "apiServerAuthorizedIpRanges" in typed:
         problems.extend(_api_server_range_problems(typed["apiServerAuthorizedIpRanges"]))
+    if "llmProviderCidrs" in typed:
+        problems.extend(_provider_cidr_problems(typed["llmProviderCidrs"]))
     if "deployerIpAddress" in given and typed.get("apiServerAuthorizedIpRanges") == []:
         rule = (
             "is read only when apiServerAuthorizedIpRanges is set (it is checked against them); set the "
@@ -937,6 +964,9 @@ def load_settings(
     fields["deployer_ip_address"] = fields["deployer_ip_address"] or None
     fields["allowed_source_ranges"] = tuple(str(cidr) for cidr in fields["allowed_source_ranges"])
     fields["alert_emails"] = tuple(dict.fromkeys(email.lower() for email in fields["alert_emails"]))
+    fields["llm_provider_cidrs"] = tuple(
+        str(ipaddress.ip_network(str(cidr), strict=False)) for cidr in fields["llm_provider_cidrs"]
+    )
     # Canonical form: a single address becomes /32, as AKS stores it.
     fields["api_server_authorized_ip_ranges"] = tuple(
         str(ipaddress.ip_network(str(cidr))) for cidr in fields["api_server_authorized_ip_ranges"]

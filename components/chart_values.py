@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -199,6 +200,10 @@ class SetupContext:
     re-wrapped; empty at version 1."""
     telemetry: bool = False
     """MLflow's usage telemetry on (config mlflowTelemetry)."""
+    server_jobs: bool = True
+    """MLflow's server-side jobs and their runner pod (config serverJobs)."""
+    llm_provider_cidrs: tuple[str, ...] = ()
+    """CIDR ranges of LLM providers the gateway and judges reach (config llmProviderCidrs)."""
     mysql_root_password: str = ""
     """MySQL root password (secret, generated; required unless `flexible_server`)."""
     mysql_password: str = ""
@@ -272,6 +277,11 @@ class SetupContext:
             return self.run_password
         digest = hmac.new(self.flask_secret_key.encode(), b"mlflow-aks run user", hashlib.sha256)
         return digest.hexdigest()[:32]
+
+    def llm_private_addresses(self) -> bool:
+        """Whether a provider range is private: MLflow then must allow private `api_base` addresses
+        (MLFLOW_GATEWAY_API_BASE_ALLOW_PRIVATE_IPS), which it refuses by default."""
+        return any(not ipaddress.ip_network(cidr, strict=False).is_global for cidr in self.llm_provider_cidrs)
 
     def public_url(self) -> str | None:
         """The tracking URL from outside the cluster (HTTPS on 443), or None when private."""

@@ -204,6 +204,10 @@ class MlflowReleasesArgs:
     """Version of the key over the AI Gateway's stored keys (config kekVersion); raising it rotates it."""
     telemetry: bool = False
     """MLflow's usage telemetry on (config mlflowTelemetry)."""
+    server_jobs: bool = True
+    """MLflow's server-side jobs on (config serverJobs)."""
+    llm_provider_cidrs: tuple[str, ...] = ()
+    """LLM providers at private addresses (config llmProviderCidrs)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """Azure resources the pods need first (AcrPull, federated credential, blob access, disk attach)."""
 
@@ -416,6 +420,8 @@ class MlflowReleases(pulumi.ComponentResource):
                     kek_version=args.kek_version,
                     telemetry=args.telemetry,
                     largest_artifact_mib=args.largest_artifact_mib,
+                    server_jobs=args.server_jobs,
+                    llm_provider_cidrs=args.llm_provider_cidrs,
                 )
             )
         )

@@ -141,7 +141,8 @@ def cmd_status(stack: LocalStack, args: argparse.Namespace) -> int:
     status = stack.status()
     for name, info in status.items():
         state = f"running, pid {info['pid']}" if info["running"] else "stopped"
-        print(f"{name:8} {state:22} 127.0.0.1:{info['port']}")
+        where = f"127.0.0.1:{info['port']}" if info["port"] is not None else "(no port: the job runner)"
+        print(f"{name:8} {state:22} {where}")
     if status["server"]["running"]:
         print(f"MLflow: {stack.browser_uri}")
     return 0 if all(info["running"] for info in status.values()) else 3

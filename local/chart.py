@@ -69,6 +69,8 @@ class ServerSpec:
     jobs: list[ProcessSpec] = field(default_factory=list)
     # The pod's terminationGracePeriodSeconds: how long a stop may take before the kill.
     termination_grace_seconds: int | None = None
+    # MLflow's server-side job runner: the container of the jobs Deployment (None: `jobs.enabled` off).
+    job_runner: ProcessSpec | None = None
 
 
 def find_helm(repo_root: Path) -> str:
@@ -151,6 +153,23 @@ def secrets_of(objects: list[dict]) -> dict[str, dict[str, str]]:
         data.update({k: str(v) for k, v in (obj.get("stringData") or {}).items()})
         found[obj["metadata"]["name"]] = data
     return found
+
+
+JOB_RUNNER_CONTAINER = "jobs"
+
+
+def job_runner_deployment(objects: list[dict]) -> dict | None:
+    """The Deployment running MLflow's job runner (templates/jobs/deployment.yaml), if rendered."""
+    matches = [
+        obj
+        for obj in objects
+        if obj.get("kind") == "Deployment"
+        and [c.get("name") for c in obj["spec"]["template"]["spec"].get("containers", [])]
+        == [JOB_RUNNER_CONTAINER]
+    ]
+    if len(matches) > 1:
+        raise StackError(f"expected at most one job-runner Deployment in {CHART}, found {len(matches)}")
+    return matches[0] if matches else None
 
 
 def tracking_deployment(objects: list[dict]) -> dict:
@@ -322,6 +341,15 @@ def server_spec(
         jobs.append(spec)
         files.update(job_files)
         dirs.update(job_dirs)
+    job_runner = None
+    if (runner := job_runner_deployment(objects)) is not None:
+        runner_spec = runner["spec"]["template"]["spec"]
+        app = {IMAGE_APP_DIR: repo_root / IMAGE_SOURCE}
+        runner_pod = _Pod(runner_spec, secrets_of(objects), state_dir / "job-runner", app, python)
+        [container] = runner_spec["containers"]
+        job_runner = runner_pod.process(container)
+        files.update(runner_pod.files)
+        dirs.update(runner_pod.dirs)
     return ServerSpec(
         init=init,
         main=server,
@@ -330,6 +358,7 @@ def server_spec(
         rendered_env_names=[e["name"] for e in main.get("env") or []],
         jobs=jobs,
         termination_grace_seconds=pod_spec.get("terminationGracePeriodSeconds"),
+        job_runner=job_runner,
     )
 
 
@@ -580,6 +609,8 @@ def local_values(
             "encryption": {"kekPassphrase": kek_passphrase, "kekVersion": 1, "webhookKey": webhook_key},
             "artifacts": {"storageAccount": storage_account, "container": container, "path": artifacts_path},
         },
+        # Jobs reach the AI Gateway on the local server (the chart's default is the tracking Service's name).
+        "jobs": {"gatewayUri": f"http://127.0.0.1:{server_port}"},
         # MariaDB stands in for MySQL: the steps in MySQL's image (the binlog Jobs' mysqlbinlog and mysql)
         # run the local client tools, which are MariaDB's.
         "mysql": {

@@ -63,7 +63,7 @@ from local import acme, azurite, chart, mariadb, oidc, prometheus
 from local.procs import Proc, StackError, free_port, log_tail, port_in_use, spawn, stop, wait_gone, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("mariadb", "azurite", "oidc", "server", "acme", "tls", "prometheus")
+SERVICES = ("mariadb", "azurite", "oidc", "server", "jobs", "acme", "tls", "prometheus")
 # Only with `https` (or when a working directory's state says they run).
 HTTPS_SERVICES = ("acme", "tls")
 # Only with `sign_in`.
@@ -459,6 +459,7 @@ class LocalStack:
             main=spec.main.with_env(**azure),
             init=[p.with_env(**azure) for p in spec.init],
             jobs=[p.with_env(**azure) for p in spec.jobs],
+            job_runner=spec.job_runner.with_env(**azure) if spec.job_runner else None,
         )
 
     # ----------------------------------------------------------------- backups and gc
@@ -551,7 +552,7 @@ class LocalStack:
             options = ["--force"] if force else []
             which = ["--to", to] if to else [name]
             self._run_task("backup", self._backup_tool("restore", *which, *options, "--dry-run"))
-            self.stop_server()
+            self.stop_server()  # and the job runner, which writes to the same database; both start again
             failed: StackError | None = None
             try:
                 if to:  # the chart's point-in-time restore: stage, replay, swap
@@ -778,6 +779,43 @@ class LocalStack:
         proc = spawn("server", spec.main.argv, env=spec.main.env, log=log, cwd=spec.main.cwd)
         self._record(proc, "server")
         self._wait_ready(spec.main, proc, timeout)
+        self._start_jobs(spec)
+
+    def _start_jobs(self, spec: chart.ServerSpec) -> None:
+        """The jobs Deployment's container (MLflow's job runner), once the server has migrated the schema."""
+        proc = self._proc("jobs")
+        if spec.job_runner is None or (proc is not None and proc.alive()):
+            return
+        runner = spec.job_runner
+        runner.cwd.mkdir(parents=True, exist_ok=True, mode=0o700)
+        log = self.workdir / "server" / "jobs.log"
+        self._record(spawn("jobs", runner.argv, env=runner.env, log=log, cwd=runner.cwd), "jobs")
+
+    def start_jobs(self) -> None:
+        """Start the job runner (from a fresh render) if it is not running."""
+        with self._lock():
+            self._start_jobs(self.server_spec())
+
+    def stop_jobs(self) -> None:
+        proc = self._proc("jobs")
+        if proc is not None:
+            stop(proc)
+            self._record(None, "jobs")
+
+    def kill_jobs(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the job runner's process group (a crashed pod), without a graceful stop."""
+        proc = self._proc("jobs")
+        if proc is None or not proc.group_pids():
+            raise StackError("the job runner is not running")
+        os.killpg(proc.pid, sig)
+        if not wait_gone(proc, 15):
+            raise StackError("the job runner survived the signal")
+        self._record(None, "jobs")
+
+    def job_runner_pids(self) -> list[int]:
+        """Every live PID of the job runner's process group (for memory measurements)."""
+        proc = self._proc("jobs")
+        return proc.group_pids() if proc else []
 
     def start_server(self, spec: chart.ServerSpec | None = None, *, timeout: float = 180) -> None:
         """Start the tracking server (from a fresh render unless `spec` is given) and wait until ready."""
@@ -785,6 +823,8 @@ class LocalStack:
             self._start_server(spec, timeout=timeout)
 
     def stop_server(self) -> None:
+        """Stop the release's MLflow processes: the job runner (same database), then the server."""
+        self.stop_jobs()
         proc = self._proc("server")
         if proc is not None:
             stop(proc)

@@ -245,7 +245,9 @@ def test_tracking_server_runs_mlflow_server_as_issue_3_says(private_setup):
         assert ref["key"] == key
         assert key in cr.secret_data(cr.one(private_setup, "Secret", ref["name"]))
     assert env["MLFLOW_AUTH_ADMIN_USERNAME"]["value"] == ctx.admin_username
-    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
+    # Server-side jobs are accepted here and run elsewhere (tests/test_charts_jobs.py).
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "true"
+    assert env["MLFLOW_AKS_JOB_RUNNER"]["value"] == "separate"
 
 
 def test_allowed_hosts_cover_cluster_names_and_public_name(setup_renders):
@@ -348,9 +350,10 @@ def test_files_the_pod_runs_are_in_the_image(private_setup):
             words = [*c.get("command", []), *c.get("args", [])]
             words += c.get("readinessProbe", {}).get("exec", {}).get("command", [])
             referenced |= {w for w in words if w.startswith("/app/")}
-    # The server, its init container and probe, the helm test, and the backup and gc CronJobs.
+    # The server, its init container and probe, the job runner, the helm test, and the backup and gc CronJobs.
     assert referenced == {
         "/app/serve.py",
+        "/app/jobs.py",
         "/app/migrate.py",
         "/app/ready.py",
         "/app/backup.py",
@@ -663,7 +666,7 @@ def test_every_pod_has_a_networkpolicy_and_clients_accept_nothing(setup_renders,
                 },
             ]
             component = _pod_labels(obj)["app.kubernetes.io/component"]
-            if server and component in ("tracking", "maintenance"):
+            if server and component in ("tracking", "jobs", "maintenance"):
                 expected_egress.append(
                     {
                         "to": [{"ipBlock": {"cidr": server.network_cidr}}],
@@ -673,7 +676,8 @@ def test_every_pod_has_a_networkpolicy_and_clients_accept_nothing(setup_renders,
             if component == "database":  # MySQL connects to nothing: DNS only (issue 18.7)
                 expected_egress = release_egress[:1]
             assert rules(policies, "egress") == expected_egress, where
-            if obj["kind"] in ("CronJob", "Job", "Pod"):  # maintenance Jobs, the helm test pod: clients only
+            if obj["kind"] in ("CronJob", "Job", "Pod") or component == "jobs":
+                # Maintenance Jobs, the helm test pod, the job runner: clients only.
                 assert ingress == [], where
             elif obj["kind"] == "StatefulSet":  # MySQL: the tracking and maintenance pods, 3306
                 assert [r["ports"] for r in ingress] == [[{"protocol": "TCP", "port": 3306}]], where
@@ -1087,6 +1091,7 @@ def test_external_database_instead_of_the_bundled_mysql(helm_bin, tmp_dir, tmp_p
     policies = [p["metadata"]["name"] for p in cr.of_kind(objects, "NetworkPolicy")]
     tracking = chart_values.TRACKING_SERVICE
     assert policies == [
+        f"{chart_values.FULLNAME}-jobs",
         f"{chart_values.FULLNAME}-runs",
         f"{chart_values.FULLNAME}-runs-default-deny",
         tracking,

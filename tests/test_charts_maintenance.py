@@ -60,7 +60,9 @@ def test_maintenance_cronjobs_run_with_the_servers_image_and_settings(objects, t
     assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
     assert pod["spec"]["automountServiceAccountToken"] is False
     [container] = pod["spec"]["containers"]
-    server = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    server = cr.one(objects, "Deployment", chart_values.TRACKING_SERVICE)["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     assert container["image"] == server["image"]
     assert container["command"] == command
     env = {e["name"]: e for e in container["env"]}
@@ -129,7 +131,9 @@ def test_a_migration_waits_for_this_revisions_backup_taken_with_the_backup_ident
     Job of its own revision, which runs as the backup ServiceAccount, writes where the scheduled backups
     go, and is no hook (it runs beside the pods, on install and on every upgrade)."""
     ctx = cr.SETUP_CONTEXTS["private"]
-    migrate = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["initContainers"][0]
+    migrate = cr.one(objects, "Deployment", chart_values.TRACKING_SERVICE)["spec"]["template"]["spec"][
+        "initContainers"
+    ][0]
     env = {e["name"]: e.get("value") for e in migrate["env"]}
     assert "MLFLOW_AKS_BACKUP_DESTINATION" not in env
     job = _job(objects, "pre-migration")
@@ -159,7 +163,9 @@ def test_a_rollback_first_restores_the_schema_the_version_rolled_back_to_can_ser
     assert pod["spec"]["serviceAccountName"] == chart_values.BACKUP_SERVICE_ACCOUNT
     [container] = pod["spec"]["containers"]
     assert container["command"] == ["python", "/app/migrate.py", "rollback-guard"]
-    server = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    server = cr.one(objects, "Deployment", chart_values.TRACKING_SERVICE)["spec"]["template"]["spec"][
+        "containers"
+    ][0]
     assert container["image"] == server["image"]
     env = {e["name"]: e for e in container["env"]}
     assert env["MLFLOW_AKS_BACKUP_DESTINATION"]["value"] == cr.SETUP_CONTEXTS["private"].backup_destination()
@@ -170,7 +176,9 @@ def test_without_backups_a_migration_of_existing_data_is_refused(helm_bin, tmp_p
     values["backup"] = {"enabled": False}
     objects = cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_path)
     assert cr.of_kind(objects, "Job") == []
-    migrate = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["initContainers"][0]
+    migrate = cr.one(objects, "Deployment", chart_values.TRACKING_SERVICE)["spec"]["template"]["spec"][
+        "initContainers"
+    ][0]
     assert not {"MLFLOW_AKS_BACKUP_JOB", "MLFLOW_AKS_BACKUP_DESTINATION"} & {
         e["name"] for e in migrate["env"]
     }
@@ -181,7 +189,9 @@ def test_the_image_s_mlflow_version_is_the_charts_app_version(objects):
     pinned = re.search(r"^mlflow\[auth\]==(\S+)$", IMAGE_REQUIREMENTS.read_text(), re.M).group(1)
     for chart in (cr.SETUP_CHART, cr.PROJECT_CHART):
         assert yaml.safe_load((chart / "Chart.yaml").read_text())["appVersion"] == pinned, chart.name
-    annotations = cr.one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    annotations = cr.one(objects, "Deployment", chart_values.TRACKING_SERVICE)["spec"]["template"][
+        "metadata"
+    ]["annotations"]
     assert annotations[VERSION_ANNOTATION] == pinned
 
 
@@ -206,7 +216,9 @@ def _upgrade_render(helm_bin: str, tmp_path: Path, running_version: str | None) 
         assert TRACKING in api.requests, "the chart looked the running Deployment up"
     finally:
         api.close()
-    return cr.one([d for d in yaml.safe_load_all(done.stdout) if d], "Deployment")
+    return cr.one(
+        [d for d in yaml.safe_load_all(done.stdout) if d], "Deployment", chart_values.TRACKING_SERVICE
+    )
 
 
 @pytest.mark.parametrize(
@@ -267,7 +279,9 @@ def test_binary_logs_are_shipped_by_the_backup_identity_with_mysqls_own_tools(ob
     assert shipping["spec"]["concurrencyPolicy"] == "Forbid"
     pod, steps = _steps(shipping)
     assert pod["serviceAccountName"] == chart_values.BACKUP_SERVICE_ACCOUNT
-    tracking = cr.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    tracking = cr.one(objects, "Deployment", chart_values.TRACKING_SERVICE)["spec"]["template"]["spec"][
+        "containers"
+    ][0]["image"]
     assert [(s["name"], s["image"], s["command"]) for s in steps] == [
         (
             "plan",

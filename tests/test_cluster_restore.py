@@ -31,6 +31,8 @@ rest = args[2:]  # after --namespace <ns>
 if rest[:2] == ["get", "cronjob"]:
     named = os.path.join(os.environ["FAKE_CRONJOBS"], rest[2] + ".json")
     print(open(named if os.path.exists(named) else os.environ["FAKE_CRONJOB"]).read())
+elif rest[:3] == ["get", "deployment", "mlflow-jobs"]:
+    print("" if os.environ.get("FAKE_NO_JOBS") else "deployment.apps/mlflow-jobs")
 elif rest[:2] == ["get", "deployment"]:
     print("2", end="")
 elif rest[:1] == ["wait"] and rest[1].startswith("job/"):
@@ -93,9 +95,41 @@ def _steps(calls: list[dict]) -> list[str]:
                     json.loads(call["stdin"])["spec"]["template"]["spec"]["containers"][0]["command"][2:]
                 )
             )
-        elif rest[:1] == ["scale"]:
+        elif rest[:1] == ["scale"] and rest[1] != "deployment/mlflow-jobs":  # the runner: its own test
             steps.append(rest[2])
     return steps
+
+
+def _runner_steps(calls: list[dict]) -> list[str]:
+    """The job runner's scale calls, and the Jobs between them."""
+    steps = []
+    for call in calls:
+        rest = call["args"][2:]
+        if rest[:1] == ["scale"] and rest[1] == "deployment/mlflow-jobs":
+            steps.append(rest[2])
+        elif rest[:1] == ["create"]:
+            steps.append("job")
+    return steps
+
+
+@pytest.mark.parametrize("fail", ["", "restore"])
+def test_the_job_runner_stops_for_the_restore_and_comes_back(tmp_path, backup_cronjob, fail):
+    """MLflow's server-side jobs write to the tracking database too: the runner is stopped (and its pod
+    waited for) before the restore and started again after it, whatever happened."""
+    code, calls, output = run_restore(tmp_path, backup_cronjob, "latest", fail=fail)
+    assert code == (1 if fail else 0), output
+    assert _runner_steps(calls) == ["job", "--replicas=0", "job", "--replicas=1"]
+    rest = [call["args"][2:] for call in calls]
+    wait = ["wait", "pods", "-l", "app.kubernetes.io/component=jobs", "--for=delete", "--timeout=5m"]
+    creates = [i for i, r in enumerate(rest) if r[:1] == ["create"]]
+    assert creates[0] < rest.index(wait) < creates[1]  # after the check, before the restore
+
+
+def test_without_jobs_there_is_no_runner_to_stop(tmp_path, backup_cronjob, monkeypatch):
+    monkeypatch.setenv("FAKE_NO_JOBS", "1")
+    code, calls, output = run_restore(tmp_path, backup_cronjob, "latest")
+    assert code == 0, output
+    assert _runner_steps(calls) == ["job", "job"]
 
 
 def test_a_restore_checks_first_stops_the_server_restores_and_starts_it_again(tmp_path, backup_cronjob):

@@ -67,7 +67,12 @@ def _cores(quantity: str | int | float) -> float:
 
 def worst_case_connections(objects: list[dict]) -> int:
     """What the tracking servers can hold at once during a rollout, from the rendered Deployment only."""
-    deployment = cr.one(objects, "Deployment")  # the tracking server, whatever the release's name
+    # The tracking server, whatever the release's name: the Deployment with a container `mlflow`.
+    [deployment] = [
+        d
+        for d in cr.of_kind(objects, "Deployment")
+        if any(c["name"] == "mlflow" for c in d["spec"]["template"]["spec"]["containers"])
+    ]
     # Running (replicas + surge), and every old pod still draining: terminating pods keep their pools until
     # they exit (terminationGracePeriodSeconds), and a Deployment does not count them against its surge.
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 0
@@ -97,7 +102,59 @@ def worst_case_connections(objects: list[dict]) -> int:
         per_process += mlflow_pool  # the basic-auth user store (basic_auth.ini's database_uri)
     if "OIDC_USERS_DB_URI" in env:  # the sign-in plugin's user store, with its own pool settings
         per_process += pool("OIDC_DB_POOL_SIZE", "OIDC_DB_POOL_MAX_OVERFLOW", MLFLOW_POOL_SIZE, 10)
-    return pods * workers * per_process
+    return pods * workers * per_process + job_runner_connections(objects)
+
+
+def _module_constant(module: str, name: str):
+    """A module-level literal of MLflow's, read from its source (importing the module takes seconds)."""
+    import ast
+    import importlib.util
+
+    root = Path(importlib.util.find_spec("mlflow").submodule_search_locations[0]).parent
+    path = root.joinpath(*module.split("."))
+    source = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    tree = ast.parse(source.read_text())
+    [value] = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [name]
+    ]
+    return value
+
+
+def job_runner_connections(objects: list[dict]) -> int:
+    """What the jobs pod can hold at once, from its rendered env and MLflow's job definitions: the runner
+    and the periodic-tasks consumer, plus every job process MLflow lets run at once (each job function's
+    `max_workers`), each with three engines (tracking store, model registry, job store)."""
+    runners = [
+        d
+        for d in cr.of_kind(objects, "Deployment")
+        if [c["name"] for c in d["spec"]["template"]["spec"]["containers"]] == ["jobs"]
+    ]
+    if not runners:
+        return 0
+    [runner] = runners
+    assert runner["spec"]["replicas"] == 1 and runner["spec"]["strategy"]["type"] == "Recreate"
+    env = _env(runner["spec"]["template"]["spec"]["containers"][0])
+    job_names = _module_constant("mlflow.server.jobs", "_ALLOWED_JOB_NAME_LIST")
+    optimize_workers = _module_constant("mlflow.genai.optimize.job", "_DEFAULT_OPTIMIZATION_JOB_MAX_WORKERS")
+
+    judge = int(env["MLFLOW_SERVER_JUDGE_INVOKE_MAX_WORKERS"]["value"])
+    online = int(env["MLFLOW_SERVER_ONLINE_SCORING_MAX_WORKERS"]["value"])
+    per_kind = {
+        "invoke_scorer": judge,
+        "invoke_genai_evaluate": judge,
+        "invoke_issue_detection": judge,
+        "run_online_trace_scorer": online,
+        "run_online_session_scorer": online,
+        "optimize_prompts": optimize_workers,
+    }
+    assert set(per_kind) == set(job_names), "a new kind of MLflow job: count its processes"
+    processes = 2 + sum(per_kind.values())
+    pool = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"]["value"]) + int(
+        env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"]["value"]
+    )
+    return processes * 3 * pool
 
 
 def mysql_max_connections(objects: list[dict]) -> int:

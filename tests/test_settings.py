@@ -417,6 +417,26 @@ def test_source_ranges_that_mean_the_internet_are_refused(ranges, keys):
     assert [p.key for p in raised.value.problems] == keys
 
 
+@pytest.mark.parametrize(
+    ("cidrs", "keys"),
+    [
+        (["10.0.0.0/7"], ["llmProviderCidrs[0]"]),
+        (["10.30.4.0/28", "not-a-range"], ["llmProviderCidrs[1]"]),
+        (["0.0.0.0/0"], ["llmProviderCidrs[0]"]),
+    ],
+)
+def test_provider_ranges_that_are_not_a_providers_addresses_are_refused(cidrs, keys):
+    with pytest.raises(SettingsError) as raised:
+        settings_from({"llmProviderCidrs": cidrs})
+    assert [p.key for p in raised.value.problems] == keys
+
+
+def test_provider_ranges_are_kept_in_canonical_form():
+    settings = settings_from({"llmProviderCidrs": ["10.30.4.1/28", "20.50.60.70"], "serverJobs": False})
+    assert settings.llm_provider_cidrs == ("10.30.4.0/28", "20.50.60.70/32")
+    assert settings.server_jobs is False
+
+
 def test_narrow_source_ranges_are_accepted():
     ranges = ["10.0.0.0/8", "203.0.113.7/32", "2001:db8::/32", *[f"{n}.0.0.0/8" for n in range(11, 120)]]
     assert settings_from(

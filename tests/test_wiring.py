@@ -9,6 +9,7 @@ generated passwords) and from files on disk (the project), never from a stored c
 from __future__ import annotations
 
 import base64
+import ipaddress
 from typing import Any
 
 import pytest
@@ -79,6 +80,9 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "binlogShipMinutes": 2,
         # The gateway keys' key rotated twice; telemetry opted in.
         "kekVersion": 3,
+        # Server-side jobs off; a provider behind a private endpoint and a public one.
+        "serverJobs": False,
+        "llmProviderCidrs": ["10.30.4.0/28", "20.50.60.70"],
         "mlflowTelemetry": True,
     },
 }
@@ -254,6 +258,15 @@ def test_telemetry_is_off_unless_opted_in(case):
     assert plain(setup_release(run).inputs["values"])["telemetry"] == {"enabled": enabled}
     for release in run_releases(run).values():
         assert release.inputs["values"]["telemetry"] is enabled
+
+
+def test_server_jobs_and_llm_providers_reach_the_chart(case):
+    config, run = case
+    values = plain(setup_release(run).inputs["values"])
+    assert values["jobs"] == {"enabled": setting(config, "serverJobs", True)}
+    cidrs = [str(ipaddress.ip_network(c)) for c in setting(config, "llmProviderCidrs", [])]
+    private = any(not ipaddress.ip_network(c).is_global for c in cidrs)
+    assert values["llm"] == {"providerCidrs": cidrs, "allowPrivateAddresses": private}
 
 
 def test_setup_release_installs_atomically_with_secret_values(case):

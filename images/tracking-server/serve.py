@@ -63,6 +63,10 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    off; (7) checks the plugin's user store in place of basic-auth's, and (8) and (9) work as before. One
    addition: a person's bearer token must name an allowed group on every request (`with_group_gate`),
    which the plugin checks only when the token's first use creates the user.
+12. Server-side jobs run in a pod of their own (jobs.py, the chart's `jobs` Deployment). With
+   MLFLOW_AKS_JOB_RUNNER=separate, MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true only lets this server accept
+   jobs (a PENDING row in the tracking database, MLflow's `executor` engine); `mlflow server` does not
+   start a runner beside it, so uvicorn still runs in this process as in (2).
 
 12. Rollouts and node drains fail no request. Kubernetes signals a stopping pod while it removes it from
    the Service's endpoints, and the nodes and load balancers learn of the removal a few seconds later. On
@@ -107,6 +111,10 @@ _AUTH_APP = "_MLFLOW_AKS_AUTH_APP"
 # Set in the environment of a uvicorn child that MLflow starts itself (job runner on), so that this
 # file, started in its place, runs uvicorn with the same changes.
 _UVICORN_CHILD = "_MLFLOW_AKS_SERVE_UVICORN_CHILD"
+# (12) `separate`: the job runner is the jobs Deployment's (jobs.py), never started here.
+JOB_RUNNER_ENV = "MLFLOW_AKS_JOB_RUNNER"
+# The password MLflow's basic-auth accepts on /gateway/ routes from jobs (any user name).
+GATEWAY_TOKEN_ENV = "_MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN"  # noqa: S105 (a variable name)
 # Set by this process for its spawned uvicorn workers: they open their own SO_REUSEPORT socket.
 _REUSEPORT = "_MLFLOW_AKS_SERVE_REUSEPORT"
 RUN_EXPERIMENT_CACHE_SIZE = "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE"
@@ -686,17 +694,41 @@ def _is_uvicorn_command(cmd: object) -> bool:
     return isinstance(cmd, list) and [str(c) for c in cmd[1:3]] == ["-m", "uvicorn"]
 
 
+def job_runner_separate() -> bool:
+    """(12) Whether the job runner runs elsewhere (the jobs Deployment), not beside this server."""
+    return os.environ.get(JOB_RUNNER_ENV, "") == "separate"
+
+
+def _patch_job_runner_launch() -> None:
+    """(12) `mlflow server` starts no job runner here: jobs.py runs the one runner of the cluster."""
+    import mlflow.server.jobs.utils as job_utils
+
+    def launch_elsewhere(env_map, server_proc_pid):
+        print("serve.py: jobs are accepted here and run by the jobs Deployment (jobs.py)", file=sys.stderr)
+
+    job_utils._launch_job_execution_runner = launch_elsewhere
+
+
 def _patch_mlflow_server(workers: int) -> None:
     """Run the uvicorn that `mlflow server` would start as a child here, or through this file."""
     import mlflow.server
     from mlflow.environment_variables import MLFLOW_SERVER_ENABLE_JOB_EXECUTION
 
     original = mlflow.server._exec_cmd
-    in_process = not MLFLOW_SERVER_ENABLE_JOB_EXECUTION.get()
+    if job_runner_separate():
+        _patch_job_runner_launch()
+    # With a runner beside it, MLflow keeps its own process layout (the runner watches the server's PID).
+    in_process = not MLFLOW_SERVER_ENABLE_JOB_EXECUTION.get() or job_runner_separate()
+
+    # (12) `mlflow server` makes a new internal gateway token per start; the jobs pod must present the one
+    # every serving pod accepts, the chart's (the tracking Secret's).
+    gateway_token = os.environ.get(GATEWAY_TOKEN_ENV) if job_runner_separate() else None
 
     def exec_cmd(cmd, *args, extra_env=None, **kwargs):
         if not _is_uvicorn_command(cmd):
             return original(cmd, *args, extra_env=extra_env, **kwargs)
+        if gateway_token:
+            extra_env = {**(extra_env or {}), GATEWAY_TOKEN_ENV: gateway_token}
         uvicorn_args = [str(c) for c in cmd[3:]]
         if in_process:
             os.environ.update(extra_env or {})

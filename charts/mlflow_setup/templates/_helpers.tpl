@@ -324,3 +324,49 @@ started just before may take transferSeconds, then the processes exit.
 {{- $s := .Values.tracking.shutdown -}}
 {{- add (int $s.drainSeconds) (include "mlflow-setup.tracking.transferSeconds" . | int) (int $s.exitSeconds) -}}
 {{- end }}
+
+{{/* Selector labels of the jobs pod (MLflow's server-side job runner; MySQL's NetworkPolicy admits it). */}}
+{{- define "mlflow-setup.jobs.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlflow-setup.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: jobs
+{{- end }}
+
+{{- define "mlflow-setup.jobs.labels" -}}
+{{ include "mlflow-setup.labels" . }}
+app.kubernetes.io/component: jobs
+{{- end }}
+
+{{- define "mlflow-setup.jobs.fullname" -}}
+{{- printf "%s-jobs" (include "mlflow-setup.fullname" .) }}
+{{- end }}
+
+{{/* Where jobs reach the AI Gateway: `jobs.gatewayUri`, else the tracking Service. */}}
+{{- define "mlflow-setup.jobs.gatewayUri" -}}
+{{- .Values.jobs.gatewayUri | default (printf "http://%s.%s.svc.cluster.local:%v" (include "mlflow-setup.tracking.fullname" .) .Release.Namespace .Values.tracking.service.port) -}}
+{{- end }}
+
+{{/*
+Server-side jobs and LLM providers, in the env of the tracking server and the jobs pod alike: jobs are
+accepted (MLflow's `executor` engine: a row in the tracking database) and run by the jobs pod only
+(serve.py change 12); the internal token MLflow's basic-auth accepts from jobs on /gateway/ routes.
+*/}}
+{{- define "mlflow-setup.jobsEnv" -}}
+- name: MLFLOW_SERVER_ENABLE_JOB_EXECUTION
+  value: {{ .Values.jobs.enabled | quote }}
+{{- if .Values.jobs.enabled }}
+- name: MLFLOW_SERVER_JOB_EXECUTION_ENGINE
+  value: executor
+- name: MLFLOW_AKS_JOB_RUNNER
+  value: separate
+- name: _MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "mlflow-setup.tracking.secretName" . }}
+      key: gateway-token
+{{- end }}
+{{- if .Values.llm.allowPrivateAddresses }}
+- name: MLFLOW_GATEWAY_API_BASE_ALLOW_PRIVATE_IPS
+  value: "true"
+{{- end }}
+{{- end }}

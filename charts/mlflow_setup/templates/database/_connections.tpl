@@ -10,10 +10,26 @@ its own SQLAlchemy engines - the tracking store, the model registry, the basic-a
 `tracking.auth.mode: oidc` the sign-in plugin's user store - each holding up to `databasePool.size` +
 `databasePool.maxOverflow` connections. Plus `databasePool.otherConnections` for everything else: the
 migrate init containers and the maintenance Jobs (NullPool or one connection each), an operator's client.
-Not counted: MLflow's job runner (`tracking.jobExecution`, off by default), whose consumer processes
-(mlflow/server/jobs) open the tracking store too, a number of them per job type: raise `otherConnections`
-when turning it on.
+With `jobs.enabled`, the jobs pod too (one at a time: Recreate): its runner and periodic-tasks consumer
+and every job process it may run at once (3 judge kinds x `judgeWorkers`, 2 online-scoring kinds x
+`onlineScoringWorkers`, MLflow's 2 prompt optimizations), each with up to 3 engines (tracking store, model
+registry, job store) of `jobs.databasePool.size` + `maxOverflow` connections.
 */}}
+
+{{/* Python processes of the jobs pod at most (see above); MLflow's fixed prompt-optimization workers. */}}
+{{- define "mlflow-setup.jobs.processes" -}}
+{{- $j := .Values.jobs -}}
+{{- add 2 (mul 3 $j.judgeWorkers) (mul 2 $j.onlineScoringWorkers) 2 -}}
+{{- end }}
+
+{{- define "mlflow-setup.jobs.maxConnections" -}}
+{{- if .Values.jobs.enabled -}}
+{{- $pool := .Values.jobs.databasePool -}}
+{{- mul (include "mlflow-setup.jobs.processes" . | int) 3 (add $pool.size $pool.maxOverflow) -}}
+{{- else -}}
+0
+{{- end -}}
+{{- end }}
 
 {{/* The tracking Deployment's rollingUpdate.maxSurge (tests/test_database_limits.py reads both). */}}
 {{- define "mlflow-setup.tracking.maxSurge" -}}
@@ -50,7 +66,7 @@ when turning it on.
 {{- $pods := add (mul 2 .Values.tracking.replicaCount) (include "mlflow-setup.tracking.maxSurge" . | int) -}}
 {{- $processes := include "mlflow-setup.tracking.processes" . | int -}}
 {{- $engines := include "mlflow-setup.tracking.databaseEngines" . | int -}}
-{{- $total := add (mul $pods $processes $engines (add $pool.size $pool.maxOverflow)) $pool.otherConnections -}}
+{{- $total := add (mul $pods $processes $engines (add $pool.size $pool.maxOverflow)) $pool.otherConnections (include "mlflow-setup.jobs.maxConnections" . | int) -}}
 {{- if gt $total 100000 -}}
 {{- fail (printf "the tracking servers could open %d database connections, more than MySQL's most (100000): lower tracking.workers, replicaCount or databasePool" $total) -}}
 {{- end -}}

@@ -1,0 +1,221 @@
+"""MLflow's server-side jobs on the local stack, against an LLM the test runs (issue 19, item 2).
+
+The stack runs the chart's layout: the tracking server accepts jobs and the jobs Deployment's container
+(images/tracking-server/jobs.py) runs them. The LLM is tests/e2e/fake_llm.py, an OpenAI-compatible
+endpoint on 127.0.0.1 with a fixed verdict, reached the way MLflow reaches a real provider: an AI Gateway
+secret (provider `openai`, its `api_base`) and model, an endpoint, and judges with `gateway:/<endpoint>`.
+
+Only here, because the fake provider listens on loopback over plain HTTP, the stack lets the gateway call
+a private address (`llm.allowPrivateAddresses`, what the program sets for a private endpoint's CIDR) and
+the `http` scheme (`MLFLOW_GATEWAY_API_BASE_ALLOWED_SCHEMES`); a real stack calls providers over HTTPS.
+Online scoring scores a trace once it is `jobs.traceCompletionBufferSeconds` old (0 here, MLflow's 300
+on a stack), at the online-scoring scheduler's next run: MLflow runs it every minute, so the assessments
+appear within ONLINE_DEADLINE of the traces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from local.procs import spawn, stop
+from tests.e2e.conftest import own_stack
+from tests.e2e.fake_llm import VERDICT, FakeLLM, fake_llm
+
+# The scheduler runs at each minute (huey crontab), then the scoring job starts a process (a few seconds).
+ONLINE_DEADLINE = 90.0
+JOB_DEADLINE = 60.0
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMEOUT", "CANCELED"}
+VALUES = {
+    "llm": {"allowPrivateAddresses": True},
+    "jobs": {"traceCompletionBufferSeconds": 0},
+    "tracking": {"extraEnv": [{"name": "MLFLOW_GATEWAY_API_BASE_ALLOWED_SCHEMES", "value": "http,https"}]},
+}
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[FakeLLM]:
+    with fake_llm() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def jobs_stack(helm_bin: str, llm: FakeLLM):
+    with own_stack("mlflow-aks-jobs-", helm=helm_bin, values=VALUES) as stack:
+        env = stack.client_env()
+        saved = {k: os.environ.get(k) for k in [*env, "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"]}
+        os.environ.update(env, MLFLOW_ENABLE_ASYNC_TRACE_LOGGING="false")  # traces are on the server at once
+        try:
+            yield stack
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def _job(base: str, auth: tuple[str, str], job_id: str) -> dict:
+    answer = requests.get(f"{base}/ajax-api/3.0/jobs/{job_id}", auth=auth, timeout=10)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def _wait_job(base: str, auth: tuple[str, str], job_id: str, until: set[str], deadline: float) -> dict:
+    end = time.monotonic() + deadline
+    while True:
+        job = _job(base, auth, job_id)
+        if job["status"] in until or time.monotonic() > end:
+            return job
+        time.sleep(0.5)
+
+
+def _assessments(client, trace_id: str, name: str) -> list:
+    return [a for a in client.get_trace(trace_id).info.assessments if a.name == name]
+
+
+def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
+    import mlflow
+    from mlflow.entities.gateway_endpoint import GatewayEndpointModelConfig, GatewayModelLinkageType
+    from mlflow.genai.judges import make_judge
+    from mlflow.genai.scorers import ScorerSamplingConfig
+    from mlflow.tracking import MlflowClient
+
+    started = time.monotonic()
+    env = jobs_stack.client_env()
+    base, auth = (
+        env["MLFLOW_TRACKING_URI"],
+        (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]),
+    )
+    mlflow.set_tracking_uri(base)
+    client = MlflowClient(base)
+    assert jobs_stack.status()["jobs"]["running"], "the local stack runs the chart's jobs Deployment"
+
+    # The provider's key, stored in the gateway (encrypted with the stack's key), and an endpoint for judges.
+    store = client._tracking_client.store
+    secret = store.create_gateway_secret(
+        secret_name="fake-provider-key",
+        secret_value={"api_key": "sk-e2e-fake"},
+        provider="openai",
+        auth_config={"api_base": llm.url},
+    )
+    model = store.create_gateway_model_definition(
+        name="fake-judge-model", secret_id=secret.secret_id, provider="openai", model_name="gpt-e2e-fake"
+    )
+    store.create_gateway_endpoint(
+        name="judge",
+        model_configs=[
+            GatewayEndpointModelConfig(
+                model_definition_id=model.model_definition_id, linkage_type=GatewayModelLinkageType.PRIMARY
+            )
+        ],
+    )
+    experiment = mlflow.set_experiment("e2e-genai-jobs")
+    judge = make_judge(
+        name="helpful",
+        instructions="Is {{ outputs }} a helpful answer to {{ inputs }}? Answer yes or no.",
+        model="gateway:/judge",
+        feedback_value_type=str,
+    )
+    # Online scoring on the experiment: every trace (sample rate 1).
+    judge.register(experiment_id=experiment.experiment_id).start(
+        experiment_id=experiment.experiment_id, sampling_config=ScorerSamplingConfig(sample_rate=1.0)
+    )
+    trace_ids = []
+    for i in range(2):
+        with mlflow.start_span(name=f"answer-{i}") as span:
+            span.set_inputs({"question": f"question {i}"})
+            span.set_outputs({"answer": f"answer {i}"})
+        trace_ids.append(span.trace_id)
+    traces_logged = time.monotonic()
+
+    # A judge run as the UI runs it (its AJAX endpoint: one job per batch of traces), logging assessments.
+    invoked = requests.post(
+        f"{base}/ajax-api/3.0/mlflow/scorer/invoke",
+        auth=auth,
+        json={
+            "experiment_id": experiment.experiment_id,
+            "serialized_scorer": json.dumps(judge.model_dump()),
+            "trace_ids": trace_ids[:1],
+            "log_assessments": True,
+        },
+        timeout=30,
+    )
+    assert invoked.status_code == 200, invoked.text
+    [ui_job] = invoked.json()["jobs"]
+    job = _wait_job(base, auth, ui_job["job_id"], TERMINAL, JOB_DEADLINE)
+    assert job["status"] == "SUCCEEDED", job
+    print("UI job result:", json.dumps(job["result"])[:600])
+    # Logged on the trace (online scoring may have added its own assessment by now: at least one).
+    feedbacks = _assessments(client, trace_ids[0], "helpful")
+    assert feedbacks and {(f.value, f.rationale) for f in feedbacks} == {
+        (VERDICT["result"], VERDICT["rationale"])
+    }
+    # The gateway called the provider with the stored key and model: the path a real provider gets.
+    call = llm.requests[0]
+    assert call["path"] == "/v1/chat/completions" and call["model"] == "gpt-e2e-fake"
+    assert call["authorization"] == "Bearer sk-e2e-fake"
+    assert "answer 0" in json.dumps(call["messages"])
+    print(f"UI judge run: {time.monotonic() - traces_logged:.1f}s")
+
+    # The runner dies in the middle of a job (the provider holds the answer back): after a restart the
+    # job is run again to the end or failed, never left RUNNING.
+    llm.delay = 30.0
+    calls = len(llm.requests)
+    invoked = requests.post(
+        f"{base}/ajax-api/3.0/mlflow/scorer/invoke",
+        auth=auth,
+        json={
+            "experiment_id": experiment.experiment_id,
+            "serialized_scorer": json.dumps(judge.model_dump()),
+            "trace_ids": trace_ids[1:],
+            "log_assessments": False,
+        },
+        timeout=30,
+    )
+    [killed_job] = invoked.json()["jobs"]
+    end = time.monotonic() + JOB_DEADLINE
+    while len(llm.requests) == calls and time.monotonic() < end:  # the job is waiting on the provider
+        time.sleep(0.2)
+    assert _job(base, auth, killed_job["job_id"])["status"] == "RUNNING"
+    jobs_stack.kill_jobs()
+    killed = time.monotonic()
+    assert _job(base, auth, killed_job["job_id"])["status"] == "RUNNING"  # nothing else would ever end it
+    llm.delay = 0.0
+    jobs_stack.start_jobs()
+    job = _wait_job(base, auth, killed_job["job_id"], TERMINAL, JOB_DEADLINE)
+    assert job["status"] in ("SUCCEEDED", "FAILED"), job
+    print(f"job after the runner's restart: {job['status']} in {time.monotonic() - killed:.1f}s")
+
+    # A second runner (a pod replaced while the old one still terminates) waits for the first one's lock:
+    # it recovers and claims nothing. (While online scoring has its minute, so this costs no time.)
+    runner = jobs_stack.server_spec().job_runner
+    log = jobs_stack.workdir / "server" / "jobs-second.log"
+    second = spawn("jobs-second", runner.argv, env=runner.env, log=log, cwd=runner.cwd)
+    try:
+        end = time.monotonic() + JOB_DEADLINE
+        while "waiting for the" not in log.read_text() and time.monotonic() < end:
+            time.sleep(0.2)
+        text = log.read_text()
+        assert "waiting for the mlflow_aks_job_runner lock" in text and "holding" not in text, text[-2000:]
+    finally:
+        stop(second)
+
+    # Online scoring: both traces get the judge's assessment (the first one a second one).
+    while time.monotonic() - traces_logged < ONLINE_DEADLINE:
+        if (
+            len(_assessments(client, trace_ids[1], "helpful")) >= 1
+            and len(_assessments(client, trace_ids[0], "helpful")) >= 2
+        ):
+            break
+        time.sleep(2)
+    online = _assessments(client, trace_ids[1], "helpful")
+    assert online and online[0].value == VERDICT["result"], f"no online assessment in {ONLINE_DEADLINE}s"
+    assert len(_assessments(client, trace_ids[0], "helpful")) == 2
+    after, total = time.monotonic() - traces_logged, time.monotonic() - started
+    print(f"online assessments: {after:.1f}s after the traces; test {total:.1f}s")

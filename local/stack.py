@@ -762,6 +762,8 @@ class LocalStack:
     def _start_server(self, spec: chart.ServerSpec | None = None, *, timeout: float = 180) -> None:
         proc = self._proc("server")
         if proc is not None and proc.alive():
+            if (jobs := self._proc("jobs")) is not None and not jobs.alive():
+                self._start_jobs(spec or self.server_spec())  # a runner stopped by hand: start it again
             return
         self._free_port_or_fail("server", self.config.server_port)
         spec = spec or self.server_spec()
@@ -789,7 +791,11 @@ class LocalStack:
         runner = spec.job_runner
         runner.cwd.mkdir(parents=True, exist_ok=True, mode=0o700)
         log = self.workdir / "server" / "jobs.log"
-        self._record(spawn("jobs", runner.argv, env=runner.env, log=log, cwd=runner.cwd), "jobs")
+        # As the kubelet does for the Deployment's pod (restartPolicy Always): the runner exits by design when
+        # it loses its lock or the schema changes under it (a restore, an upgrade), and starts again, waiting
+        # for the schema. A stop signals the whole process group, this loop included.
+        argv = ["/bin/sh", "-c", 'while :; do "$@"; sleep 2; done', "jobs", *runner.argv]
+        self._record(spawn("jobs", argv, env=runner.env, log=log, cwd=runner.cwd), "jobs")
 
     def start_jobs(self) -> None:
         """Start the job runner (from a fresh render) if it is not running."""

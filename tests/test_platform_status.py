@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
+from components import chart_values
 from components.chart_values import setup_values
 from tests import chart_render as cr
 
@@ -316,7 +317,7 @@ def test_a_public_servers_metrics_read_the_certificate_its_terminator_serves(hel
     objects = cr.render(
         helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, setup_values(cr.SETUP_CONTEXTS[exposure]), tmp_path
     )
-    pod = cr.one(objects, "Deployment")["spec"]["template"]["spec"]
+    pod = cr.one(objects, "Deployment", chart_values.TRACKING_SERVICE)["spec"]["template"]["spec"]
     mlflow = next(c for c in pod["containers"] if c["name"] == "mlflow")
     env = _env(mlflow)
     if exposure == "private":

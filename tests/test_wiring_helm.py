@@ -15,6 +15,7 @@ import pytest
 import yaml
 from pulumi_mocks import REPO_ROOT, ProgramRun, plain, run_program
 
+from components import chart_values
 from components.chart_values import ImageRef
 from tests.chart_render import every_container
 
@@ -169,7 +170,11 @@ def test_setup_chart_mounts_the_program_certificate_claim_and_owns_none(program,
     objects = helm_template(helm_bin, setup, tmp_path)
     claim = program.named("mlflow-certificate-volume-claim").inputs["metadata"]
     assert claim["namespace"] == setup["namespace"]
-    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    (deployment,) = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == chart_values.TRACKING_SERVICE
+    ]
     mounted = {
         v["persistentVolumeClaim"]["claimName"]
         for v in deployment["spec"]["template"]["spec"]["volumes"]

@@ -79,6 +79,18 @@ def _assessments(client, trace_id: str, name: str) -> list:
     return [a for a in client.get_trace(trace_id).info.assessments if a.name == name]
 
 
+@pytest.fixture
+def active_experiment_restored(monkeypatch):
+    """mlflow.set_experiment sets a process-wide experiment (a module global and MLFLOW_EXPERIMENT_ID):
+    put both back after the test, or later tests' runs meet an experiment of a stack that is gone."""
+    import mlflow.tracking.fluent as fluent
+
+    monkeypatch.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")
+
+
+@pytest.mark.usefixtures("active_experiment_restored")
 def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
     import mlflow
     from mlflow.entities.gateway_endpoint import GatewayEndpointModelConfig, GatewayModelLinkageType

@@ -96,7 +96,7 @@ def test_start_again_is_a_no_op(stack) -> None:
     stack.start()
     after = stack.status()
     assert before == after
-    assert all(info["running"] for info in after.values())
+    assert all(info["running"] for info in after.values()), after
 
 
 def test_secrets_are_generated_private_and_not_in_state_or_logs(stack) -> None:

@@ -64,7 +64,11 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    addition: a person's bearer token must name an allowed group on every request (`with_group_gate`),
    which the plugin checks only when the token's first use creates the user.
 
-(5), (6), (7), (8) and (10) reach into MLflow's private internals, which change between releases without
+12. Faster reads of the tracking store (fast_store.py): the runs search of the experiment page, metric
+   histories and the charts' sampled histories return MLflow's own answers without its ORM objects, and
+   the sampled history of many runs in one statement. MLFLOW_AKS_FAST_STORE=false turns this off.
+
+(5), (6), (7), (8), (10) and (12) reach into MLflow's private internals, which change between releases without
 notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION, the one they were
 written and tested against (tests/test_images.py keeps it equal to the image's pin): a new MLflow needs
 these patches re-read and re-tested first. The sign-in plugin reaches into MLflow's internals too, so with
@@ -103,6 +107,7 @@ _REUSEPORT = "_MLFLOW_AKS_SERVE_REUSEPORT"
 RUN_EXPERIMENT_CACHE_SIZE = "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE"
 SHARE_REQUEST_USER = "MLFLOW_AKS_SHARE_REQUEST_USER"
 STREAM_ARTIFACTS = "MLFLOW_AKS_STREAM_ARTIFACTS"
+FAST_STORE = "MLFLOW_AKS_FAST_STORE"
 USER_SYNC_SECONDS = "MLFLOW_AKS_USER_SYNC_SECONDS"
 # (9) Where metrics.py serves; no port: no metrics.
 METRICS_PORT_ENV = "MLFLOW_AKS_METRICS_PORT"
@@ -516,6 +521,14 @@ def _share_request_user() -> bool:
     return _enabled(SHARE_REQUEST_USER)
 
 
+def _install_store_patches() -> None:
+    """(12) MLflow's SQL tracking store, faster with the same answers (fast_store.py), unless turned off."""
+    if _enabled(FAST_STORE):
+        import fast_store  # beside this file (/app in the image)
+
+        fast_store.install()
+
+
 def _fastapi_app(app):
     """The FastAPI app inside uvicorn's wrappers (each keeps what it wraps in `.app`), or None."""
     from fastapi import FastAPI
@@ -528,13 +541,14 @@ def _fastapi_app(app):
 
 
 def _patch_uvicorn_worker() -> None:
-    """In each serving process: (7), (8); SO_REUSEPORT socket (several workers); with auth, (5), (6)."""
+    """In each serving process: (7), (8), (12); SO_REUSEPORT socket (several workers); with auth, (5), (6)."""
     import uvicorn.server
 
     original = uvicorn.server.Server.startup
 
     async def startup(self: uvicorn.server.Server, sockets: list[socket.socket] | None = None) -> None:
         # The app is loaded by now; with basic-auth, MLflow's auth module is part of it.
+        _install_store_patches()
         if _enabled(STREAM_ARTIFACTS) and (fastapi_app := _fastapi_app(self.config.loaded_app)):
             import stream_artifacts  # beside this file (/app in the image)
 

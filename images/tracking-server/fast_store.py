@@ -11,10 +11,11 @@ their rows become entities:
   without its three `selectinload`s of ORM children; the page's params, tags and latest metrics are
   then read as plain rows, one query each, and become the same `Run` entities `SqlRun.to_mlflow_entity`
   builds (run name from the `mlflow.runName` tag when the column is empty, NaN for `is_nan`).
-- `get_metric_history` (and its pages): the same query as plain rows.
+- `get_metric_history` (and its pages): the same query as plain rows; its endpoint writes the same
+  JSON without protobuf messages, compact (`install_history_endpoint`).
 - `get_metric_history_bulk_interval` (the charts' sampled history): MLflow's sampling, NTILE buckets
   and the last point, computed for all the requested runs in one statement (window functions
-  partitioned by run) instead of two statements and one check per run.
+  partitioned by run) instead of two statements and one check per run (a single run keeps MLflow's).
 
 Only a plain `SqlAlchemyStore` takes these paths: a subclass (workspaces) may filter what a user sees
 through hooks these copies do not call, so it keeps MLflow's methods. tests/test_fast_store.py compares
@@ -26,6 +27,8 @@ other MLflow), because it copies the structure of MLflow's private methods.
 
 from __future__ import annotations
 
+import json
+import math
 from collections import defaultdict
 
 INSTALLED = "_mlflow_aks_fast_store"
@@ -35,6 +38,37 @@ def _plain(store) -> bool:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     return type(store) is SqlAlchemyStore
+
+
+# Dialects where NULL sorts before every value (after them in descending order):
+# https://dev.mysql.com/doc/refman/8.4/en/working-with-null.html, https://www.sqlite.org/lang_select.html#orderby
+NULLS_SORT_FIRST = ("mysql", "sqlite")
+
+
+def _without_redundant_null_cases(order: list) -> list:
+    """MLflow's ORDER BY without the `CASE WHEN <run column> IS NULL` before a descending run column.
+
+    MLflow puts runs without a value last with that CASE; in a descending order these dialects already
+    put NULL last, so the order is the same, and a plain `start_time DESC, run_uuid` can be read from
+    migrate.py's index RUNS_NEWEST_INDEX instead of sorting every run of the experiment. The joined
+    subqueries of filters and sort keys (params, tags, latest metrics) each hold one row per run at most
+    (their primary key is (key, run_uuid) and each filters one key); only dataset filters can repeat a
+    run, and with them the caller keeps MLflow's statement as it is.
+    """
+    from mlflow.store.tracking.dbmodels.models import SqlRun
+    from sqlalchemy.sql import operators
+
+    kept = []
+    for index, clause in enumerate(order):
+        following = order[index + 1] if index + 1 < len(order) else None
+        if (
+            isinstance(clause, str)
+            and getattr(following, "modifier", None) is operators.desc_op
+            and getattr(following.element, "table", None) is SqlRun.__table__
+        ):
+            continue
+        kept.append(clause)
+    return kept
 
 
 def _metric_value(value: float, is_nan) -> float:
@@ -97,6 +131,84 @@ def _to_run(sql_run, params, tags, metrics):
     return Run(run_info=run_info, run_data=run_data)
 
 
+def _json_number(value: float):
+    """A double as protobuf's JSON mapping writes it: NaN and the infinities as strings."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def metric_history_json(metrics, next_page_token: str | bytes | None) -> str:
+    """The JSON of MLflow's GetMetricHistory response for `metrics`, without protobuf messages.
+
+    The same JSON value as MLflow's `message_to_json` of the response (tests/test_fast_store.py), written
+    compact: MLflow indents it with Python's pure-Python encoder, which for 100,000 points takes seconds
+    and doubles the bytes sent.
+    """
+    body: dict = {}
+    if metrics:
+        body["metrics"] = [
+            {"key": m.key, "value": _json_number(m.value), "timestamp": m.timestamp, "step": m.step}
+            for m in metrics
+        ]
+    if next_page_token:  # the store's tokens are bytes (SearchUtils.create_page_token), the proto's a string
+        body["next_page_token"] = (
+            next_page_token.decode() if isinstance(next_page_token, bytes) else next_page_token
+        )
+    return json.dumps(body, separators=(",", ":"))
+
+
+def install_history_endpoint() -> None:
+    """`GET/POST .../metrics/get-history` answered by `metric_history_json` (idempotent).
+
+    MLflow's handler `_get_metric_history`, with its request checks, and the response body written by
+    `metric_history_json` instead of protobuf messages and `message_to_json`.
+    """
+    from flask import Response
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+    from mlflow.protos.service_pb2 import GetMetricHistory
+    from mlflow.server import app, handlers
+
+    original = handlers._get_metric_history
+    if getattr(app.view_functions.get(original.__name__), INSTALLED, False):
+        return
+
+    def get_metric_history():
+        # From here to the store: MLflow 3.17.2's handlers._get_metric_history.
+        request_message = handlers._get_request_message(
+            GetMetricHistory(),
+            schema={
+                "run_id": [handlers._assert_string, handlers._assert_required],
+                "metric_key": [handlers._assert_string, handlers._assert_required],
+                "page_token": [handlers._assert_string],
+            },
+        )
+        run_id = request_message.run_id or request_message.run_uuid
+        max_results = request_message.max_results if request_message.HasField("max_results") else None
+        if max_results is not None and max_results <= 0:
+            raise MlflowException(
+                f"Invalid value {max_results} for parameter 'max_results' supplied. "
+                "It must be a positive integer.",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
+        metrics = handlers._get_tracking_store().get_metric_history(
+            run_id,
+            request_message.metric_key,
+            max_results=max_results,
+            page_token=request_message.page_token or None,
+        )
+        response = Response(mimetype="application/json")
+        response.set_data(metric_history_json(metrics, metrics.token))
+        return response
+
+    handler = handlers.catch_mlflow_exception(handlers._disable_if_artifacts_only(get_metric_history))
+    setattr(handler, INSTALLED, True)
+    app.view_functions[original.__name__] = handler
+
+
 def install() -> None:
     """Patch `SqlAlchemyStore` in this process (idempotent)."""
     import mlflow.store.tracking.sqlalchemy_store as sql_store
@@ -139,14 +251,20 @@ def install() -> None:
             offset = SearchUtils.parse_start_offset_from_page_token(page_token)
             experiment_ids = sql_store._parse_experiment_ids(experiment_ids)
             experiment_ids = self._filter_experiment_ids(session, experiment_ids)
+            if dataset_filters or self._get_dialect() not in NULLS_SORT_FIRST:
+                stmt = stmt.distinct()
+                order = parsed_orderby
+            else:
+                # Without dataset filters the statement joins at most one row per run (below), so
+                # DISTINCT changes nothing but makes MySQL sort every match in a temporary table.
+                order = _without_redundant_null_cases(parsed_orderby)
             stmt = (
-                stmt.distinct()
-                .filter(
+                stmt.filter(
                     SqlRun.experiment_id.in_(experiment_ids),
                     SqlRun.lifecycle_stage.in_(stages),
                     *attribute_filters,
                 )
-                .order_by(*parsed_orderby)
+                .order_by(*order)
                 .offset(offset)
             )
             if max_results is not None:
@@ -205,59 +323,59 @@ def install() -> None:
     def get_metric_history_bulk_interval(self, run_ids, metric_key, max_results, start_step, end_step):
         with self.ManagedSessionMaker() as session:
             windows = self._supports_window_functions(session)
-        if not _plain(self) or not windows or (start_step is None) != (end_step is None):
+        wanted = list(dict.fromkeys(run_ids))
+        # One run: MLflow's two statements, whose NTILE pass is cheaper on one long history than the
+        # position and count of every row that sampling many runs at once needs.
+        if not _plain(self) or not windows or (start_step is None) != (end_step is None) or len(wanted) < 2:
             return original_interval(self, run_ids, metric_key, max_results, start_step, end_step)
         max_results = max(1, max_results)
-        wanted = list(dict.fromkeys(run_ids))
-        if not wanted:
-            return []
         filters = [SqlMetric.run_uuid.in_(wanted), SqlMetric.key == metric_key]
         if start_step is not None:
             filters += [SqlMetric.step >= start_step, SqlMetric.step <= end_step]
         m = SqlMetric
         ascending = [m.step, m.timestamp, m.value, m.is_nan]
-        descending = [m.step.desc(), m.timestamp.desc(), m.value.desc(), m.is_nan.desc()]
-        bucketed = (
+        # One ordered pass per run: each row's position and the run's count. MLflow keeps the first row of
+        # each of `max_results` NTILE buckets, and the last row; NTILE's buckets are the SQL standard's
+        # (https://dev.mysql.com/doc/refman/8.4/en/window-function-descriptions.html#function_ntile):
+        # of `total` rows, the first `total mod n` buckets hold `total div n + 1` rows, the others
+        # `total div n`, so a bucket's first row is found from its position alone.
+        positioned = (
             select(
                 m.run_uuid.label("run_uuid"),
                 m.value.label("value"),
                 m.timestamp.label("timestamp"),
                 m.step.label("step"),
                 m.is_nan.label("is_nan"),
-                func.ntile(max_results).over(partition_by=m.run_uuid, order_by=ascending).label("bucket"),
-                func.row_number().over(partition_by=m.run_uuid, order_by=descending).label("from_last"),
+                func.row_number().over(partition_by=m.run_uuid, order_by=ascending).label("position"),
+                func.count().over(partition_by=m.run_uuid).label("total"),
             )
             .where(*filters)
             .subquery()
         )
-        b = bucketed.c
-        ranked = select(
-            b.run_uuid,
-            b.value,
-            b.timestamp,
-            b.step,
-            b.is_nan,
-            b.from_last,
-            func.row_number()
-            .over(partition_by=[b.run_uuid, b.bucket], order_by=[b.step, b.timestamp, b.value, b.is_nan])
-            .label("in_bucket"),
-        ).subquery()
-        r = ranked.c
-        stmt = (
-            select(r.run_uuid, r.value, r.timestamp, r.step, r.is_nan, r.in_bucket, r.from_last)
-            .where((r.in_bucket == 1) | (r.from_last == 1))
-            .order_by(r.run_uuid, r.step, r.timestamp, r.value, r.is_nan)
+        p = positioned.c
+        index, size = p.position - 1, p.total // max_results
+        larger = (p.total % max_results) * (size + 1)  # rows in the larger buckets
+        first_of_bucket = (
+            (p.total <= max_results)
+            | ((index < larger) & (index % (size + 1) == 0))
+            | ((index >= larger) & ((index - larger) % size == 0))
         )
-        sampled, last = defaultdict(list), {}
+        last = p.position == p.total
+        stmt = (
+            select(p.run_uuid, p.value, p.timestamp, p.step, p.is_nan, first_of_bucket, last)
+            .where(first_of_bucket | last)
+            .order_by(p.run_uuid, p.position)
+        )
+        sampled, last_rows = defaultdict(list), {}
         with self.ManagedSessionMaker() as session:
             for run_id in run_ids:
                 self._validate_run_accessible(session, run_id)
-            for run_id, value, timestamp, step, is_nan, in_bucket, from_last in session.execute(stmt):
+            for run_id, value, timestamp, step, is_nan, starts_bucket, is_last in session.execute(stmt):
                 row = (value, timestamp, step, is_nan)
-                if in_bucket == 1:
+                if starts_bucket:
                     sampled[run_id].append(row)
-                if from_last == 1:
-                    last[run_id] = row
+                if is_last:
+                    last_rows[run_id] = row
 
         def key_of(row):  # MLflow's `_row_key`: NaN values compare as None
             value, timestamp, step, is_nan = row
@@ -266,7 +384,7 @@ def install() -> None:
         result = []
         for run_id in run_ids:
             rows = list(sampled.get(run_id, []))
-            last_row = last.get(run_id)
+            last_row = last_rows.get(run_id)
             if last_row is not None and (not rows or key_of(rows[-1]) != key_of(last_row)):
                 if len(rows) >= max_results:
                     rows[-1] = last_row

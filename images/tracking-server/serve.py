@@ -65,8 +65,9 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    which the plugin checks only when the token's first use creates the user.
 
 12. Faster reads of the tracking store (fast_store.py): the runs search of the experiment page, metric
-   histories and the charts' sampled histories return MLflow's own answers without its ORM objects, and
-   the sampled history of many runs in one statement. MLFLOW_AKS_FAST_STORE=false turns this off.
+   histories and the charts' sampled histories return MLflow's own answers without its ORM objects, the
+   sampled history of many runs in one statement, and a metric history's JSON without protobuf messages.
+   migrate.py adds the index the experiment page's order reads. MLFLOW_AKS_FAST_STORE=false turns this off.
 
 (5), (6), (7), (8), (10) and (12) reach into MLflow's private internals, which change between releases without
 notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION, the one they were
@@ -527,6 +528,7 @@ def _install_store_patches() -> None:
         import fast_store  # beside this file (/app in the image)
 
         fast_store.install()
+        fast_store.install_history_endpoint()
 
 
 def _fastapi_app(app):

@@ -17,6 +17,7 @@ import importlib.util
 import math
 import random
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def load_fast_store():
     return module
 
 
-PATCHED = ("_search_runs", "get_metric_history", "get_metric_history_bulk_interval")
+PATCHED = ("_search_runs", "get_metric_history", "get_metric_history_bulk_interval", "_log_metrics_once")
 
 
 @pytest.fixture
@@ -467,3 +468,68 @@ def test_the_pages_order_reads_the_index_instead_of_sorting(tmp_path, methods, m
     assert "TEMP B-TREE FOR ORDER BY" in plan(original["_search_runs"])
     fast = plan(patched["_search_runs"])
     assert "mlflow_aks_runs_newest" in fast and "TEMP B-TREE" not in fast
+
+
+def test_logged_metrics_are_stored_as_mlflow_stores_them(tmp_path, methods):
+    """log_batch through the patched store leaves exactly MLflow's rows: every point and each key's
+    latest value, with repeated points, NaN, older steps and equal steps in the mix."""
+    from mlflow.entities import Metric
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    original, _ = methods
+    stores = {
+        name: SqlAlchemyStore(f"sqlite:///{tmp_path / f'{name}.db'}", str(tmp_path / name))
+        for name in ("mlflow", "fast")
+    }
+    # The class carries the fast path: the "mlflow" store gets MLflow's method back, on itself.
+    stores["mlflow"]._log_metrics_once = types.MethodType(original["_log_metrics_once"], stores["mlflow"])
+    rng = random.Random(9)  # noqa: S311 - generated writes, the same every run
+    runs = {}
+    for name, store in stores.items():
+        experiment = store.create_experiment("writes")
+        runs[name] = [store.create_run(experiment, "u", 1, [], f"r{i}").info.run_id for i in range(3)]
+    logged: list[Metric] = []
+    for _ in range(60):
+        batch = []
+        for _ in range(rng.choice([1, 1, 5, 50])):
+            if logged and rng.random() < 0.15:
+                batch.append(rng.choice(logged))  # a point logged before: the primary key exists
+                continue
+            value = math.nan if rng.random() < 0.05 else rng.choice([0.5, 1.0, rng.random()])
+            key, timestamp, step = (
+                rng.choice(["loss", "acc", "lr"]),
+                rng.randrange(1, 5),
+                rng.randrange(0, 20),
+            )
+            batch.append(Metric(key, value, timestamp, step))
+        logged += batch
+        which = rng.randrange(3)
+        for name, store in stores.items():
+            store.log_batch(runs[name][which], batch, [], [])
+
+    def content(store, run_ids) -> list:
+        index = {run_id: i for i, run_id in enumerate(run_ids)}
+        with store.engine.connect() as conn:
+            points = conn.exec_driver_sql(
+                "SELECT run_uuid, key, value, timestamp, step, is_nan FROM metrics"
+            ).all()
+            latest = conn.exec_driver_sql(
+                "SELECT run_uuid, key, value, timestamp, step, is_nan FROM latest_metrics"
+            ).all()
+        return [sorted((index[r[0]], *r[1:]) for r in rows) for rows in (points, latest)]
+
+    fast, mlflow_rows = content(stores["fast"], runs["fast"]), content(stores["mlflow"], runs["mlflow"])
+    assert fast == mlflow_rows and len(fast[0]) > 500
+    # The fast store took its own path (no ORM object per point) for new points.
+    built = []
+    listener = lambda target, args, kwargs: built.append(target)  # noqa: E731
+    sqlalchemy.event.listen(SqlMetric, "init", listener)
+    try:
+        fresh = [Metric("fresh", float(step), 7, step) for step in range(100)]
+        stores["fast"].log_batch(runs["fast"][0], fresh, [], [])
+        assert not built
+        stores["mlflow"].log_batch(runs["mlflow"][0], fresh, [], [])
+        assert len(built) == 100
+    finally:
+        sqlalchemy.event.remove(SqlMetric, "init", listener)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from types import SimpleNamespace
 
 INSTALLED = "_mlflow_aks_fast_store"
 
@@ -214,10 +215,12 @@ def install() -> None:
     import mlflow.store.tracking.sqlalchemy_store as sql_store
     from mlflow.entities import LifecycleStage, Metric, Run, RunInputs, RunOutputs
     from mlflow.entities.metric import MetricWithRunId
+    from mlflow.exceptions import MlflowException
     from mlflow.store.entities.paged_list import PagedList
     from mlflow.store.tracking.dbmodels.models import SqlMetric, SqlRun
     from mlflow.utils.search_utils import SearchUtils
-    from sqlalchemy import func, select
+    from sqlalchemy import func, insert, select
+    from sqlalchemy.exc import IntegrityError
 
     store_class = sql_store.SqlAlchemyStore
     if getattr(store_class, INSTALLED, False):
@@ -404,6 +407,57 @@ def install() -> None:
             )
         return result
 
+    original_log_metrics_once = store_class._log_metrics_once
+
+    def _log_metrics_once(self, run_id, metrics):
+        """MLflow's `_log_metrics_once` (log_metric, log_batch), the new rows inserted as plain rows.
+
+        MLflow builds one ORM object per metric and lets the session flush them; here the same rows
+        go in one multi-row INSERT in the same transaction, and MLflow's own latest-metrics update
+        reads them as plain values. A duplicate point (the primary key exists) takes MLflow's path.
+        """
+        if not _plain(self):
+            return original_log_metrics_once(self, run_id, metrics)
+        rows, seen = [], set()
+        is_single_metric = len(metrics) == 1
+        for idx, metric in enumerate(metrics):
+            sql_store._validate_metric(
+                metric.key,
+                metric.value,
+                metric.timestamp,
+                metric.step,
+                path="" if is_single_metric else f"metrics[{idx}]",
+            )
+            if metric not in seen:
+                is_nan, value = self.sanitize_metric_value(metric.value)
+                rows.append(
+                    SimpleNamespace(
+                        run_uuid=run_id,
+                        key=metric.key,
+                        value=value,
+                        timestamp=metric.timestamp,
+                        step=metric.step,
+                        is_nan=is_nan,
+                    )
+                )
+            seen.add(metric)
+        try:
+            with self.ManagedSessionMaker(read_only=False) as session:
+                run = self._get_run(run_uuid=run_id, session=session)
+                self._check_run_is_active(run)
+                # MLflow's order: the run's latest metrics locked and updated, then the new points.
+                self._update_latest_metrics_if_necessary(rows, session)
+                if rows:
+                    session.execute(insert(SqlMetric.__table__), [vars(row) for row in rows])
+                session.commit()
+        except MlflowException as error:
+            if not isinstance(error.__cause__, IntegrityError):
+                raise
+            # A point already logged: MLflow's recovery (which inserts only the new points).
+            return original_log_metrics_once(self, run_id, metrics)
+        return None
+
+    store_class._log_metrics_once = _log_metrics_once
     store_class._search_runs = _search_runs
     store_class.get_metric_history = get_metric_history
     store_class.get_metric_history_bulk_interval = get_metric_history_bulk_interval

@@ -10,13 +10,14 @@ latest_metrics); plus one run whose metric `loss` has 100,000 points. At each si
 server as the chart runs it (`project`) and with MLflow's defaults (`baseline`, the same variant as
 benchmarks/tracking_server.py), in the same run:
 
-- **the experiment page** (`UI_PAGE_LOAD`): the calls MLflow 3.17.2's UI makes to open an experiment in
-  its chart view, made as a browser does (6 connections): the experiment, the runs table's search, the
-  logged models, then each line chart's sampled history of the first 10 runs. A page load is timed
-  from the first request to the last answer;
+- **the experiment page** (`page_first_calls`, `chart_calls`): the calls MLflow 3.17.2's UI makes to
+  open an experiment in its chart view, made as a browser does (6 connections): the experiment, the runs
+  table's search, the logged models, then each line chart's sampled history of the first 10 runs. A page
+  load is timed from the first request to the last answer;
 - the same page **filtered** on a param and a metric (`FILTER`, about 1 run in 8);
-- **the long metric**: `MlflowClient.get_metric_history` of the 100,000 points, and the UI's sampled
-  chart call for it (`get-history-bulk-interval`, 320 points);
+- **the long metric**: `MlflowClient.get_metric_history` of the 100,000 points, the raw `get-history`
+  request (the server's part), and the UI's sampled chart call for it (`get-history-bulk-interval`, 320
+  points);
 - **bulk writes**: `log_batch` of 1,000 metrics (10 keys x 100 steps) into one run;
 - **statements per write**: MariaDB's counters (commits, statements, rows written, fsyncs) over 200
   `log_metric` and 50 `log_batch` requests, per request (docs/performance.md derives capacity from them);

@@ -193,5 +193,5 @@ def test_scale_benchmark_smoke_measures_both_servers(smoke_runs):
     )
     for variant in ("baseline", "project"):
         for request in ("log_metric", "log_batch"):
-            assert re.search(rf"^\| 20 \| {variant} \| {request} \|( -?[0-9.]+ \|){{5}}$", report, re.M)
+            assert re.search(rf"^\| 20 \| {variant} \| {request} \|( -?[0-9.]+ \|){{6}}$", report, re.M)
     assert written == report.rstrip("\n") + "\n"

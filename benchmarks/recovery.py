@@ -5,8 +5,8 @@ lost (RPO), at the size of issue 12's test case.
     .venv/bin/python -m benchmarks.recovery --smoke    # tiny sizes: proves it runs (CI)
 
 On the local stack (MariaDB with binary logs, Azurite, the chart's server): one experiment of 10,000 runs
-of 20 params and 10 metrics each, plus one run whose metric `loss` has 100,000 points (seeded with
-MLflow's own SQL store, as benchmarks/scale.py does). Then:
+of 20 params and 10 metrics each, plus one run whose metric `loss` has 100,000 points (seeded in bulk
+into MLflow's tables, as benchmarks/scale.py does). Then:
 
 1. a backup (`python -m local backup`, the chart's backup CronJob);
 2. clients keep logging (`log_batch` of 100 metrics, one client) while the binary logs are shipped
@@ -85,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         store = _store(stack)
         experiment_id = store.create_experiment(f"recovery-{int(time.time())}")
         log(f"seeding {runs:,} runs and one metric of {points:,} points")
-        seed_long_metric(store, experiment_id, points)
-        seed_runs(store, experiment_id, 0, runs, random.Random(12))  # noqa: S311 - test data
+        db = stack.database_settings()
+        seed_long_metric(store, db, experiment_id, points)
+        artifact_root = store.get_experiment(experiment_id).artifact_location.rsplit("/", 1)[0]
+        seed_runs(db, experiment_id, artifact_root, 0, runs, 1, random.Random(12))  # noqa: S311 - test data
         size = db_size_mib(stack)
         log("backup")
         begun = time.perf_counter()

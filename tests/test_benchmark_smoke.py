@@ -179,9 +179,19 @@ def test_scale_benchmark_smoke_measures_both_servers(smoke_runs):
     assert not leftovers, f"processes left behind: {leftovers}"
     report = done.stdout
     assert "smoke: tiny sizes" in report and "Long metric: 500 points" in report
+    # Every measure, for both servers, with its ratio; the targets and the statements per write.
+    from benchmarks.scale import MEASURES
+
+    for _, title in MEASURES:
+        assert re.search(
+            rf"^\| 20 \| {re.escape(title)} \| [0-9]+ / [0-9]+ \| [0-9]+ / [0-9]+ \| [0-9.]+x \|$",
+            report,
+            re.M,
+        )
     assert re.search(
-        r"^\| 20 \| [0-9]+ \| [0-9]+ / [0-9]+ \| [0-9]+ / [0-9]+ \| [0-9]+ / [0-9]+ \| [0-9]+ / [0-9]+ \|$",
-        report,
-        re.M,
+        r"^\| 20 \| experiment page ≥ 5x baseline \(p95\) \| [0-9.]+x \| (yes|\*\*no\*\*) \|$", report, re.M
     )
+    for variant in ("baseline", "project"):
+        for request in ("log_metric", "log_batch"):
+            assert re.search(rf"^\| 20 \| {variant} \| {request} \|( -?[0-9.]+ \|){{6}}$", report, re.M)
     assert written == report.rstrip("\n") + "\n"

@@ -1,4 +1,4 @@
-"""serve.py's drain on SIGTERM (change 12, issue 18.5), in process and in milliseconds.
+"""serve.py's drain on SIGTERM (change 13, issue 18.5), in process and in milliseconds.
 
 The first exit signal leaves uvicorn serving for MLFLOW_AKS_DRAIN_SECONDS with `Connection: close` on every
 answer, then lets uvicorn shut down with MLFLOW_AKS_GRACEFUL_SHUTDOWN_SECONDS for the requests in flight.

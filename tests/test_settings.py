@@ -109,7 +109,7 @@ BAD_CONFIGURATIONS: list[tuple[dict[str, Any], str]] = [
     ({"databaseSku": "Standard_D2ds_v4"}, "databaseSku"),
     ({"databaseBackupRetentionDays": 14}, "databaseBackupRetentionDays"),
     ({"databaseServerName": "mlflow-mysql-restored"}, "databaseServerName"),
-    ({"database": "flexibleServer", "mysqlDiskSizeGib": 64}, "mysqlDiskSizeGib"),
+    ({"database": "flexibleServer", "mysqlDiskSizeGib": 128}, "mysqlDiskSizeGib"),
     ({"database": "flexibleServer", "backupSchedule": "0 */6 * * *"}, "backupSchedule"),
     ({"database": "flexibleServer", "binlogShipMinutes": 10}, "binlogShipMinutes"),
     # Operators are object ids, each once (a UPN or a client id would never match the caller).

@@ -379,7 +379,7 @@ def test_mysql_data_is_a_volume_on_the_retained_disk_outside_the_release(case):
         "volumeAttributes": {"fsType": "ext4"},
     }
     assert spec["persistentVolumeReclaimPolicy"] == "Retain"
-    assert spec["capacity"] == {"storage": f"{setting(config, 'mysqlDiskSizeGib', 8)}Gi"}
+    assert spec["capacity"] == {"storage": f"{setting(config, 'mysqlDiskSizeGib', 64)}Gi"}
     assert spec["claimRef"] == {"namespace": namespace, "name": "mlflow-mysql-data"}
     assert claim.inputs["metadata"] == {
         "name": "mlflow-mysql-data",

@@ -68,7 +68,7 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    jobs (a PENDING row in the tracking database, MLflow's `executor` engine); `mlflow server` does not
    start a runner beside it, so uvicorn still runs in this process as in (2).
 
-12. Rollouts and node drains fail no request. Kubernetes signals a stopping pod while it removes it from
+13. Rollouts and node drains fail no request. Kubernetes signals a stopping pod while it removes it from
    the Service's endpoints, and the nodes and load balancers learn of the removal a few seconds later. On
    the first SIGTERM (or Ctrl-C) the server keeps serving for MLFLOW_AKS_DRAIN_SECONDS, and every answer
    then carries `Connection: close`, so a kept-alive client's next request opens a new connection, which
@@ -77,8 +77,13 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    or download) MLFLOW_AKS_GRACEFUL_SHUTDOWN_SECONDS to finish (`timeout_graceful_shutdown`). The chart
    derives both, and the pod's grace period, from `tracking.shutdown`. A second signal stops at once.
 
-(5), (6), (7), (8) and (10) reach into MLflow's private internals, which change between releases without
-notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION, the one they were
+14. Faster reads of the tracking store (fast_store.py): the runs search of the experiment page, metric
+   histories and the charts' sampled histories return MLflow's own answers without its ORM objects, the
+   sampled history of many runs in one statement, and a metric history's JSON without protobuf messages.
+   migrate.py adds the index the experiment page's order reads. MLFLOW_AKS_FAST_STORE=false turns this off.
+
+(5), (6), (7), (8), (10), (12) and (14) reach into MLflow's private internals, which change between releases
+without notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION, the one they were
 written and tested against (tests/test_images.py keeps it equal to the image's pin): a new MLflow needs
 these patches re-read and re-tested first. The sign-in plugin reaches into MLflow's internals too, so with
 `--app-name oidc-auth` it must be TESTED_OIDC_AUTH_VERSION as well.
@@ -120,6 +125,7 @@ _REUSEPORT = "_MLFLOW_AKS_SERVE_REUSEPORT"
 RUN_EXPERIMENT_CACHE_SIZE = "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE"
 SHARE_REQUEST_USER = "MLFLOW_AKS_SHARE_REQUEST_USER"
 STREAM_ARTIFACTS = "MLFLOW_AKS_STREAM_ARTIFACTS"
+FAST_STORE = "MLFLOW_AKS_FAST_STORE"
 USER_SYNC_SECONDS = "MLFLOW_AKS_USER_SYNC_SECONDS"
 # (9) Where metrics.py serves; no port: no metrics.
 METRICS_PORT_ENV = "MLFLOW_AKS_METRICS_PORT"
@@ -130,7 +136,7 @@ READINESS_HEADER = "x-mlflow-aks-readiness"
 READINESS_KEY_ENV = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 # A prefix that never holds artifacts: listing it costs one small request to the artifact store.
 READINESS_ARTIFACT_PATH = "readiness-probe"
-# (12) Seconds to keep serving after SIGTERM, then seconds the requests in flight get to finish.
+# (13) Seconds to keep serving after SIGTERM, then seconds the requests in flight get to finish.
 DRAIN_SECONDS_ENV = "MLFLOW_AKS_DRAIN_SECONDS"
 GRACEFUL_SHUTDOWN_SECONDS_ENV = "MLFLOW_AKS_GRACEFUL_SHUTDOWN_SECONDS"
 # Set once this process is draining (per serving process: each worker drains on its own signal).
@@ -442,7 +448,7 @@ def _env_seconds(variable: str) -> float | None:
 
 
 def with_drain(app, draining: threading.Event):
-    """(12) Once `draining` is set, every response says `Connection: close` (uvicorn then closes the
+    """(13) Once `draining` is set, every response says `Connection: close` (uvicorn then closes the
     connection after it), whenever its request started."""
 
     async def drained(scope, receive, send):
@@ -461,7 +467,7 @@ def with_drain(app, draining: threading.Event):
 
 
 def _drain_on_exit_signal(drain_seconds: float) -> None:
-    """(12) uvicorn's first exit signal starts the drain; uvicorn's own handling follows `drain_seconds`
+    """(13) uvicorn's first exit signal starts the drain; uvicorn's own handling follows `drain_seconds`
     later (or at once, on a second signal)."""
     import logging
 
@@ -590,6 +596,15 @@ def _share_request_user() -> bool:
     return _enabled(SHARE_REQUEST_USER)
 
 
+def _install_store_patches() -> None:
+    """(14) MLflow's SQL tracking store, faster with the same answers (fast_store.py), unless turned off."""
+    if _enabled(FAST_STORE):
+        import fast_store  # beside this file (/app in the image)
+
+        fast_store.install()
+        fast_store.install_history_endpoint()
+
+
 def _fastapi_app(app):
     """The FastAPI app inside uvicorn's wrappers (each keeps what it wraps in `.app`), or None."""
     from fastapi import FastAPI
@@ -602,7 +617,8 @@ def _fastapi_app(app):
 
 
 def _patch_uvicorn_worker() -> None:
-    """In each serving process: (7), (8), (12); SO_REUSEPORT socket (several workers); with auth, (5), (6)."""
+    """In each serving process: (7), (8), (13), (14); SO_REUSEPORT socket (several workers); with auth,
+    (5), (6)."""
     import uvicorn.server
 
     # Before uvicorn serves: it installs its signal handlers (the bound method) before startup().
@@ -612,6 +628,7 @@ def _patch_uvicorn_worker() -> None:
 
     async def startup(self: uvicorn.server.Server, sockets: list[socket.socket] | None = None) -> None:
         # The app is loaded by now; with basic-auth, MLflow's auth module is part of it.
+        _install_store_patches()
         if _enabled(STREAM_ARTIFACTS) and (fastapi_app := _fastapi_app(self.config.loaded_app)):
             import stream_artifacts  # beside this file (/app in the image)
 

@@ -1,0 +1,464 @@
+"""Faster reads of MLflow's SQL tracking store, with exactly MLflow's answers (serve.py, change 14).
+
+The experiment page and long metric histories spend most of their time in SQLAlchemy's ORM, not in the
+database: MLflow's `SqlAlchemyStore` builds one ORM object per param, tag and latest metric of every run
+on a page (3,300 for 100 runs of 20 params and 10 metrics), one per point of a metric history (100,000
+for a long one), and the charts' sampled history asks the database three times per run. Each method
+here keeps MLflow's own queries (the same statements, filters, order and paging) and changes only how
+their rows become entities:
+
+- `_search_runs` (runs search, the experiment page): MLflow's statement for the page's runs, unchanged,
+  without its three `selectinload`s of ORM children; the page's params, tags and latest metrics are
+  then read as plain rows, one query each, and become the same `Run` entities `SqlRun.to_mlflow_entity`
+  builds (run name from the `mlflow.runName` tag when the column is empty, NaN for `is_nan`).
+- `get_metric_history` (and its pages): the same query as plain rows; its endpoint writes the same
+  JSON without protobuf messages, compact (`install_history_endpoint`).
+- `get_metric_history_bulk_interval` (the charts' sampled history): MLflow's sampling, NTILE buckets
+  and the last point, computed for all the requested runs in one statement (window functions
+  partitioned by run) instead of two statements and one check per run (a single run keeps MLflow's).
+
+Only a plain `SqlAlchemyStore` takes these paths: a subclass (workspaces) may filter what a user sees
+through hooks these copies do not call, so it keeps MLflow's methods. tests/test_fast_store.py compares
+every path against MLflow's own methods over generated runs and queries.
+
+Like serve.py's other patches, this is written against TESTED_MLFLOW_VERSION (serve.py refuses any
+other MLflow), because it copies the structure of MLflow's private methods.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from types import SimpleNamespace
+
+INSTALLED = "_mlflow_aks_fast_store"
+
+
+def _plain(store) -> bool:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    return type(store) is SqlAlchemyStore
+
+
+# Dialects where NULL sorts before every value (after them in descending order):
+# https://dev.mysql.com/doc/refman/8.4/en/working-with-null.html, https://www.sqlite.org/lang_select.html#orderby
+NULLS_SORT_FIRST = ("mysql", "sqlite")
+
+
+def _without_redundant_null_cases(order: list) -> list:
+    """MLflow's ORDER BY without the `CASE WHEN <run column> IS NULL` before a descending run column.
+
+    MLflow puts runs without a value last with that CASE; in a descending order these dialects already
+    put NULL last, so the order is the same, and a plain `start_time DESC, run_uuid` can be read from
+    migrate.py's index RUNS_NEWEST_INDEX instead of sorting every run of the experiment. The joined
+    subqueries of filters and sort keys (params, tags, latest metrics) each hold one row per run at most
+    (their primary key is (key, run_uuid) and each filters one key); only dataset filters can repeat a
+    run, and with them the caller keeps MLflow's statement as it is.
+    """
+    from mlflow.store.tracking.dbmodels.models import SqlRun
+    from sqlalchemy.sql import operators
+
+    kept = []
+    for index, clause in enumerate(order):
+        following = order[index + 1] if index + 1 < len(order) else None
+        if (
+            isinstance(clause, str)
+            and getattr(following, "modifier", None) is operators.desc_op
+            and getattr(following.element, "table", None) is SqlRun.__table__
+        ):
+            continue
+        kept.append(clause)
+    return kept
+
+
+def _metric_value(value: float, is_nan) -> float:
+    return float("nan") if is_nan else value
+
+
+def _run_data_rows(session, run_ids: list[str]):
+    """The params, tags and latest metrics of `run_ids`, as plain rows grouped by run."""
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlTag
+    from sqlalchemy import select
+
+    params, tags, metrics = defaultdict(list), defaultdict(list), defaultdict(list)
+    if not run_ids:
+        return params, tags, metrics
+    for run_id, key, value in session.execute(
+        select(SqlParam.run_uuid, SqlParam.key, SqlParam.value).where(SqlParam.run_uuid.in_(run_ids))
+    ):
+        params[run_id].append((key, value))
+    for run_id, key, value in session.execute(
+        select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(SqlTag.run_uuid.in_(run_ids))
+    ):
+        tags[run_id].append((key, value))
+    latest = SqlLatestMetric
+    for row in session.execute(
+        select(latest.run_uuid, latest.key, latest.value, latest.timestamp, latest.step, latest.is_nan).where(
+            latest.run_uuid.in_(run_ids)
+        )
+    ):
+        metrics[row[0]].append(row[1:])
+    return params, tags, metrics
+
+
+def _to_run(sql_run, params, tags, metrics):
+    """What `SqlRun.to_mlflow_entity` returns, from the run's row and its children's rows."""
+    from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
+    from mlflow.utils.mlflow_tags import _get_run_name_from_tags
+
+    run_info = RunInfo(
+        run_id=sql_run.run_uuid,
+        run_name=sql_run.name,
+        experiment_id=str(sql_run.experiment_id),
+        user_id=sql_run.user_id,
+        status=sql_run.status,
+        start_time=sql_run.start_time,
+        end_time=sql_run.end_time,
+        lifecycle_stage=sql_run.lifecycle_stage,
+        artifact_uri=sql_run.artifact_uri,
+    )
+    run_tags = [RunTag(key, value) for key, value in tags]
+    run_data = RunData(
+        metrics=[
+            Metric(key=key, value=_metric_value(value, is_nan), timestamp=timestamp, step=step)
+            for key, value, timestamp, step, is_nan in metrics
+        ],
+        params=[Param(key, value) for key, value in params],
+        tags=run_tags,
+    )
+    if not run_info.run_name and (run_name := _get_run_name_from_tags(run_tags)):
+        run_info._set_run_name(run_name)
+    return Run(run_info=run_info, run_data=run_data)
+
+
+def _json_number(value: float):
+    """A double as protobuf's JSON mapping writes it: NaN and the infinities as strings."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def metric_history_json(metrics, next_page_token: str | bytes | None) -> str:
+    """The JSON of MLflow's GetMetricHistory response for `metrics`, without protobuf messages.
+
+    The same JSON value as MLflow's `message_to_json` of the response (tests/test_fast_store.py), written
+    compact: MLflow indents it with Python's pure-Python encoder, which for 100,000 points takes seconds
+    and doubles the bytes sent.
+    """
+    body: dict = {}
+    if metrics:
+        body["metrics"] = [
+            {"key": m.key, "value": _json_number(m.value), "timestamp": m.timestamp, "step": m.step}
+            for m in metrics
+        ]
+    if next_page_token:  # the store's tokens are bytes (SearchUtils.create_page_token), the proto's a string
+        body["next_page_token"] = (
+            next_page_token.decode() if isinstance(next_page_token, bytes) else next_page_token
+        )
+    return json.dumps(body, separators=(",", ":"))
+
+
+def install_history_endpoint() -> None:
+    """`GET/POST .../metrics/get-history` answered by `metric_history_json` (idempotent).
+
+    MLflow's handler `_get_metric_history`, with its request checks, and the response body written by
+    `metric_history_json` instead of protobuf messages and `message_to_json`.
+    """
+    from flask import Response
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+    from mlflow.protos.service_pb2 import GetMetricHistory
+    from mlflow.server import app, handlers
+
+    original = handlers._get_metric_history
+    if getattr(app.view_functions.get(original.__name__), INSTALLED, False):
+        return
+
+    def get_metric_history():
+        # From here to the store: MLflow 3.17.2's handlers._get_metric_history.
+        request_message = handlers._get_request_message(
+            GetMetricHistory(),
+            schema={
+                "run_id": [handlers._assert_string, handlers._assert_required],
+                "metric_key": [handlers._assert_string, handlers._assert_required],
+                "page_token": [handlers._assert_string],
+            },
+        )
+        run_id = request_message.run_id or request_message.run_uuid
+        max_results = request_message.max_results if request_message.HasField("max_results") else None
+        if max_results is not None and max_results <= 0:
+            raise MlflowException(
+                f"Invalid value {max_results} for parameter 'max_results' supplied. "
+                "It must be a positive integer.",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
+        metrics = handlers._get_tracking_store().get_metric_history(
+            run_id,
+            request_message.metric_key,
+            max_results=max_results,
+            page_token=request_message.page_token or None,
+        )
+        response = Response(mimetype="application/json")
+        response.set_data(metric_history_json(metrics, metrics.token))
+        return response
+
+    handler = handlers.catch_mlflow_exception(handlers._disable_if_artifacts_only(get_metric_history))
+    setattr(handler, INSTALLED, True)
+    app.view_functions[original.__name__] = handler
+
+
+def install() -> None:
+    """Patch `SqlAlchemyStore` in this process (idempotent)."""
+    import mlflow.store.tracking.sqlalchemy_store as sql_store
+    from mlflow.entities import LifecycleStage, Metric, Run, RunInputs, RunOutputs
+    from mlflow.entities.metric import MetricWithRunId
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.entities.paged_list import PagedList
+    from mlflow.store.tracking.dbmodels.models import SqlMetric, SqlRun
+    from mlflow.utils.search_utils import SearchUtils
+    from sqlalchemy import func, insert, select
+    from sqlalchemy.exc import IntegrityError
+
+    store_class = sql_store.SqlAlchemyStore
+    if getattr(store_class, INSTALLED, False):
+        return
+    original_search_runs = store_class._search_runs
+    original_history = store_class.get_metric_history
+    original_interval = store_class.get_metric_history_bulk_interval
+
+    def _search_runs(self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token):
+        if not _plain(self):
+            return original_search_runs(
+                self, experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
+            )
+        # From here to `queried_runs`: MLflow 3.17.2's SqlAlchemyStore._search_runs, without
+        # `.options(*self._get_eager_run_query_options())`.
+        self._validate_max_results_param(max_results, allow_null=True)
+        stages = set(LifecycleStage.view_type_to_stages(run_view_type))
+        with self.ManagedSessionMaker() as session:
+            parsed_filters = SearchUtils.parse_search_filter(filter_string)
+            cases_orderby, parsed_orderby, sorting_joins = sql_store._get_orderby_clauses(order_by, session)
+            stmt = select(SqlRun, *cases_orderby)
+            attribute_filters, non_attribute_filters, dataset_filters = (
+                sql_store._get_sqlalchemy_filter_clauses(parsed_filters, session, self._get_dialect())
+            )
+            for non_attr_filter in non_attribute_filters:
+                stmt = stmt.join(non_attr_filter)
+            for dataset_filter in dataset_filters:
+                stmt = stmt.join(dataset_filter, SqlRun.run_uuid == dataset_filter.c.destination_id)
+            for j in sorting_joins:
+                stmt = stmt.outerjoin(j)
+            offset = SearchUtils.parse_start_offset_from_page_token(page_token)
+            experiment_ids = sql_store._parse_experiment_ids(experiment_ids)
+            experiment_ids = self._filter_experiment_ids(session, experiment_ids)
+            if dataset_filters or self._get_dialect() not in NULLS_SORT_FIRST:
+                stmt = stmt.distinct()
+                order = parsed_orderby
+            else:
+                # Without dataset filters the statement joins at most one row per run (below), so
+                # DISTINCT changes nothing but makes MySQL sort every match in a temporary table.
+                order = _without_redundant_null_cases(parsed_orderby)
+            stmt = (
+                stmt.filter(
+                    SqlRun.experiment_id.in_(experiment_ids),
+                    SqlRun.lifecycle_stage.in_(stages),
+                    *attribute_filters,
+                )
+                .order_by(*order)
+                .offset(offset)
+            )
+            if max_results is not None:
+                stmt = stmt.limit(max_results + 1)
+            queried_runs = session.execute(stmt).scalars(SqlRun).all()
+
+            run_ids = [run.run_uuid for run in queried_runs]
+            params, tags, metrics = _run_data_rows(session, run_ids)
+            runs = [
+                _to_run(r, params[r.run_uuid], tags[r.run_uuid], metrics[r.run_uuid]) for r in queried_runs
+            ]
+            inputs = self._get_run_inputs(run_uuids=run_ids, session=session)
+            model_outputs_map = self._get_model_outputs_bulk(run_ids=run_ids, session=session)
+            runs = [
+                Run(
+                    run.info,
+                    run.data,
+                    RunInputs(dataset_inputs=inputs[i]),
+                    RunOutputs(model_outputs_map[run.info.run_id]),
+                )
+                for i, run in enumerate(runs)
+            ]
+            next_page_token = None
+            if max_results is not None and len(runs) == max_results + 1:
+                next_page_token = SearchUtils.create_page_token(offset + max_results)
+                runs = runs[:max_results]
+        return runs, next_page_token
+
+    def get_metric_history(self, run_id, metric_key, max_results=None, page_token=None):
+        if not _plain(self):
+            return original_history(self, run_id, metric_key, max_results, page_token)
+        with self.ManagedSessionMaker() as session:
+            self._validate_run_accessible(session, run_id)
+            offset = SearchUtils.parse_start_offset_from_page_token(page_token)
+            stmt = (
+                select(SqlMetric.key, SqlMetric.value, SqlMetric.timestamp, SqlMetric.step, SqlMetric.is_nan)
+                .where(SqlMetric.run_uuid == run_id, SqlMetric.key == metric_key)
+                .order_by(SqlMetric.timestamp, SqlMetric.step, SqlMetric.value)
+                .offset(offset)
+            )
+            if max_results is not None:
+                stmt = stmt.limit(max_results + 1)
+            rows = session.execute(stmt).all()
+        next_token = None
+        if max_results is not None and len(rows) == max_results + 1:
+            next_token = SearchUtils.create_page_token(offset + max_results)
+            rows = rows[:max_results]
+        return PagedList(
+            [
+                Metric(key=key, value=_metric_value(value, is_nan), timestamp=timestamp, step=step)
+                for key, value, timestamp, step, is_nan in rows
+            ],
+            next_token,
+        )
+
+    def get_metric_history_bulk_interval(self, run_ids, metric_key, max_results, start_step, end_step):
+        with self.ManagedSessionMaker() as session:
+            windows = self._supports_window_functions(session)
+        wanted = list(dict.fromkeys(run_ids))
+        # One run: MLflow's two statements, whose NTILE pass is cheaper on one long history than the
+        # position and count of every row that sampling many runs at once needs.
+        if not _plain(self) or not windows or (start_step is None) != (end_step is None) or len(wanted) < 2:
+            return original_interval(self, run_ids, metric_key, max_results, start_step, end_step)
+        max_results = max(1, max_results)
+        filters = [SqlMetric.run_uuid.in_(wanted), SqlMetric.key == metric_key]
+        if start_step is not None:
+            filters += [SqlMetric.step >= start_step, SqlMetric.step <= end_step]
+        m = SqlMetric
+        ascending = [m.step, m.timestamp, m.value, m.is_nan]
+        # One ordered pass per run: each row's position and the run's count. MLflow keeps the first row of
+        # each of `max_results` NTILE buckets, and the last row; NTILE's buckets are the SQL standard's
+        # (https://dev.mysql.com/doc/refman/8.4/en/window-function-descriptions.html#function_ntile):
+        # of `total` rows, the first `total mod n` buckets hold `total div n + 1` rows, the others
+        # `total div n`, so a bucket's first row is found from its position alone.
+        positioned = (
+            select(
+                m.run_uuid.label("run_uuid"),
+                m.value.label("value"),
+                m.timestamp.label("timestamp"),
+                m.step.label("step"),
+                m.is_nan.label("is_nan"),
+                func.row_number().over(partition_by=m.run_uuid, order_by=ascending).label("position"),
+                func.count().over(partition_by=m.run_uuid).label("total"),
+            )
+            .where(*filters)
+            .subquery()
+        )
+        p = positioned.c
+        index, size = p.position - 1, p.total // max_results
+        larger = (p.total % max_results) * (size + 1)  # rows in the larger buckets
+        first_of_bucket = (
+            (p.total <= max_results)
+            | ((index < larger) & (index % (size + 1) == 0))
+            | ((index >= larger) & ((index - larger) % size == 0))
+        )
+        last = p.position == p.total
+        stmt = (
+            select(p.run_uuid, p.value, p.timestamp, p.step, p.is_nan, first_of_bucket, last)
+            .where(first_of_bucket | last)
+            .order_by(p.run_uuid, p.position)
+        )
+        sampled, last_rows = defaultdict(list), {}
+        with self.ManagedSessionMaker() as session:
+            for run_id in run_ids:
+                self._validate_run_accessible(session, run_id)
+            for run_id, value, timestamp, step, is_nan, starts_bucket, is_last in session.execute(stmt):
+                row = (value, timestamp, step, is_nan)
+                if starts_bucket:
+                    sampled[run_id].append(row)
+                if is_last:
+                    last_rows[run_id] = row
+
+        def key_of(row):  # MLflow's `_row_key`: NaN values compare as None
+            value, timestamp, step, is_nan = row
+            return (step, timestamp, None if is_nan else value, is_nan)
+
+        result = []
+        for run_id in run_ids:
+            rows = list(sampled.get(run_id, []))
+            last_row = last_rows.get(run_id)
+            if last_row is not None and (not rows or key_of(rows[-1]) != key_of(last_row)):
+                if len(rows) >= max_results:
+                    rows[-1] = last_row
+                else:
+                    rows.append(last_row)
+            result.extend(
+                MetricWithRunId(
+                    run_id=run_id,
+                    metric=Metric(
+                        key=metric_key,
+                        value=_metric_value(value, is_nan),
+                        timestamp=timestamp,
+                        step=step,
+                    ),
+                )
+                for value, timestamp, step, is_nan in rows
+            )
+        return result
+
+    original_log_metrics_once = store_class._log_metrics_once
+
+    def _log_metrics_once(self, run_id, metrics):
+        """MLflow's `_log_metrics_once` (log_metric, log_batch), the new rows inserted as plain rows.
+
+        MLflow builds one ORM object per metric and lets the session flush them; here the same rows
+        go in one multi-row INSERT in the same transaction, and MLflow's own latest-metrics update
+        reads them as plain values. A duplicate point (the primary key exists) takes MLflow's path.
+        """
+        if not _plain(self):
+            return original_log_metrics_once(self, run_id, metrics)
+        rows, seen = [], set()
+        is_single_metric = len(metrics) == 1
+        for idx, metric in enumerate(metrics):
+            sql_store._validate_metric(
+                metric.key,
+                metric.value,
+                metric.timestamp,
+                metric.step,
+                path="" if is_single_metric else f"metrics[{idx}]",
+            )
+            if metric not in seen:
+                is_nan, value = self.sanitize_metric_value(metric.value)
+                rows.append(
+                    SimpleNamespace(
+                        run_uuid=run_id,
+                        key=metric.key,
+                        value=value,
+                        timestamp=metric.timestamp,
+                        step=metric.step,
+                        is_nan=is_nan,
+                    )
+                )
+            seen.add(metric)
+        try:
+            with self.ManagedSessionMaker(read_only=False) as session:
+                run = self._get_run(run_uuid=run_id, session=session)
+                self._check_run_is_active(run)
+                # MLflow's order: the run's latest metrics locked and updated, then the new points.
+                self._update_latest_metrics_if_necessary(rows, session)
+                if rows:
+                    session.execute(insert(SqlMetric.__table__), [vars(row) for row in rows])
+                session.commit()
+        except MlflowException as error:
+            if not isinstance(error.__cause__, IntegrityError):
+                raise
+            # A point already logged: MLflow's recovery (which inserts only the new points).
+            return original_log_metrics_once(self, run_id, metrics)
+        return None
+
+    store_class._log_metrics_once = _log_metrics_once
+    store_class._search_runs = _search_runs
+    store_class.get_metric_history = get_metric_history
+    store_class.get_metric_history_bulk_interval = get_metric_history_bulk_interval
+    setattr(store_class, INSTALLED, True)

@@ -1,0 +1,535 @@
+"""serve.py's faster store paths (images/tracking-server/fast_store.py) answer exactly as MLflow's own.
+
+A differential test: one SQLite tracking database of generated runs (params, tags, metrics with
+several steps, NaN values, deleted runs, runs named only by tag, equal start times, a second
+experiment, dataset inputs, logged-model outputs), then more than a thousand generated runs searches
+(filters on attributes, params, metrics, tags and datasets; orders on each; page sizes; every page
+followed by its token) and metric-history reads, each answered by MLflow's method and by the patched
+one, compared whole: the runs in order, every field of each, the page token, every metric point.
+
+tests/e2e/test_fast_store_e2e.py does the same on the local stack's MariaDB (the database the
+platform runs), with fewer queries.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import random
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IMAGE_DIR = REPO_ROOT / "images" / "tracking-server"
+
+
+def load_fast_store():
+    spec = importlib.util.spec_from_file_location("fast_store", IMAGE_DIR / "fast_store.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PATCHED = ("_search_runs", "get_metric_history", "get_metric_history_bulk_interval", "_log_metrics_once")
+
+
+@pytest.fixture
+def methods(monkeypatch):
+    """(MLflow's methods, the patched ones); MLflow's are back on the class after the test."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    fast_store = load_fast_store()
+    original = {name: getattr(SqlAlchemyStore, name) for name in PATCHED}
+    for name in PATCHED:
+        monkeypatch.setattr(SqlAlchemyStore, name, original[name])
+    monkeypatch.delattr(SqlAlchemyStore, fast_store.INSTALLED, raising=False)
+    fast_store.install()
+    patched = {name: getattr(SqlAlchemyStore, name) for name in PATCHED}
+    assert all(patched[name] is not original[name] for name in PATCHED)
+    return original, patched
+
+
+# ---------------------------------------------------------------------------------------- generated data
+
+PARAM_KEYS = ["lr", "model", "layers", "opt"]
+METRIC_KEYS = ["loss", "acc", "f1"]
+TAG_KEYS = ["team", "stage"]
+NAMES = ["alpha", "beta", "gamma", "alpha-2", "Beta_3", ""]
+
+
+def generate(store, rng: random.Random) -> dict:
+    """Runs in two experiments; returns what the queries draw from."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+    from mlflow.entities.logged_model_output import LoggedModelOutput
+
+    experiments = [store.create_experiment("diff-a"), store.create_experiment("diff-b")]
+    run_ids, values = [], {"params": set(), "metrics": set(), "tags": set()}
+    base = 1_700_000_000_000
+    for index in range(90):
+        experiment = experiments[index % 5 == 0]
+        # Equal start times for some runs: the order then falls to run_uuid.
+        start = base + (index // 3) * 1000
+        run = store.create_run(experiment, f"user{index % 3}", start, [], rng.choice(NAMES))
+        run_id = run.info.run_id
+        run_ids.append(run_id)
+        params = [
+            Param(key, rng.choice(["0.1", "0.01", "cnn", "rnn", "3", "4", "adam", "sgd", "x'y"]))
+            for key in PARAM_KEYS
+            if rng.random() < 0.8
+        ]
+        metrics = []
+        for key in METRIC_KEYS:
+            if rng.random() < 0.2:
+                continue
+            for step in range(rng.choice([1, 1, 3, 40])):
+                value = math.nan if rng.random() < 0.03 else round(rng.uniform(-1, 2), rng.choice([1, 3, 8]))
+                # Repeated (timestamp, step) pairs with other values happen when a loop logs twice.
+                metrics.append(Metric(key, value, base + rng.randrange(0, 50), step))
+        tags = [
+            RunTag(key, rng.choice(["ml", "data", "prod", "dev"])) for key in TAG_KEYS if rng.random() < 0.6
+        ]
+        store.log_batch(run_id, metrics, params, tags)
+        values["params"] |= {p.value for p in params}
+        values["metrics"] |= {m.value for m in metrics if not math.isnan(m.value)}
+        values["tags"] |= {t.value for t in tags}
+        if index % 11 == 0:
+            dataset = Dataset(name=rng.choice(["train", "eval"]), digest=f"d{index % 3}", source_type="local",
+                              source="/data")  # fmt: skip
+            store.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+        if index % 13 == 0:
+            model = store.create_logged_model(experiment, name=f"model-{index}", source_run_id=run_id)
+            store.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
+        if index % 9 == 0:
+            status = rng.choice([RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED])
+            store.update_run_info(run_id, status, base + index, None)
+        if index % 17 == 0:
+            store.delete_run(run_id)
+    # Runs without a start time (MLflow's API always sets one; older clients and imports did not): the
+    # order puts them last, which the fast path's ORDER BY must keep.
+    with store.engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text("UPDATE runs SET start_time = NULL WHERE run_uuid IN (:a, :b, :c)"),
+            dict(zip("abc", run_ids[3:30:12], strict=True)),
+        )
+    return {
+        "experiments": experiments,
+        "run_ids": run_ids,
+        "values": {k: sorted(v) for k, v in values.items()},
+    }
+
+
+def random_filter(rng: random.Random, data: dict) -> str | None:
+    def quote(value: str) -> str:
+        return "'" + value.replace("'", "\\'") + "'"
+
+    clauses = []
+    for _ in range(rng.choice([0, 1, 1, 2, 3])):
+        kind = rng.choice(["param", "metric", "metric", "tag", "attr", "attr", "dataset"])
+        if kind == "param":
+            key, value = rng.choice(PARAM_KEYS), rng.choice(data["values"]["params"])
+            op = rng.choice(["=", "!=", "LIKE", "ILIKE"])
+            pattern = value if op in ("=", "!=") else rng.choice([value, value[:1] + "%", "%" + value[-1:]])
+            if rng.random() < 0.15:
+                clauses.append(
+                    f"params.{key} IN ({quote(value)}, {quote(rng.choice(data['values']['params']))})"
+                )
+            else:
+                clauses.append(f"params.{key} {op} {quote(pattern)}")
+        elif kind == "metric":
+            key, value = rng.choice(METRIC_KEYS), rng.choice(data["values"]["metrics"])
+            clauses.append(f"metrics.{key} {rng.choice(['<', '>', '<=', '>=', '=', '!='])} {value}")
+        elif kind == "tag":
+            key, value = (
+                rng.choice([*TAG_KEYS, "mlflow.runName", "mlflow.user"]),
+                rng.choice(data["values"]["tags"]),
+            )
+            op = rng.choice(["=", "!=", "LIKE", "ILIKE"])
+            clauses.append(f"tags.`{key}` {op} {quote(value if op in ('=', '!=') else value[:1] + '%')}")
+        elif kind == "dataset":
+            clauses.append(f"dataset.name = {quote(rng.choice(['train', 'eval']))}")
+        else:
+            choice = rng.randrange(5)
+            if choice == 0:
+                clauses.append(f"attributes.status = {quote(rng.choice(['FINISHED', 'RUNNING', 'FAILED']))}")
+            elif choice == 1:
+                moment = 1_700_000_000_000 + rng.randrange(0, 60_000)
+                clauses.append(f"attributes.start_time {rng.choice(['>', '<=', '>='])} {moment}")
+            elif choice == 2:
+                pattern = quote(rng.choice(["alpha%", "%a%", "b%"]))
+                clauses.append(f"attributes.run_name {rng.choice(['LIKE', 'ILIKE'])} {pattern}")
+            elif choice == 3:
+                ids = ", ".join(quote(run_id) for run_id in rng.sample(data["run_ids"], 5))
+                clauses.append(f"attributes.run_id IN ({ids})")
+            else:
+                clauses.append(f"attributes.user_id = {quote(rng.choice(['user0', 'user1']))}")
+    return " and ".join(clauses) or None
+
+
+def random_order(rng: random.Random) -> list[str] | None:
+    choices = [
+        "attributes.start_time", "attributes.end_time", "attributes.run_name", "attributes.status",
+        *(f"params.{k}" for k in PARAM_KEYS), *(f"metrics.{k}" for k in METRIC_KEYS),
+        *(f"tags.{k}" for k in TAG_KEYS),
+    ]  # fmt: skip
+    count = rng.choice([0, 1, 1, 1, 2])
+    if count == 0:
+        return rng.choice([None, []])
+    return [f"{column} {rng.choice(['ASC', 'DESC', ''])}".strip() for column in rng.sample(choices, count)]
+
+
+def described(runs) -> list:
+    """Everything a runs search answers, as comparable values (NaN compares equal to NaN)."""
+    return [run.to_proto().SerializeToString(deterministic=True) for run in runs]
+
+
+def search_pages(method, store, experiments, filter_string, view, max_results, order_by) -> list:
+    """The first pages of a search (up to 3), following the tokens; a refused query gives MLflow's error."""
+    from mlflow.exceptions import MlflowException
+
+    pages, token = [], None
+    for _ in range(3):
+        try:
+            runs, token = method(store, experiments, filter_string, view, max_results, order_by, token)
+        except MlflowException as error:
+            return [("refused", error.error_code, error.message)]
+        pages.append((described(runs), token))
+        if not token:
+            break
+    return pages
+
+
+# ---------------------------------------------------------------------------------------- the tests
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    """The generated database (created once, with MLflow's migrations)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    root = tmp_path_factory.mktemp("fast-store")
+    store = SqlAlchemyStore(f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"))
+    data = generate(store, random.Random(20))  # noqa: S311 - test data
+    return store, data
+
+
+def test_runs_search_answers_as_mlflow_over_generated_queries(database, methods):
+    from mlflow.entities import ViewType
+
+    store, data = database
+    original, patched = methods
+    rng = random.Random(7)  # noqa: S311 - generated queries, the same every run
+    queries = pages_compared = 0
+    nonempty = 0
+    while queries < 1000:
+        experiments = rng.choice([data["experiments"][:1], data["experiments"], data["experiments"][::-1]])
+        filter_string, order_by = random_filter(rng, data), random_order(rng)
+        view = rng.choice([ViewType.ACTIVE_ONLY, ViewType.ACTIVE_ONLY, ViewType.DELETED_ONLY, ViewType.ALL])
+        max_results = rng.choice([1, 3, 10, 40, 1000])
+        expected = search_pages(
+            original["_search_runs"], store, experiments, filter_string, view, max_results, order_by
+        )
+        actual = search_pages(
+            patched["_search_runs"], store, experiments, filter_string, view, max_results, order_by
+        )
+        assert actual == expected, (filter_string, order_by, view, max_results)
+        queries += 1
+        pages_compared += len(expected)
+        nonempty += expected[0][0] != "refused" and bool(expected[0][0])
+    # The generated queries exercise real answers, not just empty pages.
+    assert pages_compared > 1200 and nonempty > 300
+
+
+def test_metric_histories_answer_as_mlflow(database, methods):
+    store, data = database
+    original, patched = methods
+    rng = random.Random(8)  # noqa: S311 - generated reads, the same every run
+
+    def points(metrics) -> list:
+        return [(m.key, repr(m.value), m.timestamp, m.step, getattr(m, "run_id", None)) for m in metrics]
+
+    checked = 0
+    for run_id in data["run_ids"][:40]:
+        for key in [*METRIC_KEYS, "absent"]:
+            expected = original["get_metric_history"](store, run_id, key)
+            actual = patched["get_metric_history"](store, run_id, key)
+            assert points(actual) == points(expected) and actual.token == expected.token
+            size = rng.choice([1, 2, 7])
+            token = None
+            while True:
+                expected = original["get_metric_history"](store, run_id, key, size, token)
+                actual = patched["get_metric_history"](store, run_id, key, size, token)
+                assert points(actual) == points(expected) and actual.token == expected.token
+                checked += 1
+                if not (token := expected.token):
+                    break
+    for _ in range(300):
+        run_ids = rng.sample(data["run_ids"], rng.choice([1, 3, 10])) + rng.choice([[], ["no-such-run"]])
+        if rng.random() < 0.1:
+            run_ids += run_ids[:1]  # a run asked twice is answered twice
+        key, max_results = rng.choice(METRIC_KEYS), rng.choice([1, 2, 5, 320])
+        steps = rng.choice([(None, None), (0, 3), (2, 30), (5, 5)])
+        expected = original["get_metric_history_bulk_interval"](store, run_ids, key, max_results, *steps)
+        actual = patched["get_metric_history_bulk_interval"](store, run_ids, key, max_results, *steps)
+        assert points(actual) == points(expected), (run_ids, key, max_results, steps)
+        checked += 1
+    assert checked > 600
+
+
+def test_fast_paths_skip_the_orm_and_per_run_queries(database, methods):
+    """What makes them faster: no ORM object per child row, and one statement for many runs' samples."""
+    import sqlalchemy
+    from mlflow.entities import ViewType
+    from mlflow.store.tracking.dbmodels.models import SqlParam
+
+    store, data = database
+    original, patched = methods
+    statements: list[str] = []
+
+    def count(*args) -> None:
+        if args[2].lstrip().upper().startswith(("SELECT", "WITH")):
+            statements.append(args[2])
+
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute", count)
+    loaded = []
+    sqlalchemy.event.listen(SqlParam, "load", lambda target, context: loaded.append(target))
+    try:
+        run_ids = data["run_ids"][:10]
+        original["get_metric_history_bulk_interval"](store, run_ids, "loss", 320, None, None)
+        mlflow_statements, statements[:] = len(statements), []
+        patched["get_metric_history_bulk_interval"](store, run_ids, "loss", 320, None, None)
+        assert mlflow_statements >= 2 * len(run_ids) and len(statements) == 1
+        original["_search_runs"](store, data["experiments"], None, ViewType.ALL, 10, None, None)
+        assert loaded  # MLflow builds an ORM object per param
+        loaded.clear()
+        patched["_search_runs"](store, data["experiments"], None, ViewType.ALL, 10, None, None)
+        assert not loaded
+    finally:
+        sqlalchemy.event.remove(store.engine, "before_cursor_execute", count)
+
+
+def test_a_store_subclass_keeps_mlflows_methods(tmp_path, methods):
+    """Workspaces subclass the store and filter through hooks the fast paths do not call: MLflow's code."""
+    import sqlalchemy
+    from mlflow.entities import Param, ViewType
+    from mlflow.store.tracking.dbmodels.models import SqlParam
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    class Scoped(SqlAlchemyStore):
+        pass
+
+    store = Scoped(f"sqlite:///{tmp_path / 'scoped.db'}", str(tmp_path / "artifacts"))
+    run = store.create_run(store.create_experiment("scoped"), "u", 1, [], "r")
+    store.log_batch(run.info.run_id, [], [Param("p", "v")], [])
+    loaded = []
+    listener = lambda target, context: loaded.append(target)  # noqa: E731
+    sqlalchemy.event.listen(SqlParam, "load", listener)
+    try:
+        found = store.search_runs([run.info.experiment_id], None, ViewType.ALL)
+    finally:
+        sqlalchemy.event.remove(SqlParam, "load", listener)
+    assert [r.info.run_id for r in found] == [run.info.run_id] and found[0].data.params == {"p": "v"}
+    assert loaded  # MLflow's path: ORM objects
+
+
+@pytest.mark.parametrize(("setting", "installed"), [(None, True), ("true", True), ("false", False)])
+def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed, monkeypatch):
+    """serve.py's change (12) in every serving process; MLFLOW_AKS_FAST_STORE=false keeps MLflow's own."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    spec = importlib.util.spec_from_file_location("serve", IMAGE_DIR / "serve.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    original = SqlAlchemyStore._search_runs
+    monkeypatch.setattr(SqlAlchemyStore, "_search_runs", original)
+    for name in PATCHED[1:]:
+        monkeypatch.setattr(SqlAlchemyStore, name, getattr(SqlAlchemyStore, name))
+    monkeypatch.delattr(SqlAlchemyStore, "_mlflow_aks_fast_store", raising=False)
+    monkeypatch.syspath_prepend(str(IMAGE_DIR))
+    monkeypatch.delitem(sys.modules, "fast_store", raising=False)
+    if setting is None:
+        monkeypatch.delenv(serve.FAST_STORE, raising=False)
+    else:
+        monkeypatch.setenv(serve.FAST_STORE, setting)
+    serve._install_store_patches()
+    assert (SqlAlchemyStore._search_runs is not original) is installed
+
+
+def test_the_history_endpoint_answers_mlflows_json(database, monkeypatch):
+    """get-history through Flask: MLflow's handler and the fast one give the same JSON, page by page."""
+    import json
+
+    from mlflow.server import app, handlers
+
+    store, data = database
+    fast_store = load_fast_store()
+    monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
+    endpoint = handlers._get_metric_history.__name__
+    monkeypatch.setitem(app.view_functions, endpoint, app.view_functions[endpoint])
+    client = app.test_client()
+    requests = [
+        {"run_id": run_id, "metric_key": key, **extra}
+        for run_id in data["run_ids"][:30]
+        for key in [*METRIC_KEYS, "absent"]
+        for extra in ({}, {"max_results": 7})
+    ]
+    requests += [
+        {"run_id": data["run_ids"][0]},
+        {"run_id": data["run_ids"][0], "metric_key": "loss", "max_results": 0},
+    ]
+
+    def answers() -> list:
+        found = []
+        for query in requests:
+            token = None
+            while True:
+                page = {**query, **({"page_token": token} if token else {})}
+                reply = client.get("/api/2.0/mlflow/metrics/get-history", query_string=page)
+                body = json.loads(reply.data)
+                found.append((reply.status_code, body))
+                if not (token := body.get("next_page_token")):
+                    break
+        return found
+
+    expected = answers()
+    fast_store.install_history_endpoint()
+    assert app.view_functions[endpoint] is not handlers._get_metric_history
+    actual = answers()
+    assert actual == expected
+    assert sum(len(body.get("metrics", [])) for _, body in expected) > 1000
+    assert any("NaN" in json.dumps(body) for _, body in expected)
+    assert {status for status, _ in expected} == {200, 400}
+
+
+def load_migrate(monkeypatch):
+    """images/tracking-server/migrate.py (it imports kek.py beside it)."""
+    monkeypatch.syspath_prepend(str(IMAGE_DIR))
+    spec = importlib.util.spec_from_file_location("migrate", IMAGE_DIR / "migrate.py")
+    migrate = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "migrate", migrate)
+    spec.loader.exec_module(migrate)
+    return migrate
+
+
+def test_migrate_adds_the_runs_index_once(tmp_path, monkeypatch):
+    """migrate.py creates the platform's index of runs after MLflow's migrations, and only when missing."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    migrate = load_migrate(monkeypatch)
+    uri = f"sqlite:///{tmp_path / 'indexed.db'}"
+    SqlAlchemyStore(uri, str(tmp_path / "artifacts")).engine.dispose()
+    assert migrate.ensure_tracking_indexes(uri) == [migrate.RUNS_NEWEST_INDEX]
+    assert migrate.ensure_tracking_indexes(uri) == []
+    engine = sqlalchemy.create_engine(uri)
+    with engine.connect() as conn:
+        definition = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (migrate.RUNS_NEWEST_INDEX,)
+        ).scalar()
+    engine.dispose()
+    assert " ".join(definition.split()).endswith(
+        "ON runs (experiment_id, lifecycle_stage, start_time DESC, run_uuid)"
+    )
+
+
+def test_the_pages_order_reads_the_index_instead_of_sorting(tmp_path, methods, monkeypatch):
+    """The UI's runs search (newest first) on the platform's index: no sort of the experiment's runs."""
+    from mlflow.entities import ViewType
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    original, patched = methods
+    uri = f"sqlite:///{tmp_path / 'plan.db'}"
+    store = SqlAlchemyStore(uri, str(tmp_path / "artifacts"))
+    load_migrate(monkeypatch).ensure_tracking_indexes(uri)
+    experiment = store.create_experiment("plan")
+    statements: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if (
+            statement.lstrip().startswith("SELECT runs.run_uuid")
+            or "FROM runs" in statement.split("WHERE")[0]
+        ):
+            statements.append((statement, parameters))
+
+    def plan(method) -> str:
+        statements.clear()
+        sqlalchemy.event.listen(store.engine, "before_cursor_execute", record)
+        try:
+            method(store, [experiment], None, ViewType.ACTIVE_ONLY, 100, ["attributes.start_time DESC"], None)
+        finally:
+            sqlalchemy.event.remove(store.engine, "before_cursor_execute", record)
+        statement, parameters = statements[0]
+        with store.engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+        return " / ".join(row[-1] for row in rows)
+
+    assert "TEMP B-TREE FOR ORDER BY" in plan(original["_search_runs"])
+    fast = plan(patched["_search_runs"])
+    assert "mlflow_aks_runs_newest" in fast and "TEMP B-TREE" not in fast
+
+
+def test_logged_metrics_are_stored_as_mlflow_stores_them(tmp_path, methods):
+    """log_batch through the patched store leaves exactly MLflow's rows: every point and each key's
+    latest value, with repeated points, NaN, older steps and equal steps in the mix."""
+    from mlflow.entities import Metric
+    from mlflow.store.tracking.dbmodels.models import SqlMetric
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    original, _ = methods
+    stores = {
+        name: SqlAlchemyStore(f"sqlite:///{tmp_path / f'{name}.db'}", str(tmp_path / name))
+        for name in ("mlflow", "fast")
+    }
+    # The class carries the fast path: the "mlflow" store gets MLflow's method back, on itself.
+    stores["mlflow"]._log_metrics_once = types.MethodType(original["_log_metrics_once"], stores["mlflow"])
+    rng = random.Random(9)  # noqa: S311 - generated writes, the same every run
+    runs = {}
+    for name, store in stores.items():
+        experiment = store.create_experiment("writes")
+        runs[name] = [store.create_run(experiment, "u", 1, [], f"r{i}").info.run_id for i in range(3)]
+    logged: list[Metric] = []
+    for _ in range(60):
+        batch = []
+        for _ in range(rng.choice([1, 1, 5, 50])):
+            if logged and rng.random() < 0.15:
+                batch.append(rng.choice(logged))  # a point logged before: the primary key exists
+                continue
+            value = math.nan if rng.random() < 0.05 else rng.choice([0.5, 1.0, rng.random()])
+            key, timestamp, step = (
+                rng.choice(["loss", "acc", "lr"]),
+                rng.randrange(1, 5),
+                rng.randrange(0, 20),
+            )
+            batch.append(Metric(key, value, timestamp, step))
+        logged += batch
+        which = rng.randrange(3)
+        for name, store in stores.items():
+            store.log_batch(runs[name][which], batch, [], [])
+
+    def content(store, run_ids) -> list:
+        index = {run_id: i for i, run_id in enumerate(run_ids)}
+        with store.engine.connect() as conn:
+            points = conn.exec_driver_sql(
+                "SELECT run_uuid, key, value, timestamp, step, is_nan FROM metrics"
+            ).all()
+            latest = conn.exec_driver_sql(
+                "SELECT run_uuid, key, value, timestamp, step, is_nan FROM latest_metrics"
+            ).all()
+        return [sorted((index[r[0]], *r[1:]) for r in rows) for rows in (points, latest)]
+
+    fast, mlflow_rows = content(stores["fast"], runs["fast"]), content(stores["mlflow"], runs["mlflow"])
+    assert fast == mlflow_rows and len(fast[0]) > 500
+    # The fast store took its own path (no ORM object per point) for new points.
+    built = []
+    listener = lambda target, args, kwargs: built.append(target)  # noqa: E731
+    sqlalchemy.event.listen(SqlMetric, "init", listener)
+    try:
+        fresh = [Metric("fresh", float(step), 7, step) for step in range(100)]
+        stores["fast"].log_batch(runs["fast"][0], fresh, [], [])
+        assert not built
+        stores["mlflow"].log_batch(runs["mlflow"][0], fresh, [], [])
+        assert len(built) == 100
+    finally:
+        sqlalchemy.event.remove(SqlMetric, "init", listener)

@@ -12,7 +12,7 @@ import pulumi_azuread as azuread
 from pulumi_azure_native import authorization
 
 from components import roles
-from components.entra_owners import EntraOwners
+from components.entra_owners import EntraOwners, owners_of_application
 from components.password_expiry import PasswordExpiry
 
 
@@ -65,20 +65,9 @@ class Deployer(pulumi.ComponentResource):
             owners=args.owners,
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["owners"]),
         )
-        self.owners = [
-            EntraOwners(
-                f"{name}-app-owners",
-                path=pulumi.Output.concat("applications/", self.application.object_id),
-                owners=args.owners,
-                opts=pulumi.ResourceOptions(parent=self),
-            ),
-            EntraOwners(
-                f"{name}-sp-owners",
-                path=pulumi.Output.concat("servicePrincipals/", self.service_principal.object_id),
-                owners=args.owners,
-                opts=pulumi.ResourceOptions(parent=self),
-            ),
-        ]
+        self.owners = owners_of_application(
+            name, self.application.object_id, self.service_principal.object_id, args.owners, self
+        )
         # A date computed once (components/password_expiry.py): the same lifetime on the next `pulumi up`
         # is no change, so the password is not rotated on every run.
         self.password_expiry = PasswordExpiry(

@@ -116,3 +116,26 @@ class EntraOwners(dynamic.Resource, module="mlflow-aks", name="EntraOwners"):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__(provider or EntraOwnersProvider(), name, {"path": path, "owners": owners}, opts)
+
+
+def owners_of_application(
+    name: str,
+    application_object_id: pulumi.Input[str],
+    service_principal_object_id: pulumi.Input[str],
+    owners: pulumi.Input[Sequence[str]],
+    parent: pulumi.Resource,
+) -> list[EntraOwners]:
+    """An application and its service principal, each owned by every one of `owners`: `<name>-app-owners`
+    and `<name>-sp-owners`, children of `parent`."""
+    return [
+        EntraOwners(
+            f"{name}-{kind}-owners",
+            path=pulumi.Output.concat(collection, object_id),
+            owners=owners,
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        for kind, collection, object_id in (
+            ("app", "applications/", application_object_id),
+            ("sp", "servicePrincipals/", service_principal_object_id),
+        )
+    ]

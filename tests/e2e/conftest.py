@@ -75,18 +75,26 @@ def own_stack(prefix: str, **config: Any) -> Iterator[LocalStack]:
         assert not leftovers, f"processes left behind: {leftovers}"
 
 
+@contextlib.contextmanager
+def environ(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """This process's environment with `env` set, and as it was again afterwards (what was unset, unset)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @pytest.fixture(scope="package")
 def client_env(stack: LocalStack) -> Iterator[dict[str, str]]:
     """MLFLOW_TRACKING_* for this session's clients (MlflowClient reads credentials from the environment)."""
-    env = stack.client_env()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environ(stack.client_env()) as env:
+        yield env
 
 
 @pytest.fixture(scope="package")

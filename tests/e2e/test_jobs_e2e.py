@@ -16,7 +16,6 @@ appear within ONLINE_DEADLINE of the traces.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 
@@ -24,7 +23,7 @@ import pytest
 import requests
 
 from local.procs import spawn, stop
-from tests.e2e.conftest import own_stack
+from tests.e2e.conftest import environ, own_stack
 from tests.e2e.fake_llm import VERDICT, FakeLLM, fake_llm
 
 # The scheduler runs at each minute (huey crontab), then the scoring job starts a process (a few seconds).
@@ -46,18 +45,10 @@ def llm() -> Iterator[FakeLLM]:
 
 @pytest.fixture(scope="module")
 def jobs_stack(helm_bin: str, llm: FakeLLM):
-    with own_stack("mlflow-aks-jobs-", helm=helm_bin, values=VALUES) as stack:
-        env = stack.client_env()
-        saved = {k: os.environ.get(k) for k in [*env, "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"]}
-        os.environ.update(env, MLFLOW_ENABLE_ASYNC_TRACE_LOGGING="false")  # traces are on the server at once
-        try:
-            yield stack
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    # The stack's clients; traces on the server at once.
+    with own_stack("mlflow-aks-jobs-", helm=helm_bin, values=VALUES) as stack, \
+            environ({**stack.client_env(), "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false"}):  # fmt: skip
+        yield stack
 
 
 def _job(base: str, auth: tuple[str, str], job_id: str) -> dict:
@@ -73,6 +64,31 @@ def _wait_job(base: str, auth: tuple[str, str], job_id: str, until: set[str], de
         if job["status"] in until or time.monotonic() > end:
             return job
         time.sleep(0.5)
+
+
+def _invoke_judge(
+    base: str,
+    auth: tuple[str, str],
+    experiment_id: str,
+    judge,
+    trace_ids: list[str],
+    *,
+    log_assessments: bool,
+) -> list[dict]:
+    """A judge run as the UI runs it (its AJAX endpoint: one job per batch of traces); the jobs it made."""
+    invoked = requests.post(
+        f"{base}/ajax-api/3.0/mlflow/scorer/invoke",
+        auth=auth,
+        json={
+            "experiment_id": experiment_id,
+            "serialized_scorer": json.dumps(judge.model_dump()),
+            "trace_ids": trace_ids,
+            "log_assessments": log_assessments,
+        },
+        timeout=30,
+    )
+    assert invoked.status_code == 200, invoked.text
+    return invoked.json()["jobs"]
 
 
 def _assessments(client, trace_id: str, name: str) -> list:
@@ -147,19 +163,7 @@ def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
     traces_logged = time.monotonic()
 
     # A judge run as the UI runs it (its AJAX endpoint: one job per batch of traces), logging assessments.
-    invoked = requests.post(
-        f"{base}/ajax-api/3.0/mlflow/scorer/invoke",
-        auth=auth,
-        json={
-            "experiment_id": experiment.experiment_id,
-            "serialized_scorer": json.dumps(judge.model_dump()),
-            "trace_ids": trace_ids[:1],
-            "log_assessments": True,
-        },
-        timeout=30,
-    )
-    assert invoked.status_code == 200, invoked.text
-    [ui_job] = invoked.json()["jobs"]
+    [ui_job] = _invoke_judge(base, auth, experiment.experiment_id, judge, trace_ids[:1], log_assessments=True)
     job = _wait_job(base, auth, ui_job["job_id"], TERMINAL, JOB_DEADLINE)
     assert job["status"] == "SUCCEEDED", job
     print("UI job result:", json.dumps(job["result"])[:600])
@@ -179,18 +183,9 @@ def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
     # job is run again to the end or failed, never left RUNNING.
     llm.delay = 30.0
     calls = len(llm.requests)
-    invoked = requests.post(
-        f"{base}/ajax-api/3.0/mlflow/scorer/invoke",
-        auth=auth,
-        json={
-            "experiment_id": experiment.experiment_id,
-            "serialized_scorer": json.dumps(judge.model_dump()),
-            "trace_ids": trace_ids[1:],
-            "log_assessments": False,
-        },
-        timeout=30,
+    [killed_job] = _invoke_judge(
+        base, auth, experiment.experiment_id, judge, trace_ids[1:], log_assessments=False
     )
-    [killed_job] = invoked.json()["jobs"]
     end = time.monotonic() + JOB_DEADLINE
     while len(llm.requests) == calls and time.monotonic() < end:  # the job is waiting on the provider
         time.sleep(0.2)

@@ -21,6 +21,7 @@ import pytest
 
 from local import LocalStack, StackConfig, free_ports
 from local.stack import _SECRET_GENERATORS
+from tests.e2e.conftest import environ
 
 API = "/api/2.0/mlflow/experiments/search?max_results=1"
 
@@ -58,16 +59,8 @@ def _env(stack: LocalStack, user: str, password: str) -> dict[str, str]:
 
 
 def _with_env(env: dict[str, str], action):
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with environ(env):
         return action()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_kept_data_serves_the_next_stack_with_its_own_secrets(workdir, helm_bin) -> None:

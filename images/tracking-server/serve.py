@@ -69,7 +69,10 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    compared in constant time, as one account of its own: MLFLOW_AKS_GATEWAY_ACCOUNT, a non-admin service
    account created at start (`accept_internal_gateway_token`). Whatever user name comes with the token,
    the call counts as that account (a job's code can read the token: it must not make anyone an admin),
-   and the plugin still decides the rest (the account active, and USE on the endpoint named).
+   and the plugin still decides the rest (the account active, and USE on the endpoint named). Not the
+   jobs pod's ServiceAccount token instead: MLflow's judges send Basic credentials only
+   (mlflow/genai/utils/gateway_utils.py, _build_auth_headers), and a token the plugin accepts would open
+   the whole API to that pod, where this opens the gateway's routes only.
 12. Server-side jobs run in a pod of their own (jobs.py, the chart's `jobs` Deployment). With
    MLFLOW_AKS_JOB_RUNNER=separate, MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true only lets this server accept
    jobs (a PENDING row in the tracking database, MLflow's `executor` engine); `mlflow server` does not

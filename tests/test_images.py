@@ -398,8 +398,8 @@ def test_the_plugin_accepts_the_token_as_its_gateway_account_only_when_it_is_saf
     profile, problem, monkeypatch
 ):
     """serve.py change 11, on the plugin's own middleware: a `/gateway/` request with the token is
-    authenticated as the account (created when missing); anything else goes to the plugin as before;
-    an account that is an admin, a person or deactivated makes serve.py leave the plugin as it was."""
+    authenticated as the account (created when missing); anything else goes to the plugin as before; while
+    the account is an admin, a person's or deactivated, a request with the token is refused."""
     import asyncio
     from types import SimpleNamespace
 
@@ -443,7 +443,8 @@ def test_the_plugin_accepts_the_token_as_its_gateway_account_only_when_it_is_saf
     refused = (False, None, "the plugin's own answer")
     token = _basic("admin@corp", GATEWAY_TOKEN)
     chat = "/gateway/mlflow/v1/chat/completions"
-    assert authenticate(chat, token) == ((True, "mlflow-jobs", "") if problem is None else refused)
+    unusable = (False, None, "the gateway account cannot be used")
+    assert authenticate(chat, token) == ((True, "mlflow-jobs", "") if problem is None else unusable)
     assert authenticate("/api/2.0/mlflow/experiments/search", token) == refused
     assert authenticate(chat, _basic("admin@corp", "wrong")) == refused
 

@@ -504,7 +504,9 @@ def _ensure_gateway_account(store, account: str) -> str | None:
 
 
 def accept_internal_gateway_token(token: str, account: str) -> None:
-    """(11) The plugin authenticates a `/gateway/` request carrying the internal token as `account`."""
+    """(11) The plugin authenticates a `/gateway/` request carrying the internal token as `account`, while
+    that is an active non-admin service account (checked on each such request: an admin may change it)."""
+    import asyncio
     import logging
 
     from mlflow_oidc_auth.middleware import auth_middleware
@@ -514,20 +516,28 @@ def accept_internal_gateway_token(token: str, account: str) -> None:
     middleware = auth_middleware.AuthMiddleware
     if getattr(middleware, "_mlflow_aks_gateway_token", False):
         return
+    logger = logging.getLogger("mlflow_aks")
     account = account.lower()  # the plugin's user names are lower case
     if problem := _ensure_gateway_account(store, account):
-        logging.getLogger("mlflow_aks").error(
-            "judges' AI Gateway calls stay refused: the account %r cannot be theirs (%s)", account, problem
+        logger.error(
+            "judges' AI Gateway calls will be refused: the account %r cannot be theirs (%s)", account, problem
         )
-        return
     original = middleware._authenticate_user
 
     async def authenticate_user(self, request):
-        if internal_gateway_credential(
-            routed_path(request.scope), request.headers.get("authorization"), token
-        ):
-            return True, account, ""
-        return await original(self, request)
+        given = request.headers.get("authorization")
+        if not internal_gateway_credential(routed_path(request.scope), given, token):
+            return await original(self, request)
+        try:
+            problem = gateway_account_problem(await asyncio.to_thread(store.get_user_profile, account))
+        except Exception as error:  # deleted, or the store away: no account, no access
+            problem = f"it cannot be read ({type(error).__name__})"
+        if problem:
+            logger.warning(
+                "refused a judge's AI Gateway call: the account %r cannot be theirs (%s)", account, problem
+            )
+            return False, None, "the gateway account cannot be used"
+        return True, account, ""
 
     middleware._authenticate_user = authenticate_user
     middleware._mlflow_aks_gateway_token = True

@@ -141,6 +141,33 @@ def test_run_tokens_are_accepted_only_from_the_runs_namespace_with_their_audienc
     }  # fmt: skip
 
 
+def _jobs(objects: list[dict]) -> dict:
+    deployment = cr.one(objects, "Deployment", f"{chart_values.FULLNAME}-jobs")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_judges_gateway_calls_count_as_the_gateway_account_with_the_servers_token(helm_bin, tmp_dir, public):
+    """The serving pods accept the internal gateway token as `gatewayAccount` (serve.py change 11), and
+    the jobs pod sends it with that name; both read the token from the tracking Secret."""
+    server, jobs = _env(_server(public)), _env(_jobs(public))
+    assert server["MLFLOW_AKS_GATEWAY_ACCOUNT"]["value"] == "mlflow-jobs"
+    assert jobs["MLFLOW_TRACKING_USERNAME"]["value"] == "mlflow-jobs"
+    assert "MLFLOW_AKS_GATEWAY_ACCOUNT" not in jobs
+    for env in (server, jobs):
+        assert _secret_key(env["_MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN"]) == "gateway-token"
+    assert _secret_key(jobs["MLFLOW_TRACKING_PASSWORD"]) == "gateway-token"
+    # Another name reaches both; without jobs there is no token and no account.
+    oidc = {**SIGN_IN["tracking"]["auth"]["oidc"], "gatewayAccount": "judges.team-a"}
+    named = _render(
+        helm_bin, tmp_dir, _values("public-one-range", {"tracking": {"auth": {"mode": "oidc", "oidc": oidc}}})
+    )
+    assert _env(_server(named))["MLFLOW_AKS_GATEWAY_ACCOUNT"]["value"] == "judges.team-a"
+    assert _env(_jobs(named))["MLFLOW_TRACKING_USERNAME"]["value"] == "judges.team-a"
+    off = _render(helm_bin, tmp_dir, deep_merge(_values("public-one-range"), {"jobs": {"enabled": False}}))
+    assert not {"MLFLOW_AKS_GATEWAY_ACCOUNT", "_MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN"} & set(_env(_server(off)))
+
+
 def test_private_exposure_signs_in_through_port_forward(private):
     env = _env(_server(private))
     assert env["OIDC_REDIRECT_URI"]["value"] == "http://localhost:5000/callback"
@@ -189,6 +216,10 @@ def test_basic_mode_renders_as_before(helm_bin, tmp_dir):
     server = _server(basic)
     assert server["args"][server["args"].index("--app-name") + 1] == "basic-auth"
     assert not [name for name in _env(server) if name.startswith(("OIDC_", "SESSION_", "AUTH_PROVIDERS"))]
+    # Basic auth knows the internal gateway token itself: no gateway account; online scoring calls as admin.
+    assert "MLFLOW_AKS_GATEWAY_ACCOUNT" not in _env(server)
+    admin = _values("public-one-range", {})["tracking"]["auth"]["adminUsername"]
+    assert _env(_jobs(basic))["MLFLOW_TRACKING_USERNAME"]["value"] == admin
     assert "oidc-client-secret" not in cr.secret_data(cr.one(basic, "Secret", chart_values.TRACKING_SERVICE))
 
 
@@ -203,6 +234,9 @@ def test_basic_mode_renders_as_before(helm_bin, tmp_dir):
         ({"allowedGroups": ["a group, with a comma"]}, "allowedGroups"),
         ({"redirectUri": "https://elsewhere.example/oops"}, "redirectUri"),
         ({"scope": "email profile"}, "scope"),
+        # Never a person's user name (theirs are UPNs), and the plugin's are lower case.
+        ({"gatewayAccount": "judge@contoso.com"}, "gatewayAccount"),
+        ({"gatewayAccount": "Judges"}, "gatewayAccount"),
     ],
 )
 def test_incomplete_sign_in_settings_are_refused(helm_bin, tmp_dir, change, message):

@@ -348,6 +348,107 @@ def test_the_group_gate_refuses_only_people_tokens_without_an_allowed_group(auth
         assert authorization.encode()[7:] not in sent[1]["body"]
 
 
+GATEWAY_TOKEN = "0f" * 32
+
+
+def _basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "authorization", "accepted"),
+    [
+        ("/gateway/mlflow/v1/chat/completions", _basic("mlflow-jobs", GATEWAY_TOKEN), True),
+        ("/gateway/judge/mlflow/invocations", _basic("admin@corp", GATEWAY_TOKEN), True),  # any name
+        ("/gateway/mlflow/v1/chat/completions", "basic " + _basic("u", GATEWAY_TOKEN)[6:], True),
+        # Only on /gateway/ routes: elsewhere the token is no credential.
+        ("/api/2.0/mlflow/experiments/search", _basic("mlflow-jobs", GATEWAY_TOKEN), False),
+        ("/ajax-api/3.0/jobs/1", _basic("mlflow-jobs", GATEWAY_TOKEN), False),
+        ("/gatewayx/mlflow/v1/chat/completions", _basic("mlflow-jobs", GATEWAY_TOKEN), False),
+        ("/v1/traces", _basic("mlflow-jobs", GATEWAY_TOKEN), False),
+        # Wrong, partial or missing token, another scheme, garbage.
+        ("/gateway/mlflow/v1/chat/completions", _basic("mlflow-jobs", GATEWAY_TOKEN[:-1] + "e"), False),
+        ("/gateway/mlflow/v1/chat/completions", _basic("mlflow-jobs", GATEWAY_TOKEN[:32]), False),
+        ("/gateway/mlflow/v1/chat/completions", _basic("mlflow-jobs", ""), False),
+        ("/gateway/mlflow/v1/chat/completions", None, False),
+        ("/gateway/mlflow/v1/chat/completions", f"Bearer {GATEWAY_TOKEN}", False),
+        ("/gateway/mlflow/v1/chat/completions", "Basic !!!not-base64", False),
+        ("/gateway/mlflow/v1/chat/completions", "Basic //79", False),  # not UTF-8
+    ],
+)
+def test_the_internal_gateway_token_is_a_credential_on_gateway_routes_only(path, authorization, accepted):
+    serve = _serve_module()
+    assert serve.internal_gateway_credential(path, authorization, GATEWAY_TOKEN) is accepted
+    # No token configured: nothing is ever accepted.
+    assert serve.internal_gateway_credential(path, authorization, "") is False
+
+
+@pytest.mark.parametrize(
+    ("profile", "problem"),
+    [
+        ({"is_service_account": True, "is_admin": False, "active": True}, None),
+        ({"is_service_account": True, "is_admin": True, "active": True}, "it is an admin"),
+        ({"is_service_account": False, "is_admin": False, "active": True}, "it is not a service account"),
+        ({"is_service_account": True, "is_admin": False, "active": False}, "it is deactivated"),
+    ],
+)
+def test_the_plugin_accepts_the_token_as_its_gateway_account_only_when_it_is_safe(
+    profile, problem, monkeypatch
+):
+    """serve.py change 11, on the plugin's own middleware: a `/gateway/` request with the token is
+    authenticated as the account (created when missing); anything else goes to the plugin as before; while
+    the account is an admin, a person's or deactivated, a request with the token is refused."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import mlflow_oidc_auth.store
+    from mlflow_oidc_auth.middleware.auth_middleware import AuthMiddleware
+    from starlette.requests import Request
+
+    serve = _serve_module()
+    created: list[tuple] = []
+
+    class Store:
+        def has_user(self, name):
+            return bool(created)
+
+        def create_user(self, name, display_name, **kwargs):
+            created.append((name, kwargs))
+
+        def get_user_profile(self, name):
+            return SimpleNamespace(username=name, **profile)
+
+    async def plugin(self, request):
+        return False, None, "the plugin's own answer"
+
+    monkeypatch.setattr(mlflow_oidc_auth.store, "store", Store())
+    monkeypatch.setattr(AuthMiddleware, "_authenticate_user", plugin)
+    monkeypatch.setattr(AuthMiddleware, "_mlflow_aks_gateway_token", False, raising=False)
+    serve.accept_internal_gateway_token(GATEWAY_TOKEN, "MLflow-Jobs")
+    assert created == [
+        ("mlflow-jobs", {"is_admin": False, "is_service_account": True, "written_by": "mlflow-aks",
+                         "service_account_source": "internal"})
+    ]  # fmt: skip
+
+    def authenticate(path: str, authorization: str) -> tuple:
+        scope = {"type": "http", "path": path, "headers": [(b"authorization", authorization.encode())]}
+        loop = asyncio.new_event_loop()  # not asyncio.run(): the Pulumi mocks of later tests need the loop
+        try:
+            return loop.run_until_complete(AuthMiddleware._authenticate_user(None, Request(scope)))
+        finally:
+            loop.close()
+
+    refused = (False, None, "the plugin's own answer")
+    token = _basic("admin@corp", GATEWAY_TOKEN)
+    chat = "/gateway/mlflow/v1/chat/completions"
+    unusable = (False, None, "the gateway account cannot be used")
+    assert authenticate(chat, token) == ((True, "mlflow-jobs", "") if problem is None else unusable)
+    assert authenticate("/api/2.0/mlflow/experiments/search", token) == refused
+    assert authenticate(chat, _basic("admin@corp", "wrong")) == refused
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

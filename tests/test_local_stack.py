@@ -152,3 +152,22 @@ def test_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
     finally:
         sleeper.send_signal(signal.SIGTERM)
         sleeper.wait()
+
+
+def test_sign_in_stack_runs_the_charts_gateway_account_and_token(tmp_path: Path, helm_bin: str) -> None:
+    """With sign-in, the local server and job runner get what the chart gives the pods: the account the
+    server accepts the jobs' gateway token as, the name the runner sends, and one token for both."""
+    config = StackConfig(
+        workdir=tmp_path / "ws", server_port=15555, sign_in=True, oidc_port=15558, helm=helm_bin
+    )
+    spec = LocalStack(config).server_spec()
+    account = spec.main.env["MLFLOW_AKS_GATEWAY_ACCOUNT"]
+    assert account == spec.job_runner.env["MLFLOW_TRACKING_USERNAME"] == "mlflow-jobs"
+    token = spec.main.env["_MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN"]
+    # Compared as bools so that a failure never prints the token.
+    same = (
+        token
+        == spec.job_runner.env["_MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN"]
+        == spec.job_runner.env["MLFLOW_TRACKING_PASSWORD"]
+    )
+    assert bool(token) and same

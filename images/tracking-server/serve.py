@@ -63,6 +63,16 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    off; (7) checks the plugin's user store in place of basic-auth's, and (8) and (9) work as before. One
    addition: a person's bearer token must name an allowed group on every request (`with_group_gate`),
    which the plugin checks only when the token's first use creates the user.
+   Judges' AI Gateway calls: MLflow's judges in the jobs pod call `/gateway/` here with Basic
+   `<user>:<internal gateway token>`, a credential only MLflow's basic-auth knows, so the plugin answered
+   them 401. Here the plugin also accepts the chart's internal token, on `/gateway/` routes only and
+   compared in constant time, as one account of its own: MLFLOW_AKS_GATEWAY_ACCOUNT, a non-admin service
+   account created at start (`accept_internal_gateway_token`). Whatever user name comes with the token,
+   the call counts as that account (a job's code can read the token: it must not make anyone an admin),
+   and the plugin still decides the rest (the account active, and USE on the endpoint named). Not the
+   jobs pod's ServiceAccount token instead: MLflow's judges send Basic credentials only
+   (mlflow/genai/utils/gateway_utils.py, _build_auth_headers), and a token the plugin accepts would open
+   the whole API to that pod, where this opens the gateway's routes only.
 12. Server-side jobs run in a pod of their own (jobs.py, the chart's `jobs` Deployment). With
    MLFLOW_AKS_JOB_RUNNER=separate, MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true only lets this server accept
    jobs (a PENDING row in the tracking database, MLflow's `executor` engine); `mlflow server` does not
@@ -120,6 +130,9 @@ _UVICORN_CHILD = "_MLFLOW_AKS_SERVE_UVICORN_CHILD"
 JOB_RUNNER_ENV = "MLFLOW_AKS_JOB_RUNNER"
 # The password MLflow's basic-auth accepts on /gateway/ routes from jobs (any user name).
 GATEWAY_TOKEN_ENV = "_MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN"  # noqa: S105 (a variable name)
+# (11) With sign-in: the plugin's service account that the internal token authenticates as, on /gateway/.
+GATEWAY_ACCOUNT_ENV = "MLFLOW_AKS_GATEWAY_ACCOUNT"
+GATEWAY_PREFIX = "/gateway/"
 # Set by this process for its spawned uvicorn workers: they open their own SO_REUSEPORT socket.
 _REUSEPORT = "_MLFLOW_AKS_SERVE_REUSEPORT"
 RUN_EXPERIMENT_CACHE_SIZE = "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE"
@@ -440,6 +453,96 @@ def with_group_gate(app, issuer: str, allowed: set[str], groups_claim: str = "gr
     return gated
 
 
+def internal_gateway_credential(path: str, authorization: str | None, token: str) -> bool:
+    """(11) Whether a request to the routed `path` carries MLflow's internal gateway `token` as the password
+    of its Basic credential, on a `/gateway/` route (anywhere else the token is no credential at all)."""
+    if not token or not path.startswith(GATEWAY_PREFIX) or not authorization:
+        return False
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    import base64
+    import binascii
+
+    try:
+        _, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(password.encode(), token.encode())
+
+
+def gateway_account_problem(profile) -> str | None:
+    """(11) Why the plugin's user `profile` must not be the one the internal token authenticates as."""
+    if not getattr(profile, "is_service_account", False):
+        return "it is not a service account"
+    if getattr(profile, "is_admin", False):
+        return "it is an admin"
+    if not getattr(profile, "active", True):
+        return "it is deactivated"
+    return None
+
+
+def _ensure_gateway_account(store, account: str) -> str | None:
+    """(11) The plugin's non-admin service account `account`, created when missing (each serving process
+    may try at once: the first create wins); why it cannot be used, or None."""
+    from mlflow_oidc_auth.utils.service_accounts import INTERNAL_SOURCE
+
+    if not store.has_user(account):
+        try:
+            store.create_user(
+                account,
+                "AI Gateway calls of MLflow's jobs (LLM judges)",
+                is_admin=False,
+                is_service_account=True,
+                written_by="mlflow-aks",
+                service_account_source=INTERNAL_SOURCE,
+            )
+        except Exception:  # another process created it first: checked below like any existing account
+            if not store.has_user(account):
+                raise
+    return gateway_account_problem(store.get_user_profile(account))
+
+
+def accept_internal_gateway_token(token: str, account: str) -> None:
+    """(11) The plugin authenticates a `/gateway/` request carrying the internal token as `account`, while
+    that is an active non-admin service account (checked on each such request: an admin may change it)."""
+    import asyncio
+    import logging
+
+    from mlflow_oidc_auth.middleware import auth_middleware
+    from mlflow_oidc_auth.middleware.route_path import routed_path
+    from mlflow_oidc_auth.store import store
+
+    middleware = auth_middleware.AuthMiddleware
+    if getattr(middleware, "_mlflow_aks_gateway_token", False):
+        return
+    logger = logging.getLogger("mlflow_aks")
+    account = account.lower()  # the plugin's user names are lower case
+    if problem := _ensure_gateway_account(store, account):
+        logger.error(
+            "judges' AI Gateway calls will be refused: the account %r cannot be theirs (%s)", account, problem
+        )
+    original = middleware._authenticate_user
+
+    async def authenticate_user(self, request):
+        given = request.headers.get("authorization")
+        if not internal_gateway_credential(routed_path(request.scope), given, token):
+            return await original(self, request)
+        try:
+            problem = gateway_account_problem(await asyncio.to_thread(store.get_user_profile, account))
+        except Exception as error:  # deleted, or the store away: no account, no access
+            problem = f"it cannot be read ({type(error).__name__})"
+        if problem:
+            logger.warning(
+                "refused a judge's AI Gateway call: the account %r cannot be theirs (%s)", account, problem
+            )
+            return False, None, "the gateway account cannot be used"
+        return True, account, ""
+
+    middleware._authenticate_user = authenticate_user
+    middleware._mlflow_aks_gateway_token = True
+
+
 def _env_seconds(variable: str) -> float | None:
     try:
         return max(0.0, float(os.environ[variable]))
@@ -637,6 +740,12 @@ def _patch_uvicorn_worker() -> None:
             allowed = {g.strip() for g in os.environ.get("OIDC_GROUP_NAME", "").split(",") if g.strip()}
             groups_claim = os.environ.get("OIDC_GROUPS_ATTRIBUTE", "groups")
             self.config.loaded_app = with_group_gate(self.config.loaded_app, issuer, allowed, groups_claim)
+        if (
+            _sign_in()
+            and (token := os.environ.get(GATEWAY_TOKEN_ENV))
+            and (account := os.environ.get(GATEWAY_ACCOUNT_ENV))
+        ):
+            accept_internal_gateway_token(token, account)  # before serving: blocking here is fine
         if secret_key := os.environ.get(READINESS_KEY_ENV):
             self.config.loaded_app = with_readiness(self.config.loaded_app, secret_key)
         if os.environ.get(METRICS_PORT_ENV):

@@ -5,11 +5,8 @@ The stack runs the chart's layout: the tracking server accepts jobs and the jobs
 endpoint on 127.0.0.1 with a fixed verdict, reached the way MLflow reaches a real provider: an AI Gateway
 secret (provider `openai`, its `api_base`) and model, an endpoint, and judges with `gateway:/<endpoint>`.
 
-Only here, because the fake provider listens on loopback over plain HTTP, the stack lets the gateway call
-a private address (`llm.allowPrivateAddresses`, what the program sets for a private endpoint's CIDR) and
-the `http` scheme (`MLFLOW_GATEWAY_API_BASE_ALLOWED_SCHEMES`); a real stack calls providers over HTTPS.
-Online scoring scores a trace once it is `jobs.traceCompletionBufferSeconds` old (0 here, MLflow's 300
-on a stack), at the online-scoring scheduler's next run: MLflow runs it every minute, so the assessments
+The stack's values let the gateway call the fake provider (tests/e2e/judges.py says how). Online scoring
+scores a trace at the online-scoring scheduler's next run: MLflow runs it every minute, so the assessments
 appear within ONLINE_DEADLINE of the traces.
 """
 
@@ -20,21 +17,21 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from local.procs import spawn, stop
 from tests.e2e.conftest import environ, own_stack
 from tests.e2e.fake_llm import VERDICT, FakeLLM, fake_llm
-
-# The scheduler runs at each minute (huey crontab), then the scoring job starts a process (a few seconds).
-ONLINE_DEADLINE = 90.0
-JOB_DEADLINE = 60.0
-TERMINAL = {"SUCCEEDED", "FAILED", "TIMEOUT", "CANCELED"}
-VALUES = {
-    "llm": {"allowPrivateAddresses": True},
-    "jobs": {"traceCompletionBufferSeconds": 0},
-    "tracking": {"extraEnv": [{"name": "MLFLOW_GATEWAY_API_BASE_ALLOWED_SCHEMES", "value": "http,https"}]},
-}
+from tests.e2e.judges import (
+    JOB_DEADLINE,
+    ONLINE_DEADLINE,
+    TERMINAL,
+    VALUES,
+    assessments,
+    create_judge_endpoint,
+    get_job,
+    invoke_judge,
+    wait_job,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,50 +48,6 @@ def jobs_stack(helm_bin: str, llm: FakeLLM):
         yield stack
 
 
-def _job(base: str, auth: tuple[str, str], job_id: str) -> dict:
-    answer = requests.get(f"{base}/ajax-api/3.0/jobs/{job_id}", auth=auth, timeout=10)
-    answer.raise_for_status()
-    return answer.json()
-
-
-def _wait_job(base: str, auth: tuple[str, str], job_id: str, until: set[str], deadline: float) -> dict:
-    end = time.monotonic() + deadline
-    while True:
-        job = _job(base, auth, job_id)
-        if job["status"] in until or time.monotonic() > end:
-            return job
-        time.sleep(0.5)
-
-
-def _invoke_judge(
-    base: str,
-    auth: tuple[str, str],
-    experiment_id: str,
-    judge,
-    trace_ids: list[str],
-    *,
-    log_assessments: bool,
-) -> list[dict]:
-    """A judge run as the UI runs it (its AJAX endpoint: one job per batch of traces); the jobs it made."""
-    invoked = requests.post(
-        f"{base}/ajax-api/3.0/mlflow/scorer/invoke",
-        auth=auth,
-        json={
-            "experiment_id": experiment_id,
-            "serialized_scorer": json.dumps(judge.model_dump()),
-            "trace_ids": trace_ids,
-            "log_assessments": log_assessments,
-        },
-        timeout=30,
-    )
-    assert invoked.status_code == 200, invoked.text
-    return invoked.json()["jobs"]
-
-
-def _assessments(client, trace_id: str, name: str) -> list:
-    return [a for a in client.get_trace(trace_id).info.assessments if a.name == name]
-
-
 @pytest.fixture
 def active_experiment_restored(monkeypatch):
     """mlflow.set_experiment sets a process-wide experiment (a module global and MLFLOW_EXPERIMENT_ID):
@@ -109,7 +62,6 @@ def active_experiment_restored(monkeypatch):
 @pytest.mark.usefixtures("active_experiment_restored")
 def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
     import mlflow
-    from mlflow.entities.gateway_endpoint import GatewayEndpointModelConfig, GatewayModelLinkageType
     from mlflow.genai.judges import make_judge
     from mlflow.genai.scorers import ScorerSamplingConfig
     from mlflow.tracking import MlflowClient
@@ -125,24 +77,7 @@ def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
     assert jobs_stack.status()["jobs"]["running"], "the local stack runs the chart's jobs Deployment"
 
     # The provider's key, stored in the gateway (encrypted with the stack's key), and an endpoint for judges.
-    store = client._tracking_client.store
-    secret = store.create_gateway_secret(
-        secret_name="fake-provider-key",
-        secret_value={"api_key": "sk-e2e-fake"},
-        provider="openai",
-        auth_config={"api_base": llm.url},
-    )
-    model = store.create_gateway_model_definition(
-        name="fake-judge-model", secret_id=secret.secret_id, provider="openai", model_name="gpt-e2e-fake"
-    )
-    store.create_gateway_endpoint(
-        name="judge",
-        model_configs=[
-            GatewayEndpointModelConfig(
-                model_definition_id=model.model_definition_id, linkage_type=GatewayModelLinkageType.PRIMARY
-            )
-        ],
-    )
+    create_judge_endpoint(client._tracking_client.store, llm)
     experiment = mlflow.set_experiment("e2e-genai-jobs")
     judge = make_judge(
         name="helpful",
@@ -163,12 +98,12 @@ def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
     traces_logged = time.monotonic()
 
     # A judge run as the UI runs it (its AJAX endpoint: one job per batch of traces), logging assessments.
-    [ui_job] = _invoke_judge(base, auth, experiment.experiment_id, judge, trace_ids[:1], log_assessments=True)
-    job = _wait_job(base, auth, ui_job["job_id"], TERMINAL, JOB_DEADLINE)
+    [ui_job] = invoke_judge(base, auth, experiment.experiment_id, judge, trace_ids[:1], log_assessments=True)
+    job = wait_job(base, auth, ui_job["job_id"], TERMINAL, JOB_DEADLINE)
     assert job["status"] == "SUCCEEDED", job
     print("UI job result:", json.dumps(job["result"])[:600])
     # Logged on the trace (online scoring may have added its own assessment by now: at least one).
-    feedbacks = _assessments(client, trace_ids[0], "helpful")
+    feedbacks = assessments(client, trace_ids[0], "helpful")
     assert feedbacks and {(f.value, f.rationale) for f in feedbacks} == {
         (VERDICT["result"], VERDICT["rationale"])
     }
@@ -183,19 +118,19 @@ def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
     # job is run again to the end or failed, never left RUNNING.
     llm.delay = 30.0
     calls = len(llm.requests)
-    [killed_job] = _invoke_judge(
+    [killed_job] = invoke_judge(
         base, auth, experiment.experiment_id, judge, trace_ids[1:], log_assessments=False
     )
     end = time.monotonic() + JOB_DEADLINE
     while len(llm.requests) == calls and time.monotonic() < end:  # the job is waiting on the provider
         time.sleep(0.2)
-    assert _job(base, auth, killed_job["job_id"])["status"] == "RUNNING"
+    assert get_job(base, auth, killed_job["job_id"])["status"] == "RUNNING"
     jobs_stack.kill_jobs()
     killed = time.monotonic()
-    assert _job(base, auth, killed_job["job_id"])["status"] == "RUNNING"  # nothing else would ever end it
+    assert get_job(base, auth, killed_job["job_id"])["status"] == "RUNNING"  # nothing else would ever end it
     llm.delay = 0.0
     jobs_stack.start_jobs()
-    job = _wait_job(base, auth, killed_job["job_id"], TERMINAL, JOB_DEADLINE)
+    job = wait_job(base, auth, killed_job["job_id"], TERMINAL, JOB_DEADLINE)
     assert job["status"] in ("SUCCEEDED", "FAILED"), job
     print(f"job after the runner's restart: {job['status']} in {time.monotonic() - killed:.1f}s")
 
@@ -216,13 +151,13 @@ def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
     # Online scoring: both traces get the judge's assessment (the first one a second one).
     while time.monotonic() - traces_logged < ONLINE_DEADLINE:
         if (
-            len(_assessments(client, trace_ids[1], "helpful")) >= 1
-            and len(_assessments(client, trace_ids[0], "helpful")) >= 2
+            len(assessments(client, trace_ids[1], "helpful")) >= 1
+            and len(assessments(client, trace_ids[0], "helpful")) >= 2
         ):
             break
         time.sleep(2)
-    online = _assessments(client, trace_ids[1], "helpful")
+    online = assessments(client, trace_ids[1], "helpful")
     assert online and online[0].value == VERDICT["result"], f"no online assessment in {ONLINE_DEADLINE}s"
-    assert len(_assessments(client, trace_ids[0], "helpful")) == 2
+    assert len(assessments(client, trace_ids[0], "helpful")) == 2
     after, total = time.monotonic() - traces_logged, time.monotonic() - started
     print(f"online assessments: {after:.1f}s after the traces; test {total:.1f}s")

@@ -7,6 +7,10 @@ Browser sign-in and its session cookie, group mapping (allowed, admin, outsider)
 tokens for scripts and the CLI, the default permission, a run Job with no password, refused tokens
 (expired, foreign issuer, forged signature, wrong audience or namespace), tokens validated with cached
 keys (the provider down, requests still served), and no token in any log.
+
+LLM judges under sign-in (issue 19): the stack's values let its AI Gateway call the fake LLM
+(tests/e2e/judges.py); a judge started as the UI starts it and online scoring both reach the provider
+through the gateway.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -25,6 +30,18 @@ from local import LocalStack, oidc
 from local.stack import SIGN_IN_SERVICES
 from tests.e2e import otlp
 from tests.e2e.conftest import own_stack
+from tests.e2e.fake_llm import VERDICT, FakeLLM, fake_llm
+from tests.e2e.judges import (
+    JOB_DEADLINE,
+    ONLINE_DEADLINE,
+    TERMINAL,
+    VALUES,
+    Bearer,
+    assessments,
+    create_judge_endpoint,
+    invoke_judge,
+    wait_job,
+)
 
 # Every credential a test handles: none may appear in a log (checked last).
 SEEN_CREDENTIALS: list[str] = []
@@ -37,6 +54,7 @@ def sso_stack(helm_bin: str) -> Iterator[LocalStack]:
         https=True,
         sign_in=True,
         helm=helm_bin,
+        values=VALUES,
     ) as stack:
         yield stack
 
@@ -74,6 +92,93 @@ def current_user(client: httpx.Client, **kwargs) -> httpx.Response:
 def bearer(token: str) -> dict[str, str]:
     SEEN_CREDENTIALS.append(token)
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[FakeLLM]:
+    with fake_llm() as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class GatewayJudge:
+    judge: object
+    experiment_id: str
+    trace_ids: list[str]
+    traces_logged: float
+    auth: Bearer
+
+
+def _gateway_account(stack: LocalStack) -> str:
+    """The sign-in plugin's account that the jobs pod's gateway calls count as (the chart's)."""
+    return stack.server_spec().job_runner.env["MLFLOW_TRACKING_USERNAME"]
+
+
+def _gateway_token(stack: LocalStack) -> str:
+    """MLflow's internal gateway token, as the chart gives it to the jobs pod and the serving pods."""
+    token = stack.server_spec().job_runner.env["_MLFLOW_INTERNAL_GATEWAY_AUTH_TOKEN"]
+    SEEN_CREDENTIALS.append(token)
+    return token
+
+
+def _server_log(stack: LocalStack, needle: str) -> str:
+    """The server's log lines with `needle` (for a failure's message)."""
+    log = stack.workdir / "server" / "server.log"
+    return "\n".join(line for line in log.read_text(errors="replace").splitlines() if needle in line)[-3000:]
+
+
+@pytest.fixture(scope="module")
+def gateway_judge(sso_stack, llm: FakeLLM) -> Iterator[GatewayJudge]:
+    """As Alice (bearer token): the gateway's key, model and endpoint `judge` for the fake LLM, an LLM
+    judge on `gateway:/judge` registered with online scoring on an experiment of hers, and two traces
+    there. Set up early in the module, so that online scoring's minute passes during the other tests."""
+    import mlflow
+    import mlflow.tracking.fluent as fluent
+    from mlflow.genai.judges import make_judge
+    from mlflow.genai.scorers import ScorerSamplingConfig
+    from mlflow.tracking import MlflowClient
+
+    token = sso_stack.bearer_token("alice@local")
+    auth = Bearer(bearer(token)["Authorization"].removeprefix("Bearer "))
+    with pytest.MonkeyPatch.context() as env:
+        # Other e2e modules' basic-auth credentials (the package's client_env) would win over the token.
+        env.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        env.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        env.setenv("MLFLOW_TRACKING_TOKEN", token)
+        env.setenv("MLFLOW_TRACKING_URI", sso_stack.tracking_uri)
+        env.setenv("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")  # traces on the server at once
+        # mlflow.set_experiment sets a process-wide experiment: put it back afterwards.
+        env.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)
+        env.setenv("MLFLOW_EXPERIMENT_ID", "")
+        env.delenv("MLFLOW_EXPERIMENT_ID")
+        mlflow.set_tracking_uri(sso_stack.tracking_uri)
+        store = MlflowClient(sso_stack.tracking_uri)._tracking_client.store
+        create_judge_endpoint(store, llm)
+        create_judge_endpoint(store, llm, "alice-only")  # no grant to the jobs' gateway account
+        # An admin lets judges use `judge`: USE for the account the jobs pod's gateway calls count as.
+        admin = httpx.Client(base_url=sso_stack.tracking_uri, headers=bearer(sso_stack.bearer_token()))
+        granted = admin.post(
+            f"/api/2.0/mlflow/permissions/users/{_gateway_account(sso_stack)}/gateways/endpoints/judge",
+            json={"permission": "USE"},
+        )
+        assert granted.status_code == 201, granted.text
+        experiment = mlflow.set_experiment(f"sso-judges-{time.time_ns()}")
+        judge = make_judge(
+            name="helpful",
+            instructions="Is {{ outputs }} a helpful answer to {{ inputs }}? Answer yes or no.",
+            model="gateway:/judge",
+            feedback_value_type=str,
+        )
+        judge.register(experiment_id=experiment.experiment_id).start(
+            experiment_id=experiment.experiment_id, sampling_config=ScorerSamplingConfig(sample_rate=1.0)
+        )
+        trace_ids = []
+        for i in range(2):
+            with mlflow.start_span(name=f"answer-{i}") as span:
+                span.set_inputs({"question": f"question {i}"})
+                span.set_outputs({"answer": f"answer {i}"})
+            trace_ids.append(span.trace_id)
+        yield GatewayJudge(judge, experiment.experiment_id, trace_ids, time.monotonic(), auth)
 
 
 def test_browser_sign_in_gives_a_secure_httponly_samesite_session(sso_stack):
@@ -167,6 +272,78 @@ def test_an_otlp_export_with_a_bearer_token_becomes_an_mlflow_trace(sso_stack, m
     traces = alice.search_traces(locations=[experiment])
     assert [span.name for trace in traces for span in trace.data.spans] == ["retrieve"]
     assert trace_id in traces[0].info.trace_id
+
+
+def test_a_judge_started_from_the_ui_calls_the_ai_gateway(sso_stack, gateway_judge, llm: FakeLLM):
+    """The UI's judge run (its AJAX endpoint, Alice's credential): the job in the jobs pod calls the AI
+    Gateway on the tracking server, which calls the provider with the stored key."""
+    started = time.monotonic()
+    assert sso_stack.status()["jobs"]["running"], "the sign-in stack runs the chart's jobs Deployment"
+    base, auth = sso_stack.tracking_uri, gateway_judge.auth
+    trace_id = gateway_judge.trace_ids[0]
+    [ui_job] = invoke_judge(base, auth, gateway_judge.experiment_id, gateway_judge.judge, [trace_id],
+                            log_assessments=True)  # fmt: skip
+    job = wait_job(base, auth, ui_job["job_id"], TERMINAL, JOB_DEADLINE)
+    assert job["status"] == "SUCCEEDED", job
+    # MLflow marks the job SUCCEEDED even when the judge failed: the failure is in the result.
+    assert job["result"][trace_id]["failures"] == [], (job["result"], _server_log(sso_stack, "/gateway/"))
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        env.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        env.setenv("MLFLOW_TRACKING_TOKEN", sso_stack.bearer_token("alice@local"))
+        from mlflow.tracking import MlflowClient
+
+        feedbacks = assessments(MlflowClient(base), trace_id, "helpful")
+    assert feedbacks and {(f.value, f.rationale) for f in feedbacks} == {
+        (VERDICT["result"], VERDICT["rationale"])
+    }
+    call = llm.requests[0]
+    assert call["path"] == "/v1/chat/completions" and call["model"] == "gpt-e2e-fake"
+    assert call["authorization"] == "Bearer sk-e2e-fake"
+    print(f"UI judge run under sign-in: {time.monotonic() - started:.1f}s")
+
+
+def test_the_internal_gateway_token_is_a_credential_on_gateway_routes_only_and_as_one_account(
+    sso_stack, gateway_judge, llm: FakeLLM
+):
+    """The jobs' token works only on `/gateway/` and only as the gateway account, whatever name it is
+    sent with (an admin's included); with no credential or a wrong token the gateway refuses."""
+    import base64
+
+    token, account = _gateway_token(sso_stack), _gateway_account(sso_stack)
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+    def chat(endpoint: str, headers: dict[str, str]) -> httpx.Response:
+        body = {"model": endpoint, "messages": [{"role": "user", "content": "Is this helpful?"}]}
+        url = f"{sso_stack.tracking_uri}/gateway/mlflow/v1/chat/completions"
+        return httpx.post(url, json=body, headers=headers, timeout=30)
+
+    calls = len(llm.requests)
+    assert chat("judge", {}).status_code == 401
+    assert chat("judge", basic(account, token[:-1] + ("0" if token[-1] != "0" else "1"))).status_code == 401
+    assert chat("judge", basic(account, "")).status_code == 401
+    assert len(llm.requests) == calls, "a refused call reached the provider"
+    accepted = chat("judge", basic(account, token))
+    assert accepted.status_code == 200, accepted.text
+    assert json.loads(accepted.json()["choices"][0]["message"]["content"]) == VERDICT
+    # Sent with an admin's name: still the account, which has no USE on Alice's other endpoint.
+    assert chat("alice-only", basic("admin@local", token)).status_code == 403
+    assert chat("alice-only", basic(account, token)).status_code == 403
+    # Anywhere else the token is no credential at all.
+    for user in (account, "admin@local"):
+        search = httpx.get(
+            f"{sso_stack.tracking_uri}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            headers=basic(user, token),
+            timeout=10,
+        )
+        assert search.status_code == 401, search.text
+    # The account is a non-admin service account of the plugin.
+    admin = httpx.Client(base_url=sso_stack.tracking_uri, headers=bearer(sso_stack.bearer_token()))
+    profile = admin.get(f"/api/2.0/mlflow/users/{account}").json()
+    assert profile.get("is_service_account") is True and profile.get("is_admin") is False, profile
 
 
 def test_leaving_the_allowed_groups_ends_api_access(sso_stack):
@@ -289,6 +466,35 @@ def test_tokens_are_checked_with_cached_keys_not_a_call_to_the_provider(sso_stac
         assert elapsed < 10, f"20 requests took {elapsed:.1f}s with the provider down"
     finally:
         sso_stack.start_oidc()
+
+
+def test_online_scoring_calls_the_ai_gateway_under_sign_in(sso_stack, gateway_judge):
+    """Online scoring (registered when the module's first judge test started) scores both traces through
+    the gateway. Checked before the backup test restores the database."""
+    from mlflow.tracking import MlflowClient
+
+    trace_ids = gateway_judge.trace_ids
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        env.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        env.setenv("MLFLOW_TRACKING_TOKEN", sso_stack.bearer_token("alice@local"))
+        client = MlflowClient(sso_stack.tracking_uri)
+        while time.monotonic() - gateway_judge.traces_logged < ONLINE_DEADLINE:
+            if (
+                assessments(client, trace_ids[1], "helpful")
+                and len(assessments(client, trace_ids[0], "helpful")) >= 2
+            ):
+                break
+            time.sleep(2)
+        online = assessments(client, trace_ids[1], "helpful")
+        assert online, (f"no online assessment in {ONLINE_DEADLINE}s", _server_log(sso_stack, "/gateway/"))
+        assert all(f.value == VERDICT["result"] and f.error is None for f in online), [
+            f.error for f in online
+        ]
+        # The trace the UI's judge scored got online scoring's assessment too.
+        assert len(assessments(client, trace_ids[0], "helpful")) == 2
+    after = time.monotonic() - gateway_judge.traces_logged
+    print(f"online assessments under sign-in: {after:.1f}s after the traces")
 
 
 def test_backups_hold_the_sign_in_database(sso_stack):

@@ -1,0 +1,100 @@
+"""What the e2e tests of LLM judges share: the chart values that let a stack's AI Gateway call the fake LLM
+(tests/e2e/fake_llm.py), the gateway objects a judge calls through, and the job API the UI uses.
+
+The fake provider listens on loopback over plain HTTP, so the stack lets the gateway call a private
+address (`llm.allowPrivateAddresses`, what the program sets for a private endpoint's CIDR) and the `http`
+scheme (`MLFLOW_GATEWAY_API_BASE_ALLOWED_SCHEMES`); a real stack calls providers over HTTPS. Online scoring
+scores a trace once it is `jobs.traceCompletionBufferSeconds` old (0 here, MLflow's 300 on a stack).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+
+from tests.e2e.fake_llm import FakeLLM
+
+# The scheduler runs at each minute (huey crontab), then the scoring job starts a process (a few seconds).
+ONLINE_DEADLINE = 90.0
+JOB_DEADLINE = 60.0
+TERMINAL = {"SUCCEEDED", "FAILED", "TIMEOUT", "CANCELED"}
+VALUES = {
+    "llm": {"allowPrivateAddresses": True},
+    "jobs": {"traceCompletionBufferSeconds": 0},
+    "tracking": {"extraEnv": [{"name": "MLFLOW_GATEWAY_API_BASE_ALLOWED_SCHEMES", "value": "http,https"}]},
+}
+# requests' `auth`: (user, password), or a callable that signs the request (a bearer token).
+Auth = tuple[str, str] | requests.auth.AuthBase
+
+
+class Bearer(requests.auth.AuthBase):
+    def __init__(self, token: str):
+        self.token = token
+
+    def __call__(self, request):
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
+def create_judge_endpoint(store, llm: FakeLLM, endpoint: str = "judge") -> None:
+    """The provider's key stored in the gateway (encrypted with the stack's key), a model on it, and
+    `endpoint` for judges (`gateway:/<endpoint>`), through the tracking `store` of an MLflow client."""
+    from mlflow.entities.gateway_endpoint import GatewayEndpointModelConfig, GatewayModelLinkageType
+
+    secret = store.create_gateway_secret(
+        secret_name=f"{endpoint}-provider-key",
+        secret_value={"api_key": "sk-e2e-fake"},
+        provider="openai",
+        auth_config={"api_base": llm.url},
+    )
+    model = store.create_gateway_model_definition(
+        name=f"{endpoint}-model", secret_id=secret.secret_id, provider="openai", model_name="gpt-e2e-fake"
+    )
+    store.create_gateway_endpoint(
+        name=endpoint,
+        model_configs=[
+            GatewayEndpointModelConfig(
+                model_definition_id=model.model_definition_id, linkage_type=GatewayModelLinkageType.PRIMARY
+            )
+        ],
+    )
+
+
+def get_job(base: str, auth: Auth, job_id: str) -> dict:
+    answer = requests.get(f"{base}/ajax-api/3.0/jobs/{job_id}", auth=auth, timeout=10)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def wait_job(base: str, auth: Auth, job_id: str, until: set[str], deadline: float) -> dict:
+    end = time.monotonic() + deadline
+    while True:
+        found = get_job(base, auth, job_id)
+        if found["status"] in until or time.monotonic() > end:
+            return found
+        time.sleep(0.5)
+
+
+def invoke_judge(
+    base: str, auth: Auth, experiment_id: str, judge, trace_ids: list[str], *, log_assessments: bool
+) -> list[dict]:
+    """A judge run as the UI runs it (its AJAX endpoint: one job per batch of traces); the jobs it made."""
+    invoked = requests.post(
+        f"{base}/ajax-api/3.0/mlflow/scorer/invoke",
+        auth=auth,
+        json={
+            "experiment_id": experiment_id,
+            "serialized_scorer": json.dumps(judge.model_dump()),
+            "trace_ids": trace_ids,
+            "log_assessments": log_assessments,
+        },
+        timeout=30,
+    )
+    assert invoked.status_code == 200, invoked.text
+    return invoked.json()["jobs"]
+
+
+def assessments(client, trace_id: str, name: str) -> list:
+    return [a for a in client.get_trace(trace_id).info.assessments if a.name == name]

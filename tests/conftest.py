@@ -32,3 +32,17 @@ def helm_bin() -> str:
         # Not a skip: a missing helm means set-up was not run, and the tests that need it must fail.
         pytest.fail("helm not found on PATH or in .tools/bin: run scripts/bootstrap (or scripts/fetch-helm)")
     return helm
+
+
+# Modules that run longest (the local stacks, the benchmarks' smoke runs, the images' venvs): they start
+# first, so that no worker is left with one of them at the end.
+LONGEST_FIRST = ("tests/e2e/", "tests/test_benchmark_smoke.py", "tests/test_images.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The order pytest-xdist hands out modules in (`-n 2 --dist loadscope --no-loadscope-reorder`,
+    pyproject.toml): a worker runs a whole module, so its fixtures are set up once and its tests keep their
+    order; the longest modules go first. (The e2e package's `stack` starts on each worker that runs a test
+    on it. `--dist loadgroup` would keep those on one worker, but pytest-xdist 3.8 groups by a node id
+    attribute that pytest 9 no longer reads.)"""
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))  # stable: modules keep their order

@@ -36,6 +36,7 @@ def serve(monkeypatch):
     """A fresh serve.py (its own drain state); uvicorn's Server class restored after the test."""
     monkeypatch.setattr(uvicorn.server.Server, "handle_exit", uvicorn.server.Server.handle_exit)
     monkeypatch.setattr(uvicorn.server.Server, "startup", uvicorn.server.Server.startup)
+    monkeypatch.syspath_prepend(str(SERVE.parent))  # its own modules (fast_store, …), as in the image's /app
     spec = importlib.util.spec_from_file_location("serve_under_test", SERVE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

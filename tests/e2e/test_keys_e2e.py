@@ -5,11 +5,10 @@ signing secret through a second server process from the chart's environment (a r
 stops. Then:
 - no server process fell back to MLflow's public default passphrase (its warning is in no log);
 - a third server process (another replica, or a restarted pod) delivers the webhook signed with the
-  secret (a local receiver checks the HMAC): it read the secret;
-- with another stack's keys the gateway key and the webhook's secret do not open, and kek.py, which that
-  stack's init container runs, names the key and leaves it as it is; a process with the chart's
-  environment still decrypts both, as the server does for the gateway. (A backup of these rows restored
-  into another stack through the stack's restore path: tests/e2e/test_kept_data_e2e.py.)
+  secret (a local receiver checks the HMAC): it read the secret.
+
+With another stack's keys neither opens: tests/e2e/test_kept_data_e2e.py restores a backup of both into a
+stack with other keys, through the stack's restore path.
 """
 
 from __future__ import annotations
@@ -19,10 +18,6 @@ import contextlib
 import hashlib
 import hmac
 import http.server
-import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import ClassVar
@@ -35,10 +30,7 @@ from local.procs import spawn, stop, wait_until
 from tests.e2e.keys import (
     DEFAULT_PASSPHRASE_WARNING,
     create_webhook,
-    other_stacks_keys,
-    read_stored,
     store_gateway_secret,
-    stored_rows,
 )
 
 
@@ -126,29 +118,3 @@ def test_another_replica_delivers_the_webhook_signed_with_its_secret(stack, stor
     signed = f"{headers['x-mlflow-delivery-id']}.{headers['x-mlflow-timestamp']}.{body.decode()}"
     digest = hmac.new(stored["webhook_secret"].encode(), signed.encode(), hashlib.sha256).digest()
     assert headers["x-mlflow-signature"] == "v1," + base64.b64encode(digest).decode()
-
-
-def test_another_stacks_keys_open_neither(stack, stored):
-    other = other_stacks_keys()
-    read = read_stored(stack, stored, **other)
-    assert "gateway" not in read and read["gateway_error"] == "MlflowException", read
-    assert "webhook" not in read and "InvalidToken" in read["webhook_error"], read
-    spec = stack.server_spec().main
-    rows = stored_rows(spec.env, stored)
-
-    # That stack's init container: the key is named, not changed; this stack still opens it.
-    rewrap = subprocess.run(
-        [sys.executable, "-c", "import json, os, sys; sys.path.insert(0, sys.argv[1]); import kek; "
-         "print(json.dumps(kek.rewrap(os.environ['MLFLOW_BACKEND_STORE_URI']).__dict__))",
-         str(stack.config.repo_root / "images" / "tracking-server")],
-        env={**os.environ, **spec.env, **other}, capture_output=True, text=True, timeout=120, cwd=spec.cwd,
-    )  # fmt: skip
-    assert rewrap.returncode == 0, rewrap.stderr
-    outcome = json.loads(rewrap.stdout.strip().splitlines()[-1])
-    assert stored["secret_name"] in outcome["unreadable"] and outcome["rewrapped"] == []
-    assert stored["api_key"] not in rewrap.stdout + rewrap.stderr
-    # ...and the chart's environment, this stack's keys, still opens both.
-    read = read_stored(stack, stored)
-    assert read.get("gateway") == {"api_key": stored["api_key"]}, read
-    assert read.get("webhook") == stored["webhook_secret"], read
-    assert stored_rows(spec.env, stored) == rows

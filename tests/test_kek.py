@@ -3,7 +3,8 @@ MLflow's public default passphrase (before the stack had one) and under the prev
 (a rotation) end up readable with the current one only; another stack's keys are left alone and named.
 
 MLflow's own crypto (mlflow.utils.crypto) encrypts and decrypts; the table has the columns of MLflow's
-`secrets` table. The real table, its trigger and MariaDB are exercised by tests/e2e/test_keys_e2e.py.
+`secrets` table. The real table on MariaDB: tests/e2e/test_kept_data_e2e.py (kek.py in a stack's init
+step, on a secret restored from another stack's backup).
 """
 
 from __future__ import annotations

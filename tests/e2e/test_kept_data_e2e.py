@@ -5,6 +5,14 @@ The local stack runs the chart's schema-migration step (migrate.py) before the s
 init container does: it sets the admin to the stack's admin password on a database that has not had it
 (and the run user's at every start); the local MariaDB user is aligned at every start as the chart's
 align.sql does for MySQL (tests/test_mysql_align.py runs that SQL on a real server).
+
+What MLflow encrypts is the exception: the first stack stores a gateway secret (an LLM provider's API key)
+and a webhook with a signing secret, takes a backup (the backup CronJob's tool), then deletes both, so the
+second stack meets them only through a restore. The second stack, whose KEK passphrase and webhook key
+are its own, restores that backup through its real restore path (both stacks keep backups in the same
+Azurite data, as one storage account would: no copy is needed). It serves; its init step (kek.py) names
+the gateway secret and leaves the row as it is; neither secret opens with its keys, both still open with
+the first stack's (the rows are intact), and the API key is in no log of either stack.
 """
 
 from __future__ import annotations
@@ -18,10 +26,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import InvalidToken
+from mlflow.exceptions import MlflowException
 
 from local import LocalStack, StackConfig, free_ports
 from local.stack import _SECRET_GENERATORS
 from tests.e2e.conftest import environ
+from tests.e2e.keys import (
+    DEFAULT_PASSPHRASE_WARNING,
+    create_webhook,
+    open_gateway_secret,
+    open_webhook_secret,
+    store_gateway_secret,
+    stored_rows,
+)
 
 API = "/api/2.0/mlflow/experiments/search?max_results=1"
 
@@ -102,11 +120,28 @@ def test_kept_data_serves_the_next_stack_with_its_own_secrets(workdir, helm_bin)
                       "permission": "MANAGE"},
             )  # fmt: skip
             assert granted.status_code == 200, granted.text
+            # An event nothing here fires; a public address, as MLflow requires of a webhook by default.
+            stored = {
+                **store_gateway_secret(http),
+                **create_webhook(http, "https://1.1.1.1/hook", ("MODEL_VERSION_ALIAS", "DELETED")),
+            }
+        first_server_env = first.server_spec().main.env
+        rows = stored_rows(first_server_env, stored)
+        backup = first.backup()
+        with httpx.Client(base_url=first.tracking_uri, timeout=30, auth=admin) as http:
+            deleted = http.request(
+                "DELETE", "/api/3.0/mlflow/gateway/secrets/delete", json={"secret_id": stored["secret_id"]}
+            )
+            assert deleted.status_code == 200, deleted.text
+            deleted = http.delete(f"/api/2.0/mlflow/webhooks/{stored['webhook_id']}")
+            assert deleted.status_code == 200, deleted.text
+        assert stored_rows(first_server_env, stored) == {"gateway": None, "webhook": None}
 
     # Another stack's secrets for the same data: every generated secret is new.
     secrets_file = first.workdir / "secrets.json"
     new_secrets = {name: make() for name, make in _SECRET_GENERATORS.items()}
     assert all(new_secrets[k] != old_secrets[k] for k in new_secrets)
+    assert {"kek_passphrase", "webhook_key"} <= new_secrets.keys()
     secrets_file.write_text(json.dumps(new_secrets))
 
     second = _stack(workdir, helm_bin)  # same working directory (same data), new ports and secrets
@@ -148,3 +183,33 @@ def test_kept_data_serves_the_next_stack_with_its_own_secrets(workdir, helm_bin)
             _env(second, *runner),
             lambda: MlflowClient(second.tracking_uri).create_experiment("kept-runner-check"),
         )
+
+        # The first stack's backup, restored into this one: it serves, with the rows back.
+        server_log = second.workdir / "server" / "server.log"
+        logged_before_restore = server_log.stat().st_size
+        second.restore(backup["name"])
+        with httpx.Client(base_url=second.tracking_uri, timeout=30, auth=admin) as http:
+            assert http.get(API).status_code == 200
+            listed = http.get("/api/3.0/mlflow/gateway/secrets/list")
+            assert listed.status_code == 200 and stored["secret_name"] in listed.text, listed.text
+        restart_log = server_log.read_bytes()[logged_before_restore:].decode(errors="replace")
+        unreadable = [line for line in restart_log.splitlines() if "none of this stack's keys" in line]
+        named = [line.rsplit(": ", 1)[-1] for line in unreadable]
+        assert named == [stored["secret_name"]], "kek.py names the restored secret it cannot open"
+        server_env = second.server_spec().main.env
+        restored = stored_rows(server_env, stored)
+        assert restored == rows, "the restore brings both rows back; kek.py changed none"
+        # Closed to this stack's server, with the errors MLflow raises...
+        with pytest.raises(MlflowException):
+            open_gateway_secret(restored, server_env["MLFLOW_CRYPTO_KEK_PASSPHRASE"])
+        with pytest.raises(InvalidToken):
+            open_webhook_secret(restored, server_env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"])
+        # ...and open with the first stack's keys: the rows are intact.
+        assert open_gateway_secret(restored, old_secrets["kek_passphrase"]) == {"api_key": stored["api_key"]}
+        assert open_webhook_secret(restored, old_secrets["webhook_key"]) == stored["webhook_secret"]
+
+    logs = {path: path.read_text(errors="replace") for path in workdir.rglob("*.log")}
+    assert server_log in logs
+    assert not [path for path, text in logs.items() if stored["api_key"] in text]
+    assert not [path for path, text in logs.items() if stored["webhook_secret"] in text]
+    assert not [path for path, text in logs.items() if DEFAULT_PASSPHRASE_WARNING in text]

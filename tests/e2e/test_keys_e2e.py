@@ -5,11 +5,10 @@ signing secret through a second server process from the chart's environment (a r
 stops. Then:
 - no server process fell back to MLflow's public default passphrase (its warning is in no log);
 - a third server process (another replica, or a restarted pod) delivers the webhook signed with the
-  secret (a local receiver checks the HMAC): it read the secret;
-- with another stack's keys (what a backup of these tables meets when restored into another stack) the
-  gateway key and the webhook's secret do not open, and kek.py, which that stack's init container runs,
-  names the key and leaves it as it is; a process with the chart's environment still decrypts both, as the
-  server does for the gateway.
+  secret (a local receiver checks the HMAC): it read the secret.
+
+With another stack's keys neither opens: tests/e2e/test_kept_data_e2e.py restores a backup of both into a
+stack with other keys, through the stack's restore path.
 """
 
 from __future__ import annotations
@@ -19,13 +18,7 @@ import contextlib
 import hashlib
 import hmac
 import http.server
-import json
-import os
-import secrets
-import subprocess
-import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -34,26 +27,11 @@ import pytest
 
 from local import free_port
 from local.procs import spawn, stop, wait_until
-
-DEFAULT_PASSPHRASE_WARNING = "MLFLOW_CRYPTO_KEK_PASSPHRASE not set"
-
-# Run in a process with a server's environment: decrypt the gateway secret / read the webhook's secret.
-READER = """
-import json, os, sys
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as Registry
-uri = os.environ["MLFLOW_BACKEND_STORE_URI"]
-out = {}
-try:
-    out["gateway"] = SqlAlchemyStore(uri, "/tmp")._get_decrypted_secret(sys.argv[1])
-except Exception as e:
-    out["gateway_error"] = type(e).__name__
-try:
-    out["webhook"] = Registry(uri).get_webhook(sys.argv[2]).secret
-except Exception as e:
-    out["webhook_error"] = type(e).__name__ + ": " + repr(e.__cause__ or e.__context__)
-print(json.dumps(out))
-"""
+from tests.e2e.keys import (
+    DEFAULT_PASSPHRASE_WARNING,
+    create_webhook,
+    store_gateway_secret,
+)
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
@@ -113,44 +91,12 @@ def stored(stack, receiver) -> dict[str, str]:
     """A gateway secret created through the stack's server, and a webhook with a secret created through
     another replica, which then stops."""
     url, _ = receiver
-    api_key = f"sk-test-{secrets.token_hex(16)}"
-    webhook_secret = f"whsec-{secrets.token_hex(16)}"
     with httpx.Client(base_url=stack.tracking_uri, auth=stack.admin_credentials(), timeout=60) as http:
-        created = http.post(
-            "/api/3.0/mlflow/gateway/secrets/create",
-            json={"secret_name": f"openai-{uuid.uuid4().hex[:6]}", "secret_value": {"api_key": api_key},
-                  "provider": "openai"},
-        )  # fmt: skip
-        assert created.status_code == 200, created.text
-        assert api_key not in created.text  # the API only ever shows it masked
+        gateway = store_gateway_secret(http)
     with _replica(stack, "keys-replica-a") as replica, \
             httpx.Client(base_url=replica, auth=stack.admin_credentials(), timeout=60) as http:  # fmt: skip
-        hook = http.post(
-            "/api/2.0/mlflow/webhooks",
-            json={"name": f"hook-{uuid.uuid4().hex[:6]}", "url": url, "events": [
-                {"entity": "REGISTERED_MODEL", "action": "CREATED"}], "secret": webhook_secret},
-        )  # fmt: skip
-        assert hook.status_code == 200, hook.text
-    return {
-        "secret_id": created.json()["secret"]["secret_id"],
-        "secret_name": created.json()["secret"]["secret_name"],
-        "api_key": api_key,
-        "webhook_id": hook.json()["webhook"]["webhook_id"],
-        "webhook_secret": webhook_secret,
-    }
-
-
-def _read(stack, stored: dict[str, str], **env: str) -> dict:
-    spec = stack.server_spec().main
-    done = subprocess.run(
-        [sys.executable, "-c", READER, stored["secret_id"], stored["webhook_id"]],
-        env={**os.environ, **spec.env, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        webhook = create_webhook(http, url)
+    return {**gateway, **webhook}
 
 
 def test_the_server_never_uses_mlflows_default_passphrase(stack, stored):
@@ -172,30 +118,3 @@ def test_another_replica_delivers_the_webhook_signed_with_its_secret(stack, stor
     signed = f"{headers['x-mlflow-delivery-id']}.{headers['x-mlflow-timestamp']}.{body.decode()}"
     digest = hmac.new(stored["webhook_secret"].encode(), signed.encode(), hashlib.sha256).digest()
     assert headers["x-mlflow-signature"] == "v1," + base64.b64encode(digest).decode()
-
-
-def test_another_stacks_keys_open_neither(stack, stored):
-    other = {
-        "MLFLOW_CRYPTO_KEK_PASSPHRASE": secrets.token_urlsafe(48),
-        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-    }
-    read = _read(stack, stored, **other)
-    assert "gateway" not in read and read["gateway_error"] == "MlflowException", read
-    assert "webhook" not in read and "InvalidToken" in read["webhook_error"], read
-
-    # That stack's init container: the key is named, not changed; this stack still opens it.
-    spec = stack.server_spec().main
-    rewrap = subprocess.run(
-        [sys.executable, "-c", "import json, os, sys; sys.path.insert(0, sys.argv[1]); import kek; "
-         "print(json.dumps(kek.rewrap(os.environ['MLFLOW_BACKEND_STORE_URI']).__dict__))",
-         str(stack.config.repo_root / "images" / "tracking-server")],
-        env={**os.environ, **spec.env, **other}, capture_output=True, text=True, timeout=120, cwd=spec.cwd,
-    )  # fmt: skip
-    assert rewrap.returncode == 0, rewrap.stderr
-    outcome = json.loads(rewrap.stdout.strip().splitlines()[-1])
-    assert stored["secret_name"] in outcome["unreadable"] and outcome["rewrapped"] == []
-    assert stored["api_key"] not in rewrap.stdout + rewrap.stderr
-    # ...and the chart's environment, this stack's keys, still opens both.
-    read = _read(stack, stored)
-    assert read.get("gateway") == {"api_key": stored["api_key"]}, read
-    assert read.get("webhook") == stored["webhook_secret"], read

@@ -63,7 +63,7 @@ KEYS = ["loss", "acc", "Loss"]
 
 
 @pytest.fixture(scope="module")
-def histories(tmp_path_factory):
+def histories(tmp_path_factory, template):
     """Runs with histories of every shape MLflow stores: NaN, ±inf, equal timestamps and steps."""
     import sqlalchemy
     from mlflow.entities import Metric
@@ -71,6 +71,7 @@ def histories(tmp_path_factory):
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     root = tmp_path_factory.mktemp("histories")
+    shutil.copy(template[0], root / "mlflow.db")  # MLflow's schema, without running its migrations again
     store = SqlAlchemyStore(f"sqlite:///{root / 'mlflow.db'}", str(root / "artifacts"))
     rng = random.Random(15)  # noqa: S311 - test data, the same every run
     experiment = store.create_experiment("histories")
@@ -249,36 +250,45 @@ def table_rows(store) -> list:
         ]
 
 
-def two_copies(tmp_path: Path, runs: int) -> tuple:
-    """Two stores on copies of one database with `runs` runs (the same run ids in both), one deleted."""
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A tracking database with 4 runs, the last deleted (created once: MLflow's migrations take seconds)."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    first = SqlAlchemyStore(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts"))
-    experiment = first.create_experiment("writes")
-    run_ids = [first.create_run(experiment, "u", 1, [], f"r{i}").info.run_id for i in range(runs)]
-    first.delete_run(run_ids[-1])
-    first.engine.dispose()
-    shutil.copy(tmp_path / "mlflow.db", tmp_path / "fast.db")
-    stores = {
-        name: SqlAlchemyStore(f"sqlite:///{tmp_path / f'{name}.db'}", str(tmp_path / "artifacts"))
-        for name in ("mlflow", "fast")
-    }
+    root = tmp_path_factory.mktemp("writes")
+    store = SqlAlchemyStore(f"sqlite:///{root / 'template.db'}", str(root / "artifacts"))
+    experiment = store.create_experiment("writes")
+    run_ids = [store.create_run(experiment, "u", 1, [], f"r{i}").info.run_id for i in range(4)]
+    store.delete_run(run_ids[-1])
+    store.engine.dispose()
+    return root / "template.db", run_ids
+
+
+def two_copies(tmp_path: Path, template: tuple[Path, list[str]]) -> tuple:
+    """Two stores on copies of the template database (the same run ids in both)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    database, run_ids = template
+    stores = {}
+    for name in ("mlflow", "fast"):
+        shutil.copy(database, tmp_path / f"{name}.db")
+        stores[name] = SqlAlchemyStore(f"sqlite:///{tmp_path / f'{name}.db'}", str(tmp_path / "artifacts"))
     return stores, run_ids
 
 
-def test_log_batch_stores_and_refuses_as_mlflow(tmp_path, fast, monkeypatch):
+def test_log_batch_stores_and_refuses_as_mlflow(tmp_path, template, fast, monkeypatch):
     """Generated log_batch calls through MLflow's method and the fast one: the same result or error for each
     call, then the same metrics, latest metrics, params and tags."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     fast_metrics, _, original = fast
-    stores, run_ids = two_copies(tmp_path, 4)
+    stores, run_ids = two_copies(tmp_path, template)
     rng = random.Random(17)  # noqa: S311 - generated writes, the same every run
     logged: list = []
     outcomes, plain_writes = [], []
     write = fast_metrics._log_plain_batch
     monkeypatch.setattr(fast_metrics, "_log_plain_batch", lambda *args: plain_writes.append(write(*args)))
-    for _ in range(100):
+    for _ in range(80):
         call = random_call(rng, run_ids, logged)
         expected = outcome(original, stores["mlflow"], call)
         actual = outcome(SqlAlchemyStore.log_batch, stores["fast"], call)
@@ -292,16 +302,16 @@ def test_log_batch_stores_and_refuses_as_mlflow(tmp_path, fast, monkeypatch):
     assert len(table_rows(stores["mlflow"])[0]) > 1000
     assert {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"} <= errors
     # Most took the fast path to the end; the rest MLflow's (params, tags, a point logged before).
-    assert len(plain_writes) > 50 and outcomes.count(("ok", None)) > len(plain_writes)
+    assert len(plain_writes) > 40 and outcomes.count(("ok", None)) > len(plain_writes)
 
 
-def test_log_batch_writes_one_transaction_of_plain_rows(tmp_path, fast):
+def test_log_batch_writes_one_transaction_of_plain_rows(tmp_path, template, fast):
     """What makes it fast: no ORM object per point, one INSERT of the points, one UPDATE of latest values."""
     import sqlalchemy
     from mlflow.entities import Metric
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
 
-    stores, run_ids = two_copies(tmp_path, 2)
+    stores, run_ids = two_copies(tmp_path, template)
     store = stores["fast"]
     store.log_batch(run_ids[0], [Metric(f"k{k}", 0.0, 1, 0) for k in range(10)], [], [])
     statements, built = [], []
@@ -375,13 +385,13 @@ def batch_bodies(run_ids: list[str], rng: random.Random) -> list:
     return bodies + odd
 
 
-def test_log_batch_requests_answer_as_mlflow(tmp_path, fast, monkeypatch):
+def test_log_batch_requests_answer_as_mlflow(tmp_path, template, fast, monkeypatch):
     """The same bodies posted to MLflow's handler and to the fast one, each on its copy of one database:
     the same status and JSON for each, the same rows at the end."""
     from mlflow.server import app, handlers
 
     _, views, original = fast
-    stores, run_ids = two_copies(tmp_path, 4)
+    stores, run_ids = two_copies(tmp_path, template)
     # The "mlflow" store keeps MLflow's method on itself (the class carries the fast one).
     stores["mlflow"].log_batch = types.MethodType(original, stores["mlflow"])
     bodies = batch_bodies(run_ids, random.Random(18))  # noqa: S311 - generated requests

@@ -447,6 +447,37 @@ def test_plain_bodies_become_mlflows_entities(fast):
     assert len(rejected) >= 17
 
 
+def test_metrics_are_refused_with_mlflows_errors():
+    """validate_metrics checks each name once: every batch passes or fails exactly as MLflow's
+    `_validate_batch_log_data`, at the same metric, with the same message."""
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_batch_log_data
+
+    fast_metrics = load_fast_metrics()
+    valid = [Metric("loss", 0.5, 1, s) for s in range(4)] + [Metric("acc", 1, 2, 0)]
+    odd = [Metric("loss", True, 1, 9), Metric("loss", None, 1, 9), Metric("loss", "1", 1, 9),
+           Metric("loss", math.nan, 1, 9), Metric("loss", 1.0, -1, 9), Metric("loss", 1.0, 1.5, 9),
+           Metric("loss", 1.0, 1, "3"), Metric(None, 1.0, 1, 0), Metric("k" * 300, 1.0, 1, 0),
+           Metric("../up", 1.0, 1, 0), Metric("a:b", 1.0, 1, 0), Metric("loss", 1.0, True, 0)]  # fmt: skip
+
+    def outcome(check, batch):
+        try:
+            check(batch)
+        except MlflowException as error:
+            return error.error_code, error.message
+        return "passed"
+
+    outcomes = []
+    for bad in odd:
+        for position in (0, 3, 5):
+            batch = [*valid[:position], bad, *valid[position:]]
+            expected = outcome(lambda b: _validate_batch_log_data(b, [], []), batch)
+            assert outcome(fast_metrics.validate_metrics, batch) == expected, (bad, position)
+            outcomes.append(expected)
+    assert outcomes.count("passed") >= 6 and len({o for o in outcomes if o != "passed"}) >= 10
+
+
 def test_latest_values_follow_mlflows_comparison():
     """The first of equal points stays; a greater (step, timestamp, value) replaces; unchanged: None."""
     fast_metrics = load_fast_metrics()

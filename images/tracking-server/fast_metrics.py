@@ -15,9 +15,9 @@ not to the database:
   (`_validate_batch_log_data`, then `_log_metrics_once`), opens two transactions that each read the run,
   and keeps `latest_metrics` through one ORM object per point. Here a request of plain metrics (the shape
   MLflow's clients send, `plain_metrics`) becomes MLflow's `Metric` entities straight from its JSON, the
-  store validates once (MLflow's first pass, with its messages), and one transaction reads and checks
-  the run, inserts the points, then locks and updates the run's latest metrics as MLflow does
-  (`latest_values`), all as plain rows.
+  store runs MLflow's checks once, with its messages (`validate_metrics`: each name once), and one
+  transaction reads and checks the run, inserts the points, then locks and updates the run's latest
+  metrics as MLflow does (`latest_values`), all as plain rows.
 
 Anything else takes MLflow's own code: another request shape (camelCase names, strings for numbers,
 NaN, params or tags, a metric naming a logged model or dataset), a store subclass (workspaces), a point
@@ -162,6 +162,33 @@ def plain_metrics(request_json) -> list | None:
     return metrics
 
 
+def validate_metrics(metrics: list) -> None:
+    """MLflow's checks of each metric in `_validate_batch_log_data` (3.17.2), raising its errors.
+
+    MLflow checks every metric's name again and again (a regex, a path normalisation); the checks are a
+    function of the name alone, so here a name that passed once is not checked again. A metric whose
+    other fields plainly pass (a number, a non-negative integer timestamp, an integer step) is then
+    skipped; any other goes through MLflow's `_validate_metric`, which raises what MLflow raises.
+    """
+    from mlflow.utils.validation import _validate_metric
+
+    passed: set[str] = set()
+    for index, metric in enumerate(metrics):
+        key, value, timestamp, step = metric.key, metric.value, metric.timestamp, metric.step
+        if (
+            type(key) is str
+            and key in passed
+            and type(value) in (float, int)
+            and type(timestamp) is int
+            and timestamp >= 0
+            and type(step) is int
+        ):
+            continue
+        _validate_metric(key, value, timestamp, step, path=f"metrics[{index}]")
+        if type(key) is str:
+            passed.add(key)
+
+
 def latest_values(current, points) -> tuple | None:
     """A key's latest point after `points`, as MLflow's `_update_latest_metrics_if_necessary` decides.
 
@@ -251,12 +278,7 @@ def install() -> None:
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
     from mlflow.protos.service_pb2 import GetMetricHistory, LogBatch
     from mlflow.server import app, handlers
-    from mlflow.utils.validation import (
-        _validate_batch_log_data,
-        _validate_batch_log_limits,
-        _validate_param_keys_unique,
-        _validate_run_id,
-    )
+    from mlflow.utils.validation import _validate_batch_log_limits, _validate_run_id
     from sqlalchemy.exc import IntegrityError
 
     store_class = sql_store.SqlAlchemyStore
@@ -267,11 +289,10 @@ def install() -> None:
     def log_batch(self, run_id, metrics, params, tags):
         if not _plain_store(self) or params or tags or not metrics or any(m.model_id for m in metrics):
             return original_log_batch(self, run_id, metrics, params, tags)
-        # MLflow 3.17.2's SqlAlchemyStore.log_batch: its checks, with their messages.
+        # MLflow 3.17.2's SqlAlchemyStore.log_batch: its checks, with their messages (no params or tags).
         _validate_run_id(run_id)
-        metrics, params, tags = _validate_batch_log_data(metrics, params, tags)
+        validate_metrics(metrics)
         _validate_batch_log_limits(metrics, params, tags)
-        _validate_param_keys_unique(params)
         try:
             # MLflow's retry of a deadlock victim (`_log_metrics`).
             return self._run_with_deadlock_retry(_log_plain_batch, self, run_id, metrics)

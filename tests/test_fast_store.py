@@ -350,6 +350,7 @@ def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed
     monkeypatch.delattr(SqlAlchemyStore, "_mlflow_aks_fast_store", raising=False)
     monkeypatch.syspath_prepend(str(IMAGE_DIR))
     monkeypatch.delitem(sys.modules, "fast_store", raising=False)
+    monkeypatch.setenv(serve.FAST_METRICS, "false")  # change 15 alone: tests/test_fast_metrics.py
     if setting is None:
         monkeypatch.delenv(serve.FAST_STORE, raising=False)
     else:

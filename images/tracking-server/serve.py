@@ -92,11 +92,18 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    sampled history of many runs in one statement, and a metric history's JSON without protobuf messages.
    migrate.py adds the index the experiment page's order reads. MLFLOW_AKS_FAST_STORE=false turns this off.
 
-(5), (6), (7), (8), (10), (12) and (14) reach into MLflow's private internals, which change between releases
-without notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION, the one they were
-written and tested against (tests/test_images.py keeps it equal to the image's pin): a new MLflow needs
-these patches re-read and re-tested first. The sign-in plugin reaches into MLflow's internals too, so with
-`--app-name oidc-auth` it must be TESTED_OIDC_AUTH_VERSION as well.
+15. Long metric histories and bulk metric writes (fast_metrics.py): get-history's points read as plain rows
+   and written as JSON directly, and basic-auth's redaction of it, which parses the whole answer back into
+   protobuf to clear a `model_id` the SQL store never sets, skipped for those answers; log_batch of plain
+   metrics parsed from its JSON once instead of into protobuf twice (basic-auth's check and the handler),
+   validated once, written in one transaction as plain rows. Other requests take MLflow's code.
+   MLFLOW_AKS_FAST_METRICS=false turns this off.
+
+(5), (6), (7), (8), (10), (12), (14) and (15) reach into MLflow's private internals, which change between
+releases without notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION, the one
+they were written and tested against (tests/test_images.py keeps it equal to the image's pin): a new MLflow
+needs these patches re-read and re-tested first. The sign-in plugin reaches into MLflow's internals too, so
+with `--app-name oidc-auth` it must be TESTED_OIDC_AUTH_VERSION as well.
 """
 
 from __future__ import annotations
@@ -139,6 +146,7 @@ RUN_EXPERIMENT_CACHE_SIZE = "MLFLOW_AKS_RUN_EXPERIMENT_CACHE_SIZE"
 SHARE_REQUEST_USER = "MLFLOW_AKS_SHARE_REQUEST_USER"
 STREAM_ARTIFACTS = "MLFLOW_AKS_STREAM_ARTIFACTS"
 FAST_STORE = "MLFLOW_AKS_FAST_STORE"
+FAST_METRICS = "MLFLOW_AKS_FAST_METRICS"
 USER_SYNC_SECONDS = "MLFLOW_AKS_USER_SYNC_SECONDS"
 # (9) Where metrics.py serves; no port: no metrics.
 METRICS_PORT_ENV = "MLFLOW_AKS_METRICS_PORT"
@@ -700,12 +708,17 @@ def _share_request_user() -> bool:
 
 
 def _install_store_patches() -> None:
-    """(14) MLflow's SQL tracking store, faster with the same answers (fast_store.py), unless turned off."""
+    """(14), (15) MLflow's SQL tracking store and its metric endpoints, faster with the same answers
+    (fast_store.py, fast_metrics.py), each unless turned off."""
     if _enabled(FAST_STORE):
         import fast_store  # beside this file (/app in the image)
 
         fast_store.install()
         fast_store.install_history_endpoint()
+    if _enabled(FAST_METRICS):
+        import fast_metrics  # beside this file (/app in the image)
+
+        fast_metrics.install()  # after (14): its get-history endpoint replaces fast_store's
 
 
 def _fastapi_app(app):
@@ -720,8 +733,8 @@ def _fastapi_app(app):
 
 
 def _patch_uvicorn_worker() -> None:
-    """In each serving process: (7), (8), (13), (14); SO_REUSEPORT socket (several workers); with auth,
-    (5), (6)."""
+    """In each serving process: (7), (8), (13), (14), (15); SO_REUSEPORT socket (several workers); with
+    auth, (5), (6), (10) and (15)'s hooks."""
     import uvicorn.server
 
     # Before uvicorn serves: it installs its signal handlers (the bound method) before startup().
@@ -761,6 +774,10 @@ def _patch_uvicorn_worker() -> None:
                 _cache_run_experiments(size)
             if _share_request_user():
                 _share_authenticated_user()
+            if _enabled(FAST_METRICS):
+                import fast_metrics
+
+                fast_metrics.install_auth_hooks()
             _sync_user_changes(_user_sync_seconds())
         if sockets and os.environ.get(_REUSEPORT) == "1":
             own = []

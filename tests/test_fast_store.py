@@ -335,9 +335,23 @@ def test_a_store_subclass_keeps_mlflows_methods(tmp_path, methods):
     assert loaded  # MLflow's path: ORM objects
 
 
+@pytest.fixture
+def auth_state(monkeypatch):
+    """MLflow's basic-auth module (loaded, as in a basic-auth server), its checks restored after the test."""
+    import mlflow.server.auth as auth
+
+    for name in ("validate_can_read_metric_history_bulk", "redact_search_runs_model_links"):
+        monkeypatch.setattr(auth, name, getattr(auth, name))
+    for table in ("BEFORE_REQUEST_VALIDATORS", "AFTER_REQUEST_HANDLERS"):
+        monkeypatch.setattr(auth, table, dict(getattr(auth, table)))
+    return auth
+
+
 @pytest.mark.parametrize(("setting", "installed"), [(None, True), ("true", True), ("false", False)])
-def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed, monkeypatch):
-    """serve.py's change (12) in every serving process; MLFLOW_AKS_FAST_STORE=false keeps MLflow's own."""
+def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed, auth_state, monkeypatch):
+    """serve.py's change (14) in every serving process: the store's methods, the endpoints and, with
+    basic-auth, its checks; MLFLOW_AKS_FAST_STORE=false keeps MLflow's own."""
+    from mlflow.server import app, handlers
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     spec = importlib.util.spec_from_file_location("serve", IMAGE_DIR / "serve.py")
@@ -348,6 +362,7 @@ def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed
     for name in PATCHED[1:]:
         monkeypatch.setattr(SqlAlchemyStore, name, getattr(SqlAlchemyStore, name))
     monkeypatch.delattr(SqlAlchemyStore, "_mlflow_aks_fast_store", raising=False)
+    monkeypatch.setattr(app, "view_functions", dict(app.view_functions))
     monkeypatch.syspath_prepend(str(IMAGE_DIR))
     monkeypatch.delitem(sys.modules, "fast_store", raising=False)
     monkeypatch.setenv(serve.FAST_METRICS, "false")  # change 15 alone: tests/test_fast_metrics.py
@@ -355,8 +370,19 @@ def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed
         monkeypatch.delenv(serve.FAST_STORE, raising=False)
     else:
         monkeypatch.setenv(serve.FAST_STORE, setting)
+    search, interval = "/ajax-api/2.0/mlflow/runs/search", "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+
+    def checks() -> tuple:
+        return auth_state.AFTER_REQUEST_HANDLERS[(search, "POST")], auth_state.BEFORE_REQUEST_VALIDATORS[
+            (interval, "GET")
+        ]
+
+    before = checks()
     serve._install_store_patches()
     assert (SqlAlchemyStore._search_runs is not original) is installed
+    for handler in (handlers._search_runs, handlers._get_metric_history):
+        assert (app.view_functions[handler.__name__] is not handler) is installed
+    assert [now is not then for now, then in zip(checks(), before, strict=True)] == [installed, installed]
 
 
 def test_the_history_endpoint_answers_mlflows_json(database, monkeypatch):
@@ -534,3 +560,174 @@ def test_logged_metrics_are_stored_as_mlflow_stores_them(tmp_path, methods):
         assert len(built) == 100
     finally:
         sqlalchemy.event.remove(SqlMetric, "init", listener)
+
+
+def canonical(body) -> str:
+    """A JSON value as text that tells 1 from 1.0 and ignores key order and indentation."""
+    import json
+
+    return json.dumps(body, sort_keys=True)
+
+
+def test_the_runs_search_endpoint_answers_mlflows_json(database, monkeypatch):
+    """runs/search through Flask: MLflow's handler and the fast one give the same JSON value, page by page,
+    over generated filters, orders and page sizes (runs with dataset inputs and logged-model outputs take
+    MLflow's conversion, the others the fast one)."""
+    import json
+
+    from mlflow.server import app, handlers
+
+    store, data = database
+    fast_store = load_fast_store()
+    monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
+    endpoint = handlers._search_runs.__name__
+    monkeypatch.setitem(app.view_functions, endpoint, app.view_functions[endpoint])
+    client = app.test_client()
+    rng = random.Random(21)  # noqa: S311 - generated queries, the same every run
+    requests = [
+        {
+            "experiment_ids": rng.choice([data["experiments"][:1], data["experiments"]]),
+            **({"filter": f} if (f := random_filter(rng, data)) else {}),
+            **({"order_by": o} if (o := random_order(rng)) else {}),
+            "run_view_type": rng.choice(["ACTIVE_ONLY", "DELETED_ONLY", "ALL"]),
+            "max_results": rng.choice([1, 7, 100]),
+        }
+        for _ in range(100)
+    ]
+    requests += [{"experiment_ids": data["experiments"], "max_results": 60000}, {"experiment_ids": "1"}]
+
+    def answers() -> list:
+        found = []
+        for query in requests:
+            token = None
+            for _ in range(3):
+                reply = client.post(
+                    "/ajax-api/2.0/mlflow/runs/search",
+                    json={**query, **({"page_token": token} if token else {})},
+                )
+                body = json.loads(reply.data)
+                found.append((reply.status_code, canonical(body)))
+                if not (token := body.get("next_page_token")):
+                    break
+        return found
+
+    expected = answers()
+    fast_store.install_search_runs_endpoint()
+    assert app.view_functions[endpoint] is not handlers._search_runs
+    converted = []
+    monkeypatch.setattr(
+        fast_store, "_message_dict", lambda m, f=fast_store._message_dict: converted.append(m) or f(m)
+    )
+    actual = answers()
+    assert actual == expected
+    runs = [run for status, body in expected if status == 200 for run in json.loads(body).get("runs", [])]
+    assert len(runs) > 300 and any('"NaN"' in body for _, body in expected)
+    # Both conversions were used: MLflow's for the runs with inputs or outputs, the fast one for the rest.
+    assert 0 < len(converted) < len(runs) / 5
+    # Refused requests (too many results, experiment ids not a list) give MLflow's errors too.
+    assert {status for status, _ in expected} > {200}
+
+
+@pytest.fixture
+def auth_module(database, auth_state, monkeypatch):
+    """MLflow's basic-auth module on the generated store, its checks restored after the test."""
+    store, _ = database
+    monkeypatch.setattr(auth_state, "_get_tracking_store", lambda *args, **kwargs: store)
+    return auth_state
+
+
+def test_the_bulk_history_check_decides_as_mlflows(database, auth_module, monkeypatch):
+    """basic-auth's check of the bulk history routes: the same experiments handed to MLflow's decision (in
+    the same order, repeats kept), MLflow's error for a run that does not exist, in one statement."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import app
+
+    auth, (store, data) = auth_module, database
+    decided: list[tuple] = []
+    monkeypatch.setattr(auth, "_authorize_bulk_in_experiments", lambda *args: decided.append(args) or True)
+    rng = random.Random(22)  # noqa: S311 - generated requests, the same every run
+    requests = [rng.sample(data["run_ids"], rng.choice([1, 2, 10])) for _ in range(40)]
+    requests += [data["run_ids"][:3] + data["run_ids"][:1], [data["run_ids"][0], "no-such-run"], []]
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute", record)
+
+    def decisions() -> list:
+        found = []
+        for run_ids in requests:
+            for route, query in (
+                ("metrics/get-history-bulk-interval", {"run_ids": run_ids, "metric_key": "loss"}),
+                ("metrics/get-history-bulk", {"run_id": run_ids, "metric_key": "loss"}),
+            ):
+                path = f"/ajax-api/2.0/mlflow/{route}"  # the UI's routes
+                decided.clear()
+                with app.test_request_context(path, query_string=query):
+                    try:
+                        allowed = auth.BEFORE_REQUEST_VALIDATORS[(path, "GET")]()
+                    except MlflowException as error:
+                        allowed = (error.error_code, error.message)
+                found.append((allowed, decided[:]))
+        return found
+
+    try:
+        expected, mlflow_statements = decisions(), len(statements)
+        load_fast_store().install_auth_checks()
+        statements.clear()
+        actual = decisions()
+    finally:
+        sqlalchemy.event.remove(store.engine, "before_cursor_execute", record)
+    assert actual == expected
+    assert sum(len(args[0]) for _, calls in expected for args in calls) > 200
+    assert any(isinstance(allowed, tuple) for allowed, _ in expected)  # the missing run's error
+    # One statement per request, except where MLflow's check gives its error (no run, no start time).
+    assert len(statements) < mlflow_statements / 3
+
+
+@pytest.mark.parametrize("models_denied", [True, False])
+def test_the_runs_search_redaction_leaves_what_mlflows_leaves(
+    database, auth_module, monkeypatch, models_denied
+):
+    """basic-auth's check of a runs search's answer: every answer leaves it as MLflow's check does (model
+    links withheld when the user may not see logged models), and one without model links is not parsed."""
+    import json
+
+    from flask import Response
+    from mlflow.server import app, handlers
+
+    auth, (store, data) = auth_module, database
+    monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
+    monkeypatch.setattr(auth, "sender_is_admin", lambda: False)
+    monkeypatch.setattr(auth, "authenticate_request", lambda: types.SimpleNamespace(username="reader"))
+    denied = {auth.RESOURCE_TYPE_LOGGED_MODEL} if models_denied else set()
+    monkeypatch.setattr(auth, "_denied_sibling_tiers", lambda username, tiers: denied & set(tiers))
+    parsed = []
+    monkeypatch.setattr(auth, "parse_dict", lambda *args, f=auth.parse_dict: parsed.append(1) or f(*args))
+    client, path = app.test_client(), "/ajax-api/2.0/mlflow/runs/search"
+    answers = [
+        client.post(
+            path, json={"experiment_ids": [experiment], "max_results": size, "run_view_type": "ALL"}
+        ).data
+        for experiment in data["experiments"]
+        for size in (1, 5, 100)
+    ]
+
+    def redacted() -> list:
+        found = []
+        for answer in answers:
+            reply = Response(answer, mimetype="application/json")
+            with app.test_request_context(path, method="POST", json={}):
+                auth.AFTER_REQUEST_HANDLERS[(path, "POST")](reply)
+            found.append(canonical(json.loads(reply.data)))
+        return found
+
+    expected = redacted()
+    mlflow_parsed, parsed[:] = len(parsed), []
+    load_fast_store().install_auth_checks()
+    assert redacted() == expected
+    linked = [a for a in answers if '"model_outputs"' in a.decode()]
+    assert 0 < len(linked) < len(answers) and mlflow_parsed == len(answers) and len(parsed) == len(linked)
+    assert any('"model_outputs"' in body for body in expected) is not models_denied

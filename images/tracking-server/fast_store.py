@@ -16,6 +16,11 @@ their rows become entities:
 - `get_metric_history_bulk_interval` (the charts' sampled history): MLflow's sampling, NTILE buckets
   and the last point, computed for all the requested runs in one statement (window functions
   partitioned by run) instead of two statements and one check per run (a single run keeps MLflow's).
+- the runs search's endpoint (`install_search_runs_endpoint`): the same JSON value, written from the
+  runs without protobuf messages (`run_dict`), compact.
+- two of basic-auth's checks (`install_auth_checks`): the charts' bulk history routes read the runs'
+  experiment ids in one statement instead of loading each run in full, and a runs search's answer is
+  parsed into protobuf messages only when it has model links to withhold.
 
 Only a plain `SqlAlchemyStore` takes these paths: a subclass (workspaces) may filter what a user sees
 through hooks these copies do not call, so it keeps MLflow's methods. tests/test_fast_store.py compares
@@ -208,6 +213,242 @@ def install_history_endpoint() -> None:
     handler = handlers.catch_mlflow_exception(handlers._disable_if_artifacts_only(get_metric_history))
     setattr(handler, INSTALLED, True)
     app.view_functions[original.__name__] = handler
+
+
+def _message_dict(message) -> dict:
+    """What MLflow's `message_to_json` writes for `message`, as a dict (int64 fields as numbers)."""
+    from google.protobuf.json_format import MessageToDict
+    from mlflow.utils.proto_json_utils import _mark_int64_fields, _merge_json_dicts
+
+    return _merge_json_dicts(
+        _mark_int64_fields(message), MessageToDict(message, preserving_proto_field_name=True)
+    )
+
+
+def _plain_run(run) -> bool:
+    """Whether `run_dict` writes this run itself: the fields a runs search loads, of the types the proto
+    takes, no dataset or model inputs or outputs, no metric linked to a model or a dataset."""
+    from mlflow.entities import RunStatus
+
+    info, data = run.info, run.data
+    return (
+        all(isinstance(v, str) for v in (info.run_id, info.experiment_id, info.user_id, info.lifecycle_stage))
+        and isinstance(info.run_name, str | None)
+        and isinstance(info.artifact_uri, str | None)
+        and type(info.start_time) is int
+        and (info.end_time is None or type(info.end_time) is int)
+        and info.status in RunStatus._STRING_TO_STATUS
+        and not (run.inputs and (run.inputs.dataset_inputs or run.inputs.model_inputs))
+        and not (run.outputs and run.outputs.model_outputs)
+        and all(
+            isinstance(m.key, str)
+            and type(m.value) in (float, int)
+            and type(m.timestamp) is int
+            and type(m.step) is int
+            and not (m.model_id or m.dataset_name or m.dataset_digest or m.run_id)
+            for m in data._metric_objs
+        )
+        and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in (*data.params.items(), *data.tags.items())
+        )
+    )
+
+
+def run_dict(run) -> dict:
+    """The run as MLflow's JSON has it (`message_to_json` of `run.to_proto()`), built without protobuf.
+
+    Mirrors `Run.to_proto` (RunInfo, RunData, Metric) and protobuf's JSON mapping of what it sets: a field
+    set by `to_proto` is written even when empty, an empty repeated field is not, enums by name, doubles
+    with NaN and the infinities as strings. A run `_plain_run` does not cover takes MLflow's conversion.
+    """
+    if not _plain_run(run):
+        return _message_dict(run.to_proto())
+    info, data = run.info, run.data
+    body_info = {"run_uuid": info.run_id, "experiment_id": info.experiment_id}
+    if info.run_name is not None:
+        body_info["run_name"] = info.run_name
+    body_info.update(user_id=info.user_id, status=info.status, start_time=info.start_time)
+    if info.end_time:
+        body_info["end_time"] = info.end_time
+    if info.artifact_uri:
+        body_info["artifact_uri"] = info.artifact_uri
+    body_info.update(lifecycle_stage=info.lifecycle_stage, run_id=info.run_id)
+    body_data: dict = {}
+    if data._metric_objs:
+        body_data["metrics"] = [
+            {"key": m.key, "value": _json_number(float(m.value)), "timestamp": m.timestamp, "step": m.step}
+            for m in data._metric_objs
+        ]
+    if data.params:
+        body_data["params"] = [{"key": k, "value": v} for k, v in data.params.items()]
+    if data.tags:
+        body_data["tags"] = [{"key": k, "value": v} for k, v in data.tags.items()]
+    body = {"info": body_info, "data": body_data}
+    # Run.to_proto merges inputs and outputs when they are there, which sets the (empty) fields.
+    if run.inputs:
+        body["inputs"] = {}
+    if run.outputs:
+        body["outputs"] = {}
+    return body
+
+
+def search_runs_json(runs, next_page_token: str | None) -> str:
+    """The JSON of MLflow's SearchRuns response for `runs`, without protobuf messages (compact)."""
+    body: dict = {}
+    if runs:
+        body["runs"] = [run_dict(run) for run in runs]
+    if next_page_token:  # the store's tokens are bytes (SearchUtils.create_page_token), the proto's a string
+        body["next_page_token"] = (
+            next_page_token.decode() if isinstance(next_page_token, bytes) else next_page_token
+        )
+    return json.dumps(body, separators=(",", ":"))
+
+
+def install_search_runs_endpoint() -> None:
+    """`POST .../runs/search` answered by `search_runs_json` (idempotent).
+
+    MLflow's handler `_search_runs` and its `search_runs_impl`, with the response written from the runs
+    the store returns instead of protobuf messages and `message_to_json` (which indents it with Python's
+    pure-Python encoder): the same JSON value.
+    """
+    from flask import Response
+    from mlflow.entities import ViewType
+    from mlflow.protos.service_pb2 import SearchRuns
+    from mlflow.server import app, handlers
+
+    original = handlers._search_runs
+    if getattr(app.view_functions.get(original.__name__), INSTALLED, False):
+        return
+
+    def search_runs():
+        # From here to the store: MLflow 3.17.2's handlers._search_runs and search_runs_impl.
+        request_message = handlers._get_request_message(
+            SearchRuns(),
+            schema={
+                "experiment_ids": [handlers._assert_array],
+                "filter": [handlers._assert_string],
+                "max_results": [
+                    handlers._assert_intlike,
+                    lambda x: handlers._assert_less_than_or_equal(int(x), 50000),
+                ],
+                "order_by": [handlers._assert_array, handlers._assert_item_type_string],
+            },
+        )
+        run_view_type = ViewType.ACTIVE_ONLY
+        if request_message.HasField("run_view_type"):
+            run_view_type = ViewType.from_proto(request_message.run_view_type)
+        experiment_ids = list(request_message.experiment_ids)
+        try:
+            from mlflow.server import auth
+
+            if auth.auth_config:
+                experiment_ids = auth.filter_experiment_ids(experiment_ids)
+        except ImportError:
+            pass
+        run_entities = handlers._get_tracking_store().search_runs(
+            experiment_ids=experiment_ids,
+            filter_string=request_message.filter,
+            run_view_type=run_view_type,
+            max_results=request_message.max_results,
+            order_by=request_message.order_by,
+            page_token=request_message.page_token or None,
+        )
+        response = Response(mimetype="application/json")
+        response.set_data(search_runs_json(run_entities, run_entities.token))
+        return response
+
+    handler = handlers.catch_mlflow_exception(handlers._disable_if_artifacts_only(search_runs))
+    setattr(handler, INSTALLED, True)
+    app.view_functions[original.__name__] = handler
+
+
+def _links_models(body: dict) -> bool:
+    """Whether a SearchRuns response (JSON) has what basic-auth's redaction may withhold: a run's model
+    inputs or outputs, or a metric's model id (`_withhold_denied_run_model_links`)."""
+    return any(
+        (run.get("inputs") or {}).get("model_inputs")
+        or (run.get("outputs") or {}).get("model_outputs")
+        or any(metric.get("model_id") for metric in (run.get("data") or {}).get("metrics", []))
+        for run in body.get("runs", [])
+    )
+
+
+def run_experiment_ids(store, run_ids) -> dict[str, str] | None:
+    """The experiment id of each of `run_ids` (in one query), or None when `get_run` would fail for one of
+    them: the run does not exist, or `RunInfo` refuses its row (no experiment, user, status or start time).
+    """
+    from mlflow.store.tracking.dbmodels.models import SqlRun
+    from sqlalchemy import select
+
+    wanted = list(dict.fromkeys(run_ids))
+    columns = (SqlRun.run_uuid, SqlRun.experiment_id, SqlRun.user_id, SqlRun.status, SqlRun.start_time)
+    with store.ManagedSessionMaker() as session:
+        found = {
+            run_id: str(experiment_id)
+            for run_id, experiment_id, *required in session.execute(
+                select(*columns).where(SqlRun.run_uuid.in_(wanted))
+            )
+            if experiment_id is not None and None not in required
+        }
+    return found if len(found) == len(wanted) else None
+
+
+def install_auth_checks() -> None:
+    """Two of basic-auth's checks, deciding as MLflow's do with less work (idempotent; basic-auth loaded).
+
+    - The bulk history routes' permission check (the charts' get-history-bulk-interval): MLflow's
+      `validate_can_read_metric_history_bulk` loads every requested run in full (`get_run`: the run, its
+      params, tags, latest metrics, inputs and outputs) only to read its experiment id, 60 statements for
+      each chart of the experiment page. Here one statement reads the experiment ids, and MLflow's own
+      `_authorize_bulk_in_experiments` decides; when a run does not exist, MLflow's check runs and raises
+      its own error.
+    - The runs search's response check (`redact_search_runs_model_links`): MLflow parses the whole answer
+      into protobuf messages (the page's 3,000 params, tags and metrics) to find model links it may have
+      to withhold. Here the JSON is looked through first, and a response with no model input, output or
+      metric model id, which MLflow's check would leave as it is, is left as it is; any other response
+      takes MLflow's check.
+    """
+    import mlflow.server.auth as auth
+    from flask import request
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    original_bulk = auth.validate_can_read_metric_history_bulk
+    original_redact = auth.redact_search_runs_model_links
+    if getattr(original_bulk, INSTALLED, False):
+        return
+
+    def validate_can_read_metric_history_bulk(run_ids=None):
+        # MLflow 3.17.2's auth.validate_can_read_metric_history_bulk, but for the experiment ids' query.
+        if run_ids is None:
+            run_ids = request.args.to_dict(flat=False).get("run_id", [])
+        if not run_ids:
+            raise MlflowException(
+                "GetMetricHistoryBulk request must specify at least one run_id.",
+                INVALID_PARAMETER_VALUE,
+            )
+        store = auth._get_tracking_store()
+        experiments = run_experiment_ids(store, run_ids) if _plain(store) else None
+        if experiments is None:
+            return original_bulk(run_ids)
+        experiment_ids = [experiments[run_id] for run_id in run_ids]
+        return auth._authorize_bulk_in_experiments(experiment_ids, auth.RESOURCE_TYPE_RUN, "read")
+
+    def redact_search_runs_model_links(resp) -> None:
+        body = resp.get_json(silent=True)
+        if isinstance(body, dict) and not _links_models(body):
+            return None
+        return original_redact(resp)
+
+    setattr(validate_can_read_metric_history_bulk, INSTALLED, True)
+    # The interval route's check calls this one by its module name; the bulk route's is in the table.
+    auth.validate_can_read_metric_history_bulk = validate_can_read_metric_history_bulk
+    for route, validator in list(auth.BEFORE_REQUEST_VALIDATORS.items()):
+        if validator is original_bulk:
+            auth.BEFORE_REQUEST_VALIDATORS[route] = validate_can_read_metric_history_bulk
+    for route, handler in list(auth.AFTER_REQUEST_HANDLERS.items()):
+        if handler is original_redact:
+            auth.AFTER_REQUEST_HANDLERS[route] = redact_search_runs_model_links
 
 
 def install() -> None:

@@ -188,3 +188,36 @@ def test_run_project_into_an_experiment_it_may_not_write_says_why(stack, client,
     user = stack.run_credentials()[0]
     assert f"the server refused to let {user!r}, the user runs log in as, write there" in printed.err
     assert f"give {user!r} EDIT on that experiment" in printed.err
+
+
+def test_chart_history_follows_the_current_experiment_permission(http, stack) -> None:
+    """The charts' sampled history of several runs (serve.py reads their experiments in one statement):
+    allowed or denied by the user's current permission on every run's experiment; a run that does not
+    exist gets MLflow's error."""
+    admin, runner = stack.admin_credentials(), stack.run_credentials()
+    experiment_id, admin_run = _create_run(http, admin, f"perm-chart-{uuid.uuid4().hex[:8]}")
+    _, own_run = _create_run(http, runner, f"perm-chart-own-{uuid.uuid4().hex[:8]}")
+    for run_id, auth in ((admin_run, admin), (own_run, runner)):
+        assert {_log_metric(http, auth, run_id, step) for step in range(3)} == {200}
+
+    def chart(run_ids: list[str]) -> tuple[int, dict]:
+        answer = http.get(
+            "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval",
+            params={"run_ids": run_ids, "metric_key": "m", "max_results": 320},
+            auth=runner,
+        )
+        is_json = answer.headers.get("content-type", "").startswith("application/json")
+        return answer.status_code, answer.json() if is_json else {}
+
+    status, body = chart([own_run, admin_run])
+    assert status == 200 and {m["run_id"] for m in body["metrics"]} == {own_run, admin_run}
+    grant = {"username": runner[0], "resource_type": "experiment", "resource_id": experiment_id}
+    denied = http.post(GRANT, json={**grant, "permission": "DENY"}, auth=admin)
+    assert denied.status_code == 200, denied.text
+    assert [chart([own_run, admin_run])[0] for _ in range(REPEAT)] == [403] * REPEAT
+    assert chart([own_run])[0] == 200
+    revoked = http.post(REVOKE, json=grant, auth=admin)
+    assert revoked.status_code == 200, revoked.text
+    assert chart([admin_run, own_run])[0] == 200
+    status, body = chart([own_run, uuid.uuid4().hex])
+    assert status == 404 and body["error_code"] == "RESOURCE_DOES_NOT_EXIST", body

@@ -36,7 +36,6 @@ def serve(monkeypatch):
     """A fresh serve.py (its own drain state); uvicorn's Server class restored after the test."""
     monkeypatch.setattr(uvicorn.server.Server, "handle_exit", uvicorn.server.Server.handle_exit)
     monkeypatch.setattr(uvicorn.server.Server, "startup", uvicorn.server.Server.startup)
-    monkeypatch.syspath_prepend(str(SERVE.parent))  # its own modules (fast_store, …), as in the image's /app
     spec = importlib.util.spec_from_file_location("serve_under_test", SERVE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -98,6 +97,10 @@ def test_each_serving_process_takes_its_settings_from_the_chart_env(serve, monke
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(serve.STREAM_ARTIFACTS, "false")
+    # Nor the store's and endpoints' patches (changes 14, 15), which would stay in MLflow's app for every
+    # later test of this process (tests/test_fast_store.py and tests/test_fast_metrics.py install them).
+    monkeypatch.setenv(serve.FAST_STORE, "false")
+    monkeypatch.setenv(serve.FAST_METRICS, "false")
     monkeypatch.setenv(serve._AUTH_APP, serve.OIDC_APP)  # no basic-auth patches; no issuer: no group gate
     if chart_env:
         monkeypatch.setenv(serve.DRAIN_SECONDS_ENV, "15")

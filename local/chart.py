@@ -83,11 +83,19 @@ def find_helm(repo_root: Path) -> str:
     raise StackError("helm not found on PATH or in .tools/bin: install helm 3 (or run scripts/fetch-helm)")
 
 
-def database_max_connections(repo_root: Path, values: Mapping, helm: str | None = None) -> int:
-    """`max_connections` the chart gives its bundled MySQL for these values (computed from the servers'
-    pools, workers, replicas and surge: templates/database/_connections.tpl), read from the option file
-    it renders. The local overlay has no bundled MySQL (MariaDB is its external database), so the render
-    turns it on, with placeholder passwords that go nowhere."""
+@dataclass(frozen=True)
+class DatabaseOptions:
+    """What the chart gives its bundled MySQL for these values, which the local MariaDB takes too."""
+
+    max_connections: int  # from the servers' pools, workers, replicas, surge: database/_connections.tpl
+    buffer_pool_mib: int  # charts/mysql's innodbBufferPoolMiB
+
+
+def database_options(repo_root: Path, values: Mapping, helm: str | None = None) -> DatabaseOptions:
+    """The bundled MySQL's options for these values, read from what the chart renders: `max_connections`
+    from its option file, the buffer pool from its container's flags. The local overlay has no bundled
+    MySQL (MariaDB is its external database), so the render turns it on, with placeholder passwords that
+    go nowhere."""
     import configparser
 
     placeholder = {"enabled": True, "auth": {"rootPassword": "unused", "password": "unused"}}
@@ -97,7 +105,16 @@ def database_max_connections(repo_root: Path, values: Mapping, helm: str | None 
     ]
     parser = configparser.ConfigParser()
     parser.read_string(options["data"]["connections.cnf"])
-    return parser.getint("mysqld", "max_connections")
+    [mysql] = [
+        c
+        for o in objects
+        if o["kind"] == "StatefulSet"
+        for c in o["spec"]["template"]["spec"]["containers"]
+        if c["name"] == "mysql"
+    ]
+    flag = "--innodb-buffer-pool-size="
+    [pool] = [arg.removeprefix(flag) for arg in mysql.get("args", []) if arg.startswith(flag)]
+    return DatabaseOptions(parser.getint("mysqld", "max_connections"), int(pool.removesuffix("M")))
 
 
 def deep_merge(base: Mapping, overlay: Mapping) -> dict:

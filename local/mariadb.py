@@ -143,12 +143,19 @@ def initialise(paths: MariaDBPaths) -> None:
 
 
 def start(
-    paths: MariaDBPaths, port: int, extra_args: list[str] | None = None, *, max_connections: int | None = None
+    paths: MariaDBPaths,
+    port: int,
+    extra_args: list[str] | None = None,
+    *,
+    max_connections: int | None = None,
+    buffer_pool_mib: int | None = None,
 ) -> Proc:
     """`mariadbd` on 127.0.0.1:`port` with the stack's settings, plus `extra_args` (e.g. --init-file).
 
-    `max_connections`: the stack passes what the chart computes for its servers (local/chart.py
-    database_max_connections), as the cluster's MySQL gets it; None keeps MariaDB's default."""
+    `max_connections` and `buffer_pool_mib`: the stack passes what the chart gives its bundled MySQL
+    (local/chart.py database_options), as the cluster's MySQL gets them; None keeps a small footprint
+    (MariaDB's default connection limit, a 64 MiB buffer pool). MariaDB takes memory for the pool as pages
+    are read, so an idle or small stack uses little of it."""
     bins = binaries()
     user = _run_as()
     argv = [
@@ -164,8 +171,7 @@ def start(
         "--skip-name-resolve",
         # As the cluster's MySQL 8 (utf8mb4, case-insensitive); MariaDB's built-in default is latin1.
         "--character-set-server=utf8mb4",
-        # Small footprint: this is a laptop/CI database, not a production one.
-        "--innodb-buffer-pool-size=64M",
+        f"--innodb-buffer-pool-size={buffer_pool_mib or 64}M",
         "--innodb-log-file-size=48M",
         "--performance-schema=OFF",
         # Binary logs as charts/mysql writes them, for point-in-time recovery (under the data directory).

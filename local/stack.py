@@ -698,8 +698,13 @@ class LocalStack:
             return
         self._free_port_or_fail("mariadb", self.config.mysql_port)
         mariadb.initialise(self._mariadb_paths)
-        limit = chart.database_max_connections(self.config.repo_root, self.chart_values(), self.config.helm)
-        proc = mariadb.start(self._mariadb_paths, self.config.mysql_port, max_connections=limit)
+        options = chart.database_options(self.config.repo_root, self.chart_values(), self.config.helm)
+        proc = mariadb.start(
+            self._mariadb_paths,
+            self.config.mysql_port,
+            max_connections=options.max_connections,
+            buffer_pool_mib=options.buffer_pool_mib,
+        )
         self._record(proc, "mariadb")
         mariadb.wait_ready(self._mariadb_paths, proc)
         c = self.config

@@ -248,8 +248,8 @@ def test_the_local_stack_gives_mariadb_the_charts_limit(helm_bin, tmp_path, monk
     stack = LocalStack(config)
     started: dict = {}
 
-    def start(paths, port, extra_args=None, *, max_connections=None):
-        started.update(port=port, max_connections=max_connections)
+    def start(paths, port, extra_args=None, *, max_connections=None, buffer_pool_mib=None):
+        started.update(port=port, max_connections=max_connections, buffer_pool_mib=buffer_pool_mib)
         raise _Started
 
     monkeypatch.setattr(mariadb, "initialise", lambda paths: None)
@@ -260,6 +260,44 @@ def test_the_local_stack_gives_mariadb_the_charts_limit(helm_bin, tmp_path, monk
     assert started["port"] == config.mysql_port
     # 3 workers: more than the 200 it used to have, so a fixed number would fail here.
     assert started["max_connections"] >= worst_case_connections(local_server) > 200
+    # The buffer pool the cluster's MySQL gets (issue 20): the experiment page's tables in memory.
+    assert started["buffer_pool_mib"] == mysql_buffer_pool_mib(mysql_container(_bundled(helm_bin, tmp_path)))
+
+
+def _bundled(helm_bin: str, tmp_dir: Path) -> list[dict]:
+    values = setup_values(cr.SETUP_CONTEXTS["private"])
+    return cr.render(helm_bin, cr.SETUP_CHART, cr.SETUP_RELEASE, values, tmp_dir)
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Mi": 1, "Gi": 1024, "M": 10**6 / 2**20, "G": 10**9 / 2**20}
+    for suffix in sorted(units, key=len, reverse=True):
+        if quantity.endswith(suffix):
+            return float(quantity.removesuffix(suffix)) * units[suffix]
+    return float(quantity) / 2**20
+
+
+def mysql_buffer_pool_mib(container: dict) -> int:
+    """innodb_buffer_pool_size as the MySQL container's flag sets it, in MiB (MySQL's 128 without it)."""
+    flags = [a for a in container["args"] if a.startswith("--innodb-buffer-pool-size=")]
+    return int(flags[-1].split("=", 1)[1].removesuffix("M")) if flags else 128
+
+
+@pytest.mark.parametrize("chart", ["mlflow_setup", "mysql alone"])
+def test_the_buffer_pool_holds_the_experiment_page_and_fits_the_container(helm_bin, tmp_dir, chart):
+    """MySQL keeps the tables the experiment page reads in memory: 555 MiB at 100,000 runs (params and
+    latest metrics, docs/performance.md), more than MySQL's default 128 MiB pool; and the pool leaves 40%
+    of the memory limit to MySQL itself and its connections, and fits the memory it requests."""
+    if chart == "mysql alone":
+        values = {"auth": {"rootPassword": "r", "password": "p", "username": "mlflow", "database": "mlflow"}}
+        objects = cr.render(helm_bin, cr.MYSQL_CHART, "mlflow", values, tmp_dir)
+    else:
+        objects = _bundled(helm_bin, tmp_dir)
+    container = mysql_container(objects)
+    pool = mysql_buffer_pool_mib(container)
+    assert pool >= 555 * 1.5
+    assert pool <= 0.6 * _mebibytes(container["resources"]["limits"]["memory"])
+    assert pool <= _mebibytes(container["resources"]["requests"]["memory"])
 
 
 def test_a_changed_connection_limit_restarts_mysql(setup_renders_by_name):

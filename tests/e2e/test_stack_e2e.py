@@ -82,13 +82,15 @@ def test_init_containers_migrated_both_databases(stack, db) -> None:
     assert {"users", "experiment_permissions", "registered_model_permissions"} <= tables
 
 
-def test_mariadb_runs_with_the_charts_connection_limit(stack, db) -> None:
-    """The running database accepts as many connections as the chart computes for this server (issue 18.6)."""
+def test_mariadb_runs_with_the_charts_connection_limit_and_buffer_pool(stack, db) -> None:
+    """The running database accepts as many connections as the chart computes for this server (issue 18.6),
+    and keeps as much in memory as the chart's MySQL (issue 20)."""
     from local import chart
     from tests.e2e.conftest import query
 
-    expected = chart.database_max_connections(stack.config.repo_root, stack.chart_values(), stack.config.helm)
-    assert query(db, "SELECT @@max_connections")[0][0] == expected
+    expected = chart.database_options(stack.config.repo_root, stack.chart_values(), stack.config.helm)
+    assert query(db, "SELECT @@max_connections")[0][0] == expected.max_connections
+    assert query(db, "SELECT @@innodb_buffer_pool_size")[0][0] == expected.buffer_pool_mib * 1024**2
 
 
 def test_start_again_is_a_no_op(stack) -> None:

@@ -455,15 +455,21 @@ def targets(point: Point) -> list[tuple[str, bool, str]]:
         checks.append(
             (f"{title} ≥ {PAGE_FACTOR:.0f}x baseline (p95)", base / p95 >= PAGE_FACTOR, f"{base / p95:.1f}x")
         )
-    history, base = percentile(t["history"]["project"], 0.5), percentile(t["history"]["baseline"], 0.5)
-    checks.append((f"long history ≤ {HISTORY_S:.0f} s (p50)", history <= HISTORY_S, f"{history:.2f} s"))
-    checks.append(
-        (
-            f"long history ≥ {HISTORY_FACTOR:.0f}x baseline (p50)",
-            base / history >= HISTORY_FACTOR,
-            f"{base / history:.1f}x",
+    # `get-history` as the issue names it, the server's answer; and MLflow's client call around it, which
+    # adds the client's own decoding of the points (docs/performance.md).
+    for measure, title in (("history_http", "get-history answer"), ("history", "MlflowClient call")):
+        history = percentile(t[measure]["project"], 0.5)
+        base = percentile(t[measure]["baseline"], 0.5)
+        checks.append(
+            (f"long history, {title} ≤ {HISTORY_S:.0f} s (p50)", history <= HISTORY_S, f"{history:.2f} s")
         )
-    )
+        checks.append(
+            (
+                f"long history, {title} ≥ {HISTORY_FACTOR:.0f}x baseline (p50)",
+                base / history >= HISTORY_FACTOR,
+                f"{base / history:.1f}x",
+            )
+        )
     interval = ms(t["long_interval"]["project"], 0.95)
     checks.append(
         (

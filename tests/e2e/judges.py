@@ -62,6 +62,31 @@ def create_judge_endpoint(store, llm: FakeLLM, endpoint: str = "judge") -> None:
     )
 
 
+def start_online_judge(experiment_id: str) -> tuple[object, list[str]]:
+    """The judge the e2e tests run (`helpful`, on `gateway:/judge`), registered on the experiment with online
+    scoring of every trace (sample rate 1), and two traces for it: the judge and the traces' ids."""
+    import mlflow
+    from mlflow.genai.judges import make_judge
+    from mlflow.genai.scorers import ScorerSamplingConfig
+
+    judge = make_judge(
+        name="helpful",
+        instructions="Is {{ outputs }} a helpful answer to {{ inputs }}? Answer yes or no.",
+        model="gateway:/judge",
+        feedback_value_type=str,
+    )
+    judge.register(experiment_id=experiment_id).start(
+        experiment_id=experiment_id, sampling_config=ScorerSamplingConfig(sample_rate=1.0)
+    )
+    trace_ids = []
+    for i in range(2):
+        with mlflow.start_span(name=f"answer-{i}") as span:
+            span.set_inputs({"question": f"question {i}"})
+            span.set_outputs({"answer": f"answer {i}"})
+        trace_ids.append(span.trace_id)
+    return judge, trace_ids
+
+
 def get_job(base: str, auth: Auth, job_id: str) -> dict:
     answer = requests.get(f"{base}/ajax-api/3.0/jobs/{job_id}", auth=auth, timeout=10)
     answer.raise_for_status()

@@ -30,6 +30,7 @@ from tests.e2e.judges import (
     create_judge_endpoint,
     get_job,
     invoke_judge,
+    start_online_judge,
     wait_job,
 )
 
@@ -62,8 +63,6 @@ def active_experiment_restored(monkeypatch):
 @pytest.mark.usefixtures("active_experiment_restored")
 def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
     import mlflow
-    from mlflow.genai.judges import make_judge
-    from mlflow.genai.scorers import ScorerSamplingConfig
     from mlflow.tracking import MlflowClient
 
     started = time.monotonic()
@@ -79,22 +78,8 @@ def test_judges_run_as_server_side_jobs(jobs_stack, llm: FakeLLM):
     # The provider's key, stored in the gateway (encrypted with the stack's key), and an endpoint for judges.
     create_judge_endpoint(client._tracking_client.store, llm)
     experiment = mlflow.set_experiment("e2e-genai-jobs")
-    judge = make_judge(
-        name="helpful",
-        instructions="Is {{ outputs }} a helpful answer to {{ inputs }}? Answer yes or no.",
-        model="gateway:/judge",
-        feedback_value_type=str,
-    )
     # Online scoring on the experiment: every trace (sample rate 1).
-    judge.register(experiment_id=experiment.experiment_id).start(
-        experiment_id=experiment.experiment_id, sampling_config=ScorerSamplingConfig(sample_rate=1.0)
-    )
-    trace_ids = []
-    for i in range(2):
-        with mlflow.start_span(name=f"answer-{i}") as span:
-            span.set_inputs({"question": f"question {i}"})
-            span.set_outputs({"answer": f"answer {i}"})
-        trace_ids.append(span.trace_id)
+    judge, trace_ids = start_online_judge(experiment.experiment_id)
     traces_logged = time.monotonic()
 
     # A judge run as the UI runs it (its AJAX endpoint: one job per batch of traces), logging assessments.

@@ -40,6 +40,7 @@ from tests.e2e.judges import (
     assessments,
     create_judge_endpoint,
     invoke_judge,
+    start_online_judge,
     wait_job,
 )
 
@@ -134,8 +135,6 @@ def gateway_judge(sso_stack, llm: FakeLLM) -> Iterator[GatewayJudge]:
     there. Set up early in the module, so that online scoring's minute passes during the other tests."""
     import mlflow
     import mlflow.tracking.fluent as fluent
-    from mlflow.genai.judges import make_judge
-    from mlflow.genai.scorers import ScorerSamplingConfig
     from mlflow.tracking import MlflowClient
 
     token = sso_stack.bearer_token("alice@local")
@@ -163,21 +162,7 @@ def gateway_judge(sso_stack, llm: FakeLLM) -> Iterator[GatewayJudge]:
         )
         assert granted.status_code == 201, granted.text
         experiment = mlflow.set_experiment(f"sso-judges-{time.time_ns()}")
-        judge = make_judge(
-            name="helpful",
-            instructions="Is {{ outputs }} a helpful answer to {{ inputs }}? Answer yes or no.",
-            model="gateway:/judge",
-            feedback_value_type=str,
-        )
-        judge.register(experiment_id=experiment.experiment_id).start(
-            experiment_id=experiment.experiment_id, sampling_config=ScorerSamplingConfig(sample_rate=1.0)
-        )
-        trace_ids = []
-        for i in range(2):
-            with mlflow.start_span(name=f"answer-{i}") as span:
-                span.set_inputs({"question": f"question {i}"})
-                span.set_outputs({"answer": f"answer {i}"})
-            trace_ids.append(span.trace_id)
+        judge, trace_ids = start_online_judge(experiment.experiment_id)
         yield GatewayJudge(judge, experiment.experiment_id, trace_ids, time.monotonic(), auth)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     on it. `--dist loadgroup` would keep those on one worker, but pytest-xdist 3.8 groups by a node id
     attribute that pytest 9 no longer reads.)"""
     items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))  # stable: modules keep their order
+
+
+def _not_mlflows(value: object) -> bool:
+    return callable(value) and not getattr(value, "__module__", "").startswith(("mlflow.", "flask."))
+
+
+def mlflow_patches() -> set[str]:
+    """What this process's MLflow holds that is not MLflow's own: the image's fast paths (serve.py changes 14
+    and 15) replace views of MLflow's app and methods of its SQL store, and a test that installs them must
+    put MLflow's back, or every later test in its worker runs against the patched server."""
+    found = set()
+    server = sys.modules.get("mlflow.server")
+    if server is not None:
+        found |= {
+            f"app.view_functions[{name!r}]"
+            for name, view in server.app.view_functions.items()
+            if _not_mlflows(view)
+        }
+    store = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    if store is not None:
+        found |= {
+            f"SqlAlchemyStore.{name}"
+            for name, value in vars(store.SqlAlchemyStore).items()
+            if name.startswith("_mlflow_aks") or _not_mlflows(value)
+        }
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_left_as_found():
+    """Fails the test that leaves MLflow patched (set up first, so it checks after the test's own fixtures,
+    monkeypatch included, have undone their changes), instead of a later test that trusts MLflow's code."""
+    before = mlflow_patches()
+    yield
+    left = mlflow_patches() - before
+    if left:
+        pytest.fail(f"the test left MLflow patched in this process: {sorted(left)}")

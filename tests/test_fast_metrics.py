@@ -50,7 +50,9 @@ def fast(monkeypatch):
         views[view.__name__] = view
     original = SqlAlchemyStore.log_batch
     monkeypatch.setattr(SqlAlchemyStore, "log_batch", original)
-    monkeypatch.delattr(SqlAlchemyStore, fast_metrics.INSTALLED, raising=False)
+    monkeypatch.setattr(
+        SqlAlchemyStore, fast_metrics.INSTALLED, False, raising=False
+    )  # gone again after the test
     fast_metrics.install()
     assert SqlAlchemyStore.log_batch is not original
     assert all(app.view_functions[name] is not view for name, view in views.items())
@@ -507,7 +509,7 @@ def test_basic_auth_hooks_skip_only_what_cannot_act(monkeypatch):
     fast_metrics = load_fast_metrics()
     for table in ("BEFORE_REQUEST_VALIDATORS", "AFTER_REQUEST_HANDLERS"):
         monkeypatch.setattr(auth, table, dict(getattr(auth, table)))
-    monkeypatch.delattr(auth, fast_metrics.INSTALLED, raising=False)
+    monkeypatch.setattr(auth, fast_metrics.INSTALLED, False, raising=False)  # gone again after the test
     checks, redactions = [], []
     monkeypatch.setattr(auth, "_validate_can_update_run_and_models", lambda ids: checks.append(ids) or True)
     original_check, original_redact = auth.validate_can_log_batch, auth.redact_metric_history_model_ids
@@ -550,9 +552,9 @@ def test_the_server_installs_change_15_unless_turned_off(setting, installed, mon
     for name in (*patched, "log_batch"):
         monkeypatch.setattr(SqlAlchemyStore, name, getattr(SqlAlchemyStore, name))
     for marker in ("_mlflow_aks_fast_store", "_mlflow_aks_fast_metrics"):
-        monkeypatch.delattr(SqlAlchemyStore, marker, raising=False)
-    for view in (handlers._get_metric_history, handlers._log_batch):
-        monkeypatch.setitem(app.view_functions, view.__name__, view)
+        monkeypatch.setattr(SqlAlchemyStore, marker, False, raising=False)  # gone again after the test
+    for view in (handlers._get_metric_history, handlers._log_batch, handlers._search_runs):
+        monkeypatch.setitem(app.view_functions, view.__name__, view)  # fast_store's and fast_metrics' views
     monkeypatch.syspath_prepend(str(IMAGE_DIR))
     for module in ("fast_store", "fast_metrics"):
         monkeypatch.delitem(sys.modules, module, raising=False)
@@ -564,4 +566,4 @@ def test_the_server_installs_change_15_unless_turned_off(setting, installed, mon
     assert (app.view_functions[handlers._log_batch.__name__] is not handlers._log_batch) is installed
     # The fast get-history endpoint replaces fast_store's (change 14), installed before it.
     assert (app.view_functions[handlers._get_metric_history.__name__].__name__ == "get_history") is installed
-    assert hasattr(SqlAlchemyStore, "_mlflow_aks_fast_metrics") is installed
+    assert SqlAlchemyStore._mlflow_aks_fast_metrics is installed

@@ -22,14 +22,19 @@ FAST_METRICS = Path(__file__).resolve().parents[2] / "images" / "tracking-server
 @pytest.fixture
 def stores(stack: LocalStack, monkeypatch):
     """(store on the stack's tracking database, fast_metrics, MLflow's log_batch); MLflow's back after."""
+    from mlflow.server import app, handlers
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    for view in (handlers._get_metric_history, handlers._log_batch):
+        monkeypatch.setitem(app.view_functions, view.__name__, view)  # install() replaces them
     spec = importlib.util.spec_from_file_location("fast_metrics", FAST_METRICS)
     fast_metrics = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fast_metrics)
     original = SqlAlchemyStore.log_batch
     monkeypatch.setattr(SqlAlchemyStore, "log_batch", original)
-    monkeypatch.delattr(SqlAlchemyStore, fast_metrics.INSTALLED, raising=False)
+    monkeypatch.setattr(
+        SqlAlchemyStore, fast_metrics.INSTALLED, False, raising=False
+    )  # gone again after the test
     fast_metrics.install()
     db = stack.database_settings()
     uri = f"mysql+pymysql://{db['user']}:{db['password']}@{db['host']}:{db['port']}/{db['database']}"

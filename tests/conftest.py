@@ -6,10 +6,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from types import FunctionType
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+IMAGES_DIR = REPO_ROOT / "images"
 
 
 def find_helm() -> str | None:
@@ -53,10 +55,17 @@ def _not_mlflows(value: object) -> bool:
     return callable(value) and not getattr(value, "__module__", "").startswith(("mlflow.", "flask."))
 
 
+def _from_image(value: object) -> bool:
+    """A function written in images/ (its closures included), wherever the test loaded it from."""
+    # The type first: the auth module holds Flask proxies, which raise on any attribute outside a request.
+    return isinstance(value, FunctionType) and Path(value.__code__.co_filename).is_relative_to(IMAGES_DIR)
+
+
 def mlflow_patches() -> set[str]:
     """What this process's MLflow holds that is not MLflow's own: the image's fast paths (serve.py changes 14
-    and 15) replace views of MLflow's app and methods of its SQL store, and a test that installs them must
-    put MLflow's back, or every later test in its worker runs against the patched server."""
+    and 15) replace views of MLflow's app, methods of its SQL store and, with basic-auth, checks of its auth
+    module, and a test that installs them must put MLflow's back, or every later test in its worker runs
+    against the patched server (or finds them installed already: the patches install once)."""
     found = set()
     server = sys.modules.get("mlflow.server")
     if server is not None:
@@ -72,6 +81,20 @@ def mlflow_patches() -> set[str]:
             for name, value in vars(store.SqlAlchemyStore).items()
             if name.startswith("_mlflow_aks") or _not_mlflows(value)
         }
+    auth = sys.modules.get("mlflow.server.auth")
+    if auth is not None:
+        # Not "any callable not MLflow's": the module holds functions of other packages it imported.
+        found |= {
+            f"auth.{name}"
+            for name, value in vars(auth).items()
+            if name.startswith("_mlflow_aks") or _from_image(value)
+        }
+        for table in ("BEFORE_REQUEST_VALIDATORS", "AFTER_REQUEST_HANDLERS"):
+            found |= {
+                f"auth.{table}[{route!r}]"
+                for route, check in getattr(auth, table).items()
+                if _from_image(check)
+            }
     return found
 
 
@@ -84,3 +107,17 @@ def _mlflow_left_as_found():
     left = mlflow_patches() - before
     if left:
         pytest.fail(f"the test left MLflow patched in this process: {sorted(left)}")
+
+
+@pytest.fixture
+def basic_auth(monkeypatch):
+    """MLflow's basic-auth module (loaded, as in a basic-auth server); what the image's fast paths replace in
+    it (tests/test_fast_store.py, tests/test_fast_metrics.py) is MLflow's again after the test."""
+    import mlflow.server.auth as auth
+
+    for name in ("validate_can_read_metric_history_bulk", "redact_search_runs_model_links"):
+        monkeypatch.setattr(auth, name, getattr(auth, name))
+    for table in ("BEFORE_REQUEST_VALIDATORS", "AFTER_REQUEST_HANDLERS"):
+        monkeypatch.setattr(auth, table, dict(getattr(auth, table)))
+    monkeypatch.setattr(auth, "_mlflow_aks_fast_metrics", False, raising=False)  # gone again after the test
+    return auth

@@ -11,27 +11,17 @@ tests/e2e/test_fast_metrics_e2e.py runs the history and batch comparisons on the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
 import re
 import shutil
-import sys
 import types
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-IMAGE_DIR = REPO_ROOT / "images" / "tracking-server"
-
-
-def load_fast_metrics():
-    spec = importlib.util.spec_from_file_location("fast_metrics", IMAGE_DIR / "fast_metrics.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests import image_modules
 
 
 @pytest.fixture
@@ -42,7 +32,7 @@ def fast(monkeypatch):
     from mlflow.server import app, handlers
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    fast_metrics = load_fast_metrics()
+    fast_metrics = image_modules.load(monkeypatch, "fast_metrics")
     views = {}
     for view in (handlers._get_metric_history, handlers._log_batch):
         # MLflow's own views (an earlier test may have left fast_store's get-history in the table).
@@ -449,14 +439,14 @@ def test_plain_bodies_become_mlflows_entities(fast):
     assert len(rejected) >= 17
 
 
-def test_metrics_are_refused_with_mlflows_errors():
+def test_metrics_are_refused_with_mlflows_errors(monkeypatch):
     """validate_metrics checks each name once: every batch passes or fails exactly as MLflow's
     `_validate_batch_log_data`, at the same metric, with the same message."""
     from mlflow.entities import Metric
     from mlflow.exceptions import MlflowException
     from mlflow.utils.validation import _validate_batch_log_data
 
-    fast_metrics = load_fast_metrics()
+    fast_metrics = image_modules.load(monkeypatch, "fast_metrics")
     valid = [Metric("loss", 0.5, 1, s) for s in range(4)] + [Metric("acc", 1, 2, 0)]
     odd = [Metric("loss", True, 1, 9), Metric("loss", None, 1, 9), Metric("loss", "1", 1, 9),
            Metric("loss", math.nan, 1, 9), Metric("loss", 1.0, -1, 9), Metric("loss", 1.0, 1.5, 9),
@@ -480,9 +470,9 @@ def test_metrics_are_refused_with_mlflows_errors():
     assert outcomes.count("passed") >= 6 and len({o for o in outcomes if o != "passed"}) >= 10
 
 
-def test_latest_values_follow_mlflows_comparison():
+def test_latest_values_follow_mlflows_comparison(monkeypatch):
     """The first of equal points stays; a greater (step, timestamp, value) replaces; unchanged: None."""
-    fast_metrics = load_fast_metrics()
+    fast_metrics = image_modules.load(monkeypatch, "fast_metrics")
     stored = (0.5, 10, 3, False)
     assert fast_metrics.latest_values(stored, [(0.1, 9, 3, False)]) is None
     assert fast_metrics.latest_values(stored, [(0.5, 10, 3, False)]) is None
@@ -499,17 +489,14 @@ def test_latest_values_follow_mlflows_comparison():
 # ---------------------------------------------------------------------------------------- basic-auth
 
 
-def test_basic_auth_hooks_skip_only_what_cannot_act(monkeypatch):
+def test_basic_auth_hooks_skip_only_what_cannot_act(basic_auth, monkeypatch):
     """The LogBatch check of a plain body asks for the run alone (it names no logged model); the history
     redaction is skipped for an answer written by the fast endpoint; everything else gets MLflow's."""
-    import mlflow.server.auth as auth
     from flask import Response
     from mlflow.server import app
 
-    fast_metrics = load_fast_metrics()
-    for table in ("BEFORE_REQUEST_VALIDATORS", "AFTER_REQUEST_HANDLERS"):
-        monkeypatch.setattr(auth, table, dict(getattr(auth, table)))
-    monkeypatch.setattr(auth, fast_metrics.INSTALLED, False, raising=False)  # gone again after the test
+    auth = basic_auth
+    fast_metrics = image_modules.load(monkeypatch, "fast_metrics")
     checks, redactions = [], []
     monkeypatch.setattr(auth, "_validate_can_update_run_and_models", lambda ids: checks.append(ids) or True)
     original_check, original_redact = auth.validate_can_log_batch, auth.redact_metric_history_model_ids
@@ -539,15 +526,13 @@ def test_basic_auth_hooks_skip_only_what_cannot_act(monkeypatch):
 
 
 @pytest.mark.parametrize(("setting", "installed"), [(None, True), ("false", False)])
-def test_the_server_installs_change_15_unless_turned_off(setting, installed, monkeypatch):
+def test_the_server_installs_change_15_unless_turned_off(setting, installed, basic_auth, monkeypatch):
     """serve.py installs fast_metrics in every serving process after fast_store; MLFLOW_AKS_FAST_METRICS=false
-    keeps MLflow's own handlers."""
+    keeps MLflow's own handlers. (Basic-auth loaded, as here: fast_store installs its auth checks too.)"""
     from mlflow.server import app, handlers
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    spec = importlib.util.spec_from_file_location("serve", IMAGE_DIR / "serve.py")
-    serve = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(serve)
+    serve = image_modules.load(monkeypatch, "serve")  # it imports this test's own fast_store, fast_metrics
     patched = ("_search_runs", "get_metric_history", "get_metric_history_bulk_interval", "_log_metrics_once")
     for name in (*patched, "log_batch"):
         monkeypatch.setattr(SqlAlchemyStore, name, getattr(SqlAlchemyStore, name))
@@ -555,9 +540,6 @@ def test_the_server_installs_change_15_unless_turned_off(setting, installed, mon
         monkeypatch.setattr(SqlAlchemyStore, marker, False, raising=False)  # gone again after the test
     for view in (handlers._get_metric_history, handlers._log_batch, handlers._search_runs):
         monkeypatch.setitem(app.view_functions, view.__name__, view)  # fast_store's and fast_metrics' views
-    monkeypatch.syspath_prepend(str(IMAGE_DIR))
-    for module in ("fast_store", "fast_metrics"):
-        monkeypatch.delitem(sys.modules, module, raising=False)
     if setting is None:
         monkeypatch.delenv(serve.FAST_METRICS, raising=False)
     else:

@@ -13,26 +13,14 @@ platform runs), with fewer queries.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
-import sys
 import types
-from pathlib import Path
 
 import pytest
 import sqlalchemy
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-IMAGE_DIR = REPO_ROOT / "images" / "tracking-server"
-
-
-def load_fast_store():
-    spec = importlib.util.spec_from_file_location("fast_store", IMAGE_DIR / "fast_store.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from tests import image_modules
 
 PATCHED = ("_search_runs", "get_metric_history", "get_metric_history_bulk_interval", "_log_metrics_once")
 
@@ -42,7 +30,7 @@ def methods(monkeypatch):
     """(MLflow's methods, the patched ones); MLflow's are back on the class after the test."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    fast_store = load_fast_store()
+    fast_store = image_modules.load(monkeypatch, "fast_store")
     original = {name: getattr(SqlAlchemyStore, name) for name in PATCHED}
     for name in PATCHED:
         monkeypatch.setattr(SqlAlchemyStore, name, original[name])
@@ -337,28 +325,14 @@ def test_a_store_subclass_keeps_mlflows_methods(tmp_path, methods):
     assert loaded  # MLflow's path: ORM objects
 
 
-@pytest.fixture
-def auth_state(monkeypatch):
-    """MLflow's basic-auth module (loaded, as in a basic-auth server), its checks restored after the test."""
-    import mlflow.server.auth as auth
-
-    for name in ("validate_can_read_metric_history_bulk", "redact_search_runs_model_links"):
-        monkeypatch.setattr(auth, name, getattr(auth, name))
-    for table in ("BEFORE_REQUEST_VALIDATORS", "AFTER_REQUEST_HANDLERS"):
-        monkeypatch.setattr(auth, table, dict(getattr(auth, table)))
-    return auth
-
-
 @pytest.mark.parametrize(("setting", "installed"), [(None, True), ("true", True), ("false", False)])
-def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed, auth_state, monkeypatch):
+def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed, basic_auth, monkeypatch):
     """serve.py's change (14) in every serving process: the store's methods, the endpoints and, with
     basic-auth, its checks; MLFLOW_AKS_FAST_STORE=false keeps MLflow's own."""
     from mlflow.server import app, handlers
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    spec = importlib.util.spec_from_file_location("serve", IMAGE_DIR / "serve.py")
-    serve = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(serve)
+    serve = image_modules.load(monkeypatch, "serve")  # it imports this test's own fast_store
     original = SqlAlchemyStore._search_runs
     monkeypatch.setattr(SqlAlchemyStore, "_search_runs", original)
     for name in PATCHED[1:]:
@@ -369,8 +343,6 @@ def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed
     monkeypatch.setattr(app, "view_functions", dict(app.view_functions))
     for view in (handlers._search_runs, handlers._get_metric_history):
         app.view_functions[view.__name__] = view  # MLflow's own, in this test's copy of the table
-    monkeypatch.syspath_prepend(str(IMAGE_DIR))
-    monkeypatch.delitem(sys.modules, "fast_store", raising=False)
     monkeypatch.setenv(serve.FAST_METRICS, "false")  # change 15 alone: tests/test_fast_metrics.py
     if setting is None:
         monkeypatch.delenv(serve.FAST_STORE, raising=False)
@@ -379,7 +351,7 @@ def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed
     search, interval = "/ajax-api/2.0/mlflow/runs/search", "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 
     def checks() -> tuple:
-        return auth_state.AFTER_REQUEST_HANDLERS[(search, "POST")], auth_state.BEFORE_REQUEST_VALIDATORS[
+        return basic_auth.AFTER_REQUEST_HANDLERS[(search, "POST")], basic_auth.BEFORE_REQUEST_VALIDATORS[
             (interval, "GET")
         ]
 
@@ -398,7 +370,7 @@ def test_the_history_endpoint_answers_mlflows_json(database, monkeypatch):
     from mlflow.server import app, handlers
 
     store, data = database
-    fast_store = load_fast_store()
+    fast_store = image_modules.load(monkeypatch, "fast_store")
     monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
     endpoint = handlers._get_metric_history.__name__
     monkeypatch.setitem(app.view_functions, endpoint, app.view_functions[endpoint])
@@ -437,21 +409,11 @@ def test_the_history_endpoint_answers_mlflows_json(database, monkeypatch):
     assert {status for status, _ in expected} == {200, 400}
 
 
-def load_migrate(monkeypatch):
-    """images/tracking-server/migrate.py (it imports kek.py beside it)."""
-    monkeypatch.syspath_prepend(str(IMAGE_DIR))
-    spec = importlib.util.spec_from_file_location("migrate", IMAGE_DIR / "migrate.py")
-    migrate = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "migrate", migrate)
-    spec.loader.exec_module(migrate)
-    return migrate
-
-
 def test_migrate_adds_the_runs_index_once(tmp_path, monkeypatch):
     """migrate.py creates the platform's index of runs after MLflow's migrations, and only when missing."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    migrate = load_migrate(monkeypatch)
+    migrate = image_modules.load(monkeypatch, "migrate")
     uri = f"sqlite:///{tmp_path / 'indexed.db'}"
     SqlAlchemyStore(uri, str(tmp_path / "artifacts")).engine.dispose()
     assert migrate.ensure_tracking_indexes(uri) == [migrate.RUNS_NEWEST_INDEX]
@@ -475,7 +437,7 @@ def test_the_pages_order_reads_the_index_instead_of_sorting(tmp_path, methods, m
     original, patched = methods
     uri = f"sqlite:///{tmp_path / 'plan.db'}"
     store = SqlAlchemyStore(uri, str(tmp_path / "artifacts"))
-    load_migrate(monkeypatch).ensure_tracking_indexes(uri)
+    image_modules.load(monkeypatch, "migrate").ensure_tracking_indexes(uri)
     experiment = store.create_experiment("plan")
     statements: list[tuple[str, object]] = []
 
@@ -584,7 +546,7 @@ def test_the_runs_search_endpoint_answers_mlflows_json(database, monkeypatch):
     from mlflow.server import app, handlers
 
     store, data = database
-    fast_store = load_fast_store()
+    fast_store = image_modules.load(monkeypatch, "fast_store")
     monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
     endpoint = handlers._search_runs.__name__
     monkeypatch.setitem(app.view_functions, endpoint, app.view_functions[endpoint])
@@ -635,11 +597,11 @@ def test_the_runs_search_endpoint_answers_mlflows_json(database, monkeypatch):
 
 
 @pytest.fixture
-def auth_module(database, auth_state, monkeypatch):
+def auth_module(database, basic_auth, monkeypatch):
     """MLflow's basic-auth module on the generated store, its checks restored after the test."""
     store, _ = database
-    monkeypatch.setattr(auth_state, "_get_tracking_store", lambda *args, **kwargs: store)
-    return auth_state
+    monkeypatch.setattr(basic_auth, "_get_tracking_store", lambda *args, **kwargs: store)
+    return basic_auth
 
 
 def test_the_bulk_history_check_decides_as_mlflows(database, auth_module, monkeypatch):
@@ -681,7 +643,7 @@ def test_the_bulk_history_check_decides_as_mlflows(database, auth_module, monkey
 
     try:
         expected, mlflow_statements = decisions(), len(statements)
-        load_fast_store().install_auth_checks()
+        image_modules.load(monkeypatch, "fast_store").install_auth_checks()
         statements.clear()
         actual = decisions()
     finally:
@@ -732,7 +694,7 @@ def test_the_runs_search_redaction_leaves_what_mlflows_leaves(
 
     expected = redacted()
     mlflow_parsed, parsed[:] = len(parsed), []
-    load_fast_store().install_auth_checks()
+    image_modules.load(monkeypatch, "fast_store").install_auth_checks()
     assert redacted() == expected
     linked = [a for a in answers if '"model_outputs"' in a.decode()]
     assert 0 < len(linked) < len(answers) and mlflow_parsed == len(answers) and len(parsed) == len(linked)

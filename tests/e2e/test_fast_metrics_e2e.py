@@ -5,18 +5,15 @@ histories and log_batch calls answered and stored exactly as MLflow's own store 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 import sqlalchemy
 
 from local import LocalStack
-
-FAST_METRICS = Path(__file__).resolve().parents[2] / "images" / "tracking-server" / "fast_metrics.py"
+from tests import image_modules
 
 
 @pytest.fixture
@@ -27,9 +24,7 @@ def stores(stack: LocalStack, monkeypatch):
 
     for view in (handlers._get_metric_history, handlers._log_batch):
         monkeypatch.setitem(app.view_functions, view.__name__, view)  # install() replaces them
-    spec = importlib.util.spec_from_file_location("fast_metrics", FAST_METRICS)
-    fast_metrics = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fast_metrics)
+    fast_metrics = image_modules.load(monkeypatch, "fast_metrics")
     original = SqlAlchemyStore.log_batch
     monkeypatch.setattr(SqlAlchemyStore, "log_batch", original)
     monkeypatch.setattr(

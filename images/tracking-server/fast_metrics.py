@@ -31,6 +31,11 @@ from __future__ import annotations
 import json
 import math
 
+# Beside this file (/app in the image): the get-history endpoint here replaces fast_store's and parses
+# requests with its copy of MLflow's code. Importing fast_store patches nothing (MLFLOW_AKS_FAST_STORE=false
+# still holds).
+from fast_store import history_request
+
 INSTALLED = "_mlflow_aks_fast_metrics"
 # Set on a get-history answer written here: it names no logged model, so there is nothing to redact.
 NO_MODEL_IDS = "_mlflow_aks_no_model_ids"
@@ -275,8 +280,7 @@ def install() -> None:
     import mlflow.store.tracking.sqlalchemy_store as sql_store
     from flask import Response
     from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-    from mlflow.protos.service_pb2 import GetMetricHistory, LogBatch
+    from mlflow.protos.service_pb2 import LogBatch
     from mlflow.server import app, handlers
     from mlflow.utils.validation import _validate_batch_log_limits, _validate_run_id
     from sqlalchemy.exc import IntegrityError
@@ -310,26 +314,7 @@ def install() -> None:
         store = handlers._get_tracking_store()
         if not _plain_store(store):
             return mlflow_history()
-        # From here to the store: MLflow 3.17.2's handlers._get_metric_history.
-        request_message = handlers._get_request_message(
-            GetMetricHistory(),
-            schema={
-                "run_id": [handlers._assert_string, handlers._assert_required],
-                "metric_key": [handlers._assert_string, handlers._assert_required],
-                "page_token": [handlers._assert_string],
-            },
-        )
-        run_id = request_message.run_id or request_message.run_uuid
-        max_results = request_message.max_results if request_message.HasField("max_results") else None
-        if max_results is not None and max_results <= 0:
-            raise MlflowException(
-                f"Invalid value {max_results} for parameter 'max_results' supplied. "
-                "It must be a positive integer.",
-                error_code=INVALID_PARAMETER_VALUE,
-            )
-        body = history_page(
-            store, run_id, request_message.metric_key, max_results, request_message.page_token or None
-        )
+        body = history_page(store, *history_request())  # MLflow's request checks, as fast_store's
         response = Response(body, mimetype="application/json")
         setattr(response, NO_MODEL_IDS, True)
         return response

@@ -166,6 +166,48 @@ def metric_history_json(metrics, next_page_token: str | bytes | None) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+def history_request() -> tuple[str, str, int | None, str | None]:
+    """(run_id, metric_key, max_results, page_token) of this get-history request, or MLflow's error.
+
+    MLflow 3.17.2's parsing and checks in `handlers._get_metric_history`, up to its store call: the one
+    copy, for this module's endpoint and fast_metrics.py's, which replaces it (change 15).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+    from mlflow.protos.service_pb2 import GetMetricHistory
+    from mlflow.server import handlers
+
+    request_message = handlers._get_request_message(
+        GetMetricHistory(),
+        schema={
+            "run_id": [handlers._assert_string, handlers._assert_required],
+            "metric_key": [handlers._assert_string, handlers._assert_required],
+            "page_token": [handlers._assert_string],
+        },
+    )
+    run_id = request_message.run_id or request_message.run_uuid
+    max_results = request_message.max_results if request_message.HasField("max_results") else None
+    if max_results is not None and max_results <= 0:
+        raise MlflowException(
+            f"Invalid value {max_results} for parameter 'max_results' supplied. "
+            "It must be a positive integer.",
+            error_code=INVALID_PARAMETER_VALUE,
+        )
+    return run_id, request_message.metric_key, max_results, request_message.page_token or None
+
+
+def _replace_view(original, view) -> None:
+    """Serve `view` where MLflow's app serves its handler `original`, wrapped as MLflow wraps its handlers
+    (errors as MLflow's JSON, refused on an artifacts-only server); once: a second call keeps the first."""
+    from mlflow.server import app, handlers
+
+    if getattr(app.view_functions.get(original.__name__), INSTALLED, False):
+        return
+    handler = handlers.catch_mlflow_exception(handlers._disable_if_artifacts_only(view))
+    setattr(handler, INSTALLED, True)
+    app.view_functions[original.__name__] = handler
+
+
 def install_history_endpoint() -> None:
     """`GET/POST .../metrics/get-history` answered by `metric_history_json` (idempotent).
 
@@ -173,46 +215,18 @@ def install_history_endpoint() -> None:
     `metric_history_json` instead of protobuf messages and `message_to_json`.
     """
     from flask import Response
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-    from mlflow.protos.service_pb2 import GetMetricHistory
-    from mlflow.server import app, handlers
-
-    original = handlers._get_metric_history
-    if getattr(app.view_functions.get(original.__name__), INSTALLED, False):
-        return
+    from mlflow.server import handlers
 
     def get_metric_history():
-        # From here to the store: MLflow 3.17.2's handlers._get_metric_history.
-        request_message = handlers._get_request_message(
-            GetMetricHistory(),
-            schema={
-                "run_id": [handlers._assert_string, handlers._assert_required],
-                "metric_key": [handlers._assert_string, handlers._assert_required],
-                "page_token": [handlers._assert_string],
-            },
-        )
-        run_id = request_message.run_id or request_message.run_uuid
-        max_results = request_message.max_results if request_message.HasField("max_results") else None
-        if max_results is not None and max_results <= 0:
-            raise MlflowException(
-                f"Invalid value {max_results} for parameter 'max_results' supplied. "
-                "It must be a positive integer.",
-                error_code=INVALID_PARAMETER_VALUE,
-            )
+        run_id, metric_key, max_results, page_token = history_request()
         metrics = handlers._get_tracking_store().get_metric_history(
-            run_id,
-            request_message.metric_key,
-            max_results=max_results,
-            page_token=request_message.page_token or None,
+            run_id, metric_key, max_results=max_results, page_token=page_token
         )
         response = Response(mimetype="application/json")
         response.set_data(metric_history_json(metrics, metrics.token))
         return response
 
-    handler = handlers.catch_mlflow_exception(handlers._disable_if_artifacts_only(get_metric_history))
-    setattr(handler, INSTALLED, True)
-    app.view_functions[original.__name__] = handler
+    _replace_view(handlers._get_metric_history, get_metric_history)
 
 
 def _message_dict(message) -> dict:
@@ -314,11 +328,7 @@ def install_search_runs_endpoint() -> None:
     from flask import Response
     from mlflow.entities import ViewType
     from mlflow.protos.service_pb2 import SearchRuns
-    from mlflow.server import app, handlers
-
-    original = handlers._search_runs
-    if getattr(app.view_functions.get(original.__name__), INSTALLED, False):
-        return
+    from mlflow.server import handlers
 
     def search_runs():
         # From here to the store: MLflow 3.17.2's handlers._search_runs and search_runs_impl.
@@ -357,9 +367,7 @@ def install_search_runs_endpoint() -> None:
         response.set_data(search_runs_json(run_entities, run_entities.token))
         return response
 
-    handler = handlers.catch_mlflow_exception(handlers._disable_if_artifacts_only(search_runs))
-    setattr(handler, INSTALLED, True)
-    app.view_functions[original.__name__] = handler
+    _replace_view(handlers._search_runs, search_runs)
 
 
 def _links_models(body: dict) -> bool:

@@ -363,6 +363,24 @@ def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed
     assert [now is not then for now, then in zip(checks(), before, strict=True)] == [installed, installed]
 
 
+def test_each_endpoint_is_replaced_once(monkeypatch):
+    """Installing an endpoint again, from the same copy of fast_store or another, keeps the first view."""
+    from mlflow.server import app, handlers
+
+    monkeypatch.setattr(app, "view_functions", dict(app.view_functions))
+    mlflows = {view.__name__: view for view in (handlers._get_metric_history, handlers._search_runs)}
+    app.view_functions.update(mlflows)
+    fast_store = image_modules.load(monkeypatch, "fast_store")
+    fast_store.install_history_endpoint()
+    fast_store.install_search_runs_endpoint()
+    first = {name: app.view_functions[name] for name in mlflows}
+    assert all(first[name] is not view for name, view in mlflows.items())
+    for copy in (fast_store, image_modules.load(monkeypatch, "fast_store")):
+        copy.install_history_endpoint()
+        copy.install_search_runs_endpoint()
+        assert {name: app.view_functions[name] for name in mlflows} == first
+
+
 def test_the_history_endpoint_answers_mlflows_json(database, monkeypatch):
     """get-history through Flask: MLflow's handler and the fast one give the same JSON, page by page."""
     import json

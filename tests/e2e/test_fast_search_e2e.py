@@ -56,7 +56,7 @@ class BulkLog:
                 run_points.setdefault((m.key, m.timestamp, m.step, value, is_nan), row)  # the primary key
             points[run_id] = list(run_points.values())
             rows[SqlMetric] += points[run_id]
-        with self.store.ManagedSessionMaker() as session:
+        with self.store.ManagedSessionMaker(read_only=False) as session:
             for model, table_rows in rows.items():
                 if table_rows:
                     session.execute(sqlalchemy.insert(model.__table__), table_rows)

@@ -53,9 +53,10 @@ PARAM_KEYS = ["lr", "model", "layers", "opt"]
 METRIC_KEYS = ["loss", "acc", "f1"]
 TAG_KEYS = ["team", "stage"]
 NAMES = ["alpha", "beta", "gamma", "alpha-2", "Beta_3", ""]
-# With `variants`: keys spelled in another case by some runs (one spelling per run, as MariaDB's primary
-# keys are case-insensitive and refuse both), values that differ only in case or a trailing space (equal
-# in MariaDB's PAD SPACE collation), the longest values MLflow takes, and infinite metrics.
+# With `variants`: keys spelled in another case by some runs (one spelling per run: the local MariaDB's
+# utf8mb4_general_ci makes primary keys case-insensitive, and refuses both), values that differ only in
+# case or a trailing space (equal in that PAD SPACE collation), the longest values MLflow takes, and
+# infinite metrics.
 SPELLINGS = {"opt": ["opt", "Opt"], "loss": ["loss", "Loss"], "team": ["team", "TEAM"]}
 PARAM_VARIANTS = ["Adam", "adam", "ADAM", "adam ", "p" * 6000]  # MLflow's longest param value
 TAG_VARIANTS = ["Prod", "prod", "prod ", "t" * 8000]  # MLflow's longest tag value

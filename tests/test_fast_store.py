@@ -7,8 +7,8 @@ experiment, dataset inputs, logged-model outputs), then more than a thousand gen
 followed by its token) and metric-history reads, each answered by MLflow's method and by the patched
 one, compared whole: the runs in order, every field of each, the page token, every metric point.
 
-tests/e2e/test_fast_store_e2e.py does the same on the local stack's MariaDB (the database the
-platform runs), with fewer queries.
+tests/e2e/test_fast_search_e2e.py compares the runs search on the local stack's MariaDB (the database the
+platform runs) with the same generators (tests/fast_store_diff.py).
 """
 
 from __future__ import annotations
@@ -21,175 +21,23 @@ import pytest
 import sqlalchemy
 
 from tests import image_modules
-
-PATCHED = ("_search_runs", "get_metric_history", "get_metric_history_bulk_interval", "_log_metrics_once")
+from tests.fast_store_diff import (
+    METRIC_KEYS,
+    PATCHED,
+    canonical,
+    generate,
+    install_fast_store,
+    random_filter,
+    random_order,
+    search_pages,
+)
 
 
 @pytest.fixture
 def methods(monkeypatch):
     """(MLflow's methods, the patched ones); MLflow's are back on the class after the test."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    fast_store = image_modules.load(monkeypatch, "fast_store")
-    original = {name: getattr(SqlAlchemyStore, name) for name in PATCHED}
-    for name in PATCHED:
-        monkeypatch.setattr(SqlAlchemyStore, name, original[name])
-    monkeypatch.setattr(
-        SqlAlchemyStore, fast_store.INSTALLED, False, raising=False
-    )  # gone again after the test
-    fast_store.install()
-    patched = {name: getattr(SqlAlchemyStore, name) for name in PATCHED}
-    assert all(patched[name] is not original[name] for name in PATCHED)
+    _, original, patched = install_fast_store(monkeypatch)
     return original, patched
-
-
-# ---------------------------------------------------------------------------------------- generated data
-
-PARAM_KEYS = ["lr", "model", "layers", "opt"]
-METRIC_KEYS = ["loss", "acc", "f1"]
-TAG_KEYS = ["team", "stage"]
-NAMES = ["alpha", "beta", "gamma", "alpha-2", "Beta_3", ""]
-
-
-def generate(store, rng: random.Random) -> dict:
-    """Runs in two experiments; returns what the queries draw from."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
-    from mlflow.entities.logged_model_output import LoggedModelOutput
-
-    experiments = [store.create_experiment("diff-a"), store.create_experiment("diff-b")]
-    run_ids, values = [], {"params": set(), "metrics": set(), "tags": set()}
-    base = 1_700_000_000_000
-    for index in range(90):
-        experiment = experiments[index % 5 == 0]
-        # Equal start times for some runs: the order then falls to run_uuid.
-        start = base + (index // 3) * 1000
-        run = store.create_run(experiment, f"user{index % 3}", start, [], rng.choice(NAMES))
-        run_id = run.info.run_id
-        run_ids.append(run_id)
-        params = [
-            Param(key, rng.choice(["0.1", "0.01", "cnn", "rnn", "3", "4", "adam", "sgd", "x'y"]))
-            for key in PARAM_KEYS
-            if rng.random() < 0.8
-        ]
-        metrics = []
-        for key in METRIC_KEYS:
-            if rng.random() < 0.2:
-                continue
-            for step in range(rng.choice([1, 1, 3, 40])):
-                value = math.nan if rng.random() < 0.03 else round(rng.uniform(-1, 2), rng.choice([1, 3, 8]))
-                # Repeated (timestamp, step) pairs with other values happen when a loop logs twice.
-                metrics.append(Metric(key, value, base + rng.randrange(0, 50), step))
-        tags = [
-            RunTag(key, rng.choice(["ml", "data", "prod", "dev"])) for key in TAG_KEYS if rng.random() < 0.6
-        ]
-        store.log_batch(run_id, metrics, params, tags)
-        values["params"] |= {p.value for p in params}
-        values["metrics"] |= {m.value for m in metrics if not math.isnan(m.value)}
-        values["tags"] |= {t.value for t in tags}
-        if index % 11 == 0:
-            dataset = Dataset(name=rng.choice(["train", "eval"]), digest=f"d{index % 3}", source_type="local",
-                              source="/data")  # fmt: skip
-            store.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
-        if index % 13 == 0:
-            model = store.create_logged_model(experiment, name=f"model-{index}", source_run_id=run_id)
-            store.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
-        if index % 9 == 0:
-            status = rng.choice([RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED])
-            store.update_run_info(run_id, status, base + index, None)
-        if index % 17 == 0:
-            store.delete_run(run_id)
-    # Runs without a start time (MLflow's API always sets one; older clients and imports did not): the
-    # order puts them last, which the fast path's ORDER BY must keep.
-    with store.engine.begin() as conn:
-        conn.execute(
-            sqlalchemy.text("UPDATE runs SET start_time = NULL WHERE run_uuid IN (:a, :b, :c)"),
-            dict(zip("abc", run_ids[3:30:12], strict=True)),
-        )
-    return {
-        "experiments": experiments,
-        "run_ids": run_ids,
-        "values": {k: sorted(v) for k, v in values.items()},
-    }
-
-
-def random_filter(rng: random.Random, data: dict) -> str | None:
-    def quote(value: str) -> str:
-        return "'" + value.replace("'", "\\'") + "'"
-
-    clauses = []
-    for _ in range(rng.choice([0, 1, 1, 2, 3])):
-        kind = rng.choice(["param", "metric", "metric", "tag", "attr", "attr", "dataset"])
-        if kind == "param":
-            key, value = rng.choice(PARAM_KEYS), rng.choice(data["values"]["params"])
-            op = rng.choice(["=", "!=", "LIKE", "ILIKE"])
-            pattern = value if op in ("=", "!=") else rng.choice([value, value[:1] + "%", "%" + value[-1:]])
-            if rng.random() < 0.15:
-                clauses.append(
-                    f"params.{key} IN ({quote(value)}, {quote(rng.choice(data['values']['params']))})"
-                )
-            else:
-                clauses.append(f"params.{key} {op} {quote(pattern)}")
-        elif kind == "metric":
-            key, value = rng.choice(METRIC_KEYS), rng.choice(data["values"]["metrics"])
-            clauses.append(f"metrics.{key} {rng.choice(['<', '>', '<=', '>=', '=', '!='])} {value}")
-        elif kind == "tag":
-            key, value = (
-                rng.choice([*TAG_KEYS, "mlflow.runName", "mlflow.user"]),
-                rng.choice(data["values"]["tags"]),
-            )
-            op = rng.choice(["=", "!=", "LIKE", "ILIKE"])
-            clauses.append(f"tags.`{key}` {op} {quote(value if op in ('=', '!=') else value[:1] + '%')}")
-        elif kind == "dataset":
-            clauses.append(f"dataset.name = {quote(rng.choice(['train', 'eval']))}")
-        else:
-            choice = rng.randrange(5)
-            if choice == 0:
-                clauses.append(f"attributes.status = {quote(rng.choice(['FINISHED', 'RUNNING', 'FAILED']))}")
-            elif choice == 1:
-                moment = 1_700_000_000_000 + rng.randrange(0, 60_000)
-                clauses.append(f"attributes.start_time {rng.choice(['>', '<=', '>='])} {moment}")
-            elif choice == 2:
-                pattern = quote(rng.choice(["alpha%", "%a%", "b%"]))
-                clauses.append(f"attributes.run_name {rng.choice(['LIKE', 'ILIKE'])} {pattern}")
-            elif choice == 3:
-                ids = ", ".join(quote(run_id) for run_id in rng.sample(data["run_ids"], 5))
-                clauses.append(f"attributes.run_id IN ({ids})")
-            else:
-                clauses.append(f"attributes.user_id = {quote(rng.choice(['user0', 'user1']))}")
-    return " and ".join(clauses) or None
-
-
-def random_order(rng: random.Random) -> list[str] | None:
-    choices = [
-        "attributes.start_time", "attributes.end_time", "attributes.run_name", "attributes.status",
-        *(f"params.{k}" for k in PARAM_KEYS), *(f"metrics.{k}" for k in METRIC_KEYS),
-        *(f"tags.{k}" for k in TAG_KEYS),
-    ]  # fmt: skip
-    count = rng.choice([0, 1, 1, 1, 2])
-    if count == 0:
-        return rng.choice([None, []])
-    return [f"{column} {rng.choice(['ASC', 'DESC', ''])}".strip() for column in rng.sample(choices, count)]
-
-
-def described(runs) -> list:
-    """Everything a runs search answers, as comparable values (NaN compares equal to NaN)."""
-    return [run.to_proto().SerializeToString(deterministic=True) for run in runs]
-
-
-def search_pages(method, store, experiments, filter_string, view, max_results, order_by) -> list:
-    """The first pages of a search (up to 3), following the tokens; a refused query gives MLflow's error."""
-    from mlflow.exceptions import MlflowException
-
-    pages, token = [], None
-    for _ in range(3):
-        try:
-            runs, token = method(store, experiments, filter_string, view, max_results, order_by, token)
-        except MlflowException as error:
-            return [("refused", error.error_code, error.message)]
-        pages.append((described(runs), token))
-        if not token:
-            break
-    return pages
 
 
 # ---------------------------------------------------------------------------------------- the tests
@@ -216,7 +64,7 @@ def test_runs_search_answers_as_mlflow_over_generated_queries(database, methods)
     nonempty = 0
     while queries < 1000:
         experiments = rng.choice([data["experiments"][:1], data["experiments"], data["experiments"][::-1]])
-        filter_string, order_by = random_filter(rng, data), random_order(rng)
+        filter_string, order_by = random_filter(rng, data), random_order(rng, data)
         view = rng.choice([ViewType.ACTIVE_ONLY, ViewType.ACTIVE_ONLY, ViewType.DELETED_ONLY, ViewType.ALL])
         max_results = rng.choice([1, 3, 10, 40, 1000])
         expected = search_pages(
@@ -548,13 +396,6 @@ def test_logged_metrics_are_stored_as_mlflow_stores_them(tmp_path, methods):
         sqlalchemy.event.remove(SqlMetric, "init", listener)
 
 
-def canonical(body) -> str:
-    """A JSON value as text that tells 1 from 1.0 and ignores key order and indentation."""
-    import json
-
-    return json.dumps(body, sort_keys=True)
-
-
 def test_the_runs_search_endpoint_answers_mlflows_json(database, monkeypatch):
     """runs/search through Flask: MLflow's handler and the fast one give the same JSON value, page by page,
     over generated filters, orders and page sizes (runs with dataset inputs and logged-model outputs take
@@ -574,7 +415,7 @@ def test_the_runs_search_endpoint_answers_mlflows_json(database, monkeypatch):
         {
             "experiment_ids": rng.choice([data["experiments"][:1], data["experiments"]]),
             **({"filter": f} if (f := random_filter(rng, data)) else {}),
-            **({"order_by": o} if (o := random_order(rng)) else {}),
+            **({"order_by": o} if (o := random_order(rng, data)) else {}),
             "run_view_type": rng.choice(["ACTIVE_ONLY", "DELETED_ONLY", "ALL"]),
             "max_results": rng.choice([1, 7, 100]),
         }

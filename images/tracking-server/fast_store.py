@@ -24,7 +24,8 @@ their rows become entities:
 
 Only a plain `SqlAlchemyStore` takes these paths: a subclass (workspaces) may filter what a user sees
 through hooks these copies do not call, so it keeps MLflow's methods. tests/test_fast_store.py compares
-every path against MLflow's own methods over generated runs and queries.
+every path against MLflow's own methods over generated runs and queries; tests/e2e/test_fast_search_e2e.py
+compares the runs search and its endpoint on MariaDB.
 
 Like serve.py's other patches, this is written against TESTED_MLFLOW_VERSION (serve.py refuses any
 other MLflow), because it copies the structure of MLflow's private methods.

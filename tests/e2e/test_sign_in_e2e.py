@@ -9,8 +9,8 @@ tokens for scripts and the CLI, the default permission, a run Job with no passwo
 keys (the provider down, requests still served), and no token in any log.
 
 LLM judges under sign-in (issue 19): the stack's values let its AI Gateway call the fake LLM
-(tests/e2e/judges.py); a judge started as the UI starts it and online scoring both reach the provider
-through the gateway.
+(tests/e2e/judges.py); a judge, a GenAI evaluation and issue detection started as the UI starts them, and
+online scoring, all reach the provider through the gateway.
 """
 
 from __future__ import annotations

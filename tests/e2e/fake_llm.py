@@ -1,9 +1,11 @@
 """A tiny deterministic OpenAI-compatible endpoint for the server-side jobs e2e (tests start it).
 
 `POST /v1/chat/completions` answers every request with the same judge verdict, as a chat completion whose
-message content is the JSON MLflow's judges parse (`{"result": ..., "rationale": ...}`). Each request's
-body is kept, so a test can show which model and messages MLflow sent. `delay` holds every answer back
-(a job that is still running when the test kills the runner).
+message content is the JSON MLflow's judges parse (`{"result": ..., "rationale": ...}`), unless one of
+`replies` applies: a request any of whose messages contains a reply's marker gets that reply's content
+(a pipeline of several prompts, such as issue detection, gets an answer of its own at each step). Each
+request's body is kept, so a test can show which model and messages MLflow sent. `delay` holds every
+answer back (a job that is still running when the test kills the runner).
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ class FakeLLM:
     url: str
     requests: list[dict] = field(default_factory=list)
     delay: float = 0.0
+    # marker -> message content (a dict is sent as its JSON), first match wins
+    replies: dict[str, str | dict] = field(default_factory=dict)
+
+
+def _content(body: dict, replies: dict[str, str | dict], verdict: dict) -> str:
+    text = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
+    reply = next((reply for marker, reply in replies.items() if marker in text), verdict)
+    return reply if isinstance(reply, str) else json.dumps(reply)
 
 
 @contextmanager
@@ -49,7 +59,7 @@ def fake_llm(verdict: dict = VERDICT) -> Iterator[FakeLLM]:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": json.dumps(verdict)},
+                        "message": {"role": "assistant", "content": _content(body, state.replies, verdict)},
                         "finish_reason": "stop",
                     }
                 ],

@@ -123,3 +123,82 @@ def invoke_judge(
 
 def assessments(client, trace_id: str, name: str) -> list:
     return [a for a in client.get_trace(trace_id).info.assessments if a.name == name]
+
+
+def log_traces(client, experiment_id: str, topic: str, count: int) -> list[str]:
+    """`count` one-span traces in `experiment_id` through `client`: a question on `topic` and its answer (a
+    test finds the LLM calls about its own traces by the topic)."""
+    trace_ids = []
+    for i in range(count):
+        question = {"question": f"{topic} question {i}"}
+        span = client.start_trace(f"answer-{i}", inputs=question, experiment_id=experiment_id)
+        client.end_trace(span.trace_id, outputs={"answer": f"{topic} answer {i}"})
+        trace_ids.append(span.trace_id)
+    return trace_ids
+
+
+def invoke_genai_evaluate(
+    base: str, auth: Auth, experiment_id: str, judges: list, trace_ids: list[str]
+) -> dict:
+    """The UI's "Run evaluation" (Evaluation runs tab, "Run judges"): its body as MLflow 3.17's bundle
+    sends it (no scorer versions); the job's and the new run's ids."""
+    invoked = requests.post(
+        f"{base}/ajax-api/3.0/mlflow/genai/evaluate/invoke",
+        auth=auth,
+        json={
+            "experiment_id": experiment_id,
+            "trace_ids": trace_ids,
+            "serialized_scorers": [json.dumps(judge.model_dump()) for judge in judges],
+        },
+        timeout=30,
+    )
+    assert invoked.status_code == 200, invoked.text
+    return invoked.json()
+
+
+# What the fake LLM answers at each step of issue detection (mlflow/genai/discovery): the triage judge fails
+# the trace, the label and annotation steps get plain text, the cluster summary an issue of high severity.
+ISSUE = {
+    "name": "Issue: Answers ignore the question",
+    "description": "The answer does not address what was asked.",
+    "root_cause": "The answer-0 span returns a canned answer.",
+    "example_indices": [0],
+    "severity": "high",
+    "categories": ["correctness"],
+    "category_rationale": "correctness: the answer is unrelated to the question.",
+}
+ISSUE_REPLIES: dict[str, str | dict] = {
+    # the triage judge's instructions (constants.CATEGORIES_INSTRUCTIONS)
+    'For the "passed" key in your result': {
+        "result": {"passed": "false", "categories": "correctness"},
+        "rationale": "[off-topic answer] The answer does not address the question.",
+    },
+    "You extract short failure symptoms": "answer ignores the question asked",  # FAILURE_LABEL_SYSTEM_PROMPT
+    "You are an expert at analyzing AI application failures": ISSUE,  # CLUSTER_SUMMARY_SYSTEM_PROMPT_BASE
+    "You are annotating a trace": "The answer to the question was unrelated to it.",  # TRACE_ANNOTATION_...
+}
+
+
+def invoke_issue_detection(
+    base: str, auth: Auth, experiment_id: str, endpoint: str, trace_ids: list[str]
+) -> dict:
+    """The UI's "Detect issues" with an AI Gateway endpoint chosen: its body as MLflow 3.17's bundle
+    sends it (every category; the first provider's default model, which the endpoint overrides; no
+    secret id)."""
+    from mlflow.genai.discovery.constants import DEFAULT_CATEGORIES
+
+    invoked = requests.post(
+        f"{base}/ajax-api/3.0/mlflow/issues/invoke",
+        auth=auth,
+        json={
+            "experiment_id": experiment_id,
+            "trace_ids": trace_ids,
+            "categories": DEFAULT_CATEGORIES,
+            "provider": "openai",
+            "model": "gpt-5.6-sol",
+            "endpoint_name": endpoint,
+        },
+        timeout=30,
+    )
+    assert invoked.status_code == 200, invoked.text
+    return invoked.json()

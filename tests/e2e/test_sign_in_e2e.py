@@ -9,8 +9,8 @@ tokens for scripts and the CLI, the default permission, a run Job with no passwo
 keys (the provider down, requests still served), and no token in any log.
 
 LLM judges under sign-in (issue 19): the stack's values let its AI Gateway call the fake LLM
-(tests/e2e/judges.py); a judge started as the UI starts it and online scoring both reach the provider
-through the gateway.
+(tests/e2e/judges.py); a judge, a GenAI evaluation and issue detection started as the UI starts them, and
+online scoring, all reach the provider through the gateway.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from tests.e2e import otlp
 from tests.e2e.conftest import own_stack
 from tests.e2e.fake_llm import VERDICT, FakeLLM, fake_llm
 from tests.e2e.judges import (
+    ISSUE,
+    ISSUE_REPLIES,
     JOB_DEADLINE,
     ONLINE_DEADLINE,
     TERMINAL,
@@ -39,7 +41,10 @@ from tests.e2e.judges import (
     Bearer,
     assessments,
     create_judge_endpoint,
+    invoke_genai_evaluate,
+    invoke_issue_detection,
     invoke_judge,
+    log_traces,
     start_online_judge,
     wait_job,
 )
@@ -329,6 +334,92 @@ def test_the_internal_gateway_token_is_a_credential_on_gateway_routes_only_and_a
     admin = httpx.Client(base_url=sso_stack.tracking_uri, headers=bearer(sso_stack.bearer_token()))
     profile = admin.get(f"/api/2.0/mlflow/users/{account}").json()
     assert profile.get("is_service_account") is True and profile.get("is_admin") is False, profile
+
+
+def _messages(call: dict) -> str:
+    return "\n".join(str(message.get("content")) for message in call.get("messages", []))
+
+
+def _provider_calls(llm: FakeLLM, *needles: str) -> list[dict]:
+    """The calls that reached the fake LLM with any of `needles` in their messages (a test's own: online
+    scoring calls it meanwhile)."""
+    calls = [c for c in llm.requests if any(needle in _messages(c) for needle in needles)]
+    assert calls, f"the fake LLM was not called about {needles}"
+    # The provider was called with the key stored in the gateway, never with a token of the stack's.
+    assert {(c["path"], c["model"], c["authorization"]) for c in calls} == {
+        ("/v1/chat/completions", "gpt-e2e-fake", "Bearer sk-e2e-fake")
+    }
+    return calls
+
+
+def test_a_genai_evaluation_started_from_the_ui_scores_through_the_ai_gateway(
+    sso_stack, gateway_judge, llm: FakeLLM
+):
+    """The UI's "Run evaluation" (Alice's credential, a non-admin): the `invoke_genai_evaluate` job in the
+    jobs pod runs mlflow.genai.evaluate into the run the request created, its judge calling the gateway."""
+    from mlflow.tracking import MlflowClient
+
+    started, topic = time.monotonic(), f"evaluate-{time.time_ns()}"
+    base, auth = sso_stack.tracking_uri, gateway_judge.auth
+    alice = MlflowClient(base)  # the module's environment is Alice's (gateway_judge)
+    experiment_id = alice.create_experiment(f"sso-{topic}")
+    trace_ids = log_traces(alice, experiment_id, topic, 2)
+    invoked = invoke_genai_evaluate(base, auth, experiment_id, [gateway_judge.judge], trace_ids)
+    job = wait_job(base, auth, invoked["job_id"], TERMINAL, JOB_DEADLINE)
+    assert job["status"] == "SUCCEEDED", (job, _server_log(sso_stack, "/gateway/"))
+    assert job["result"] == {"run_id": invoked["run_id"], "total_traces": 2, "scorer_count": 1}, job
+    run = alice.get_run(invoked["run_id"])
+    assert run.info.status == "FINISHED" and run.info.experiment_id == experiment_id
+    assert run.data.tags["mlflow.runType"] == "genai_evaluate"
+    assert run.data.tags["mlflow.genaiEvaluate.jobId"] == invoked["job_id"]
+    for trace_id in trace_ids:
+        [feedback] = assessments(alice, trace_id, "helpful")
+        assert feedback.error is None, feedback.error  # a judge's failure is an assessment's error here
+        assert (feedback.value, feedback.rationale) == (VERDICT["result"], VERDICT["rationale"])
+        assert feedback.metadata["mlflow.assessment.sourceRunId"] == invoked["run_id"]
+    linked = alice.search_traces(locations=[experiment_id], run_id=invoked["run_id"])
+    assert {t.info.trace_id for t in linked} == set(trace_ids)
+    assert run.inputs.dataset_inputs, "the evaluated traces are the run's dataset input"
+    assert len(_provider_calls(llm, topic)) == 2  # one judge call per trace
+    print(f"UI evaluation under sign-in: {time.monotonic() - started:.1f}s")
+
+
+def test_issue_detection_started_from_the_ui_finds_issues_through_the_ai_gateway(
+    sso_stack, gateway_judge, llm: FakeLLM
+):
+    """The UI's "Detect issues" with the gateway endpoint chosen (Alice's credential): the
+    `invoke_issue_detection` job runs every step of the pipeline through the gateway, and the issue, its
+    trace's issue assessment and the finished run are there."""
+    from mlflow.tracking import MlflowClient
+
+    started, topic = time.monotonic(), f"issues-{time.time_ns()}"
+    base, auth = sso_stack.tracking_uri, gateway_judge.auth
+    alice = MlflowClient(base)
+    experiment_id = alice.create_experiment(f"sso-{topic}")
+    [trace_id] = log_traces(alice, experiment_id, topic, 1)
+    llm.replies = ISSUE_REPLIES
+    try:
+        invoked = invoke_issue_detection(base, auth, experiment_id, "judge", [trace_id])
+        job = wait_job(base, auth, invoked["job_id"], TERMINAL, JOB_DEADLINE)
+    finally:
+        llm.replies = {}
+    assert job["status"] == "SUCCEEDED", (job, _server_log(sso_stack, "/gateway/"))
+    assert job["result"]["issues"] == 1 and job["result"]["total_traces_analyzed"] == 1, job
+    run = alice.get_run(invoked["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.runType"] == "issue_detection"
+    [issue] = alice._tracking_client.store.search_issues(experiment_id=experiment_id)
+    assert issue.name == ISSUE["name"].removeprefix("Issue: ") and str(issue.severity) == ISSUE["severity"]
+    assert issue.source_run_id == invoked["run_id"]
+    # The trace is linked to the issue, with the annotation step's rationale.
+    [reference] = [a for a in alice.get_trace(trace_id).info.assessments if a.name == issue.issue_id]
+    assert reference.rationale == ISSUE_REPLIES["You are annotating a trace"]
+    # Not checked: the report MLflow logs to the run's artifacts (summary.md, issues.json) is missing, with
+    # or without sign-in: jobs get the database as tracking URI, where a run's `mlflow-artifacts:` URI cannot
+    # be resolved (mlflow/server/jobs/_executor_runner.py, _build_execution_context; docs/genai.md).
+    # Every step of the pipeline asked the provider, with the stored key.
+    sent = [_messages(c) for c in _provider_calls(llm, topic, *ISSUE_REPLIES)]
+    assert all(any(marker in text for text in sent) for marker in ISSUE_REPLIES), sent
+    print(f"UI issue detection under sign-in: {time.monotonic() - started:.1f}s")
 
 
 def test_leaving_the_allowed_groups_ends_api_access(sso_stack):

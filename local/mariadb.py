@@ -169,7 +169,8 @@ def start(
         "--bind-address=127.0.0.1",
         f"--port={port}",
         "--skip-name-resolve",
-        # As the cluster's MySQL 8 (utf8mb4, case-insensitive); MariaDB's built-in default is latin1.
+        # utf8mb4 (MariaDB's built-in default is latin1), case-insensitive (utf8mb4_general_ci), as the
+        # chart's MySQL creates its tracking database; docs/database.md#collations names the differences.
         "--character-set-server=utf8mb4",
         f"--innodb-buffer-pool-size={buffer_pool_mib or 64}M",
         "--innodb-log-file-size=48M",

@@ -64,8 +64,9 @@ def _from_image(value: object) -> bool:
 def mlflow_patches() -> set[str]:
     """What this process's MLflow holds that is not MLflow's own: the image's fast paths (serve.py changes 14
     and 15) replace views of MLflow's app, methods of its SQL store and, with basic-auth, checks of its auth
-    module, and a test that installs them must put MLflow's back, or every later test in its worker runs
-    against the patched server (or finds them installed already: the patches install once)."""
+    module, and change 16 an entry of its artifact repository registry; a test that installs them must put
+    MLflow's back, or every later test in its worker runs against the patched server (or finds them
+    installed already: the patches install once)."""
     found = set()
     server = sys.modules.get("mlflow.server")
     if server is not None:
@@ -95,6 +96,14 @@ def mlflow_patches() -> set[str]:
                 for route, check in getattr(auth, table).items()
                 if _from_image(check)
             }
+    registry = sys.modules.get("mlflow.store.artifact.artifact_repository_registry")
+    if registry is not None:
+        # serve.py's change 16 registers its own opener of `mlflow-artifacts:` URIs.
+        found |= {
+            f"artifact repository registry[{scheme!r}]"
+            for scheme, repository in registry._artifact_repository_registry._registry.items()
+            if _from_image(repository)
+        }
     return found
 
 

@@ -15,6 +15,7 @@ import time
 import pytest
 import uvicorn
 import uvicorn.server
+from mlflow.store.artifact import artifact_repository_registry
 
 from tests.conftest import REPO_ROOT
 
@@ -36,6 +37,9 @@ def serve(monkeypatch):
     """A fresh serve.py (its own drain state); uvicorn's Server class restored after the test."""
     monkeypatch.setattr(uvicorn.server.Server, "handle_exit", uvicorn.server.Server.handle_exit)
     monkeypatch.setattr(uvicorn.server.Server, "startup", uvicorn.server.Server.startup)
+    # The worker's startup also registers change 16's opener of `mlflow-artifacts:` URIs: MLflow's after.
+    registry = artifact_repository_registry._artifact_repository_registry._registry
+    monkeypatch.setitem(registry, "mlflow-artifacts", registry["mlflow-artifacts"])
     spec = importlib.util.spec_from_file_location("serve_under_test", SERVE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

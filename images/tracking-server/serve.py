@@ -102,11 +102,23 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    validated once, written in one transaction as plain rows. Other requests take MLflow's code.
    MLFLOW_AKS_FAST_METRICS=false turns this off.
 
-(5), (6), (7), (8), (10), (12), (14) and (15) reach into MLflow's private internals, which change between
-releases without notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION, the one
-they were written and tested against (tests/test_images.py keeps it equal to the image's pin): a new MLflow
-needs these patches re-read and re-tested first. The sign-in plugin reaches into MLflow's internals too, so
-with `--app-name oidc-auth` it must be TESTED_OIDC_AUTH_VERSION as well.
+16. `mlflow-artifacts:` URIs resolved in this process. What MLflow writes from inside the server itself, the
+   AI Gateway's usage-tracking traces of every call (judges' included), goes to the experiment's artifact
+   location, `mlflow-artifacts:/<path>`. MLflow's `MlflowArtifactsRepository` resolves that only against an
+   http(s) tracking URI, and the server's own tracking URI is its database, so each such trace lost its
+   spans ("Failed to send trace to MLflow backend: When an mlflow-artifacts URI was supplied, the tracking
+   URI must be a valid http or https URI" in the log, and a trace with no data in the UI). This process
+   serves those URIs anyway (`--serve-artifacts`) and holds the store's credentials: here, when the tracking
+   URI is not http(s), `mlflow-artifacts:/<path>` opens `--artifacts-destination` + `<path>` directly, what
+   MLflow's own artifact and trace handlers do with such a URI (`_get_trace_repo_from_uri`), a path that
+   climbs out of the destination refused as they refuse it (`validate_path_is_safe`). Every other case (an
+   http(s) tracking URI, a URI naming a host, no artifacts served here) is MLflow's class, unchanged.
+
+(5), (6), (7), (8), (10), (12), (14), (15) and (16) reach into MLflow's private internals, which change
+between releases without notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION,
+the one they were written and tested against (tests/test_images.py keeps it equal to the image's pin): a
+new MLflow needs these patches re-read and re-tested first. The sign-in plugin reaches into MLflow's
+internals too, so with `--app-name oidc-auth` it must be TESTED_OIDC_AUTH_VERSION as well.
 """
 
 from __future__ import annotations
@@ -117,6 +129,7 @@ import hmac
 import json
 import math
 import os
+import posixpath
 import re
 import socket
 import sys
@@ -710,6 +723,41 @@ def _share_request_user() -> bool:
     return _enabled(SHARE_REQUEST_USER)
 
 
+PROXIED_ARTIFACTS_SCHEME = "mlflow-artifacts"
+
+
+def in_process_artifact_repository(
+    artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None
+):
+    """(16) The repository for `mlflow-artifacts:/<path>`: the artifacts destination's own at <path> when
+    this process serves artifacts and its tracking URI is not http(s); MLflow's class otherwise."""
+    from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR, SERVE_ARTIFACTS_ENV_VAR
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+    from mlflow.tracking._tracking_service.utils import get_tracking_uri
+    from mlflow.utils.uri import validate_path_is_safe
+
+    destination = os.environ.get(ARTIFACTS_DESTINATION_ENV_VAR)
+    serving = os.environ.get(SERVE_ARTIFACTS_ENV_VAR, "false") == "true"
+    tracking_scheme = urllib.parse.urlparse(tracking_uri or get_tracking_uri()).scheme
+    parsed = urllib.parse.urlparse(artifact_uri)
+    if not (serving and destination) or tracking_scheme in ("http", "https") or parsed.netloc:
+        return MlflowArtifactsRepository(artifact_uri, tracking_uri=tracking_uri, registry_uri=registry_uri)
+    # As MLflow's handlers: the URI's path below the destination, refused if it leaves it (".." etc.).
+    path = parsed.path.lstrip("/")
+    location = posixpath.join(destination.rstrip("/"), validate_path_is_safe(path)) if path else destination
+    return get_artifact_repository(location, tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+
+def resolve_proxied_artifacts_in_process() -> None:
+    """(16) MLflow's artifact repository registry opens `mlflow-artifacts:` URIs with the function above."""
+    from mlflow.store.artifact import artifact_repository_registry
+
+    artifact_repository_registry._artifact_repository_registry.register(
+        PROXIED_ARTIFACTS_SCHEME, in_process_artifact_repository
+    )
+
+
 def _install_store_patches() -> None:
     """(14), (15) MLflow's SQL tracking store and its metric endpoints, faster with the same answers
     (fast_store.py, fast_metrics.py), each unless turned off."""
@@ -739,7 +787,7 @@ def _fastapi_app(app):
 
 
 def _patch_uvicorn_worker() -> None:
-    """In each serving process: (7), (8), (13), (14), (15); SO_REUSEPORT socket (several workers); with
+    """In each serving process: (7), (8), (13), (14), (15), (16); SO_REUSEPORT socket (several workers); with
     auth, (5), (6), (10) and (15)'s hooks."""
     import uvicorn.server
 
@@ -751,6 +799,7 @@ def _patch_uvicorn_worker() -> None:
     async def startup(self: uvicorn.server.Server, sockets: list[socket.socket] | None = None) -> None:
         # The app is loaded by now; with basic-auth, MLflow's auth module is part of it.
         _install_store_patches()
+        resolve_proxied_artifacts_in_process()
         if _enabled(STREAM_ARTIFACTS) and (fastapi_app := _fastapi_app(self.config.loaded_app)):
             import stream_artifacts  # beside this file (/app in the image)
 

@@ -102,17 +102,18 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    validated once, written in one transaction as plain rows. Other requests take MLflow's code.
    MLFLOW_AKS_FAST_METRICS=false turns this off.
 
-16. `mlflow-artifacts:` URIs resolved in this process. What MLflow writes from inside the server itself, the
-   AI Gateway's usage-tracking traces of every call (judges' included), goes to the experiment's artifact
-   location, `mlflow-artifacts:/<path>`. MLflow's `MlflowArtifactsRepository` resolves that only against an
-   http(s) tracking URI, and the server's own tracking URI is its database, so each such trace lost its
-   spans ("Failed to send trace to MLflow backend: When an mlflow-artifacts URI was supplied, the tracking
-   URI must be a valid http or https URI" in the log, and a trace with no data in the UI). This process
+16. `mlflow-artifacts:` URIs resolved in this process. What MLflow writes from inside the server itself, such
+   as the AI Gateway's usage-tracking trace of every call (judges' included), goes to the experiment's
+   artifact location, `mlflow-artifacts:/<path>`. MLflow's `MlflowArtifactsRepository` resolves that only
+   against an http(s) tracking URI, and the server's own tracking URI is its database: the trace's spans
+   still reached the database (the SQL store's log_spans), but its data file and attachments in the artifact
+   store were not written, with "Failed to send trace to MLflow backend: When an mlflow-artifacts URI was
+   supplied, the tracking URI must be a valid http or https URI" in the log for each call. This process
    serves those URIs anyway (`--serve-artifacts`) and holds the store's credentials: here, when the tracking
    URI is not http(s), `mlflow-artifacts:/<path>` opens `--artifacts-destination` + `<path>` directly, what
-   MLflow's own artifact and trace handlers do with such a URI (`_get_trace_repo_from_uri`), a path that
-   climbs out of the destination refused as they refuse it (`validate_path_is_safe`). Every other case (an
-   http(s) tracking URI, a URI naming a host, no artifacts served here) is MLflow's class, unchanged.
+   MLflow's own trace handlers do with such a URI (`_get_trace_repo_from_uri`), a path that climbs out of
+   the destination refused as its artifact handlers refuse it (`validate_path_is_safe`). Every other case
+   (an http(s) tracking URI, a URI naming a host, no artifacts served here) is MLflow's class, unchanged.
 
 (5), (6), (7), (8), (10), (12), (14), (15) and (16) reach into MLflow's private internals, which change
 between releases without notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION,

@@ -290,7 +290,58 @@ def test_a_judge_started_from_the_ui_calls_the_ai_gateway(sso_stack, gateway_jud
     call = llm.requests[0]
     assert call["path"] == "/v1/chat/completions" and call["model"] == "gpt-e2e-fake"
     assert call["authorization"] == "Bearer sk-e2e-fake"
+    # serve.py change 16: the gateway's own traces of the calls, recorded in the serving process, are saved
+    # whole. Their spans reach the database (the SQL store's log_spans); the copy MLflow's exporter uploads to
+    # the trace's `mlflow-artifacts:` location is written too (when the exporter's start_trace comes before
+    # log_spans: a race inside MLflow) instead of failing with the warning below.
+    gateway_traces = _gateway_usage_traces(sso_stack, "judge")
+    assert gateway_traces and all(trace.data.spans for trace, _ in gateway_traces), gateway_traces
+    for trace, stored in gateway_traces:
+        if stored is not None:
+            assert [span["name"] for span in stored["spans"]] == [span.name for span in trace.data.spans]
+    assert not _server_log(sso_stack, TRACE_LOST), _server_log(sso_stack, TRACE_LOST)
+    copies = sum(stored is not None for _, stored in gateway_traces)
+    print(f"gateway traces: {len(gateway_traces)}, with their artifact copy: {copies}")
     print(f"UI judge run under sign-in: {time.monotonic() - started:.1f}s")
+
+
+# What MLflow logs when a trace recorded inside the server cannot be saved: the gateway's traces to an
+# `mlflow-artifacts:` location with the database as tracking URI, before serve.py's change 16.
+TRACE_LOST = "Failed to send trace to MLflow backend"
+
+
+def _gateway_usage_traces(stack: LocalStack, endpoint: str, deadline: float = 30.0) -> list[tuple]:
+    """The AI Gateway's own usage-tracking traces of `endpoint` (its experiment), read as an admin once any
+    is there (the serving process exports them in the background), each with the trace data its
+    `mlflow.artifactLocation` holds, downloaded through the server's artifact API (None: none there)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.tracking import MlflowClient
+
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+        env.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        env.setenv("MLFLOW_TRACKING_TOKEN", stack.bearer_token())
+        client = MlflowClient(stack.tracking_uri)
+        config = client._tracking_client.store.get_gateway_endpoint(name=endpoint)
+        assert config.usage_tracking and config.experiment_id, config
+        until = time.monotonic() + deadline
+        while not (traces := client.search_traces(locations=[config.experiment_id])):
+            if time.monotonic() > until:
+                break
+            time.sleep(0.5)
+        time.sleep(2)  # the exporter uploads (or logs its failure) after creating the trace
+        stored = []
+        for trace in traces:
+            location = trace.info.tags["mlflow.artifactLocation"]
+            assert location.startswith("mlflow-artifacts:/"), location
+            try:
+                repo = get_artifact_repository(location, tracking_uri=stack.tracking_uri)
+                data = repo.download_trace_data()
+            except MlflowException:
+                data = None
+            stored.append((trace, data))
+    return stored
 
 
 def test_the_internal_gateway_token_is_a_credential_on_gateway_routes_only_and_as_one_account(

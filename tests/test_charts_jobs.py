@@ -23,6 +23,7 @@ from components import chart_values
 from components.chart_values import setup_values
 from local.chart import deep_merge
 from tests import chart_render as cr
+from tests.image_modules import load
 
 IMAGE_DIR = cr.REPO_ROOT / "images" / "tracking-server"
 JOBS = f"{chart_values.FULLNAME}-jobs"
@@ -352,3 +353,51 @@ def test_a_runner_stops_when_its_lock_or_the_schema_goes(tmp_path, monkeypatch):
     held["lock"] = False
     assert "lost the mlflow_aks_job_runner lock" in jobs.reason_to_stop(None, uri)
     engine.dispose()
+
+
+def test_the_runners_jobs_reach_the_servers_artifacts_destination(default):
+    """Issue detection's report: each job's process resolves a run's `mlflow-artifacts:` location to the
+    serving pods' `--artifacts-destination` (serve.py change 16, through job_entry.py), with the identity
+    the runner already shares with them (test_the_runner_has_the_servers_identity_and_keys)."""
+    from mlflow.server.constants import ARTIFACTS_DESTINATION_ENV_VAR, SERVE_ARTIFACTS_ENV_VAR
+
+    args = _server(default)["args"]
+    destination = args[args.index("--artifacts-destination") + 1]
+    _, runner = _runner(default)
+    env = _env(runner)
+    assert env[ARTIFACTS_DESTINATION_ENV_VAR]["value"] == destination
+    assert env[SERVE_ARTIFACTS_ENV_VAR]["value"] == "true"
+
+
+def test_each_job_process_starts_through_job_entry(monkeypatch):
+    """jobs.py points MLflow's launcher at job_entry.py and puts its directory on the jobs' PYTHONPATH."""
+    import mlflow.server.jobs.utils as job_utils
+
+    jobs = _module("jobs")
+    monkeypatch.setattr(job_utils, "_JOB_ENTRY_MODULE", job_utils._JOB_ENTRY_MODULE)
+    environ = {"PYTHONPATH": "/elsewhere"}
+    jobs.run_jobs_through_entry(job_utils, environ)
+    assert job_utils._JOB_ENTRY_MODULE == jobs.JOB_ENTRY_MODULE == "job_entry"
+    assert environ["PYTHONPATH"].split(os.pathsep) == [str(IMAGE_DIR), "/elsewhere"]
+    assert (IMAGE_DIR / "job_entry.py").is_file()
+
+
+def test_job_entry_installs_change_16_then_runs_mlflows_entry(monkeypatch):
+    """job_entry.py: serve.py's resolver is MLflow's for `mlflow-artifacts:` when MLflow's job entry runs."""
+    import runpy
+
+    from mlflow.store.artifact import artifact_repository_registry
+
+    registry = artifact_repository_registry._artifact_repository_registry._registry
+    monkeypatch.setitem(registry, "mlflow-artifacts", registry["mlflow-artifacts"])
+    entry = load(monkeypatch, "job_entry")  # with serve.py importable beside it, as in /app
+    ran = []
+
+    def run_module(name, **kwargs):
+        ran.append((name, kwargs, registry["mlflow-artifacts"]))
+
+    monkeypatch.setattr(runpy, "run_module", run_module)
+    entry.main()
+    [(name, kwargs, resolver)] = ran
+    assert name == "mlflow.server.jobs._job_subproc_entry" and kwargs["run_name"] == "__main__"
+    assert resolver is sys.modules["serve"].in_process_artifact_repository

@@ -53,6 +53,8 @@ HEARTBEAT_FILE = "mlflow-aks-jobs-heartbeat"
 LEADER_LOCK = "mlflow_aks_job_runner"
 LOCK_CHECK_SECONDS = 5.0
 LOCK_WAIT_SECONDS = 10
+# What each job's process runs (job_entry.py): serve.py's change 16, then MLflow's own job entry.
+JOB_ENTRY_MODULE = "job_entry"
 
 
 def take_leader_lock(uri: str):
@@ -219,6 +221,14 @@ def runner_env(environ: Mapping[str, str], *, now_ms: int, pid: int, huey_dir: s
     }
 
 
+def run_jobs_through_entry(job_utils, environ: dict[str, str]) -> None:
+    """Each job's process starts as `python -m job_entry` (beside this file), which installs serve.py's
+    change 16 before MLflow's own entry: MLflow reads `_JOB_ENTRY_MODULE` when it launches a job."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    job_utils._JOB_ENTRY_MODULE = JOB_ENTRY_MODULE
+    environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, environ.get("PYTHONPATH", "")) if p)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--probe"]:
         return probe(float(argv[1]))
@@ -244,8 +254,11 @@ def main(argv: list[str]) -> int:
     env = runner_env(os.environ, now_ms=int(time.time() * 1000), pid=os.getpid(), huey_dir=huey_dir)
     os.environ.update(env)
 
+    import mlflow.server.jobs.utils as job_utils
     from mlflow.server.jobs.executor_registry import validate_executor_config
     from mlflow.server.jobs.utils import _check_requirements
+
+    run_jobs_through_entry(job_utils, os.environ)
 
     _check_requirements(env["MLFLOW_BACKEND_STORE_URI"])
     validate_executor_config()

@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -464,9 +465,12 @@ def test_issue_detection_started_from_the_ui_finds_issues_through_the_ai_gateway
     # The trace is linked to the issue, with the annotation step's rationale.
     [reference] = [a for a in alice.get_trace(trace_id).info.assessments if a.name == issue.issue_id]
     assert reference.rationale == ISSUE_REPLIES["You are annotating a trace"]
-    # Not checked: the report MLflow logs to the run's artifacts (summary.md, issues.json) is missing, with
-    # or without sign-in: jobs get the database as tracking URI, where a run's `mlflow-artifacts:` URI cannot
-    # be resolved (mlflow/server/jobs/_executor_runner.py, _build_execution_context; docs/genai.md).
+    # The report MLflow logs to the run's artifacts, from the job's process (which has the database as
+    # tracking URI: job_entry.py resolves the run's `mlflow-artifacts:` location to the artifact store).
+    report = {a.path for a in alice.list_artifacts(invoked["run_id"])}
+    assert {"summary.md", "issues.json", "metadata.json"} <= report, report
+    [reported] = json.loads(Path(alice.download_artifacts(invoked["run_id"], "issues.json")).read_text())
+    assert reported["name"] == issue.name and reported["issue_id"] == issue.issue_id, reported
     # Every step of the pipeline asked the provider, with the stored key.
     sent = [_messages(c) for c in _provider_calls(llm, topic, *ISSUE_REPLIES)]
     assert all(any(marker in text for text in sent) for marker in ISSUE_REPLIES), sent

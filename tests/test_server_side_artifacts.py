@@ -12,6 +12,7 @@ from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR, SERVE_ARTIFACTS_ENV_VAR
 from mlflow.store.artifact import artifact_repository_registry
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from tests.image_modules import load
 
@@ -33,6 +34,9 @@ def destination(monkeypatch, tmp_path):
     monkeypatch.setenv(SERVE_ARTIFACTS_ENV_VAR, "true")
     monkeypatch.setenv(ARTIFACTS_DESTINATION_ENV_VAR, root.as_uri())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", DATABASE)
+    # The variable decides, as in a serving process: not a URI an earlier test of this worker set with
+    # mlflow.set_tracking_uri (several e2e tests do), which MLflow prefers to the variable.
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
     return root
 
 

@@ -223,3 +223,21 @@ def search_pages(method, store, experiments, filter_string, view, max_results, o
         if not token:
             break
     return found
+
+
+def endpoint_pages(client, requests: list[dict], pages: int | None = 3) -> list:
+    """Each runs/search request through Flask's test `client`, its pages followed by their tokens (up to
+    `pages`, None: to the end): (status, canonical JSON) of every answer."""
+    found = []
+    for query in requests:
+        token, answered = None, 0
+        while pages is None or answered < pages:
+            reply = client.post(
+                "/ajax-api/2.0/mlflow/runs/search", json={**query, **({"page_token": token} if token else {})}
+            )
+            body = json.loads(reply.data)
+            found.append((reply.status_code, canonical(body)))
+            answered += 1
+            if not (token := body.get("next_page_token")):
+                break
+    return found

@@ -25,6 +25,7 @@ from tests.fast_store_diff import (
     METRIC_KEYS,
     PATCHED,
     canonical,
+    endpoint_pages,
     generate,
     install_fast_store,
     random_filter,
@@ -423,29 +424,14 @@ def test_the_runs_search_endpoint_answers_mlflows_json(database, monkeypatch):
     ]
     requests += [{"experiment_ids": data["experiments"], "max_results": 60000}, {"experiment_ids": "1"}]
 
-    def answers() -> list:
-        found = []
-        for query in requests:
-            token = None
-            for _ in range(3):
-                reply = client.post(
-                    "/ajax-api/2.0/mlflow/runs/search",
-                    json={**query, **({"page_token": token} if token else {})},
-                )
-                body = json.loads(reply.data)
-                found.append((reply.status_code, canonical(body)))
-                if not (token := body.get("next_page_token")):
-                    break
-        return found
-
-    expected = answers()
+    expected = endpoint_pages(client, requests)
     fast_store.install_search_runs_endpoint()
     assert app.view_functions[endpoint] is not handlers._search_runs
     converted = []
     monkeypatch.setattr(
         fast_store, "_message_dict", lambda m, f=fast_store._message_dict: converted.append(m) or f(m)
     )
-    actual = answers()
+    actual = endpoint_pages(client, requests)
     assert actual == expected
     runs = [run for status, body in expected if status == 200 for run in json.loads(body).get("runs", [])]
     assert len(runs) > 300 and any('"NaN"' in body for _, body in expected)

@@ -19,7 +19,7 @@ import sqlalchemy
 
 from local import LocalStack
 from tests.fast_store_diff import (
-    canonical,
+    endpoint_pages,
     generate,
     install_fast_store,
     random_filter,
@@ -162,27 +162,12 @@ def test_runs_search_endpoint_answers_mlflows_json_on_mariadb(generated, monkeyp
         for order in ("params.opt", "metrics.loss DESC", "tags.team")
     ]  # fmt: skip
 
-    def answers() -> list:
-        found = []
-        for query in requests:
-            token = None
-            while True:
-                reply = client.post(
-                    "/ajax-api/2.0/mlflow/runs/search",
-                    json={**query, **({"page_token": token} if token else {})},
-                )
-                body = json.loads(reply.data)
-                found.append((reply.status_code, canonical(body)))
-                if not (token := body.get("next_page_token")):
-                    break
-        return found
-
     with monkeypatch.context() as mlflows:
         mlflows.setattr(SqlAlchemyStore, "_search_runs", original["_search_runs"])
-        expected = answers()
+        expected = endpoint_pages(client, requests, pages=None)
     fast_store.install_search_runs_endpoint()
     assert app.view_functions[endpoint] is not handlers._search_runs
-    actual = answers()
+    actual = endpoint_pages(client, requests, pages=None)
     assert actual == expected
     runs = [run for status, body in expected if status == 200 for run in json.loads(body).get("runs", [])]
     print(f"{len(requests)} requests, {len(expected)} pages, {len(runs)} runs")

@@ -12,6 +12,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = REPO_ROOT / "images"
+# Basic-auth's request tables, where the image's fast paths put their checks.
+AUTH_TABLES = ("BEFORE_REQUEST_VALIDATORS", "AFTER_REQUEST_HANDLERS")
 
 
 def find_helm() -> str | None:
@@ -90,7 +92,7 @@ def mlflow_patches() -> set[str]:
             for name, value in vars(auth).items()
             if name.startswith("_mlflow_aks") or _from_image(value)
         }
-        for table in ("BEFORE_REQUEST_VALIDATORS", "AFTER_REQUEST_HANDLERS"):
+        for table in AUTH_TABLES:
             found |= {
                 f"auth.{table}[{route!r}]"
                 for route, check in getattr(auth, table).items()
@@ -126,7 +128,7 @@ def basic_auth(monkeypatch):
 
     for name in ("validate_can_read_metric_history_bulk", "redact_search_runs_model_links"):
         monkeypatch.setattr(auth, name, getattr(auth, name))
-    for table in ("BEFORE_REQUEST_VALIDATORS", "AFTER_REQUEST_HANDLERS"):
+    for table in AUTH_TABLES:
         monkeypatch.setattr(auth, table, dict(getattr(auth, table)))
     monkeypatch.setattr(auth, "_mlflow_aks_fast_metrics", False, raising=False)  # gone again after the test
     return auth

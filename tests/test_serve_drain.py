@@ -8,7 +8,6 @@ tests/e2e/test_rollouts_e2e.py stops real servers that way behind a balancer.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import signal
 import time
 
@@ -17,9 +16,7 @@ import uvicorn
 import uvicorn.server
 from mlflow.store.artifact import artifact_repository_registry
 
-from tests.conftest import REPO_ROOT
-
-SERVE = REPO_ROOT / "images" / "tracking-server" / "serve.py"
+from tests import image_modules
 
 
 def _run(coro):
@@ -40,10 +37,7 @@ def serve(monkeypatch):
     # The worker's startup also registers change 16's opener of `mlflow-artifacts:` URIs: MLflow's after.
     registry = artifact_repository_registry._artifact_repository_registry._registry
     monkeypatch.setitem(registry, "mlflow-artifacts", registry["mlflow-artifacts"])
-    spec = importlib.util.spec_from_file_location("serve_under_test", SERVE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return image_modules.load(monkeypatch, "serve")
 
 
 async def _answer(app, scope_type: str = "http") -> list[dict]:

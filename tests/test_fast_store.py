@@ -544,3 +544,55 @@ def test_the_runs_search_redaction_leaves_what_mlflows_leaves(
     linked = [a for a in answers if '"model_outputs"' in a.decode()]
     assert 0 < len(linked) < len(answers) and mlflow_parsed == len(answers) and len(parsed) == len(linked)
     assert any('"model_outputs"' in body for body in expected) is not models_denied
+
+
+@pytest.mark.parametrize("models_denied", [True, False])
+def test_the_runs_search_endpoint_spares_the_redaction_a_parse(
+    database, auth_module, monkeypatch, models_denied
+):
+    """The fast endpoint marks an answer whose runs are all plain (`NO_MODEL_LINKS`); basic-auth's check then
+    leaves it as it is without parsing it, as MLflow's check leaves it. An answer with a model link is never
+    marked, and is withheld from as MLflow's check withholds."""
+    import json
+
+    from flask import Response
+    from mlflow.server import app, handlers
+
+    auth, (store, data) = auth_module, database
+    monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
+    monkeypatch.setattr(auth, "sender_is_admin", lambda: False)
+    monkeypatch.setattr(auth, "authenticate_request", lambda: types.SimpleNamespace(username="reader"))
+    denied = {auth.RESOURCE_TYPE_LOGGED_MODEL} if models_denied else set()
+    monkeypatch.setattr(auth, "_denied_sibling_tiers", lambda username, tiers: denied & set(tiers))
+    endpoint, path = handlers._search_runs.__name__, "/ajax-api/2.0/mlflow/runs/search"
+    monkeypatch.setitem(app.view_functions, endpoint, app.view_functions[endpoint])
+    mlflows_check = auth.AFTER_REQUEST_HANDLERS[(path, "POST")]
+    fast_store = image_modules.load(monkeypatch, "fast_store")
+    fast_store.install_search_runs_endpoint()
+    fast_store.install_auth_checks()
+    rng = random.Random(26)  # noqa: S311 - generated queries, the same every run
+    requests = [
+        {"experiment_ids": [experiment], "max_results": size, "run_view_type": "ALL",
+         **({"filter": f} if (f := random_filter(rng, data)) else {})}
+        for experiment in data["experiments"]
+        for size in (1, 3, 5, 20, 100)
+        for _ in range(4)
+    ]  # fmt: skip
+    marked = unmarked = 0
+    for body in requests:
+        with app.test_request_context(path, method="POST", json=body):
+            answer = app.view_functions[endpoint]()
+            if answer.status_code != 200:  # MLflow's error (a run without a start time on the page)
+                continue
+            text = answer.get_data()
+            expected = Response(text, mimetype="application/json")
+            mlflows_check(expected)
+            if getattr(answer, fast_store.NO_MODEL_LINKS):
+                marked += 1
+                assert not fast_store._links_models(json.loads(text))
+                monkeypatch.setattr(answer, "get_json", lambda *args, **kwargs: pytest.fail("parsed"))
+            else:
+                unmarked += 1
+            auth.AFTER_REQUEST_HANDLERS[(path, "POST")](answer)
+            assert canonical(json.loads(answer.get_data())) == canonical(json.loads(expected.get_data()))
+    assert marked > 10 and unmarked > 10, (marked, unmarked)

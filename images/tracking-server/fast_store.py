@@ -33,12 +33,15 @@ other MLflow), because it copies the structure of MLflow's private methods.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import defaultdict
 from types import SimpleNamespace
 
 INSTALLED = "_mlflow_aks_fast_store"
+# Set on a runs search's response by `install_search_runs_endpoint` when its runs have no model links.
+NO_MODEL_LINKS = "_mlflow_aks_no_model_links"
 
 
 def _plain(store) -> bool:
@@ -82,28 +85,88 @@ def _metric_value(value: float, is_nan) -> float:
     return float("nan") if is_nan else value
 
 
+@functools.cache
+def _statements() -> SimpleNamespace:
+    """The fast paths' fixed statements, built once per process: Core selects on MLflow's tables (its ORM
+    models' `__table__`), every value a bound parameter (`run_ids` expands to the IN list), so a request
+    neither builds a statement nor has its cache key computed (SQLAlchemy memoizes a statement's key), and
+    the rows come back as plain rows, not through the ORM's loading. The same SQL MLflow's ORM columns
+    would give (the columns are the models' own)."""
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+    from sqlalchemy import Integer, String, bindparam, func, select
+
+    run_ids = bindparam("run_ids", expanding=True)
+    params, tags, latest = SqlParam.__table__.c, SqlTag.__table__.c, SqlLatestMetric.__table__.c
+    runs, m = SqlRun.__table__.c, SqlMetric.__table__.c
+
+    def sampled(steps: bool):
+        # The charts' sampled history of many runs in one statement (`get_metric_history_bulk_interval`):
+        # one ordered pass per run gives each row's position and the run's count. MLflow keeps the first
+        # row of each of `max_results` NTILE buckets, and the last row; NTILE's buckets are the SQL
+        # standard's (https://dev.mysql.com/doc/refman/8.4/en/window-function-descriptions.html#function_ntile):
+        # of `total` rows, the first `total mod n` buckets hold `total div n + 1` rows, the others
+        # `total div n`, so a bucket's first row is found from its position alone.
+        max_results = bindparam("max_results", type_=Integer)
+        filters = [m.run_uuid.in_(run_ids), m.key == bindparam("metric_key", type_=String)]
+        if steps:
+            filters += [
+                m.step >= bindparam("start_step", type_=Integer),
+                m.step <= bindparam("end_step", type_=Integer),
+            ]
+        ascending = [m.step, m.timestamp, m.value, m.is_nan]
+        positioned = (
+            select(
+                m.run_uuid.label("run_uuid"),
+                m.value.label("value"),
+                m.timestamp.label("timestamp"),
+                m.step.label("step"),
+                m.is_nan.label("is_nan"),
+                func.row_number().over(partition_by=m.run_uuid, order_by=ascending).label("position"),
+                func.count().over(partition_by=m.run_uuid).label("total"),
+            )
+            .where(*filters)
+            .subquery()
+        )
+        p = positioned.c
+        index, size = p.position - 1, p.total // max_results
+        larger = (p.total % max_results) * (size + 1)  # rows in the larger buckets
+        first_of_bucket = (
+            (p.total <= max_results)
+            | ((index < larger) & (index % (size + 1) == 0))
+            | ((index >= larger) & ((index - larger) % size == 0))
+        )
+        last = p.position == p.total
+        return (
+            select(p.run_uuid, p.value, p.timestamp, p.step, p.is_nan, first_of_bucket, last)
+            .where(first_of_bucket | last)
+            .order_by(p.run_uuid, p.position)
+        )
+
+    return SimpleNamespace(
+        params=select(params.run_uuid, params.key, params.value).where(params.run_uuid.in_(run_ids)),
+        tags=select(tags.run_uuid, tags.key, tags.value).where(tags.run_uuid.in_(run_ids)),
+        latest_metrics=select(
+            latest.run_uuid, latest.key, latest.value, latest.timestamp, latest.step, latest.is_nan
+        ).where(latest.run_uuid.in_(run_ids)),
+        run_experiments=select(
+            runs.run_uuid, runs.experiment_id, runs.user_id, runs.status, runs.start_time
+        ).where(runs.run_uuid.in_(run_ids)),
+        sampled=sampled(steps=False),
+        sampled_steps=sampled(steps=True),
+    )
+
+
 def _run_data_rows(session, run_ids: list[str]):
     """The params, tags and latest metrics of `run_ids`, as plain rows grouped by run."""
-    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlTag
-    from sqlalchemy import select
-
     params, tags, metrics = defaultdict(list), defaultdict(list), defaultdict(list)
     if not run_ids:
         return params, tags, metrics
-    for run_id, key, value in session.execute(
-        select(SqlParam.run_uuid, SqlParam.key, SqlParam.value).where(SqlParam.run_uuid.in_(run_ids))
-    ):
+    statements, bound = _statements(), {"run_ids": run_ids}
+    for run_id, key, value in session.execute(statements.params, bound):
         params[run_id].append((key, value))
-    for run_id, key, value in session.execute(
-        select(SqlTag.run_uuid, SqlTag.key, SqlTag.value).where(SqlTag.run_uuid.in_(run_ids))
-    ):
+    for run_id, key, value in session.execute(statements.tags, bound):
         tags[run_id].append((key, value))
-    latest = SqlLatestMetric
-    for row in session.execute(
-        select(latest.run_uuid, latest.key, latest.value, latest.timestamp, latest.step, latest.is_nan).where(
-            latest.run_uuid.in_(run_ids)
-        )
-    ):
+    for row in session.execute(statements.latest_metrics, bound):
         metrics[row[0]].append(row[1:])
     return params, tags, metrics
 
@@ -269,14 +332,15 @@ def _plain_run(run) -> bool:
     )
 
 
-def run_dict(run) -> dict:
+def run_dict(run, plain: bool | None = None) -> dict:
     """The run as MLflow's JSON has it (`message_to_json` of `run.to_proto()`), built without protobuf.
 
     Mirrors `Run.to_proto` (RunInfo, RunData, Metric) and protobuf's JSON mapping of what it sets: a field
     set by `to_proto` is written even when empty, an empty repeated field is not, enums by name, doubles
-    with NaN and the infinities as strings. A run `_plain_run` does not cover takes MLflow's conversion.
+    with NaN and the infinities as strings. A run `_plain_run` does not cover takes MLflow's conversion
+    (`plain`: that check's answer, when the caller has it).
     """
-    if not _plain_run(run):
+    if not (_plain_run(run) if plain is None else plain):
         return _message_dict(run.to_proto())
     info, data = run.info, run.data
     body_info = {"run_uuid": info.run_id, "experiment_id": info.experiment_id}
@@ -309,14 +373,21 @@ def run_dict(run) -> dict:
 
 def search_runs_json(runs, next_page_token: str | None) -> str:
     """The JSON of MLflow's SearchRuns response for `runs`, without protobuf messages (compact)."""
+    return search_runs_answer(runs, next_page_token)[0]
+
+
+def search_runs_answer(runs, next_page_token: str | None) -> tuple[str, bool]:
+    """`search_runs_json`, and whether every run is plain (`_plain_run`): then the answer has no model
+    input, output or metric model id, nothing basic-auth's redaction could withhold."""
     body: dict = {}
+    plain = [_plain_run(run) for run in runs]
     if runs:
-        body["runs"] = [run_dict(run) for run in runs]
+        body["runs"] = [run_dict(run, run_plain) for run, run_plain in zip(runs, plain, strict=True)]
     if next_page_token:  # the store's tokens are bytes (SearchUtils.create_page_token), the proto's a string
         body["next_page_token"] = (
             next_page_token.decode() if isinstance(next_page_token, bytes) else next_page_token
         )
-    return json.dumps(body, separators=(",", ":"))
+    return json.dumps(body, separators=(",", ":")), all(plain)
 
 
 def install_search_runs_endpoint() -> None:
@@ -365,7 +436,10 @@ def install_search_runs_endpoint() -> None:
             page_token=request_message.page_token or None,
         )
         response = Response(mimetype="application/json")
-        response.set_data(search_runs_json(run_entities, run_entities.token))
+        text, plain = search_runs_answer(run_entities, run_entities.token)
+        response.set_data(text)
+        # For basic-auth's check of the answer (`install_auth_checks`): nothing to withhold, no need to parse.
+        setattr(response, NO_MODEL_LINKS, plain)
         return response
 
     _replace_view(handlers._search_runs, search_runs)
@@ -386,16 +460,12 @@ def run_experiment_ids(store, run_ids) -> dict[str, str] | None:
     """The experiment id of each of `run_ids` (in one query), or None when `get_run` would fail for one of
     them: the run does not exist, or `RunInfo` refuses its row (no experiment, user, status or start time).
     """
-    from mlflow.store.tracking.dbmodels.models import SqlRun
-    from sqlalchemy import select
-
     wanted = list(dict.fromkeys(run_ids))
-    columns = (SqlRun.run_uuid, SqlRun.experiment_id, SqlRun.user_id, SqlRun.status, SqlRun.start_time)
     with store.ManagedSessionMaker() as session:
         found = {
             run_id: str(experiment_id)
             for run_id, experiment_id, *required in session.execute(
-                select(*columns).where(SqlRun.run_uuid.in_(wanted))
+                _statements().run_experiments, {"run_ids": wanted}
             )
             if experiment_id is not None and None not in required
         }
@@ -413,9 +483,9 @@ def install_auth_checks() -> None:
       its own error.
     - The runs search's response check (`redact_search_runs_model_links`): MLflow parses the whole answer
       into protobuf messages (the page's 3,000 params, tags and metrics) to find model links it may have
-      to withhold. Here the JSON is looked through first, and a response with no model input, output or
-      metric model id, which MLflow's check would leave as it is, is left as it is; any other response
-      takes MLflow's check.
+      to withhold. Here a response with no model input, output or metric model id, which MLflow's check
+      would leave as it is, is left as it is: known so from its runs when this module's endpoint wrote it
+      (`NO_MODEL_LINKS`), else found by looking through its JSON; any other response takes MLflow's check.
     """
     import mlflow.server.auth as auth
     from flask import request
@@ -444,6 +514,8 @@ def install_auth_checks() -> None:
         return auth._authorize_bulk_in_experiments(experiment_ids, auth.RESOURCE_TYPE_RUN, "read")
 
     def redact_search_runs_model_links(resp) -> None:
+        if getattr(resp, NO_MODEL_LINKS, False):  # written by this module's endpoint from plain runs
+            return None
         body = resp.get_json(silent=True)
         if isinstance(body, dict) and not _links_models(body):
             return None
@@ -469,7 +541,7 @@ def install() -> None:
     from mlflow.store.entities.paged_list import PagedList
     from mlflow.store.tracking.dbmodels.models import SqlMetric, SqlRun
     from mlflow.utils.search_utils import SearchUtils
-    from sqlalchemy import func, insert, select
+    from sqlalchemy import insert, select
     from sqlalchemy.exc import IntegrityError
 
     store_class = sql_store.SqlAlchemyStore
@@ -582,48 +654,18 @@ def install() -> None:
         if not _plain(self) or not windows or (start_step is None) != (end_step is None) or len(wanted) < 2:
             return original_interval(self, run_ids, metric_key, max_results, start_step, end_step)
         max_results = max(1, max_results)
-        filters = [SqlMetric.run_uuid.in_(wanted), SqlMetric.key == metric_key]
+        stmt, bound = _statements().sampled, {"run_ids": wanted, "metric_key": metric_key}
+        bound["max_results"] = max_results
         if start_step is not None:
-            filters += [SqlMetric.step >= start_step, SqlMetric.step <= end_step]
-        m = SqlMetric
-        ascending = [m.step, m.timestamp, m.value, m.is_nan]
-        # One ordered pass per run: each row's position and the run's count. MLflow keeps the first row of
-        # each of `max_results` NTILE buckets, and the last row; NTILE's buckets are the SQL standard's
-        # (https://dev.mysql.com/doc/refman/8.4/en/window-function-descriptions.html#function_ntile):
-        # of `total` rows, the first `total mod n` buckets hold `total div n + 1` rows, the others
-        # `total div n`, so a bucket's first row is found from its position alone.
-        positioned = (
-            select(
-                m.run_uuid.label("run_uuid"),
-                m.value.label("value"),
-                m.timestamp.label("timestamp"),
-                m.step.label("step"),
-                m.is_nan.label("is_nan"),
-                func.row_number().over(partition_by=m.run_uuid, order_by=ascending).label("position"),
-                func.count().over(partition_by=m.run_uuid).label("total"),
-            )
-            .where(*filters)
-            .subquery()
-        )
-        p = positioned.c
-        index, size = p.position - 1, p.total // max_results
-        larger = (p.total % max_results) * (size + 1)  # rows in the larger buckets
-        first_of_bucket = (
-            (p.total <= max_results)
-            | ((index < larger) & (index % (size + 1) == 0))
-            | ((index >= larger) & ((index - larger) % size == 0))
-        )
-        last = p.position == p.total
-        stmt = (
-            select(p.run_uuid, p.value, p.timestamp, p.step, p.is_nan, first_of_bucket, last)
-            .where(first_of_bucket | last)
-            .order_by(p.run_uuid, p.position)
-        )
+            stmt = _statements().sampled_steps
+            bound.update(start_step=start_step, end_step=end_step)
         sampled, last_rows = defaultdict(list), {}
         with self.ManagedSessionMaker() as session:
             for run_id in run_ids:
                 self._validate_run_accessible(session, run_id)
-            for run_id, value, timestamp, step, is_nan, starts_bucket, is_last in session.execute(stmt):
+            for run_id, value, timestamp, step, is_nan, starts_bucket, is_last in session.execute(
+                stmt, bound
+            ):
                 row = (value, timestamp, step, is_nan)
                 if starts_bucket:
                     sampled[run_id].append(row)

@@ -241,3 +241,25 @@ def endpoint_pages(client, requests: list[dict], pages: int | None = 3) -> list:
             if not (token := body.get("next_page_token")):
                 break
     return found
+
+
+def metric_points(metrics) -> list:
+    """Metric entities as comparable tuples (the value's repr tells NaN, -0.0 and 1 from 1.0 apart)."""
+    return [(m.key, repr(m.value), m.timestamp, m.step, getattr(m, "run_id", None)) for m in metrics]
+
+
+def compare_sampled_histories(original, patched, store, data: dict, rng: random.Random, count: int) -> int:
+    """`count` generated sampled-history reads (the charts' get-history-bulk-interval), each answered by
+    MLflow's method and the patched one and compared point by point: several runs or one, a missing run,
+    a run asked twice, sample sizes from 1 to the UI's 320, step ranges; returns how many were compared."""
+    keys = data["keys"]["metrics"]
+    for _ in range(count):
+        run_ids = rng.sample(data["run_ids"], rng.choice([1, 3, 10])) + rng.choice([[], ["no-such-run"]])
+        if rng.random() < 0.1:
+            run_ids += run_ids[:1]  # a run asked twice is answered twice
+        key, max_results = rng.choice(keys), rng.choice([1, 2, 5, 320])
+        steps = rng.choice([(None, None), (0, 3), (2, 30), (5, 5)])
+        expected = original["get_metric_history_bulk_interval"](store, run_ids, key, max_results, *steps)
+        actual = patched["get_metric_history_bulk_interval"](store, run_ids, key, max_results, *steps)
+        assert metric_points(actual) == metric_points(expected), (run_ids, key, max_results, steps)
+    return count

@@ -25,9 +25,11 @@ from tests.fast_store_diff import (
     METRIC_KEYS,
     PATCHED,
     canonical,
+    compare_sampled_histories,
     endpoint_pages,
     generate,
     install_fast_store,
+    metric_points,
     random_filter,
     random_order,
     search_pages,
@@ -87,34 +89,22 @@ def test_metric_histories_answer_as_mlflow(database, methods):
     original, patched = methods
     rng = random.Random(8)  # noqa: S311 - generated reads, the same every run
 
-    def points(metrics) -> list:
-        return [(m.key, repr(m.value), m.timestamp, m.step, getattr(m, "run_id", None)) for m in metrics]
-
     checked = 0
     for run_id in data["run_ids"][:40]:
         for key in [*METRIC_KEYS, "absent"]:
             expected = original["get_metric_history"](store, run_id, key)
             actual = patched["get_metric_history"](store, run_id, key)
-            assert points(actual) == points(expected) and actual.token == expected.token
+            assert metric_points(actual) == metric_points(expected) and actual.token == expected.token
             size = rng.choice([1, 2, 7])
             token = None
             while True:
                 expected = original["get_metric_history"](store, run_id, key, size, token)
                 actual = patched["get_metric_history"](store, run_id, key, size, token)
-                assert points(actual) == points(expected) and actual.token == expected.token
+                assert metric_points(actual) == metric_points(expected) and actual.token == expected.token
                 checked += 1
                 if not (token := expected.token):
                     break
-    for _ in range(300):
-        run_ids = rng.sample(data["run_ids"], rng.choice([1, 3, 10])) + rng.choice([[], ["no-such-run"]])
-        if rng.random() < 0.1:
-            run_ids += run_ids[:1]  # a run asked twice is answered twice
-        key, max_results = rng.choice(METRIC_KEYS), rng.choice([1, 2, 5, 320])
-        steps = rng.choice([(None, None), (0, 3), (2, 30), (5, 5)])
-        expected = original["get_metric_history_bulk_interval"](store, run_ids, key, max_results, *steps)
-        actual = patched["get_metric_history_bulk_interval"](store, run_ids, key, max_results, *steps)
-        assert points(actual) == points(expected), (run_ids, key, max_results, steps)
-        checked += 1
+    checked += compare_sampled_histories(original, patched, store, data, rng, 300)
     assert checked > 600
 
 

@@ -19,6 +19,7 @@ import sqlalchemy
 
 from local import LocalStack
 from tests.fast_store_diff import (
+    compare_sampled_histories,
     endpoint_pages,
     generate,
     install_fast_store,
@@ -176,3 +177,14 @@ def test_runs_search_endpoint_answers_mlflows_json_on_mariadb(generated, monkeyp
     assert len(runs) > 1000 and any(
         m["value"] in infinite for run in runs for m in run["data"].get("metrics", [])
     )
+
+
+def test_sampled_histories_answer_as_mlflow_on_mariadb(generated, monkeypatch):
+    """The charts' sampled histories (one statement of window functions for many runs, its values bound
+    once per request) give MLflow's points on MariaDB: keys in either spelling, NaN and the infinities,
+    ties, runs missing the metric or missing altogether."""
+    store, data = generated
+    _, original, patched = install_fast_store(monkeypatch)
+    started = time.monotonic()
+    compared = compare_sampled_histories(original, patched, store, data, random.Random(27), 400)  # noqa: S311
+    print(f"{compared} sampled-history reads: {time.monotonic() - started:.1f}s")

@@ -263,3 +263,46 @@ def compare_sampled_histories(original, patched, store, data: dict, rng: random.
         actual = patched["get_metric_history_bulk_interval"](store, run_ids, key, max_results, *steps)
         assert metric_points(actual) == metric_points(expected), (run_ids, key, max_results, steps)
     return count
+
+
+SAMPLED_HISTORY_PATH = "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval"
+
+
+def sampled_history_queries(rng: random.Random, data: dict, count: int) -> list[dict]:
+    """`count` query strings of the charts' get-history-bulk-interval as the UI sends them (`run_ids`
+    repeated, the UI's 320 points), with other sizes and step ranges, and one in six refused by MLflow's
+    checks: no runs, too many runs, a size out of range or not a number, half a step range, a reversed
+    one, no metric key."""
+    keys = data["keys"]["metrics"]
+    refused = [
+        {"run_ids": []},
+        {"run_ids": [f"r{i}" for i in range(101)]},
+        {"max_results": 0},
+        {"max_results": 2501},
+        {"max_results": "many"},
+        {"start_step": 3},
+        {"start_step": 5, "end_step": 2},
+        {"start_step": "x", "end_step": 2},
+        {"metric_key": None},
+    ]
+    queries = []
+    for index in range(count):
+        run_ids = rng.sample(data["run_ids"], rng.choice([1, 3, 10])) + rng.choice([[], ["no-such-run"]])
+        query = {"run_ids": run_ids, "metric_key": rng.choice(keys), "max_results": rng.choice([1, 5, 320])}
+        if rng.random() < 0.3:
+            query.update(zip(("start_step", "end_step"), rng.choice([(0, 3), (2, 30), (5, 5)]), strict=True))
+        if rng.random() < 0.1:
+            del query["max_results"]  # MLflow's default, 2,500 points a run
+        if index % 6 == 5:
+            query.update(rng.choice(refused))
+        queries.append({name: value for name, value in query.items() if value is not None})
+    return queries
+
+
+def endpoint_answers(client, path: str, queries: list[dict]) -> list:
+    """(status, canonical JSON) of each GET `path` with `queries` through Flask's test `client`."""
+    answers = []
+    for query in queries:
+        reply = client.get(path, query_string=query)
+        answers.append((reply.status_code, canonical(json.loads(reply.data))))
+    return answers

@@ -538,7 +538,13 @@ def test_the_server_installs_change_15_unless_turned_off(setting, installed, bas
         monkeypatch.setattr(SqlAlchemyStore, name, getattr(SqlAlchemyStore, name))
     for marker in ("_mlflow_aks_fast_store", "_mlflow_aks_fast_metrics"):
         monkeypatch.setattr(SqlAlchemyStore, marker, False, raising=False)  # gone again after the test
-    for view in (handlers._get_metric_history, handlers._log_batch, handlers._search_runs):
+    views = (
+        handlers._get_metric_history,
+        handlers._log_batch,
+        handlers._search_runs,
+        handlers.get_metric_history_bulk_interval_handler,
+    )
+    for view in views:
         monkeypatch.setitem(app.view_functions, view.__name__, view)  # fast_store's and fast_metrics' views
     if setting is None:
         monkeypatch.delenv(serve.FAST_METRICS, raising=False)

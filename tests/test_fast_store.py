@@ -24,14 +24,17 @@ from tests import image_modules
 from tests.fast_store_diff import (
     METRIC_KEYS,
     PATCHED,
+    SAMPLED_HISTORY_PATH,
     canonical,
     compare_sampled_histories,
+    endpoint_answers,
     endpoint_pages,
     generate,
     install_fast_store,
     metric_points,
     random_filter,
     random_order,
+    sampled_history_queries,
     search_pages,
 )
 
@@ -180,7 +183,12 @@ def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed
         SqlAlchemyStore, "_mlflow_aks_fast_store", False, raising=False
     )  # gone again after the test
     monkeypatch.setattr(app, "view_functions", dict(app.view_functions))
-    for view in (handlers._search_runs, handlers._get_metric_history):
+    endpoints = (
+        handlers._search_runs,
+        handlers._get_metric_history,
+        handlers.get_metric_history_bulk_interval_handler,
+    )
+    for view in endpoints:
         app.view_functions[view.__name__] = view  # MLflow's own, in this test's copy of the table
     monkeypatch.setenv(serve.FAST_METRICS, "false")  # change 15 alone: tests/test_fast_metrics.py
     if setting is None:
@@ -197,7 +205,7 @@ def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed
     before = checks()
     serve._install_store_patches()
     assert (SqlAlchemyStore._search_runs is not original) is installed
-    for handler in (handlers._search_runs, handlers._get_metric_history):
+    for handler in endpoints:
         assert (app.view_functions[handler.__name__] is not handler) is installed
     assert [now is not then for now, then in zip(checks(), before, strict=True)] == [installed, installed]
 
@@ -207,16 +215,27 @@ def test_each_endpoint_is_replaced_once(monkeypatch):
     from mlflow.server import app, handlers
 
     monkeypatch.setattr(app, "view_functions", dict(app.view_functions))
-    mlflows = {view.__name__: view for view in (handlers._get_metric_history, handlers._search_runs)}
+    mlflows = {
+        view.__name__: view
+        for view in (
+            handlers._get_metric_history,
+            handlers._search_runs,
+            handlers.get_metric_history_bulk_interval_handler,
+        )
+    }
     app.view_functions.update(mlflows)
+
+    def install(copy) -> None:
+        copy.install_history_endpoint()
+        copy.install_search_runs_endpoint()
+        copy.install_sampled_histories_endpoint()
+
     fast_store = image_modules.load(monkeypatch, "fast_store")
-    fast_store.install_history_endpoint()
-    fast_store.install_search_runs_endpoint()
+    install(fast_store)
     first = {name: app.view_functions[name] for name in mlflows}
     assert all(first[name] is not view for name, view in mlflows.items())
     for copy in (fast_store, image_modules.load(monkeypatch, "fast_store")):
-        copy.install_history_endpoint()
-        copy.install_search_runs_endpoint()
+        install(copy)
         assert {name: app.view_functions[name] for name in mlflows} == first
 
 
@@ -586,3 +605,33 @@ def test_the_runs_search_endpoint_spares_the_redaction_a_parse(
             auth.AFTER_REQUEST_HANDLERS[(path, "POST")](answer)
             assert canonical(json.loads(answer.get_data())) == canonical(json.loads(expected.get_data()))
     assert marked > 10 and unmarked > 10, (marked, unmarked)
+
+
+def test_the_sampled_histories_endpoint_answers_mlflows_json(database, monkeypatch):
+    """The charts' get-history-bulk-interval through Flask: MLflow's handler on MLflow's store method, then
+    the fast handler on the fast method; the same status and JSON value for every generated request,
+    MLflow's errors included, without protobuf messages."""
+    from mlflow.server import app, handlers
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store, data = database
+    monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
+    endpoint = handlers.get_metric_history_bulk_interval_handler.__name__
+    monkeypatch.setitem(app.view_functions, endpoint, app.view_functions[endpoint])
+    fast_store, original, _ = install_fast_store(monkeypatch)
+    client = app.test_client()
+    queries = sampled_history_queries(random.Random(28), data, 300)  # noqa: S311 - generated requests
+    with monkeypatch.context() as mlflows:
+        mlflows.setattr(
+            SqlAlchemyStore, "get_metric_history_bulk_interval", original["get_metric_history_bulk_interval"]
+        )
+        expected = endpoint_answers(client, SAMPLED_HISTORY_PATH, queries)
+    fast_store.install_sampled_histories_endpoint()
+    assert app.view_functions[endpoint] is not handlers.get_metric_history_bulk_interval_handler
+    monkeypatch.setattr(handlers, "message_to_json", lambda *args: pytest.fail("protobuf's JSON"))
+    actual = endpoint_answers(client, SAMPLED_HISTORY_PATH, queries)
+    assert actual == expected
+    statuses = [status for status, _ in expected]
+    points = sum(body.count('"run_id"') for status, body in expected if status == 200)
+    assert statuses.count(200) > 200 and len(set(statuses)) > 1 and points > 2000
+    assert any('"NaN"' in body for _, body in expected)

@@ -16,8 +16,9 @@ their rows become entities:
 - `get_metric_history_bulk_interval` (the charts' sampled history): MLflow's sampling, NTILE buckets
   and the last point, computed for all the requested runs in one statement (window functions
   partitioned by run) instead of two statements and one check per run (a single run keeps MLflow's).
-- the runs search's endpoint (`install_search_runs_endpoint`): the same JSON value, written from the
-  runs without protobuf messages (`run_dict`), compact.
+- the endpoints of the runs search (`install_search_runs_endpoint`) and of the charts' sampled histories
+  (`install_sampled_histories_endpoint`): the same JSON value, written from the entities without
+  protobuf messages, compact.
 - two of basic-auth's checks (`install_auth_checks`): the charts' bulk history routes read the runs'
   experiment ids in one statement instead of loading each run in full, and a runs search's answer is
   parsed into protobuf messages only when it has model links to withhold.
@@ -25,7 +26,8 @@ their rows become entities:
 Only a plain `SqlAlchemyStore` takes these paths: a subclass (workspaces) may filter what a user sees
 through hooks these copies do not call, so it keeps MLflow's methods. tests/test_fast_store.py compares
 every path against MLflow's own methods over generated runs and queries; tests/e2e/test_fast_search_e2e.py
-compares the runs search and its endpoint on MariaDB.
+compares the runs search, its endpoint and the sampled histories on MariaDB. The statements these paths
+always send are built once per process (`_statements`).
 
 Like serve.py's other patches, this is written against TESTED_MLFLOW_VERSION (serve.py refuses any
 other MLflow), because it copies the structure of MLflow's private methods.
@@ -291,6 +293,93 @@ def install_history_endpoint() -> None:
         return response
 
     _replace_view(handlers._get_metric_history, get_metric_history)
+
+
+def sampled_histories_json(metrics) -> str:
+    """The JSON of MLflow's GetMetricHistoryBulkInterval response for `metrics` (`MetricWithRunId`s), without
+    protobuf messages: `MetricWithRunId.to_proto` sets all five fields, written in the proto's order."""
+    body: dict = {}
+    if metrics:
+        body["metrics"] = [
+            {
+                "key": m.key,
+                "value": _json_number(m.value),
+                "timestamp": m.timestamp,
+                "step": m.step,
+                "run_id": m.run_id,
+            }
+            for m in metrics
+        ]
+    return json.dumps(body, separators=(",", ":"))
+
+
+def install_sampled_histories_endpoint() -> None:
+    """`GET .../metrics/get-history-bulk-interval` (the charts' call) answered by `sampled_histories_json`
+    (idempotent): MLflow's handler and its `get_metric_history_bulk_interval_impl`, their request checks
+    and store call unchanged, the response written without protobuf messages and `message_to_json`."""
+    from flask import Response, request
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.service_pb2 import GetMetricHistoryBulkInterval
+    from mlflow.server import handlers
+
+    def get_metric_history_bulk_interval():
+        # From here to the store: MLflow 3.17.2's handlers.get_metric_history_bulk_interval_handler and
+        # get_metric_history_bulk_interval_impl.
+        most_runs = handlers.MAX_RUNS_GET_METRIC_HISTORY_BULK
+        request_message = handlers._get_request_message(
+            GetMetricHistoryBulkInterval(),
+            schema={
+                "run_ids": [
+                    handlers._assert_required,
+                    handlers._assert_array,
+                    handlers._assert_item_type_string,
+                    lambda x: handlers._assert_less_than_or_equal(
+                        len(x),
+                        most_runs,
+                        message=f"GetMetricHistoryBulkInterval request must specify at most "
+                        f"{most_runs} run_ids. Received {len(x)} run_ids.",
+                    ),
+                ],
+                "metric_key": [handlers._assert_required, handlers._assert_string],
+                "start_step": [handlers._assert_intlike],
+                "end_step": [handlers._assert_intlike],
+                "max_results": [
+                    handlers._assert_intlike,
+                    lambda x: handlers._assert_intlike_within_range(
+                        int(x),
+                        1,
+                        handlers.MAX_RESULTS_PER_RUN,
+                        message=f"max_results must be between 1 and {handlers.MAX_RESULTS_PER_RUN}.",
+                    ),
+                ],
+            },
+        )
+        args = request.args
+        max_results = int(args.get("max_results", handlers.MAX_RESULTS_PER_RUN))
+        start_step, end_step = args.get("start_step"), args.get("end_step")
+        if start_step is not None and end_step is not None:
+            start_step, end_step = int(start_step), int(end_step)
+            if start_step > end_step:
+                raise MlflowException.invalid_parameter_value(
+                    "end_step must be greater than start_step. "
+                    f"Found start_step={start_step} and end_step={end_step}."
+                )
+        elif start_step is not None or end_step is not None:
+            raise MlflowException.invalid_parameter_value(
+                "If either start step or end step are specified, both must be specified."
+            )
+        metrics = handlers._get_tracking_store().get_metric_history_bulk_interval(
+            run_ids=request_message.run_ids,
+            metric_key=request_message.metric_key,
+            max_results=max_results,
+            start_step=start_step,
+            end_step=end_step,
+        )
+        response = Response(mimetype="application/json")
+        response.set_data(sampled_histories_json(metrics))
+        return response
+
+    _replace_view(handlers.get_metric_history_bulk_interval_handler, get_metric_history_bulk_interval)
 
 
 def _message_dict(message) -> dict:

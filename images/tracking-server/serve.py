@@ -89,8 +89,8 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
 
 14. Faster reads of the tracking store (fast_store.py): the runs search of the experiment page, metric
    histories and the charts' sampled histories return MLflow's own answers without its ORM objects, the
-   sampled history of many runs in one statement, and a metric history's and a runs search's JSON without
-   protobuf messages. With basic-auth, the charts' permission check reads the runs' experiments in one
+   sampled history of many runs in one statement, and a metric history's, the charts' and a runs search's
+   JSON without protobuf messages. With basic-auth, the charts' permission check reads the runs' experiments in one
    statement (MLflow loads each run in full), and a runs search's answer is parsed again only when it has
    model links to withhold. migrate.py adds the index the experiment page's order reads.
    MLFLOW_AKS_FAST_STORE=false turns this off.
@@ -768,6 +768,7 @@ def _install_store_patches() -> None:
         fast_store.install()
         fast_store.install_history_endpoint()
         fast_store.install_search_runs_endpoint()
+        fast_store.install_sampled_histories_endpoint()
         if _basic_auth():
             fast_store.install_auth_checks()
     if _enabled(FAST_METRICS):

@@ -89,11 +89,11 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
 
 14. Faster reads of the tracking store (fast_store.py): the runs search of the experiment page, metric
    histories and the charts' sampled histories return MLflow's own answers without its ORM objects, the
-   sampled history of many runs in one statement, and a metric history's, the charts' and a runs search's
-   JSON without protobuf messages. With basic-auth, the charts' permission check reads the runs' experiments in one
-   statement (MLflow loads each run in full), and a runs search's answer is parsed again only when it has
-   model links to withhold. migrate.py adds the index the experiment page's order reads.
-   MLFLOW_AKS_FAST_STORE=false turns this off.
+   sampled history of many runs in one statement, and a metric history's, the charts' and a runs
+   search's JSON without protobuf messages. With basic-auth, the charts' permission check reads the runs'
+   experiments in one statement (MLflow loads each run in full), and a runs search's answer is parsed
+   again only when it has model links to withhold. migrate.py adds the index the experiment page's order
+   reads. MLFLOW_AKS_FAST_STORE=false turns this off.
 
 15. Long metric histories and bulk metric writes (fast_metrics.py): get-history's points read as plain rows
    and written as JSON directly, and basic-auth's redaction of it, which parses the whole answer back into
@@ -115,7 +115,17 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    the destination refused as its artifact handlers refuse it (`validate_path_is_safe`). Every other case
    (an http(s) tracking URI, a URI naming a host, no artifacts served here) is MLflow's class, unchanged.
 
-(5), (6), (7), (8), (10), (12), (14), (15) and (16) reach into MLflow's private internals, which change
+17. MLflow's three function middlewares (Starlette's `BaseHTTPMiddleware`) run as plain ASGI for a request
+   they would only hand on. Each such middleware runs the rest of the app in a task of its own and streams
+   the answer back through it, on every request: about a tenth of the server's CPU on the experiment page,
+   whose 13 calls go to Flask. Here basic-auth's permission check of FastAPI routes passes a request on
+   when MLflow's own functions say it would (an unprotected route, or no FastAPI validator and not refused
+   as a native route), decided once per method and path; the AI Gateway's timing passes on anything but
+   /gateway/; the workspace context, with workspaces off and no workspace header, binds no workspace for
+   the request as MLflow's does. Any other request, and any condition that fails, takes the middleware as
+   MLflow wrote it (`plain_middlewares`). MLFLOW_AKS_PLAIN_MIDDLEWARE=false turns this off.
+
+(5), (6), (7), (8), (10), (12), (14), (15), (16) and (17) reach into MLflow's private internals, which change
 between releases without notice. So the server refuses to start with any MLflow but TESTED_MLFLOW_VERSION,
 the one they were written and tested against (tests/test_images.py keeps it equal to the image's pin): a
 new MLflow needs these patches re-read and re-tested first. The sign-in plugin reaches into MLflow's
@@ -124,6 +134,7 @@ internals too, so with `--app-name oidc-auth` it must be TESTED_OIDC_AUTH_VERSIO
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import hmac
@@ -137,6 +148,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -164,6 +176,9 @@ SHARE_REQUEST_USER = "MLFLOW_AKS_SHARE_REQUEST_USER"
 STREAM_ARTIFACTS = "MLFLOW_AKS_STREAM_ARTIFACTS"
 FAST_STORE = "MLFLOW_AKS_FAST_STORE"
 FAST_METRICS = "MLFLOW_AKS_FAST_METRICS"
+PLAIN_MIDDLEWARE = "MLFLOW_AKS_PLAIN_MIDDLEWARE"
+# (17) How many (method, path) permission decisions a process keeps before it starts again.
+PERMISSION_DECISIONS = 4096
 USER_SYNC_SECONDS = "MLFLOW_AKS_USER_SYNC_SECONDS"
 # (9) Where metrics.py serves; no port: no metrics.
 METRICS_PORT_ENV = "MLFLOW_AKS_METRICS_PORT"
@@ -759,6 +774,137 @@ def resolve_proxied_artifacts_in_process() -> None:
     )
 
 
+def _gateway_timing_passes(scope) -> contextlib.AbstractContextManager | None:
+    """(17) MLflow's `gateway_timing_middleware` (fastapi_app.py) times /gateway/ requests only."""
+    from mlflow.server.asgi_utils import get_routed_asgi_path
+    from mlflow.server.handlers import _add_static_prefix
+    from starlette.requests import Request
+
+    if get_routed_asgi_path(Request(scope)).startswith(_add_static_prefix(GATEWAY_PREFIX)):
+        return None
+    return contextlib.nullcontext()
+
+
+def _workspace_context_passes(scope) -> contextlib.AbstractContextManager | None:
+    """(17) MLflow's `workspace_context_middleware` (fastapi_app.py) with workspaces off and no workspace
+    header: `resolve_workspace_for_request_if_enabled` gives no workspace, which it binds for the request
+    and clears after it, as here."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
+    from mlflow.server.workspace_helpers import WORKSPACE_HEADER_NAME
+    from mlflow.utils import workspace_context
+    from starlette.requests import Request
+
+    if MLFLOW_ENABLE_WORKSPACES.get() or (Request(scope).headers.get(WORKSPACE_HEADER_NAME) or "").strip():
+        return None
+
+    @contextlib.contextmanager
+    def no_workspace():
+        workspace_context.set_server_request_workspace(None)
+        try:
+            yield
+        finally:
+            workspace_context.clear_server_request_workspace()
+
+    return no_workspace()
+
+
+def _permission_passes(native_routes: list) -> Callable:
+    """(17) MLflow's basic-auth `fastapi_permission_middleware` (auth/__init__.py) hands a request on
+    untouched when its route is unprotected, or has no FastAPI validator and is not refused as a native
+    route without one (MLFLOW_BASIC_AUTH_FAIL_CLOSED): a route served by Flask, which checks it there.
+    Decided by MLflow's own functions, once per method, path and root path, all the decision reads (the
+    routes match on them); `native_routes`: the app's FastAPI routes at startup, at least those the
+    middleware knows (a route it does not know only makes this decide less often that it passes)."""
+    import mlflow.server.auth as auth
+    from mlflow.environment_variables import MLFLOW_BASIC_AUTH_FAIL_CLOSED
+    from mlflow.server.asgi_utils import get_routed_asgi_path
+    from starlette.requests import Request
+
+    fail_closed = MLFLOW_BASIC_AUTH_FAIL_CLOSED.get()
+    decided: dict[tuple, bool] = {}
+
+    def passes(scope, method: str, path: str) -> bool:
+        if auth.is_unprotected_route(path):
+            return True
+        if auth._find_fastapi_validator(path, method) is not None:
+            return False
+        return not (
+            fail_closed
+            and auth._scope_matches_native_route(native_routes, scope)
+            and not any(marker in path for marker in auth._KNOWN_UNGATED_FASTAPI_ROUTE_MARKERS)
+        )
+
+    def check(scope) -> contextlib.AbstractContextManager | None:
+        path = get_routed_asgi_path(Request(scope))
+        key = (scope["method"], path, scope["path"], scope.get("root_path", ""))
+        if (passing := decided.get(key)) is None:
+            if len(decided) >= PERMISSION_DECISIONS:  # bounded: paths with ids in them are many
+                decided.clear()
+            passing = decided[key] = passes(scope, scope["method"], path)
+        return contextlib.nullcontext() if passing else None
+
+    return check
+
+
+class _PlainWhenPassing:
+    """(17) One of MLflow's function middlewares (Starlette's `BaseHTTPMiddleware`), run as plain ASGI for a
+    request it would only hand on: `passes(scope)` says so by giving what the function would do around the
+    call (a context manager), else None, and the request takes the middleware as MLflow wrote it."""
+
+    def __init__(self, app, dispatch, passes) -> None:
+        from starlette.middleware.base import BaseHTTPMiddleware
+
+        self.app, self.passes = app, passes
+        self.middleware = BaseHTTPMiddleware(app, dispatch=dispatch)
+
+    async def __call__(self, scope, receive, send) -> None:
+        around = None
+        if scope["type"] == "http":
+            try:
+                around = self.passes(scope)
+            except Exception:  # MLflow's middleware decides, and raises if it must
+                around = None
+        if around is None:
+            await self.middleware(scope, receive, send)
+            return
+        with around:
+            await self.app(scope, receive, send)
+
+
+def plain_middlewares(fastapi_app) -> list[str]:
+    """(17) MLflow's function middlewares of `fastapi_app` that this file knows, each wrapped in
+    `_PlainWhenPassing` with its condition; returns their names. Before the app first serves (Starlette
+    builds its middleware stack then); after every route is added (the permission check's routes)."""
+    from starlette.middleware import Middleware
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    conditions = {
+        "add_gateway_timing_middleware.<locals>.gateway_timing_middleware": lambda: _gateway_timing_passes,
+        "add_fastapi_workspace_middleware.<locals>.workspace_context_middleware": lambda: (
+            _workspace_context_passes
+        ),
+        "add_fastapi_permission_middleware.<locals>.fastapi_permission_middleware": lambda: (
+            _permission_passes(
+                __import__("mlflow.server.auth", fromlist=["_native_fastapi_routes"])._native_fastapi_routes(
+                    fastapi_app
+                )
+            )
+        ),
+    }
+    wrapped, middlewares = [], []
+    for middleware in fastapi_app.user_middleware:
+        dispatch = middleware.kwargs.get("dispatch") if middleware.cls is BaseHTTPMiddleware else None
+        condition = conditions.get(getattr(dispatch, "__qualname__", ""))
+        if condition is None or middleware.args:
+            middlewares.append(middleware)
+            continue
+        middlewares.append(Middleware(_PlainWhenPassing, dispatch=dispatch, passes=condition()))
+        wrapped.append(dispatch.__name__)
+    fastapi_app.user_middleware = middlewares
+    fastapi_app.middleware_stack = None
+    return wrapped
+
+
 def _install_store_patches() -> None:
     """(14), (15) MLflow's SQL tracking store and its metric endpoints, faster with the same answers
     (fast_store.py, fast_metrics.py), each unless turned off."""
@@ -806,6 +952,8 @@ def _patch_uvicorn_worker() -> None:
             import stream_artifacts  # beside this file (/app in the image)
 
             stream_artifacts.install(fastapi_app)
+        if _enabled(PLAIN_MIDDLEWARE) and (fastapi_app := _fastapi_app(self.config.loaded_app)):
+            plain_middlewares(fastapi_app)  # after every route is added
         if _sign_in() and (issuer := os.environ.get("OIDC_ISSUER")):
             allowed = {g.strip() for g in os.environ.get("OIDC_GROUP_NAME", "").split(",") if g.strip()}
             groups_claim = os.environ.get("OIDC_GROUPS_ATTRIBUTE", "groups")

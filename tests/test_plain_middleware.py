@@ -164,3 +164,44 @@ def test_the_permission_decision_is_mlflows_and_kept_per_path(monkeypatch, fail_
     for index in range(5):
         check(scope("GET", f"/ajax-api/2.0/mlflow/runs/get/{index}"))
     assert len(asked) == 5
+
+
+@pytest.mark.parametrize(("setting", "installed"), [(None, True), ("true", True), ("false", False)])
+def test_every_serving_process_installs_it_unless_turned_off(monkeypatch, setting, installed):
+    """Change 17 is part of each uvicorn worker's startup (serve.py patches it), before the app first serves;
+    MLFLOW_AKS_PLAIN_MIDDLEWARE=false keeps MLflow's middlewares as they are."""
+    import asyncio
+
+    import uvicorn
+    from mlflow.store.artifact import artifact_repository_registry
+
+    registry = artifact_repository_registry._artifact_repository_registry._registry
+    monkeypatch.setitem(registry, "mlflow-artifacts", registry["mlflow-artifacts"])  # change 16: restored
+    serve = image_modules.load(monkeypatch, "serve")
+    for name in (serve.READINESS_KEY_ENV, serve.METRICS_PORT_ENV, serve.DRAIN_SECONDS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name in (serve.STREAM_ARTIFACTS, serve.FAST_STORE, serve.FAST_METRICS):
+        monkeypatch.setenv(name, "false")  # nothing else of MLflow's patched here
+    monkeypatch.setenv(serve._AUTH_APP, serve.OIDC_APP)  # no basic-auth patches; no issuer: no group gate
+    if setting is None:
+        monkeypatch.delenv(serve.PLAIN_MIDDLEWARE, raising=False)
+    else:
+        monkeypatch.setenv(serve.PLAIN_MIDDLEWARE, setting)
+    app, _, _ = _apps(monkeypatch, plain=False)
+    seen = []
+
+    async def started(self, sockets=None):  # uvicorn's own startup: where the worker starts serving
+        seen.append([middleware.cls.__name__ for middleware in app.user_middleware])
+
+    monkeypatch.setattr(uvicorn.server.Server, "startup", started)
+    serve._patch_uvicorn_worker()
+    config = uvicorn.Config(app)
+    config.loaded_app = config.app
+    loop = asyncio.new_event_loop()  # not asyncio.run: it leaves the main thread with no event loop
+    try:
+        loop.run_until_complete(uvicorn.Server(config).startup())
+    finally:
+        loop.close()
+    wrapper = "_PlainWhenPassing" if installed else "BaseHTTPMiddleware"
+    assert seen == [[wrapper] * 3 + ["HostValidationMiddleware", "CORSMiddleware", "CORSBlockingMiddleware",
+                                     "SecurityHeadersMiddleware"]]  # fmt: skip

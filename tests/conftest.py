@@ -66,9 +66,9 @@ def _from_image(value: object) -> bool:
 def mlflow_patches() -> set[str]:
     """What this process's MLflow holds that is not MLflow's own: the image's fast paths (serve.py changes 14
     and 15) replace views of MLflow's app, methods of its SQL store and, with basic-auth, checks of its auth
-    module, and change 16 an entry of its artifact repository registry; a test that installs them must put
-    MLflow's back, or every later test in its worker runs against the patched server (or finds them
-    installed already: the patches install once)."""
+    module and its store's grants query, and change 16 an entry of its artifact repository registry; a test
+    that installs them must put MLflow's back, or every later test in its worker runs against the patched
+    server (or finds them installed already: the patches install once)."""
     found = set()
     server = sys.modules.get("mlflow.server")
     if server is not None:
@@ -83,6 +83,13 @@ def mlflow_patches() -> set[str]:
             f"SqlAlchemyStore.{name}"
             for name, value in vars(store.SqlAlchemyStore).items()
             if name.startswith("_mlflow_aks") or _not_mlflows(value)
+        }
+    auth_store = sys.modules.get("mlflow.server.auth.sqlalchemy_store")
+    if auth_store is not None:
+        found |= {
+            f"auth SqlAlchemyStore.{name}"
+            for name, value in vars(auth_store.SqlAlchemyStore).items()
+            if _from_image(value)
         }
     auth = sys.modules.get("mlflow.server.auth")
     if auth is not None:
@@ -125,9 +132,11 @@ def basic_auth(monkeypatch):
     """MLflow's basic-auth module (loaded, as in a basic-auth server); what the image's fast paths replace in
     it (tests/test_fast_store.py, tests/test_fast_metrics.py) is MLflow's again after the test."""
     import mlflow.server.auth as auth
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
 
     for name in ("validate_can_read_metric_history_bulk", "redact_search_runs_model_links"):
         monkeypatch.setattr(auth, name, getattr(auth, name))
+    monkeypatch.setattr(SqlAlchemyStore, "list_grants", SqlAlchemyStore.list_grants)  # its store's query
     for table in AUTH_TABLES:
         monkeypatch.setattr(auth, table, dict(getattr(auth, table)))
     monkeypatch.setattr(auth, "_mlflow_aks_fast_metrics", False, raising=False)  # gone again after the test

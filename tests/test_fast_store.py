@@ -172,6 +172,7 @@ def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed
     """serve.py's change (14) in every serving process: the store's methods, the endpoints and, with
     basic-auth, its checks; MLFLOW_AKS_FAST_STORE=false keeps MLflow's own."""
     from mlflow.server import app, handlers
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore as AuthStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     serve = image_modules.load(monkeypatch, "serve")  # it imports this test's own fast_store
@@ -208,6 +209,7 @@ def test_the_server_installs_the_fast_paths_unless_turned_off(setting, installed
     for handler in endpoints:
         assert (app.view_functions[handler.__name__] is not handler) is installed
     assert [now is not then for now, then in zip(checks(), before, strict=True)] == [installed, installed]
+    assert getattr(AuthStore.list_grants, "_mlflow_aks_fast_store", False) is installed
 
 
 def test_each_endpoint_is_replaced_once(monkeypatch):
@@ -635,3 +637,73 @@ def test_the_sampled_histories_endpoint_answers_mlflows_json(database, monkeypat
     points = sum(body.count('"run_id"') for status, body in expected if status == 200)
     assert statuses.count(200) > 200 and len(set(statuses)) > 1 and points > 2000
     assert any('"NaN"' in body for _, body in expected)
+
+
+def test_the_grants_query_answers_as_mlflows(tmp_path, monkeypatch):
+    """basic-auth's `list_grants` (the first query of every permission decision): MLflow's method and the
+    patched one give the same rows, in the same order, or the same error, for every user, workspace and
+    set of resource types over generated roles, grants and role assignments."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth import sqlalchemy_store as auth_store
+    from mlflow.server.auth.permissions import (
+        RESOURCE_TYPE_WORKSPACE,
+        TYPE,
+        VALID_RESOURCE_TYPES,
+        PatternKind,
+    )
+
+    store_class = auth_store.SqlAlchemyStore
+    monkeypatch.setattr(store_class, "list_grants", store_class.list_grants)  # MLflow's again after the test
+    store = store_class()
+    store.init_db(f"sqlite:///{tmp_path / 'auth.db'}")
+    rng = random.Random(29)  # noqa: S311 - generated grants, the same every run
+    types, workspaces = sorted(VALID_RESOURCE_TYPES), ["default", "team-a", "team-b"]
+    users = [store.create_user(f"user{index}", "a-long-password-1234").id for index in range(6)]
+    roles, granted = [], 0
+    for workspace in workspaces:
+        for index in range(5):
+            role = store.create_role(f"role-{index}", workspace)
+            roles.append(role.id)
+            for _ in range(rng.randint(0, 6)):
+                resource_type = rng.choice(types)
+                workspace_slot = resource_type == RESOURCE_TYPE_WORKSPACE
+                pattern = "*"
+                if PatternKind.ID in TYPE[resource_type] and rng.random() < 0.6:
+                    pattern = str(rng.randint(1, 30))
+                permission = rng.choice(
+                    ["USE", "MANAGE"] if workspace_slot else ["READ", "USE", "EDIT", "MANAGE"]
+                )
+                try:
+                    store.add_role_permission(role.id, resource_type, pattern, permission)
+                    granted += 1
+                except MlflowException:
+                    pass  # the same grant twice
+    for user in users:
+        for role in rng.sample(roles, rng.randint(2, 8)):
+            store.assign_role_to_user(user, role)
+
+    def answers(method) -> list:
+        found = []
+        for user in [*users, 999]:
+            for workspace in [*workspaces, "no-such-workspace"]:
+                for size in (0, 1, 2, 3, 5, len(types)):
+                    wanted = rng_queries.sample(types, size)
+                    if rng_queries.random() < 0.05:
+                        wanted.append("no-such-type")
+                    try:
+                        found.append([tuple(row) for row in method(store, user, workspace, set(wanted))])
+                    except MlflowException as error:
+                        found.append((error.error_code, error.message))
+        return found
+
+    rng_queries = random.Random(30)  # noqa: S311 - generated queries
+    expected = answers(store_class.list_grants)
+    fast_store = image_modules.load(monkeypatch, "fast_store")
+    fast_store.install_grants_query()
+    assert getattr(store_class.list_grants, fast_store.INSTALLED)
+    rng_queries = random.Random(30)  # noqa: S311 - the same queries
+    actual = answers(store_class.list_grants)
+    assert actual == expected
+    nonempty = sum(1 for rows in expected if isinstance(rows, list) and rows)
+    assert granted > 30 and nonempty > 60, (granted, nonempty)
+    assert any(isinstance(rows, tuple) for rows in expected)  # MLflow's error for an unknown type

@@ -22,6 +22,8 @@ their rows become entities:
 - two of basic-auth's checks (`install_auth_checks`): the charts' bulk history routes read the runs'
   experiment ids in one statement instead of loading each run in full, and a runs search's answer is
   parsed into protobuf messages only when it has model links to withhold.
+- basic-auth's grants query (`install_grants_query`), the first step of every permission decision: the
+  same statement, built once instead of as an ORM query on every request.
 
 Only a plain `SqlAlchemyStore` takes these paths: a subclass (workspaces) may filter what a user sees
 through hooks these copies do not call, so it keeps MLflow's methods. tests/test_fast_store.py compares
@@ -619,6 +621,56 @@ def install_auth_checks() -> None:
     for route, handler in list(auth.AFTER_REQUEST_HANDLERS.items()):
         if handler is original_redact:
             auth.AFTER_REQUEST_HANDLERS[route] = redact_search_runs_model_links
+
+
+@functools.cache
+def _grants_statement():
+    """basic-auth's `list_grants` query (MLflow 3.17.2, auth/sqlalchemy_store.py) as one Core statement built
+    once: the same tables, joins and filters, its values bound (`resource_types` expands to the IN list)."""
+    from mlflow.server.auth.db.models import SqlRole, SqlRolePermission, SqlUserRoleAssignment
+    from sqlalchemy import Integer, String, bindparam, select
+
+    grant, role, assignment = SqlRolePermission.__table__, SqlRole.__table__, SqlUserRoleAssignment.__table__
+    return (
+        select(grant.c.resource_type, grant.c.resource_pattern, grant.c.permission)
+        .select_from(
+            grant.join(role, role.c.id == grant.c.role_id).join(assignment, role.c.id == assignment.c.role_id)
+        )
+        .where(
+            assignment.c.user_id == bindparam("user_id", type_=Integer),
+            role.c.workspace == bindparam("workspace", type_=String),
+            grant.c.resource_type.in_(bindparam("resource_types", expanding=True)),
+        )
+    )
+
+
+def install_grants_query() -> None:
+    """basic-auth's store reads a user's role grants (`list_grants`, once per checked request: every
+    permission decision starts there) with `_grants_statement` instead of building MLflow's ORM query
+    each time; the same rows, checks and errors (idempotent). tests/test_fast_store.py compares it with
+    MLflow's over generated roles, grants and users."""
+    from mlflow.server.auth import sqlalchemy_store as auth_store
+    from mlflow.server.auth.permissions import RESOURCE_TYPE_WORKSPACE, _validate_resource_type
+
+    store_class = auth_store.SqlAlchemyStore
+    if getattr(store_class.list_grants, INSTALLED, False):
+        return
+    original = store_class.list_grants
+
+    def list_grants(self, user_id, workspace, resource_types):
+        if type(self) is not store_class:  # a subclass may change what a user is granted: MLflow's
+            return original(self, user_id, workspace, resource_types)
+        # From here: MLflow 3.17.2's SqlAlchemyStore.list_grants, with the statement built once.
+        types = set(resource_types)
+        for resource_type in types:
+            _validate_resource_type(resource_type)
+        types.add(RESOURCE_TYPE_WORKSPACE)
+        bound = {"user_id": user_id, "workspace": workspace, "resource_types": sorted(types)}
+        with self.ManagedSessionMaker() as session:
+            return [auth_store.RoleGrantRow(*row) for row in session.execute(_grants_statement(), bound)]
+
+    setattr(list_grants, INSTALLED, True)
+    store_class.list_grants = list_grants
 
 
 def install() -> None:

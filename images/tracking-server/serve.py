@@ -91,9 +91,11 @@ Each change is measured by `python -m benchmarks.tracking_server` (see README, "
    histories and the charts' sampled histories return MLflow's own answers without its ORM objects, the
    sampled history of many runs in one statement, and a metric history's, the charts' and a runs
    search's JSON without protobuf messages. With basic-auth, the charts' permission check reads the runs'
-   experiments in one statement (MLflow loads each run in full), and a runs search's answer is parsed
-   again only when it has model links to withhold. migrate.py adds the index the experiment page's order
-   reads. MLFLOW_AKS_FAST_STORE=false turns this off.
+   experiments in one statement (MLflow loads each run in full), a runs search's answer is parsed
+   again only when it has model links to withhold, and a user's role grants (read for every permission
+   decision) are read with one statement built once instead of an ORM query built per request.
+   migrate.py adds the index the experiment page's order reads. MLFLOW_AKS_FAST_STORE=false turns this
+   off.
 
 15. Long metric histories and bulk metric writes (fast_metrics.py): get-history's points read as plain rows
    and written as JSON directly, and basic-auth's redaction of it, which parses the whole answer back into
@@ -917,6 +919,7 @@ def _install_store_patches() -> None:
         fast_store.install_sampled_histories_endpoint()
         if _basic_auth():
             fast_store.install_auth_checks()
+            fast_store.install_grants_query()
     if _enabled(FAST_METRICS):
         import fast_metrics  # beside this file (/app in the image)
 

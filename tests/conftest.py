@@ -105,6 +105,23 @@ def mlflow_patches() -> set[str]:
                 for route, check in getattr(auth, table).items()
                 if _from_image(check)
             }
+    hooks = sys.modules.get("mlflow_oidc_auth.hooks.before_request")
+    if hooks is not None:
+        # The sign-in plugin's checks (serve.py change 14 in sign-in mode): its tables and its run checks.
+        found |= {
+            f"mlflow_oidc_auth hooks.{name}[{route!r}]"
+            for name, table in vars(hooks).items()
+            if isinstance(table, dict)
+            for route, check in list(table.items())
+            if _from_image(check)
+        }
+    run_checks = sys.modules.get("mlflow_oidc_auth.validators.run")
+    if run_checks is not None:
+        found |= {
+            f"mlflow_oidc_auth validators.run.{name}"
+            for name, value in vars(run_checks).items()
+            if _from_image(value)
+        }
     registry = sys.modules.get("mlflow.store.artifact.artifact_repository_registry")
     if registry is not None:
         # serve.py's change 16 registers its own opener of `mlflow-artifacts:` URIs.

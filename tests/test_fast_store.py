@@ -707,3 +707,117 @@ def test_the_grants_query_answers_as_mlflows(tmp_path, monkeypatch):
     nonempty = sum(1 for rows in expected if isinstance(rows, list) and rows)
     assert granted > 30 and nonempty > 60, (granted, nonempty)
     assert any(isinstance(rows, tuple) for rows in expected)  # MLflow's error for an unknown type
+
+
+def test_the_sign_in_bulk_history_check_decides_as_the_plugins(database, monkeypatch):
+    """mlflow-oidc-auth's check of the charts' bulk history routes (sign-in mode): the same permission
+    questions, in the same order, and the same answer or error as the plugin's own check, over generated
+    requests (runs of both experiments, one experiment refused, a run that does not exist, a run asked
+    twice), with the runs' experiments read in one statement instead of one per run."""
+    from mlflow.server import app
+    from mlflow_oidc_auth.hooks import before_request as hooks
+    from mlflow_oidc_auth.validators import run as run_checks
+
+    store, data = database
+    original = run_checks.validate_can_read_metric_history_bulk_interval
+    monkeypatch.setattr(run_checks, "validate_can_read_metric_history_bulk_interval", original)
+    for table in (table for table in vars(hooks).values() if isinstance(table, dict)):
+        for route, check in list(table.items()):
+            if check is original:
+                monkeypatch.setitem(table, route, check)  # the plugin's own again after the test
+    monkeypatch.setattr(run_checks, "_get_tracking_store", lambda *args, **kwargs: store)
+    asked: list[tuple] = []
+    refused = {data["experiments"][1]}
+
+    def permission(experiment_id, username):
+        asked.append((experiment_id, username))
+        return types.SimpleNamespace(permission=types.SimpleNamespace(can_read=experiment_id not in refused))
+
+    monkeypatch.setattr(run_checks, "effective_experiment_permission", permission)
+    rng = random.Random(31)  # noqa: S311 - generated requests, the same every run
+    requests = [rng.sample(data["run_ids"], rng.choice([1, 2, 10, 10])) for _ in range(60)]
+    # A run that does not exist, asked before and after a refused one (the plugin stops at the first).
+    requests += [data["run_ids"][:3] + data["run_ids"][:1], ["no-such-run", data["run_ids"][1]], []]
+    requests += [[data["run_ids"][0], "no-such-run"]]
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute", record)
+    path = "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval"
+
+    def decisions() -> list:
+        found = []
+        for run_ids in requests:
+            asked.clear()
+            with app.test_request_context(path, query_string={"run_ids": run_ids, "metric_key": "loss"}):
+                try:
+                    allowed = hooks.BEFORE_REQUEST_VALIDATORS[(path, "GET")]("reader")
+                except Exception as error:  # the plugin's error for a run that does not exist
+                    allowed = (type(error).__name__, str(error))
+            found.append((allowed, asked[:]))
+            counts.append(len(statements) - sum(counts))
+        return found
+
+    counts: list[int] = []  # statements per request
+    try:
+        expected = decisions()
+        plugins_counts, counts[:] = counts[:], []
+        image_modules.load(monkeypatch, "fast_store").install_sign_in_checks()
+        assert hooks.BEFORE_REQUEST_VALIDATORS[(path, "GET")] is not original
+        statements.clear()
+        actual = decisions()
+    finally:
+        sqlalchemy.event.remove(store.engine, "before_cursor_execute", record)
+    assert actual == expected
+    outcomes = [allowed for allowed, _ in expected]
+    assert True in outcomes and False in outcomes and any(isinstance(a, tuple) for a in outcomes)
+    assert sum(len(calls) for _, calls in expected) > 100
+    # One statement where the plugin read each run until its first refusal; its own check where it raises.
+    allowed_10 = [
+        (plugins, fast)
+        for (allowed, _), plugins, fast, run_ids in zip(
+            expected, plugins_counts, counts, requests, strict=True
+        )
+        if allowed is True and len(run_ids) == 10
+    ]
+    assert allowed_10 and all(plugins == 10 and fast == 1 for plugins, fast in allowed_10)
+
+
+@pytest.mark.parametrize(
+    ("app_name", "checks"),
+    [
+        ("basic-auth", ["install_auth_checks", "install_grants_query"]),
+        ("oidc-auth", ["install_sign_in_checks"]),
+    ],
+)
+def test_the_server_installs_the_checks_of_its_sign_in(app_name, checks, basic_auth, monkeypatch):
+    """serve.py's change (14) installs the store's paths and endpoints in every mode, and the checks of the
+    app that authorizes requests: basic-auth's, or in sign-in mode mlflow-oidc-auth's."""
+    import importlib
+
+    serve = image_modules.load(monkeypatch, "serve")
+    fast_store = importlib.import_module("fast_store")  # the copy serve's `import fast_store` finds
+    called: list[str] = []
+    installs = [name for name in vars(fast_store) if name.startswith("install")]
+    for name in installs:
+        monkeypatch.setattr(fast_store, name, lambda name=name: called.append(name))
+    monkeypatch.setenv(serve._AUTH_APP, app_name)
+    monkeypatch.setenv(serve.FAST_METRICS, "false")
+    monkeypatch.delenv(serve.FAST_STORE, raising=False)
+    serve._install_store_patches()
+    endpoints = [
+        "install_history_endpoint",
+        "install_search_runs_endpoint",
+        "install_sampled_histories_endpoint",
+    ]
+    assert called == ["install", *endpoints, *checks]
+    assert set(installs) == {
+        "install",
+        *endpoints,
+        "install_auth_checks",
+        "install_grants_query",
+        "install_sign_in_checks",
+    }

@@ -24,6 +24,8 @@ their rows become entities:
   parsed into protobuf messages only when it has model links to withhold.
 - basic-auth's grants query (`install_grants_query`), the first step of every permission decision: the
   same statement, built once instead of as an ORM query on every request.
+- in sign-in mode, mlflow-oidc-auth's check of the charts' bulk history routes (`install_sign_in_checks`):
+  the runs' experiment ids in one statement instead of one query and session per run.
 
 Only a plain `SqlAlchemyStore` takes these paths: a subclass (workspaces) may filter what a user sees
 through hooks these copies do not call, so it keeps MLflow's methods. tests/test_fast_store.py compares
@@ -547,10 +549,10 @@ def _links_models(body: dict) -> bool:
     )
 
 
-def run_experiment_ids(store, run_ids) -> dict[str, str] | None:
-    """The experiment id of each of `run_ids` (in one query), or None when `get_run` would fail for one of
-    them: the run does not exist, or `RunInfo` refuses its row (no experiment, user, status or start time).
-    """
+def run_experiment_ids(store, run_ids, whole_runs: bool = True) -> dict[str, str] | None:
+    """The experiment id of each of `run_ids` (in one query), or None when one of them does not exist or
+    has no experiment; with `whole_runs`, also when `get_run` would fail for one of them because `RunInfo`
+    refuses its row (no user, status or start time)."""
     wanted = list(dict.fromkeys(run_ids))
     with store.ManagedSessionMaker() as session:
         found = {
@@ -558,7 +560,7 @@ def run_experiment_ids(store, run_ids) -> dict[str, str] | None:
             for run_id, experiment_id, *required in session.execute(
                 _statements().run_experiments, {"run_ids": wanted}
             )
-            if experiment_id is not None and None not in required
+            if experiment_id is not None and not (whole_runs and None in required)
         }
     return found if len(found) == len(wanted) else None
 
@@ -621,6 +623,51 @@ def install_auth_checks() -> None:
     for route, handler in list(auth.AFTER_REQUEST_HANDLERS.items()):
         if handler is original_redact:
             auth.AFTER_REQUEST_HANDLERS[route] = redact_search_runs_model_links
+
+
+def install_sign_in_checks() -> None:
+    """mlflow-oidc-auth's check of the charts' bulk history routes (sign-in mode, serve.py change 11) with the
+    runs' experiment ids read in one statement (idempotent; the plugin loaded).
+
+    The plugin's `validate_can_read_metric_history_bulk_interval` (10.2.0, validators/run.py) reads each
+    requested run's row on its own (`get_run_experiment_id`: an ORM query and a database session per run,
+    10 per chart and 100 per experiment page), then asks for the experiment's permission, run by run, and
+    refuses at the first run the user may not read. Here `run_experiment_ids` reads them all at once and
+    the same permission questions follow in the same order; a request it cannot answer that way (no run,
+    a run missing or incomplete, a store subclass) takes the plugin's check, with its error.
+    """
+    from mlflow_oidc_auth.hooks import before_request as hooks
+    from mlflow_oidc_auth.validators import run as run_checks
+
+    original = run_checks.validate_can_read_metric_history_bulk_interval
+    if getattr(original, INSTALLED, False):
+        return
+
+    def validate_can_read_metric_history_bulk_interval(username: str) -> bool:
+        # From here: mlflow-oidc-auth 10.2.0's check, but for the experiment ids' query.
+        run_ids = run_checks.all_source_values("run_ids", "run_id")
+        store = run_checks._get_tracking_store()
+        # The plugin reads each run's row alone (`_get_run`), which any existing run has: no whole-run check.
+        wanted = [str(run_id) for run_id in run_ids]
+        experiments = (
+            run_experiment_ids(store, wanted, whole_runs=False) if wanted and _plain(store) else None
+        )
+        if experiments is None:
+            return original(username)
+        for run_id in wanted:
+            if not run_checks.effective_experiment_permission(
+                experiments[run_id], username
+            ).permission.can_read:
+                return False
+        return True
+
+    setattr(validate_can_read_metric_history_bulk_interval, INSTALLED, True)
+    run_checks.validate_can_read_metric_history_bulk_interval = validate_can_read_metric_history_bulk_interval
+    for table in vars(hooks).values():
+        if isinstance(table, dict):
+            for route, check in list(table.items()):
+                if check is original:
+                    table[route] = validate_can_read_metric_history_bulk_interval
 
 
 @functools.cache

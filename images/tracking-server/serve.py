@@ -920,6 +920,8 @@ def _install_store_patches() -> None:
         if _basic_auth():
             fast_store.install_auth_checks()
             fast_store.install_grants_query()
+        if _sign_in():
+            fast_store.install_sign_in_checks()
     if _enabled(FAST_METRICS):
         import fast_metrics  # beside this file (/app in the image)
 

@@ -21,7 +21,9 @@ benchmarks/tracking_server.py), in the same run:
 - **bulk writes**: `log_batch` of 1,000 metrics (10 keys x 100 steps) into one run;
 - **statements per write**: MariaDB's counters (commits, statements, rows written, fsyncs) over 200
   `log_metric` and 50 `log_batch` requests, per request (docs/performance.md derives capacity from them);
-- the database's size, and the time to back it up and restore that backup.
+- the database's size, and the time to back it up and restore that backup;
+- with `--sign-in`, the page again on the chart's server in single sign-on mode (mlflow-oidc-auth, the
+  local OpenID provider), signed in with a run Job's ServiceAccount token.
 
 Requests log in as the chart's non-admin run user. Each measure runs 3 unmeasured times, then
 `--repeat` times (20; 3 for the full long history); the report gives p50 and p95 (nearest rank), the
@@ -45,7 +47,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.common import log, new_stack, write_report
-from benchmarks.tracking_server import REPO_ROOT, build_variants, machine_info, start_variant
+from benchmarks.procs import tree_cpu_seconds
+from benchmarks.tracking_server import (
+    REPO_ROOT,
+    SIGN_IN,
+    build_variants,
+    machine_info,
+    sign_in_variant,
+    start_variant,
+)
 from local import LocalStack
 from local.procs import stop
 
@@ -95,6 +105,8 @@ class Point:
     # variant -> counter -> per request, for "log_metric" and "log_batch"
     statements: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     calls: int = 0
+    # With --sign-in: the page measures of the chart's server in single sign-on mode (measure -> seconds).
+    sign_in: dict[str, list[float]] = field(default_factory=dict)
 
 
 MEASURES = (
@@ -263,12 +275,12 @@ def chart_calls(runs: list[dict]) -> list[tuple[str, str, dict]]:
 class Browser:
     """BROWSER_CONNECTIONS kept-alive connections, used at once for a page's parallel calls."""
 
-    def __init__(self, base_url: str, auth: tuple[str, str]):
+    def __init__(self, base_url: str, auth: tuple[str, str] | None, headers: dict[str, str] | None = None):
         import httpx
 
         self.clients: queue.Queue = queue.Queue()
         for _ in range(BROWSER_CONNECTIONS):
-            self.clients.put(httpx.Client(base_url=base_url, auth=auth, timeout=600))
+            self.clients.put(httpx.Client(base_url=base_url, auth=auth, headers=headers, timeout=600))
         self.pool = ThreadPoolExecutor(BROWSER_CONNECTIONS)
 
     def call(self, method: str, path: str, data: dict) -> dict:
@@ -358,20 +370,32 @@ def statements_per_request(db: dict, count: int, request) -> dict[str, float]:
     }
 
 
-def measure(stack: LocalStack, experiment_id: str, long_run: str, repeat: int, smoke: bool) -> tuple:
+def measure_page(
+    browser: Browser, experiment_id: str, repeat: int, calls: list[int], server_pid: int
+) -> dict[str, list[float]]:
+    """The experiment page, the filtered page and the runs search alone, through `browser`; and the CPU
+    time the server (all its processes) spent per page load (`page_cpu`, one value)."""
+    cpu = tree_cpu_seconds(server_pid)
+    times = {"page": timed(repeat, 3, lambda: calls.append(browser.page(experiment_id, None)[1]))}
+    times["page_cpu"] = [(tree_cpu_seconds(server_pid) - cpu) / (repeat + 3)]
+    times["filtered"] = timed(repeat, 3, lambda: browser.page(experiment_id, FILTER))
+    search = page_first_calls(experiment_id, None)[1]
+    times["search"] = timed(repeat, 3, lambda: browser.call(*search))
+    return times
+
+
+def measure(
+    stack: LocalStack, experiment_id: str, long_run: str, repeat: int, smoke: bool, server_pid: int
+) -> tuple:
     import httpx
     from mlflow.tracking import MlflowClient
 
     user, password = stack.run_credentials()
     auth = (user, password)
-    times: dict[str, list[float]] = {}
     browser = Browser(stack.tracking_uri, auth)
     calls: list[int] = []
     try:
-        times["page"] = timed(repeat, 3, lambda: calls.append(browser.page(experiment_id, None)[1]))
-        times["filtered"] = timed(repeat, 3, lambda: browser.page(experiment_id, FILTER))
-        search = page_first_calls(experiment_id, None)[1]
-        times["search"] = timed(repeat, 3, lambda: browser.call(*search))
+        times = measure_page(browser, experiment_id, repeat, calls, server_pid)
         query = {"run_ids": [long_run], "metric_key": LONG_METRIC, "max_results": UI_CHART_POINTS}
         interval = ("GET", f"{AJAX}/metrics/get-history-bulk-interval", query)
         times["long_interval"] = timed(repeat, 3, lambda: browser.call(*interval))
@@ -519,6 +543,41 @@ def render(points: list[Point], args, machine: dict[str, str], elapsed: float, s
             lines.append(
                 f"| {p.runs:,} | {title} | {cell(base)} | {cell(proj)} | {ms(base, q) / ms(proj, q):.1f}x |"
             )
+    lines += [
+        "",
+        "Server CPU time per experiment page load (user + system, all the server's processes, over the",
+        "page's measured and unmeasured loads), ms:",
+        "",
+        "| runs | baseline | project | project, sign-in |",
+        "|---|---|---|---|",
+    ]
+    for p in points:
+        cpu = [p.times["page_cpu"]["baseline"], p.times["page_cpu"]["project"], p.sign_in.get("page_cpu")]
+        cells = " | ".join("-" if c is None else f"{c[0] * 1000:.0f}" for c in cpu)
+        lines.append(f"| {p.runs:,} | {cells} |")
+    if any(p.sign_in for p in points):
+        lines += [
+            "",
+            f"Single sign-on (`{SIGN_IN}`): the chart's server with `tracking.auth.mode: oidc`",
+            "(mlflow-oidc-auth), the page's calls signed in with a run Job's ServiceAccount token; `x` is",
+            "the basic-auth baseline above / sign-in at p95.",
+            "",
+            "| runs | measure | baseline (basic-auth) | project, basic-auth | project, sign-in | x |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in points:
+            for measure, title in MEASURES:
+                if measure not in p.sign_in:
+                    continue
+                base, proj, signed = (
+                    p.times[measure]["baseline"],
+                    p.times[measure]["project"],
+                    p.sign_in[measure],
+                )
+                lines.append(
+                    f"| {p.runs:,} | {title} | {cell(base)} | {cell(proj)} | {cell(signed)} | "
+                    f"{ms(base, 0.95) / ms(signed, 0.95):.1f}x |"
+                )
     lines += ["", "Issue 20's targets:", "", "| runs | target | measured | met |", "|---|---|---|---|"]
     for p in points:
         for name, met, value in targets(p):
@@ -549,6 +608,9 @@ def render(points: list[Point], args, machine: dict[str, str], elapsed: float, s
         "|---|---|---|---|---|",
     ]
     for p in points:
+        if math.isnan(p.backup_s):  # --no-backup
+            lines.append(f"| {p.runs:,} | {p.db_mib:.0f} | not measured | not measured | not measured |")
+            continue
         lines.append(
             f"| {p.runs:,} | {p.db_mib:.0f} | {p.backup_s:.1f} | {p.backup_mib:.1f} | {p.restore_s:.1f} |"
         )
@@ -565,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-points", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--no-backup", action="store_true", help="skip the backup and restore timings")
+    parser.add_argument(
+        "--sign-in",
+        action="store_true",
+        help="also measure the page on the chart's server in single sign-on mode (local OpenID provider)",
+    )
     parser.add_argument(
         "--output", type=Path, help=f"report (default {DEFAULT_OUTPUT.relative_to(REPO_ROOT)})"
     )
@@ -599,6 +666,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         rundir = workdir / "servers"
         rundir.mkdir(exist_ok=True)
+        sign_in = None
+        if args.sign_in:
+            log("starting the local OpenID provider for the sign-in server")
+            stack.start_oidc()
+            sign_in = sign_in_variant(stack, rundir)
         seeded = 0
         for size in sizes:
             log(f"seeding runs {seeded:,}..{size - 1:,}")
@@ -609,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
                 proc, _ = start_variant(variant, stack, rundir, 300)
                 try:
                     times, statements, count, point.calls = measure(
-                        stack, experiment_id, long_run, repeat, args.smoke
+                        stack, experiment_id, long_run, repeat, args.smoke, proc.pid
                     )
                 finally:
                     stop(proc, timeout=30)
@@ -620,6 +692,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"{size:,} runs, {variant.name}: page p95 {ms(times['page'], 0.95):.0f} ms, filtered "
                     f"{ms(times['filtered'], 0.95):.0f} ms, history p50 {ms(times['history'], 0.5):.0f} ms "
                     f"({count:,} points), log_batch p95 {ms(times['log_batch'], 0.95):.0f} ms"
+                )
+            if sign_in is not None:
+                proc, _ = start_variant(sign_in, stack, rundir, 300)
+                browser = Browser(stack.tracking_uri, None, sign_in.headers())
+                try:
+                    point.sign_in = measure_page(browser, experiment_id, repeat, [], proc.pid)
+                finally:
+                    browser.close()
+                    stop(proc, timeout=30)
+                log(
+                    f"{size:,} runs, sign-in: page p95 {ms(point.sign_in['page'], 0.95):.0f} ms, "
+                    f"filtered {ms(point.sign_in['filtered'], 0.95):.0f} ms"
                 )
             if not args.no_backup:
                 log(f"{size:,} runs: backup, then restore (the chart's backup CronJob, `local restore`)")

@@ -55,7 +55,7 @@ class SmokeResult(NamedTuple):
 BENCHMARKS = {
     "tracking_server": Benchmark("benchmarks.tracking_server", ("--smoke", "--sign-in"), "stack", 900),
     "artifacts": Benchmark("benchmarks.artifacts", ("--smoke",), "work", 600),
-    "scale": Benchmark("benchmarks.scale", ("--smoke",), "work", 600),
+    "scale": Benchmark("benchmarks.scale", ("--smoke", "--sign-in"), "work", 600),
 }
 # The benchmark each test checks: the fixture starts those of the tests selected.
 BENCHMARK_OF = {
@@ -172,8 +172,8 @@ def test_artifact_benchmark_smoke_runs_both_paths_and_prints_its_table(smoke_run
 
 
 def test_scale_benchmark_smoke_measures_both_servers(smoke_runs):
-    """`python -m benchmarks.scale --smoke`: a few seeded runs and a short metric history, queried through
-    MLflow's defaults and the chart's server; no figure is asserted."""
+    """`python -m benchmarks.scale --smoke --sign-in`: a few seeded runs and a short metric history, queried
+    through MLflow's defaults, the chart's server and its single sign-on mode; no figure is asserted."""
     done, leftovers, written = smoke_runs["scale"].finish()
     assert done.returncode == 0, done.stderr[-4000:]
     assert not leftovers, f"processes left behind: {leftovers}"
@@ -194,4 +194,11 @@ def test_scale_benchmark_smoke_measures_both_servers(smoke_runs):
     for variant in ("baseline", "project"):
         for request in ("log_metric", "log_batch"):
             assert re.search(rf"^\| 20 \| {variant} \| {request} \|( -?[0-9.]+ \|){{6}}$", report, re.M)
+    # The server's CPU time per page load, for each server; --sign-in: the page's measures again on the
+    # single sign-on server, beside both basic-auth servers.
+    assert re.search(r"^\| 20 \| [0-9]+ \| [0-9]+ \| [0-9]+ \|$", report, re.M)
+    for title in ("experiment page (UI calls)", "experiment page, filtered", "runs/search alone"):
+        assert re.search(
+            rf"^\| 20 \| {re.escape(title)} \|( [0-9]+ / [0-9]+ \|){{3}} [0-9.]+x \|$", report, re.M
+        )
     assert written == report.rstrip("\n") + "\n"

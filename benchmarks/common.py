@@ -19,14 +19,20 @@ def log(message: str) -> None:
 
 
 def new_stack(prefix: str, workdir: Path | None = None, **config: Any) -> tuple[Path, LocalStack]:
-    """A local stack (not started) under `workdir`, or a new temporary directory, on free ports."""
+    """A local stack (not started) under `workdir`, or a new temporary directory, on free loopback ports."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix=prefix))
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o755)  # noqa: S103 - MariaDB (user mysql) enters it; secrets inside are 0600
-    server, mysql, azurite = free_ports(3)
+    # The OpenID provider's too (--sign-in): two benchmarks may run at once (tests/test_benchmark_smoke.py).
+    server, mysql, azurite, oidc = free_ports(4)
     stack = LocalStack(
         StackConfig(
-            workdir=workdir / "stack", server_port=server, mysql_port=mysql, azurite_port=azurite, **config
+            workdir=workdir / "stack",
+            server_port=server,
+            mysql_port=mysql,
+            azurite_port=azurite,
+            oidc_port=oidc,
+            **config,
         )
     )
     return workdir, stack

@@ -738,12 +738,14 @@ def main(argv: list[str] | None = None) -> int:
     names = ["baseline", "project", *dict.fromkeys(extra)]
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlflow-aks-bench-"))
-    server_port, mysql_port, azurite_port = free_ports(3)
+    # The OpenID provider's port too (--sign-in): two benchmarks may run at once (test_benchmark_smoke).
+    server_port, mysql_port, azurite_port, oidc_port = free_ports(4)
     config = StackConfig(
         workdir=workdir,
         server_port=server_port,
         mysql_port=mysql_port,
         azurite_port=azurite_port,
+        oidc_port=oidc_port,
         values=args.values,
     )
     stack = LocalStack(config)

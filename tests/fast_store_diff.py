@@ -1,7 +1,7 @@
 """Shared by the differential tests of images/tracking-server/fast_store.py: its installation (undone
-after the test), generated runs and runs searches. tests/test_fast_store.py compares on SQLite,
-tests/e2e/test_fast_search_e2e.py on MariaDB (the same generators, with `variants` for what MariaDB
-compares its own way).
+after the test), generated runs, runs searches, and the charts' sampled-history reads and requests.
+tests/test_fast_store.py compares on SQLite, tests/e2e/test_fast_search_e2e.py on MariaDB (the same
+generators, with `variants` for what MariaDB compares its own way).
 """
 
 from __future__ import annotations

@@ -880,18 +880,18 @@ def plain_middlewares(fastapi_app) -> list[str]:
     from starlette.middleware import Middleware
     from starlette.middleware.base import BaseHTTPMiddleware
 
+    def permission_condition() -> Callable:
+        # Only when basic-auth's middleware is there: its module is loaded then.
+        import mlflow.server.auth as auth
+
+        return _permission_passes(auth._native_fastapi_routes(fastapi_app))
+
     conditions = {
         "add_gateway_timing_middleware.<locals>.gateway_timing_middleware": lambda: _gateway_timing_passes,
         "add_fastapi_workspace_middleware.<locals>.workspace_context_middleware": lambda: (
             _workspace_context_passes
         ),
-        "add_fastapi_permission_middleware.<locals>.fastapi_permission_middleware": lambda: (
-            _permission_passes(
-                __import__("mlflow.server.auth", fromlist=["_native_fastapi_routes"])._native_fastapi_routes(
-                    fastapi_app
-                )
-            )
-        ),
+        "add_fastapi_permission_middleware.<locals>.fastapi_permission_middleware": permission_condition,
     }
     wrapped, middlewares = [], []
     for middleware in fastapi_app.user_middleware:

@@ -238,6 +238,26 @@ def test_scripts_use_bearer_tokens_with_the_default_permission(sso_stack, monkey
     )
     assert denied.status_code == 403, denied.text
     assert [m.step for m in bob.get_metric_history(run.info.run_id, "loss")] == [1]
+    # The UI's chart call, whose check reads the runs' experiments in one statement (serve.py change 14 in
+    # sign-in mode): Bob reads Alice's points; a run that does not exist gets the plugin's own answer.
+    charts = "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval"
+    chart = browser(sso_stack).get(
+        charts,
+        params={"run_ids": [run.info.run_id], "metric_key": "loss", "max_results": 320},
+        headers={"Authorization": f"Bearer {bob_token}"},
+    )
+    assert chart.status_code == 200, chart.text
+    assert [(m["run_id"], m["step"], m["value"]) for m in chart.json()["metrics"]] == [
+        (run.info.run_id, 1, 0.5)
+    ]
+    missing = browser(sso_stack).get(
+        charts,
+        params={"run_ids": [run.info.run_id, "no-such-run"], "metric_key": "loss"},
+        headers={"Authorization": f"Bearer {bob_token}"},
+    )
+    assert missing.status_code == 404 and missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST", (
+        missing.text
+    )
     # His own experiments are his to write.
     own = bob.create_experiment(f"sso-bob-{time.time_ns()}")
     bob.log_metric(bob.create_run(own).info.run_id, "loss", 0.2)

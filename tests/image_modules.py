@@ -30,3 +30,19 @@ def load(monkeypatch: pytest.MonkeyPatch, name: str) -> ModuleType:
         monkeypatch.setitem(sys.modules, cached, None)
         del sys.modules[cached]
     return importlib.import_module(name)
+
+
+def run_worker_startup(app) -> None:
+    """uvicorn's `Server.startup` for `app`, as each serving process runs it (with whatever serve.py's
+    `_patch_uvicorn_worker` installed), in an event loop of its own."""
+    import asyncio
+
+    import uvicorn
+
+    config = uvicorn.Config(app)
+    config.loaded_app = config.app
+    loop = asyncio.new_event_loop()  # not asyncio.run: it leaves the main thread with no event loop
+    try:
+        loop.run_until_complete(uvicorn.Server(config).startup())
+    finally:
+        loop.close()

@@ -511,6 +511,17 @@ def test_the_bulk_history_check_decides_as_mlflows(database, auth_module, monkey
     assert len(statements) < mlflow_statements / 3
 
 
+def _as_reader(monkeypatch, auth, store, models_denied: bool) -> None:
+    """Requests as a non-admin reader of the generated store, who may or may not see logged models."""
+    from mlflow.server import handlers
+
+    monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
+    monkeypatch.setattr(auth, "sender_is_admin", lambda: False)
+    monkeypatch.setattr(auth, "authenticate_request", lambda: types.SimpleNamespace(username="reader"))
+    denied = {auth.RESOURCE_TYPE_LOGGED_MODEL} if models_denied else set()
+    monkeypatch.setattr(auth, "_denied_sibling_tiers", lambda username, tiers: denied & set(tiers))
+
+
 @pytest.mark.parametrize("models_denied", [True, False])
 def test_the_runs_search_redaction_leaves_what_mlflows_leaves(
     database, auth_module, monkeypatch, models_denied
@@ -520,14 +531,10 @@ def test_the_runs_search_redaction_leaves_what_mlflows_leaves(
     import json
 
     from flask import Response
-    from mlflow.server import app, handlers
+    from mlflow.server import app
 
     auth, (store, data) = auth_module, database
-    monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
-    monkeypatch.setattr(auth, "sender_is_admin", lambda: False)
-    monkeypatch.setattr(auth, "authenticate_request", lambda: types.SimpleNamespace(username="reader"))
-    denied = {auth.RESOURCE_TYPE_LOGGED_MODEL} if models_denied else set()
-    monkeypatch.setattr(auth, "_denied_sibling_tiers", lambda username, tiers: denied & set(tiers))
+    _as_reader(monkeypatch, auth, store, models_denied)
     parsed = []
     monkeypatch.setattr(auth, "parse_dict", lambda *args, f=auth.parse_dict: parsed.append(1) or f(*args))
     client, path = app.test_client(), "/ajax-api/2.0/mlflow/runs/search"
@@ -570,11 +577,7 @@ def test_the_runs_search_endpoint_spares_the_redaction_a_parse(
     from mlflow.server import app, handlers
 
     auth, (store, data) = auth_module, database
-    monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
-    monkeypatch.setattr(auth, "sender_is_admin", lambda: False)
-    monkeypatch.setattr(auth, "authenticate_request", lambda: types.SimpleNamespace(username="reader"))
-    denied = {auth.RESOURCE_TYPE_LOGGED_MODEL} if models_denied else set()
-    monkeypatch.setattr(auth, "_denied_sibling_tiers", lambda username, tiers: denied & set(tiers))
+    _as_reader(monkeypatch, auth, store, models_denied)
     endpoint, path = handlers._search_runs.__name__, "/ajax-api/2.0/mlflow/runs/search"
     monkeypatch.setitem(app.view_functions, endpoint, app.view_functions[endpoint])
     mlflows_check = auth.AFTER_REQUEST_HANDLERS[(path, "POST")]

@@ -168,8 +168,6 @@ def test_the_permission_decision_is_mlflows_and_kept_per_path(monkeypatch, fail_
 def test_every_serving_process_installs_it_unless_turned_off(monkeypatch, setting, installed):
     """Change 17 is part of each uvicorn worker's startup (serve.py patches it), before the app first serves;
     MLFLOW_AKS_PLAIN_MIDDLEWARE=false keeps MLflow's middlewares as they are."""
-    import asyncio
-
     import uvicorn
     from mlflow.store.artifact import artifact_repository_registry
 
@@ -193,13 +191,7 @@ def test_every_serving_process_installs_it_unless_turned_off(monkeypatch, settin
 
     monkeypatch.setattr(uvicorn.server.Server, "startup", started)
     serve._patch_uvicorn_worker()
-    config = uvicorn.Config(app)
-    config.loaded_app = config.app
-    loop = asyncio.new_event_loop()  # not asyncio.run: it leaves the main thread with no event loop
-    try:
-        loop.run_until_complete(uvicorn.Server(config).startup())
-    finally:
-        loop.close()
+    image_modules.run_worker_startup(app)
     wrapper = "_PlainWhenPassing" if installed else "BaseHTTPMiddleware"
     assert seen == [[wrapper] * 3 + ["HostValidationMiddleware", "CORSMiddleware", "CORSBlockingMiddleware",
                                      "SecurityHeadersMiddleware"]]  # fmt: skip

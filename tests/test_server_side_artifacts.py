@@ -14,7 +14,7 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
-from tests.image_modules import load
+from tests.image_modules import load, run_worker_startup
 
 DATABASE = "mysql+pymysql://mlflow@db:3306/mlflow"  # a serving process's tracking URI: its database
 TRACE = "mlflow-artifacts:/7/traces/tr-0123/artifacts"  # what the SQL store tags a trace of experiment 7 with
@@ -149,8 +149,6 @@ def test_a_uri_naming_a_host_keeps_mlflows_class(installed, destination):
 
 def test_every_serving_process_installs_it_at_startup(serve, monkeypatch):
     """Change 16 is part of each uvicorn worker's startup, as serve.py patches it, before it serves."""
-    import asyncio
-
     import uvicorn
 
     registry = artifact_repository_registry._artifact_repository_registry._registry
@@ -168,11 +166,5 @@ def test_every_serving_process_installs_it_at_startup(serve, monkeypatch):
     monkeypatch.setattr(uvicorn.server.Server, "startup", started)
     serve._patch_uvicorn_worker()
     assert registry["mlflow-artifacts"] is MlflowArtifactsRepository
-    config = uvicorn.Config(lambda scope, receive, send: None)
-    config.loaded_app = config.app
-    loop = asyncio.new_event_loop()  # not asyncio.run: it leaves the main thread with no event loop
-    try:
-        loop.run_until_complete(uvicorn.Server(config).startup())
-    finally:
-        loop.close()
+    run_worker_startup(lambda scope, receive, send: None)
     assert seen == [serve.in_process_artifact_repository]

@@ -776,28 +776,29 @@ def resolve_proxied_artifacts_in_process() -> None:
     )
 
 
-def _gateway_timing_passes(scope) -> contextlib.AbstractContextManager | None:
-    """(17) MLflow's `gateway_timing_middleware` (fastapi_app.py) times /gateway/ requests only."""
+def _gateway_timing_passes() -> Callable:
+    """(17) MLflow's `gateway_timing_middleware` (fastapi_app.py) times /gateway/ requests only; its prefix
+    is found once, as MLflow finds it when it adds the middleware."""
     from mlflow.server.asgi_utils import get_routed_asgi_path
     from mlflow.server.handlers import _add_static_prefix
     from starlette.requests import Request
 
-    if get_routed_asgi_path(Request(scope)).startswith(_add_static_prefix(GATEWAY_PREFIX)):
-        return None
-    return contextlib.nullcontext()
+    prefix = _add_static_prefix(GATEWAY_PREFIX)
+
+    def check(scope) -> contextlib.AbstractContextManager | None:
+        return None if get_routed_asgi_path(Request(scope)).startswith(prefix) else contextlib.nullcontext()
+
+    return check
 
 
-def _workspace_context_passes(scope) -> contextlib.AbstractContextManager | None:
+def _workspace_context_passes() -> Callable:
     """(17) MLflow's `workspace_context_middleware` (fastapi_app.py) with workspaces off and no workspace
     header: `resolve_workspace_for_request_if_enabled` gives no workspace, which it binds for the request
-    and clears after it, as here."""
+    and clears after it, as here (the setting read on every request, as MLflow reads it)."""
     from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
     from mlflow.server.workspace_helpers import WORKSPACE_HEADER_NAME
     from mlflow.utils import workspace_context
     from starlette.requests import Request
-
-    if MLFLOW_ENABLE_WORKSPACES.get() or (Request(scope).headers.get(WORKSPACE_HEADER_NAME) or "").strip():
-        return None
 
     @contextlib.contextmanager
     def no_workspace():
@@ -807,7 +808,15 @@ def _workspace_context_passes(scope) -> contextlib.AbstractContextManager | None
         finally:
             workspace_context.clear_server_request_workspace()
 
-    return no_workspace()
+    def check(scope) -> contextlib.AbstractContextManager | None:
+        if (
+            MLFLOW_ENABLE_WORKSPACES.get()
+            or (Request(scope).headers.get(WORKSPACE_HEADER_NAME) or "").strip()
+        ):
+            return None
+        return no_workspace()
+
+    return check
 
 
 def _permission_passes(native_routes: list) -> Callable:
@@ -887,10 +896,8 @@ def plain_middlewares(fastapi_app) -> list[str]:
         return _permission_passes(auth._native_fastapi_routes(fastapi_app))
 
     conditions = {
-        "add_gateway_timing_middleware.<locals>.gateway_timing_middleware": lambda: _gateway_timing_passes,
-        "add_fastapi_workspace_middleware.<locals>.workspace_context_middleware": lambda: (
-            _workspace_context_passes
-        ),
+        "add_gateway_timing_middleware.<locals>.gateway_timing_middleware": _gateway_timing_passes,
+        "add_fastapi_workspace_middleware.<locals>.workspace_context_middleware": _workspace_context_passes,
         "add_fastapi_permission_middleware.<locals>.fastapi_permission_middleware": permission_condition,
     }
     wrapped, middlewares = [], []

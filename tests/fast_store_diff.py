@@ -36,6 +36,19 @@ def install_fast_store(monkeypatch) -> tuple:
     return fast_store, original, patched
 
 
+def fast_endpoint_client(monkeypatch, store, handler) -> tuple:
+    """MLflow's app answering from `store`, fast_store installed (`install_fast_store`), and MLflow's view
+    of `handler` (an endpoint the test replaces) back after the test: (fast_store, MLflow's methods, Flask's
+    test client)."""
+    from mlflow.server import app, handlers
+
+    monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
+    endpoint = handler.__name__
+    monkeypatch.setitem(app.view_functions, endpoint, app.view_functions[endpoint])
+    fast_store, original, _ = install_fast_store(monkeypatch)
+    return fast_store, original, app.test_client()
+
+
 def canonical(body) -> str:
     """A JSON value as text that tells 1 from 1.0 and ignores key order and indentation."""
     return json.dumps(body, sort_keys=True)

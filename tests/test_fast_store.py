@@ -29,6 +29,7 @@ from tests.fast_store_diff import (
     compare_sampled_histories,
     endpoint_answers,
     endpoint_pages,
+    fast_endpoint_client,
     generate,
     install_fast_store,
     metric_points,
@@ -620,11 +621,8 @@ def test_the_sampled_histories_endpoint_answers_mlflows_json(database, monkeypat
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     store, data = database
-    monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
-    endpoint = handlers.get_metric_history_bulk_interval_handler.__name__
-    monkeypatch.setitem(app.view_functions, endpoint, app.view_functions[endpoint])
-    fast_store, original, _ = install_fast_store(monkeypatch)
-    client = app.test_client()
+    handler = handlers.get_metric_history_bulk_interval_handler
+    fast_store, original, client = fast_endpoint_client(monkeypatch, store, handler)
     queries = sampled_history_queries(random.Random(28), data, 300)  # noqa: S311 - generated requests
     with monkeypatch.context() as mlflows:
         mlflows.setattr(
@@ -632,7 +630,7 @@ def test_the_sampled_histories_endpoint_answers_mlflows_json(database, monkeypat
         )
         expected = endpoint_answers(client, SAMPLED_HISTORY_PATH, queries)
     fast_store.install_sampled_histories_endpoint()
-    assert app.view_functions[endpoint] is not handlers.get_metric_history_bulk_interval_handler
+    assert app.view_functions[handler.__name__] is not handler
     monkeypatch.setattr(handlers, "message_to_json", lambda *args: pytest.fail("protobuf's JSON"))
     actual = endpoint_answers(client, SAMPLED_HISTORY_PATH, queries)
     assert actual == expected

@@ -21,6 +21,7 @@ from local import LocalStack
 from tests.fast_store_diff import (
     compare_sampled_histories,
     endpoint_pages,
+    fast_endpoint_client,
     generate,
     install_fast_store,
     random_filter,
@@ -138,11 +139,8 @@ def test_runs_search_endpoint_answers_mlflows_json_on_mariadb(generated, monkeyp
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     store, data = generated
-    monkeypatch.setattr(handlers, "_get_tracking_store", lambda *args, **kwargs: store)
+    fast_store, original, client = fast_endpoint_client(monkeypatch, store, handlers._search_runs)
     endpoint = handlers._search_runs.__name__
-    monkeypatch.setitem(app.view_functions, endpoint, app.view_functions[endpoint])
-    fast_store, original, _ = install_fast_store(monkeypatch)
-    client = app.test_client()
     rng = random.Random(25)  # noqa: S311 - generated queries, the same every run
     requests = [
         {
